@@ -1,0 +1,1 @@
+"""Subcommands of the ``foresight`` command line, one module each."""
