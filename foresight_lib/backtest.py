@@ -320,13 +320,7 @@ def _run_local_models(
                 if progress:
                     progress(1)
     for outcome in outcomes:
-        total.forecasts.update(outcome.forecasts)
-        total.models.update(outcome.models)
-        total.fallbacks.extend(outcome.fallbacks)
-        for name, seconds in outcome.fit_seconds.items():
-            total.fit_seconds[name] = total.fit_seconds.get(name, 0.0) + seconds
-        for name, seconds in outcome.predict_seconds.items():
-            total.predict_seconds[name] = total.predict_seconds.get(name, 0.0) + seconds
+        _merge_outcome(total, outcome)
     return total
 
 
@@ -432,27 +426,31 @@ def _actuals_matrix(y_future: np.ndarray, origins: Sequence[int], h: int) -> np.
     return np.stack([y_future[o : o + h] for o in origins])
 
 
-def _ensemble_forecasts(
-    splits: list[SeriesSplit], spec: BacktestSpec, test_forecasts: dict, origins: list[int],
-) -> tuple[dict[str, EnsembleWeights], _LocalOutcome]:
-    """Validation-day weights per series, then the ensemble's forecasts into ``test_forecasts``."""
-    season = spec.season_length
-    val_steps = season
+def _validation_splits(splits: list[SeriesSplit], spec: BacktestSpec) -> tuple[list[SeriesSplit], list[int]]:
+    """The last day of each training part, held out the same way the test day is."""
+    val_steps = spec.season_length
     val_origins = list(range(0, val_steps - spec.max_steps + 1, spec.stride_steps))
-    min_train = int(np.ceil(MIN_TRAIN_SEASONS * season))
-    can_validate = [s for s in splits if len(s.train) - val_steps >= min_train]
+    min_train = int(np.ceil(MIN_TRAIN_SEASONS * spec.season_length))
     val_splits = [
         SeriesSplit(s.unique_id, s.ds[: len(s.train)], s.train[:-val_steps], s.train[-val_steps:])
-        for s in can_validate
+        for s in splits
+        if len(s.train) - val_steps >= min_train
     ]
-    val_spec = BacktestSpec(**{**_spec_fields(spec), "keep_models": False, "future": False})
-    val = _forecast_all(val_splits, val_spec, val_origins)
+    return val_splits, val_origins
+
+
+def _ensemble_forecasts(
+    splits: list[SeriesSplit], spec: BacktestSpec, test_forecasts: dict, val_forecasts: dict,
+) -> dict[str, EnsembleWeights]:
+    """Validation-day weights per series, then the ensemble's forecasts into ``test_forecasts``."""
+    _, val_origins = _validation_splits(splits, spec)
+    val_steps = spec.season_length
     weights: dict[str, EnsembleWeights] = {}
     bases = spec.base_models
     for split in splits:
         uid = split.unique_id
-        if any((m, uid) in val.forecasts for m in bases):
-            val_fc = {m: val.forecasts[(m, uid)] for m in bases}
+        if all((m, uid) in val_forecasts for m in bases):
+            val_fc = {m: val_forecasts[(m, uid)] for m in bases}
             ens = fit_ensemble_weights(val_fc, split.train[-val_steps:], val_origins, spec.max_steps, spec.levels)
         else:  # too short to validate: equal weights, widths from the widest member
             ens = EnsembleWeights(bases, np.full((spec.max_steps, len(bases)), 1.0 / len(bases)), {})
@@ -463,7 +461,7 @@ def _ensemble_forecasts(
                 )
         weights[uid] = ens
         test_forecasts[(ENSEMBLE, uid)] = ens.combine({m: test_forecasts[(m, uid)] for m in bases}, spec.levels)
-    return weights, val
+    return weights
 
 
 def _spec_fields(spec: BacktestSpec) -> dict:
@@ -514,21 +512,37 @@ def _to_frame(
     return out
 
 
-def run_backtest(
-    df: pd.DataFrame, spec: BacktestSpec, progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
-) -> BacktestResult:
-    """Backtest ``spec.models`` on every series of the regular long frame ``df``.
+@dataclass
+class BacktestPart:
+    """The forecasts of some of the models: what one mapped training task produces.
 
-    Args:
-        df: long frame on the ``spec.freq`` grid (after the features step).
-        progress: called with the number of series finished, for a progress bar.
-        on_start: called once with the number of series that will be backtested.
+    Parts of the same frame and spec are merged by ``finish_backtest``; a part pickles
+    (arrays and fitted models), so a DAG task can store it for the evaluate step.
+    """
+
+    models: list[str]
+    splits: list[SeriesSplit]
+    skipped: list[dict]
+    outcome: _LocalOutcome
+    validation: _LocalOutcome | None
+    seconds: float
+
+
+def backtest_part(
+    df: pd.DataFrame, spec: BacktestSpec, models: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
+) -> BacktestPart:
+    """Fit and forecast ``models`` (default: every base model of ``spec``) on every series.
+
+    When ``spec`` includes the ensemble, the models also forecast each series' validation
+    day (the last day of its training part), which sets the ensemble's weights.
 
     Raises:
         DataError: no series is long and regular enough (the reasons per series are listed).
     """
     started = time.perf_counter()
+    models = [m for m in (models or spec.base_models) if m != ENSEMBLE]
+    check_model_names(models)
     splits, skipped = split_series(df, spec)
     if not splits:
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
@@ -537,13 +551,40 @@ def run_backtest(
         log.warning("skipping series %s: %s", row["unique_id"], row["reason"])
     if on_start:
         on_start(len(splits))
-
+    part_spec = BacktestSpec(**{**_spec_fields(spec), "models": models})
     origins = spec.origins + ([spec.test_steps] if spec.future else [])
-    total = _forecast_all(splits, spec, origins, progress)
+    outcome = _forecast_all(splits, part_spec, origins, progress)
+    validation = None
+    if ENSEMBLE in spec.models:
+        val_splits, val_origins = _validation_splits(splits, spec)
+        val_spec = BacktestSpec(**{**_spec_fields(part_spec), "keep_models": False, "future": False})
+        validation = _forecast_all(val_splits, val_spec, val_origins)
+    return BacktestPart(models, splits, skipped, outcome, validation, time.perf_counter() - started)
+
+
+def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> BacktestResult:
+    """Merge parts, add the ensemble, score every model and rank them."""
+    started = time.perf_counter()
+    splits = parts[0].splits
+    ids = [s.unique_id for s in splits]
+    total = _LocalOutcome({}, {}, {}, [], {})
+    val = _LocalOutcome({}, {}, {}, [], {})
+    for part in parts:
+        if [s.unique_id for s in part.splits] != ids:
+            raise ConfigError("backtest parts cover different series; run every part on the same frame and spec")
+        _merge_outcome(total, part.outcome)
+        if part.validation is not None:
+            _merge_outcome(val, part.validation)
+    missing = [m for m in spec.base_models if (m, ids[0]) not in total.forecasts]
+    if missing:
+        raise ConfigError(f"no forecasts for model(s) {missing}; run their training before the evaluation")
+
     ensemble_weights: dict = {}
     if ENSEMBLE in spec.models:
         t0 = time.perf_counter()
-        ensemble_weights, val = _ensemble_forecasts(splits, spec, total.forecasts, origins)
+        ensemble_weights = _ensemble_forecasts(splits, spec, total.forecasts, val.forecasts)
+        for name, seconds in val.fit_seconds.items():
+            total.fit_seconds[f"{name}@validation"] = seconds
         total.fit_seconds[ENSEMBLE] = time.perf_counter() - t0
         total.predict_seconds[ENSEMBLE] = 0.0
         total.fallbacks.extend({**f, "phase": "ensemble validation"} for f in val.fallbacks)
@@ -562,8 +603,39 @@ def run_backtest(
     board = leaderboard(per_series, spec.horizons)
     return BacktestResult(
         forecasts=forecasts, per_series=per_series, leaderboard=board, champion=champion(board),
-        series=[s.unique_id for s in splits], skipped=skipped, fallbacks=total.fallbacks,
+        series=ids, skipped=parts[0].skipped, fallbacks=total.fallbacks,
         fit_seconds=total.fit_seconds, predict_seconds=total.predict_seconds,
-        seconds=time.perf_counter() - started, spec=spec, future_forecasts=future,
-        models=total.models, ensemble_weights=ensemble_weights,
+        seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,
+        future_forecasts=future, models=total.models, ensemble_weights=ensemble_weights,
     )
+
+
+def _merge_outcome(total: _LocalOutcome, outcome: _LocalOutcome) -> None:
+    total.forecasts.update(outcome.forecasts)
+    total.models.update(outcome.models)
+    total.fallbacks.extend(outcome.fallbacks)
+    for name, seconds in outcome.fit_seconds.items():
+        total.fit_seconds[name] = total.fit_seconds.get(name, 0.0) + seconds
+    for name, seconds in outcome.predict_seconds.items():
+        total.predict_seconds[name] = total.predict_seconds.get(name, 0.0) + seconds
+
+
+def run_backtest(
+    df: pd.DataFrame, spec: BacktestSpec, progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> BacktestResult:
+    """Backtest ``spec.models`` on every series of the regular long frame ``df``.
+
+    Args:
+        df: long frame on the ``spec.freq`` grid (after the features step).
+        progress: called with the number of series finished, for a progress bar.
+        on_start: called once with the number of series that will be backtested.
+
+    Raises:
+        DataError: no series is long and regular enough (the reasons per series are listed).
+    """
+    started = time.perf_counter()
+    part = backtest_part(df, spec, progress=progress, on_start=on_start)
+    result = finish_backtest([part], spec)
+    result.seconds = time.perf_counter() - started
+    return result
