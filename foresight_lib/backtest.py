@@ -122,6 +122,8 @@ class BacktestResult:
     models: dict = field(default_factory=dict)
     """(model, unique_id) -> fitted local model, and model -> fitted global model."""
     ensemble_weights: dict = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
+    """MASE scale per series: in-sample MAE of the one-day seasonal naive on the training part."""
 
     def report(self) -> dict:
         """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks."""
@@ -606,7 +608,7 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
         series=ids, skipped=parts[0].skipped, fallbacks=total.fallbacks,
         fit_seconds=total.fit_seconds, predict_seconds=total.predict_seconds,
         seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,
-        future_forecasts=future, models=total.models, ensemble_weights=ensemble_weights,
+        future_forecasts=future, models=total.models, ensemble_weights=ensemble_weights, scales=scales,
     )
 
 

@@ -1,0 +1,148 @@
+"""Accuracy and speed of Foresight's models against statsforecast, same split, same protocol.
+
+Foresight runs in this process (the project's venv); statsforecast runs in its own venv
+(.venv-bench, from requirements-bench.txt) on the exact split Foresight used, and both
+are scored by ``foresight_lib.metrics`` with the same MASE scales. Both sides use the
+same number of worker processes. Results are written to benchmarks/results/ with the
+command that made them.
+
+Usage:
+    .venv/bin/python benchmarks/forecast_benchmark.py --dataset nab_cpu
+    .venv/bin/python benchmarks/forecast_benchmark.py --dataset bitbrains
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foresight_lib.backtest import BacktestSpec, run_backtest, split_series
+from foresight_lib.features import prepare_series
+from foresight_lib.loaders import load_series
+from foresight_lib.metrics import evaluate, leaderboard
+from foresight_lib.models import DEFAULT_MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+
+DATASETS = {
+    # every CPU-utilisation series of the NAB AWS set
+    "nab_cpu": dict(path=SHARED / "nab_aws", fmt="nab", metrics=["cpu_utilization"], last_days=None),
+    # CPU MHz and memory KB of the 25 Bitbrains VMs, the last 15 days of each
+    "bitbrains": dict(path=SHARED / "bitbrains_rnd" / "2013-8", fmt="bitbrains",
+                      metrics=["cpu_usage_mhz", "memory_usage_kb"], last_days=15),
+}
+
+
+def load_dataset(name: str, freq: str) -> pd.DataFrame:
+    ds = DATASETS[name]
+    loaded = load_series(ds["path"], ds["fmt"], metrics=ds["metrics"])
+    prepared = prepare_series(loaded.frame, loaded.series, freq=freq)
+    frame = prepared.frame
+    if ds["last_days"]:
+        end = frame.groupby("unique_id")["ds"].transform("max")
+        frame = frame[frame["ds"] > end - pd.Timedelta(days=ds["last_days"])]
+    return frame.reset_index(drop=True)
+
+
+def run_peers(frame: pd.DataFrame, spec: BacktestSpec, n_jobs: int) -> tuple[pd.DataFrame, dict]:
+    """statsforecast on Foresight's split; returns its forecast frame (with actuals) and timings."""
+    splits, _ = split_series(frame, spec)
+    rows = []
+    for s in splits:
+        n_train = len(s.train)
+        rows.append(pd.DataFrame({"unique_id": s.unique_id, "ds": s.ds, "y": np.concatenate([s.train, s.test]),
+                                  "part": ["train"] * n_train + ["test"] * len(s.test)}))
+    with tempfile.TemporaryDirectory() as tmp:
+        split_path = Path(tmp) / "split.parquet"
+        pd.concat(rows).to_parquet(split_path, index=False)
+        prefix = Path(tmp) / "peers"
+        cmd = [str(BENCH_PYTHON), str(ROOT / "benchmarks" / "peers_statsforecast.py"), str(split_path), str(prefix),
+               "--season", str(spec.season_length), "--h", str(spec.max_steps),
+               "--stride", str(spec.stride_steps), "--n-jobs", str(n_jobs)]
+        subprocess.run(cmd, check=True)
+        fc = pd.read_parquet(f"{prefix}.forecasts.parquet")
+        timings = json.loads(Path(f"{prefix}.timings.json").read_text())
+    by_id = {s.unique_id: s for s in splits}
+    fc["y"] = [by_id[u].test[o + st - 1] for u, o, st in zip(fc["unique_id"], fc["origin"], fc["step"], strict=True)]
+    fc["cutoff"] = fc["origin"]
+    return fc, timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=list(DATASETS), required=True)
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--freq", default="5min")
+    parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-peers", action="store_true")
+    args = parser.parse_args()
+    command = "python benchmarks/forecast_benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    frame = load_dataset(args.dataset, args.freq)
+    spec = BacktestSpec(models=args.models.split(","), freq=args.freq, n_jobs=args.n_jobs)
+    print(f"{args.dataset}: {frame['unique_id'].nunique()} series, {len(frame)} rows", flush=True)
+
+    t0 = time.perf_counter()
+    ours = run_backtest(frame, spec)
+    ours_wall = time.perf_counter() - t0
+    print(f"foresight: {ours_wall:.1f} s wall, champion {ours.champion}", flush=True)
+
+    per_series = [ours.per_series]
+    peers_wall, peer_timings = None, {}
+    if not args.skip_peers:
+        t0 = time.perf_counter()
+        peer_fc, peer_timings = run_peers(frame, spec, args.n_jobs)
+        peers_wall = time.perf_counter() - t0
+        print(f"statsforecast: {peers_wall:.1f} s wall", flush=True)
+        per_series.append(evaluate(peer_fc, ours.scales, spec.horizon_steps, spec.levels))
+    board = leaderboard(pd.concat(per_series, ignore_index=True), spec.horizons)
+    mean_mase = board.groupby("model")["mase"].mean().sort_values()
+
+    record = {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "dataset": args.dataset,
+        "series": len(ours.series),
+        "skipped": ours.skipped,
+        "protocol": ours.report()["protocol"],
+        "champion": ours.champion,
+        "mean_mase": mean_mase.round(4).to_dict(),
+        "leaderboard": board.round(4).to_dict(orient="records"),
+        "foresight_wall_seconds": round(ours_wall, 1),
+        "foresight_fit_seconds": {k: round(v, 2) for k, v in ours.fit_seconds.items()},
+        "foresight_predict_seconds": {k: round(v, 2) for k, v in ours.predict_seconds.items()},
+        "statsforecast_wall_seconds": None if peers_wall is None else round(peers_wall, 1),
+        "statsforecast_fit_seconds": {k: round(v, 2) for k, v in peer_timings.get("fit_seconds", {}).items()},
+        "statsforecast_predict_seconds": {k: round(v, 2) for k, v in peer_timings.get("predict_seconds", {}).items()},
+        "fallbacks": ours.report()["fallback_counts"],
+    }
+    if peers_wall:
+        record["wall_time_ratio_foresight_over_statsforecast"] = round(ours_wall / peers_wall, 3)
+        peers = mean_mase[[m for m in mean_mase.index if m.startswith("sf_")]]
+        record["best_statsforecast"] = {"model": peers.idxmin(), "mean_mase": round(float(peers.min()), 4)}
+        record["champion_beats_every_statsforecast_model"] = bool(mean_mase[ours.champion] < peers.min())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"forecast_{args.dataset}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(board.to_string(index=False))
+    print("mean MASE over horizons:\n" + mean_mase.round(4).to_string())
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
