@@ -1,0 +1,645 @@
+"""Read real resource-usage data into the long frame and the series table.
+
+``load_series(path, fmt)`` returns a ``LoadResult``: the long frame (``unique_id, ds,
+y``; UTC, float64, sorted), the series table (``frames.SERIES_TABLE_COLUMNS``) and the
+files or series that were skipped, each with its reason. Within a folder one bad file
+is skipped, not fatal; a single bad file given on its own raises ``DataError``.
+
+Formats:
+
+- ``long``: CSV or Parquet with ``unique_id, ds, y`` (optionally ``metric, entity,
+  unit, labels``), one file or a folder of them. A ``<stem>.series.parquet`` beside a
+  file (what ``foresight extract`` writes) supplies its series table.
+- ``nab``: Numenta Anomaly Benchmark CloudWatch files, one ``timestamp,value`` CSV per
+  series; metric and unit from the file name, naive timestamps taken as UTC.
+- ``bitbrains``: GWA-T-12 Bitbrains per-VM files (``;``+TAB separated, ten metrics).
+- ``alibaba2018``: Alibaba cluster-trace-v2018 ``machine_usage.csv`` (no header).
+- ``alibaba_genai``: Alibaba GenAI trace ``pod_memory_util_anon.csv``.
+
+A counter (a running total whose rate is the quantity of interest) is flagged in the
+series table by ``"metric_type": "counter"`` in its labels; the features step turns it
+into a rate.
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.frames import (
+    SERIES_COLUMNS,
+    SERIES_TABLE_COLUMNS,
+    check_series_frame,
+    make_unique_id,
+    split_unique_id,
+    to_utc,
+)
+from foresight_lib.horizons import format_duration
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("long", "nab", "bitbrains", "alibaba2018", "alibaba_genai")
+
+COUNTER_LABEL = "metric_type"
+"""Label key that marks a series' type; value ``counter`` for running totals."""
+
+ALIBABA2018_EPOCH = pd.Timestamp("2018-01-01T00:00:00Z")
+"""Anchor of the Alibaba 2018 trace's relative seconds (the trace gives no absolute date).
+
+Fixed so that loads are reproducible; the trace's 8 days then fall on Mon 2018-01-01 to
+Mon 2018-01-09 UTC. Day-of-week and time-of-day features are therefore not meaningful
+for this data set.
+"""
+
+
+@dataclass
+class LoadResult:
+    """What a loader read: the long frame, the series table and what it skipped.
+
+    Unpacks as the pair ``frame, series = load_series(...)``.
+    """
+
+    frame: pd.DataFrame
+    series: pd.DataFrame
+    skipped: list[dict] = field(default_factory=list)
+    """``{"file": path, "reason": ...}`` per skipped file (or ``unique_id`` per skipped series)."""
+    notes: list[dict] = field(default_factory=list)
+    """``{"unique_id" or "file": ..., "note": ...}``: rows dropped or values changed on the way in."""
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        yield self.frame
+        yield self.series
+
+
+def load_series(path: str | Path, fmt: str, metrics: Sequence[str] | None = None) -> LoadResult:
+    """Load ``path`` in format ``fmt`` as a long frame and series table.
+
+    Args:
+        path: a file, a folder searched recursively for the format's files, or a glob
+            pattern (``data/*.csv``).
+        fmt: one of ``FORMATS``.
+        metrics: keep only these metric names (e.g. ``["cpu_utilization"]``).
+
+    Raises:
+        ConfigError: unknown format or metric name.
+        DataError: the path does not exist, or nothing in it could be read (the reasons
+            per file are listed).
+    """
+    if fmt not in _LOADERS:
+        raise ConfigError(f"unknown format '{fmt}'; choose from {list(FORMATS)}")
+    path = Path(path)
+    if not path.exists() and not (_is_glob(path) and _glob(path)):
+        raise DataError(f"{path}: no such file or folder; check the input path")
+    wanted = _clean_metrics(metrics)
+    result = _LOADERS[fmt](path, wanted)
+    if wanted is not None and not result.frame.empty:
+        found = set(result.series["metric"])
+        missing = sorted(wanted - found)
+        if missing:
+            log.warning("metric(s) %s not found in %s", missing, path)
+    for row in result.skipped:
+        log.warning("skipped %s: %s", row.get("file") or row.get("unique_id"), row["reason"])
+    log.info("loaded %d series, %d rows from %s (%d skipped)", len(result.series), len(result.frame),
+             path, len(result.skipped))
+    return result
+
+
+def _clean_metrics(metrics: Sequence[str] | str | None) -> set[str] | None:
+    if metrics is None:
+        return None
+    if isinstance(metrics, str):
+        metrics = metrics.split(",")
+    names = {m.strip() for m in metrics if m and m.strip()}
+    return names or None
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+
+
+def _label_json(labels: dict) -> str:
+    return json.dumps(labels, sort_keys=True)
+
+
+def infer_freq(ds: pd.Series | pd.DatetimeIndex) -> str | None:
+    """The median step of sorted timestamps as a short label (``5min``, ``57s``, ``1h``); None if < 2 distinct."""
+    values = np.unique(pd.DatetimeIndex(ds).as_unit("ns").asi8)
+    if values.size < 2:
+        return None
+    step = pd.Timedelta(int(np.median(np.diff(values))), unit="ns").round("s")
+    if step <= pd.Timedelta(0):
+        return None
+    label = format_duration(step)
+    return label.replace("m", "min") if label.endswith("m") else label
+
+
+def _freqs(frame: pd.DataFrame) -> dict[str, str | None]:
+    return {uid: infer_freq(g) for uid, g in frame.groupby("unique_id", sort=False)["ds"]}
+
+
+def _make_series_table(rows: list[dict], frame: pd.DataFrame) -> pd.DataFrame:
+    """Series table from per-series rows, restricted to ids in ``frame``, with inferred frequency."""
+    table = pd.DataFrame(rows, columns=SERIES_TABLE_COLUMNS[:-1])
+    table = table.drop_duplicates("unique_id", keep="first")
+    freqs = _freqs(frame)
+    table = table[table["unique_id"].isin(freqs)].copy()
+    table["freq"] = table["unique_id"].map(freqs)
+    table["freq"] = table["freq"].astype(object).where(table["freq"].notna(), None)
+    return table.sort_values("unique_id").reset_index(drop=True)[SERIES_TABLE_COLUMNS]
+
+
+def _read_csv(file: Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` whose failures become a ``DataError`` naming the file."""
+    if file.stat().st_size == 0:
+        raise DataError(f"{file}: file is empty; remove it or re-export the data")
+    try:
+        df = pd.read_csv(file, **kwargs)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{file}: file is empty; remove it or re-export the data") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{file}: cannot be read as CSV ({reason}); check that it is a text CSV file of this format"
+        ) from exc
+    if df.empty:
+        raise DataError(f"{file}: file has a header but no rows; remove it or re-export the data")
+    return df
+
+
+def _numeric(values: pd.Series, file: Path, column: str) -> np.ndarray:
+    """float64 values; a non-numeric cell raises a ``DataError`` with examples and line numbers."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy("float64", na_value=np.nan)
+    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+    blank = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "null", "None"])
+    bad = parsed.isna() & ~blank
+    if bad.any():
+        lines = (np.flatnonzero(bad.to_numpy()) + 2).tolist()[:3]
+        examples = values[bad].astype(str).head(3).tolist()
+        raise DataError(
+            f"{file}: {int(bad.sum())} non-numeric value(s) in column '{column}', e.g. {examples} "
+            f"(line(s) {lines}); fix or remove those rows"
+        )
+    return parsed.to_numpy("float64", na_value=np.nan)
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], file: Path, what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{file}: missing column(s) {missing}; {what} needs {list(columns)} (found: {list(df.columns)[:12]})"
+        )
+
+
+def _is_glob(path: Path) -> bool:
+    return any(ch in str(path) for ch in "*?[")
+
+
+def _glob(path: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+
+
+def _folder_files(path: Path, patterns: Sequence[str], exclude: Callable[[Path], bool] | None = None) -> list[Path]:
+    """The format's files in a folder (recursively), the file itself, or the files a glob pattern matches."""
+    if path.is_file():
+        return [path]
+    if not path.exists() and _is_glob(path):
+        files = [f for f in _glob(path) if any(fnmatch.fnmatch(f.name, p) for p in patterns)]
+    else:
+        files = sorted({f for pattern in patterns for f in path.rglob(pattern) if f.is_file()})
+    if exclude is not None:
+        files = [f for f in files if not exclude(f)]
+    if not files:
+        raise DataError(f"{path}: no {'/'.join(patterns)} file found in this folder; check the path and --format")
+    return files
+
+
+def _load_files(
+    path: Path, files: list[Path], read_one: Callable[[Path], tuple[pd.DataFrame, list[dict], list[dict]]],
+) -> LoadResult:
+    """Read each file; in a folder a failing file is skipped with its reason, a single file raises."""
+    frames, rows, skipped, notes = [], [], [], []
+    for file in files:
+        try:
+            frame, table_rows, file_notes = read_one(file)
+        except DataError as exc:
+            if path.is_file():
+                raise
+            skipped.append({"file": str(file), "reason": str(exc)})
+            continue
+        if not frame.empty:
+            frames.append(frame)
+            rows.extend(table_rows)
+        notes.extend(file_notes)
+    if not frames:
+        if skipped:
+            reasons = "; ".join(s["reason"] for s in skipped[:3])
+            raise DataError(f"{path}: none of {len(files)} file(s) could be read: {reasons}")
+        return _empty_result(skipped, notes)
+    frame = check_series_frame(pd.concat(frames, ignore_index=True), source=str(path))
+    return LoadResult(frame, _make_series_table(rows, frame), skipped, notes)
+
+
+def _empty_result(skipped: list[dict], notes: list[dict]) -> LoadResult:
+    frame = pd.DataFrame({
+        "unique_id": pd.Series([], dtype=str), "ds": pd.Series([], dtype="datetime64[ns, UTC]"),
+        "y": pd.Series([], dtype="float64"),
+    })
+    return LoadResult(frame, pd.DataFrame(columns=SERIES_TABLE_COLUMNS), skipped, notes)
+
+
+def _long_pieces(uid: str, ds: pd.Series | pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
+    keep = ~np.isnan(values)
+    return pd.DataFrame({"unique_id": uid, "ds": pd.DatetimeIndex(ds)[keep], "y": values[keep]})
+
+
+def _filter_empty(metrics: set[str] | None, available: Sequence[str], fmt: str) -> None:
+    if metrics is None:
+        return
+    unknown = sorted(metrics - set(available))
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown} for format {fmt}; choose from {list(available)}")
+
+
+# ---------------------------------------------------------------------------
+# long
+
+
+def _load_long(path: Path, metrics: set[str] | None) -> LoadResult:
+    def is_table(f: Path) -> bool:
+        return f.name.endswith(".series.parquet") or f.name.endswith(".series.csv")
+
+    files = _folder_files(path, ["*.csv", "*.parquet"], exclude=is_table)
+    return _load_files(path, files, lambda f: _read_long_file(f, metrics))
+
+
+def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    if file.suffix.lower() == ".parquet":
+        if file.stat().st_size == 0:
+            raise DataError(f"{file}: file is empty; remove it or re-export the data")
+        try:
+            df = pd.read_parquet(file)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a corrupt file
+            raise DataError(f"{file}: cannot be read as Parquet ({type(exc).__name__}: {str(exc)[:200]}); "
+                            "check that the file is complete and really Parquet") from exc
+        if df.empty:
+            raise DataError(f"{file}: file has no rows; remove it or re-export the data")
+    else:
+        df = _read_csv(file)
+    _require(df, SERIES_COLUMNS, file, "a long-format file")
+    df = df.copy()
+    df["y"] = _numeric(df["y"], file, "y")
+    df["ds"] = to_utc(df["ds"], source=str(file))
+    df["unique_id"] = df["unique_id"].astype(str)
+    table = _sidecar_table(file)
+    rows = []
+    for uid, group in df.groupby("unique_id", sort=False):
+        first = group.iloc[0]
+        metric_default, entity_default = split_unique_id(uid)
+        row = {
+            "unique_id": uid,
+            "metric": _cell(first, "metric") or metric_default,
+            "entity": _cell(first, "entity") or entity_default,
+            "unit": _cell(first, "unit") or guess_unit(_cell(first, "metric") or metric_default),
+            "labels": _cell(first, "labels") or _label_json({}),
+        }
+        if table is not None and uid in table.index:
+            known = table.loc[uid]
+            row.update({k: known[k] for k in ("metric", "entity", "unit", "labels")
+                        if k in known.index and isinstance(known[k], str) and known[k]})
+        rows.append(row)
+    if metrics is not None:
+        keep_ids = {r["unique_id"] for r in rows if r["metric"] in metrics}
+        rows = [r for r in rows if r["unique_id"] in keep_ids]
+        df = df[df["unique_id"].isin(keep_ids)]
+    df = df[df["y"].notna()]
+    return df[SERIES_COLUMNS], rows, []
+
+
+def _cell(row: pd.Series, column: str) -> str | None:
+    if column not in row.index:
+        return None
+    value = row[column]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+def _sidecar_table(file: Path) -> pd.DataFrame | None:
+    """The series table written beside ``file`` by ``foresight extract``, indexed by unique_id."""
+    for suffix in (".series.parquet", ".series.csv"):
+        side = file.with_name(file.stem + suffix)
+        if side.is_file():
+            try:
+                table = pd.read_parquet(side) if suffix.endswith("parquet") else pd.read_csv(side)
+            except Exception as exc:  # noqa: BLE001 - a broken side table only loses metadata
+                log.warning("cannot read series table %s (%s); guessing units from names", side, exc)
+                return None
+            if "unique_id" in table.columns:
+                return table.drop_duplicates("unique_id").set_index("unique_id")
+    return None
+
+
+_UNIT_RULES = [
+    (re.compile(r"_seconds_total$"), "seconds"),
+    (re.compile(r"_bytes(_total)?$"), "bytes"),
+    (re.compile(r"_(percent|pct|utilization|util)$"), "percent"),
+    (re.compile(r"_kbps$"), "KB/s"),
+    (re.compile(r"_kb$"), "KB"),
+    (re.compile(r"_mhz$"), "MHz"),
+    (re.compile(r"_cores$"), "cores"),
+    (re.compile(r"_fraction$|_ratio$"), "fraction"),
+    (re.compile(r"_seconds$"), "seconds"),
+    (re.compile(r"(_count|_total)$"), "count"),
+]
+
+
+def guess_unit(metric: str) -> str:
+    """A unit from a metric's name suffix (``_bytes`` -> bytes, ``_percent`` -> percent); ``unknown`` otherwise."""
+    name = metric.lower()
+    for pattern, unit in _UNIT_RULES:
+        if pattern.search(name):
+            return unit
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------
+# NAB (Numenta Anomaly Benchmark, AWS CloudWatch)
+
+_NAB_METRICS = {
+    # name in the file (lower case, '_' separated) -> (metric, unit)
+    "cpu_utilization": ("cpu_utilization", "percent"),
+    "disk_write_bytes": ("disk_write_bytes", "bytes"),
+    "network_in": ("network_in", "bytes"),
+    "networkin": ("network_in", "bytes"),
+    "request_count": ("request_count", "count"),
+}
+
+
+def parse_nab_name(stem: str) -> tuple[str, str, str, dict]:
+    """Metric, entity, unit and labels from a NAB file name.
+
+    ``ec2_cpu_utilization_24ae8d`` -> (``cpu_utilization``, ``24ae8d``, ``percent``,
+    {service: ec2}); ``iio_us-east-1_i-a2eb1cd9_NetworkIn`` -> (``network_in``,
+    ``i-a2eb1cd9``, ``bytes``, {service: iio, region: us-east-1}). A name with no known
+    CloudWatch metric keeps the file name as its metric, ``nab`` as entity and unit ``unknown``.
+    """
+    name = stem.lower()
+    labels: dict = {"source_file": stem}
+    for key, (metric, unit) in _NAB_METRICS.items():
+        idx = name.find(key)
+        if idx < 0:
+            continue
+        before, after = stem[:idx].strip("_"), stem[idx + len(key):].strip("_")
+        if after:  # <service>_<metric>_<id>
+            entity = after
+            if before:
+                labels["service"] = before
+        else:  # <service>_<region>_<instance>_<Metric>
+            parts = before.split("_")
+            entity = parts[-1] if parts and parts[-1] else stem
+            if len(parts) > 1:
+                labels["service"] = parts[0]
+            if len(parts) > 2:
+                labels["region"] = "_".join(parts[1:-1])
+        return metric, entity, unit, labels
+    return re.sub(r"[^a-z0-9_]+", "_", name), "nab", "unknown", labels
+
+
+def _load_nab(path: Path, metrics: set[str] | None) -> LoadResult:
+    files = _folder_files(path, ["*.csv"])
+    if metrics is not None:
+        files = [f for f in files if parse_nab_name(f.stem)[0] in metrics]
+        if not files:
+            raise DataError(f"{path}: no NAB file of metric(s) {sorted(metrics)}; "
+                            f"metrics in NAB names are {sorted({m for m, _ in _NAB_METRICS.values()})}")
+    return _load_files(path, files, _read_nab_file)
+
+
+def _read_nab_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    df = _read_csv(file)
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    _require(df, ["timestamp", "value"], file, "a NAB file")
+    metric, entity, unit, labels = parse_nab_name(file.stem)
+    uid = make_unique_id(metric, entity)
+    values = _numeric(df["value"], file, "value")
+    ds = to_utc(df["timestamp"], source=str(file))
+    row = {"unique_id": uid, "metric": metric, "entity": entity, "unit": unit, "labels": _label_json(labels)}
+    return _long_pieces(uid, ds, values), [row], []
+
+
+# ---------------------------------------------------------------------------
+# Bitbrains GWA-T-12
+
+BITBRAINS_COLUMNS = {
+    # header (lower case, stripped) -> (metric, unit)
+    "cpu cores": ("cpu_cores", "cores"),
+    "cpu capacity provisioned [mhz]": ("cpu_capacity_mhz", "MHz"),
+    "cpu usage [mhz]": ("cpu_usage_mhz", "MHz"),
+    "cpu usage [%]": ("cpu_usage_percent", "percent"),
+    "memory capacity provisioned [kb]": ("memory_provisioned_kb", "KB"),
+    "memory usage [kb]": ("memory_usage_kb", "KB"),
+    "disk read throughput [kb/s]": ("disk_read_kbps", "KB/s"),
+    "disk write throughput [kb/s]": ("disk_write_kbps", "KB/s"),
+    "network received throughput [kb/s]": ("net_rx_kbps", "KB/s"),
+    "network transmitted throughput [kb/s]": ("net_tx_kbps", "KB/s"),
+}
+BITBRAINS_METRICS = [m for m, _ in BITBRAINS_COLUMNS.values()]
+
+
+def _load_bitbrains(path: Path, metrics: set[str] | None) -> LoadResult:
+    _filter_empty(metrics, BITBRAINS_METRICS, "bitbrains")
+    files = _folder_files(path, ["*.csv"])
+    return _load_files(path, files, lambda f: _read_bitbrains_file(f, metrics))
+
+
+def _epoch_seconds(values: np.ndarray) -> np.ndarray:
+    """Unix seconds; values that look like milliseconds (> 1e11) are divided by 1000.
+
+    The Bitbrains header says ``Timestamp [ms]`` but the values are seconds, so the unit
+    is decided from the magnitude rather than the header.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size and np.median(finite) > 1e11:
+        return values / 1000.0
+    return values
+
+
+def _read_bitbrains_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    # ';' then TAB: the C parser with skipinitialspace drops the TAB before each value.
+    df = _read_csv(file, sep=";", skipinitialspace=True, engine="c")
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    ts_col = next((c for c in df.columns if c.startswith("timestamp")), None)
+    if ts_col is None:
+        raise DataError(f"{file}: no 'Timestamp' column; a Bitbrains file starts with 'Timestamp [ms];'"
+                        f" (found: {list(df.columns)[:12]})")
+    wanted = {h: mu for h, mu in BITBRAINS_COLUMNS.items() if metrics is None or mu[0] in metrics}
+    _require(df, list(wanted), file, "a Bitbrains file")
+    seconds = _epoch_seconds(_numeric(df[ts_col], file, ts_col))
+    if np.isnan(seconds).any():
+        raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty timestamp(s); fix or remove those rows")
+    ds = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True)).as_unit("ns")
+    entity = f"vm{file.stem}"
+    pieces, rows = [], []
+    for header, (metric, unit) in wanted.items():
+        uid = make_unique_id(metric, entity)
+        pieces.append(_long_pieces(uid, ds, _numeric(df[header], file, header)))
+        rows.append({"unique_id": uid, "metric": metric, "entity": entity, "unit": unit,
+                     "labels": _label_json({"vm": file.stem, "source_file": file.name})})
+    return pd.concat(pieces, ignore_index=True), rows, []
+
+
+# ---------------------------------------------------------------------------
+# Alibaba cluster-trace-v2018, machine_usage.csv
+
+ALIBABA2018_COLUMNS = [
+    "machine_id", "time_stamp", "cpu_util_percent", "mem_util_percent", "mem_gps", "mkpi",
+    "net_in", "net_out", "disk_io_percent",
+]
+ALIBABA2018_METRICS = {
+    # column -> (metric, unit, counter); mem_gps and mkpi are left out (empty in ~78 % of rows)
+    "cpu_util_percent": ("cpu_util_percent", "percent", False),
+    "mem_util_percent": ("mem_util_percent", "percent", False),
+    "net_in": ("net_in", "normalized", True),
+    "net_out": ("net_out", "normalized", True),
+    "disk_io_percent": ("disk_io_percent", "percent", False),
+}
+
+
+def _load_alibaba2018(path: Path, metrics: set[str] | None) -> LoadResult:
+    _filter_empty(metrics, [m for m, _, _ in ALIBABA2018_METRICS.values()], "alibaba2018")
+    files = _folder_files(path, ["machine_usage*.csv"])
+    return _load_files(path, files, lambda f: _read_alibaba2018_file(f, metrics))
+
+
+def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    df = _read_csv(file, header=None)
+    if df.shape[1] != len(ALIBABA2018_COLUMNS):
+        raise DataError(f"{file}: {df.shape[1]} column(s), expected {len(ALIBABA2018_COLUMNS)} "
+                        f"({', '.join(ALIBABA2018_COLUMNS)}, no header row)")
+    df.columns = ALIBABA2018_COLUMNS
+    seconds = _numeric(df["time_stamp"], file, "time_stamp")
+    if np.isnan(seconds).any():
+        raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty time_stamp(s); fix or remove those rows")
+    ds = pd.DatetimeIndex(ALIBABA2018_EPOCH + pd.to_timedelta(seconds, unit="s")).as_unit("ns")
+    machines = df["machine_id"].astype(str).to_numpy()
+    pieces, rows, notes = [], [], []
+    for column, (metric, unit, counter) in ALIBABA2018_METRICS.items():
+        if metrics is not None and metric not in metrics:
+            continue
+        values = _numeric(df[column], file, column)
+        if column == "disk_io_percent":  # -1 and 101 mark invalid samples in the trace
+            invalid = (values < 0) | (values > 100)
+            values = np.where(invalid, np.nan, values)
+            for machine, count in pd.Series(machines[invalid]).value_counts().items():
+                notes.append({"unique_id": make_unique_id(metric, machine),
+                              "note": f"{count} invalid disk_io value(s) (-1 or 101) dropped"})
+        piece = pd.DataFrame({"machine": machines, "ds": ds, "y": values})
+        piece = piece[piece["y"].notna()]
+        piece.insert(0, "unique_id", metric + "/" + piece.pop("machine"))
+        pieces.append(piece)
+        labels = {"source_file": file.name, "epoch": ALIBABA2018_EPOCH.isoformat()}
+        if counter:
+            labels[COUNTER_LABEL] = "counter"
+        for machine in np.unique(machines):
+            rows.append({"unique_id": make_unique_id(metric, machine), "metric": metric, "entity": machine,
+                         "unit": unit, "labels": _label_json({**labels, "machine": machine})})
+    return pd.concat(pieces, ignore_index=True), rows, notes
+
+
+# ---------------------------------------------------------------------------
+# Alibaba GenAI trace (2026), pod memory utilisation
+
+
+def _load_alibaba_genai(path: Path, metrics: set[str] | None) -> LoadResult:
+    _filter_empty(metrics, ["memory_utilization"], "alibaba_genai")
+    files = _folder_files(path, ["*.csv"])
+    return _load_files(path, files, _read_alibaba_genai_file)
+
+
+def _read_alibaba_genai_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    df = _read_csv(file)
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    _require(df, ["value", "timestamp_anon", "container_ip"], file, "an Alibaba GenAI pod file")
+    values = _numeric(df["value"], file, "value")
+    seconds = _numeric(df["timestamp_anon"], file, "timestamp_anon")
+    if np.isnan(seconds).any():
+        raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty timestamp_anon value(s); "
+                        "fix or remove those rows")
+    ds = pd.to_datetime(seconds, unit="s", utc=True).as_unit("ns")
+    no_pod = df["container_ip"].isna().to_numpy()
+    notes = []
+    if no_pod.any():
+        notes.append({"file": str(file), "note": f"{int(no_pod.sum())} row(s) without container_ip dropped"})
+    pods = df["container_ip"].astype(str)[~no_pod]
+    frame = pd.DataFrame({"unique_id": "memory_utilization/" + pods, "ds": ds[~no_pod], "y": values[~no_pod]})
+    frame = frame[frame["y"].notna()]
+    rows = [{"unique_id": make_unique_id("memory_utilization", pod), "metric": "memory_utilization",
+             "entity": pod, "unit": "fraction",
+             "labels": _label_json({"container_ip_md5": pod, "source_file": file.name})}
+            for pod in pods.unique()]
+    return frame, rows, notes
+
+
+_LOADERS: dict[str, Callable[[Path, set[str] | None], LoadResult]] = {
+    "long": _load_long,
+    "nab": _load_nab,
+    "bitbrains": _load_bitbrains,
+    "alibaba2018": _load_alibaba2018,
+    "alibaba_genai": _load_alibaba_genai,
+}
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A failure leaves no half-written ``path`` (and removes the temporary file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_frame(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a frame atomically as Parquet (``.parquet``) or CSV (``.csv``), chosen by the extension.
+
+    Raises:
+        ConfigError: another extension.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    if suffix == ".csv":
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    raise ConfigError(f"{path}: cannot tell the file type; end the name with .parquet or .csv")
+
+
+def series_table_path(path: str | Path) -> Path:
+    """Where the series table of the long frame at ``path`` is kept: ``<stem>.series.parquet``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.series.parquet")
