@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_daily_series
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from foresight_lib import tracking
+from foresight_lib.backtest import BacktestSpec, backtest_part, run_backtest
+from foresight_lib.champion import ChampionBundle
+from foresight_lib.errors import ConfigError
+
+MODELS = ["naive", "seasonal_naive", "ensemble"]
+STEP = pd.Timedelta("5min")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    experiment_id = tracking.configure(root=root, experiment="foresight-test")
+    assert (root / "mlflow.db").is_file()
+    assert (root / "artifacts").is_dir()
+    return {"root": root, "experiment_id": experiment_id, "client": MlflowClient()}
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return make_daily_series(days=4, n_series=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def spec() -> BacktestSpec:
+    return BacktestSpec(models=MODELS, n_jobs=1, history_days=2, future=True, keep_models=True)
+
+
+@pytest.fixture(scope="module")
+def result(frame, spec):
+    return run_backtest(frame, spec)
+
+
+@pytest.fixture(scope="module")
+def logged(store, result, tmp_path_factory):
+    extra = tmp_path_factory.mktemp("run") / "forecasts.csv"
+    result.future_forecasts.to_csv(extra, index=False)
+    out = tracking.log_nightly(
+        "scheduled__2024-03-04T00:00:00+00:00", result, {"mlflow": {"experiment": "x"}, "models": MODELS},
+        {"forecasts": str(extra), "remote": "s3://bucket/runs/forecasts.parquet"},
+        "<html><body>validation ok</body></html>", logical_date="2024-03-04",
+    )
+    return out
+
+
+def active_runs(client, experiment_id, run_key):
+    return client.search_runs([experiment_id], f"tags.`foresight.run_id` = '{run_key}'",
+                              run_view_type=ViewType.ACTIVE_ONLY)
+
+
+def artifact_paths(client, run_id, path=None) -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, result):
+    client = store["client"]
+    parent = client.get_run(logged["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["foresight.run_id"] == "scheduled__2024-03-04T00:00:00+00:00"
+    assert parent.data.tags["foresight.logical_date"] == "2024-03-04"
+    assert parent.data.tags["foresight.metric"] == "cpu_cores"
+    assert parent.data.params["config.mlflow.experiment"] == "x"
+    assert parent.data.metrics["series"] == 2
+    paths = artifact_paths(client, parent.info.run_id)
+    assert {"leaderboard.csv", "leaderboard.json", "backtest_report.json", "config.json",
+            "validation/validation_report.html", "plots/leaderboard.png", "run/forecasts.csv",
+            "links.json"} <= paths
+    board = json.loads(open(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
+                                                                artifact_path="leaderboard.json")).read())
+    assert {row["model"] for row in board["rows"]} == set(MODELS)
+
+    assert set(logged["child_run_ids"]) == set(MODELS)
+    for model, run_id in logged["child_run_ids"].items():
+        child = client.get_run(run_id)
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["foresight.model"] == model
+        metrics = child.data.metrics
+        for name in ("mase_5m", "mase_15m", "mase_30m", "mae_5m", "rmse_15m", "smape_30m", "coverage_80_30m",
+                     "coverage_95_5m", "width_80_15m", "mean_mase", "fit_seconds", "predict_seconds", "fallbacks"):
+            assert name in metrics, (model, name)
+        row = result.leaderboard[(result.leaderboard.model == model) & (result.leaderboard.horizon == "15m")]
+        assert metrics["mase_15m"] == pytest.approx(float(row["mase"].iloc[0]))
+        assert child.data.params["model.name"] == model
+        assert child.data.params["protocol.freq"] == "5min"
+        assert "plots/forecasts_vs_actuals.png" in artifact_paths(client, run_id)
+    ensemble = client.get_run(logged["child_run_ids"]["ensemble"])
+    assert ensemble.data.params["model.members"] == "naive,seasonal_naive"
+
+
+def test_relogging_the_same_run_key_leaves_one_parent(store, frame, spec, result):
+    key = "manual__2024-03-05"
+    first = tracking.log_nightly(key, result, {}, {}, None)
+    parts = [backtest_part(frame, spec, models=["naive", "seasonal_naive"])]
+    second = tracking.log_nightly(key, parts, {}, {}, None, spec=spec)
+    runs = active_runs(store["client"], store["experiment_id"], key)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.run_id for r in parents] == [second["parent_run_id"]]
+    assert len(runs) == 1 + len(MODELS)
+    assert store["client"].get_run(first["parent_run_id"]).info.lifecycle_stage == "deleted"
+    with pytest.raises(ConfigError, match="BacktestSpec"):
+        tracking.log_nightly(key, parts, {}, {}, None)
+
+
+def history_after(bundle: ChampionBundle, frame: pd.DataFrame, shift: float) -> pd.DataFrame:
+    """The last hour of every series, then 3 new actuals per series shifted by ``shift``."""
+    recent = frame.groupby("unique_id").tail(12)
+    new = []
+    for uid, last in bundle.last_ds.items():
+        new.append(pd.DataFrame({"unique_id": uid, "ds": pd.date_range(last + STEP, periods=3, freq=STEP),
+                                 "y": [shift] * 3}))
+    return pd.concat([recent, *new], ignore_index=True)
+
+
+def test_register_load_predict_and_alias_rule(store, logged, result, frame):
+    client = store["client"]
+    parent = logged["parent_run_id"]
+    bundles = {m: ChampionBundle.from_result(result, m, frame) for m in MODELS}
+    scores = {m: b.mean_mase for m, b in bundles.items()}
+    ranked = sorted(MODELS, key=scores.get)  # best first
+    middle, worst, best = ranked[1], ranked[2], ranked[0]
+
+    first = tracking.register_champion(bundles[middle], "cpu", run_key="k", parent_run_id=parent)
+    assert first["alias"] == "champion" and first["previous_version"] is None
+    version = client.get_model_version("foresight-cpu", str(first["version"]))
+    assert version.tags["model"] == middle
+    assert float(version.tags["mean_mase"]) == pytest.approx(scores[middle], rel=1e-5)
+    assert version.tags["run_id"] == "k"
+
+    model = mlflow.pyfunc.load_model("models:/foresight-cpu@champion")
+    assert model.metadata.signature.params.to_dict()[0]["name"] == "horizons"
+    history = history_after(bundles[middle], frame, 500.0)
+    fc = model.predict(history.assign(ds=history["ds"].dt.tz_convert(None)), params={"horizons": "5m,15m"})
+    assert set(fc["unique_id"]) == {"cpu_cores/c0", "cpu_cores/c1"}
+    assert len(fc) == 2 * 3
+    cols = ["yhat_lo_95", "yhat_lo_80", "yhat", "yhat_hi_80", "yhat_hi_95"]
+    assert (np.diff(fc[cols].to_numpy(), axis=1) >= 0).all()
+    assert (fc["cutoff"] == history.groupby("unique_id")["ds"].max().reindex(fc["unique_id"]).to_numpy()).all()
+    # the registered model is the bundle, conditioned on the new actuals
+    pd.testing.assert_frame_equal(fc, bundles[middle].forecast(history, horizons="5m,15m"))
+    assert (fc["cutoff"] > bundles[middle].last_ds["cpu_cores/c0"]).all()
+    as_strings = model.predict(history.assign(ds=history["ds"].astype(str)))
+    assert len(as_strings) == 2 * 6
+
+    worse = tracking.register_champion(bundles[worst], "cpu", run_key="k", parent_run_id=parent)
+    assert worse["alias"] == "challenger"
+    assert worse["previous_version"] == first["version"]
+    assert worse["champion_mean_mase"] == pytest.approx(scores[middle])
+    assert int(client.get_model_version_by_alias("foresight-cpu", "champion").version) == first["version"]
+    assert int(client.get_model_version_by_alias("foresight-cpu", "challenger").version) == worse["version"]
+
+    better = tracking.register_champion(bundles[best], "cpu", run_key="k", parent_run_id=parent)
+    assert better["alias"] == "champion"
+    assert better["new_mean_mase"] < better["champion_mean_mase"]
+    assert int(client.get_model_version_by_alias("foresight-cpu", "champion").version) == better["version"]
+    assert tracking.load_champion("cpu").model == best
+
+
+def test_explicit_scores_and_an_incomparable_champion(store, result, frame):
+    bundle = ChampionBundle.from_result(result, "naive", frame)
+    tracking.register_champion(bundle, "mem", new_score=1.0, current_score_fn=lambda champ: 0.0)
+    worse = tracking.register_champion(bundle, "mem", new_score=1.5, current_score_fn=lambda champ: 1.0)
+    assert worse["alias"] == "challenger"
+    tie = tracking.register_champion(bundle, "mem", new_score=1.0, current_score_fn=lambda champ: 1.0)
+    assert tie["alias"] == "champion"
+
+    def refuse(champ):
+        raise ConfigError("the champion forecasts at 1h")
+
+    taken = tracking.register_champion(bundle, "mem", new_score=2.0, current_score_fn=refuse)
+    assert taken["alias"] == "champion"
+    assert "not comparable" in taken["reason"]
+    assert tracking.load_champion("disk") is None
