@@ -479,7 +479,7 @@ def _spec_fields(spec: BacktestSpec) -> dict:
 # Assembly
 
 
-def _to_frame(
+def forecast_frame(
     forecasts: dict[tuple[str, str], Forecast], splits: list[SeriesSplit], origins: list[int],
     h: int, levels: Sequence[int], models: list[str], freq: pd.Timedelta, with_actuals: bool,
 ) -> pd.DataFrame:
@@ -594,11 +594,11 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
     freq = to_timedelta(spec.freq)
     n_scored = len(spec.origins)
     scored = {k: {kk: vv[:n_scored] for kk, vv in v.items()} for k, v in total.forecasts.items()}
-    forecasts = _to_frame(scored, splits, spec.origins, spec.max_steps, spec.levels, spec.models, freq, True)
+    forecasts = forecast_frame(scored, splits, spec.origins, spec.max_steps, spec.levels, spec.models, freq, True)
     future = None
     if spec.future:
         last = {k: {kk: vv[n_scored:] for kk, vv in v.items()} for k, v in total.forecasts.items()}
-        future = _to_frame(last, splits, [spec.test_steps], spec.max_steps, spec.levels, spec.models, freq, False)
+        future = forecast_frame(last, splits, [spec.test_steps], spec.max_steps, spec.levels, spec.models, freq, False)
 
     scales = {s.unique_id: seasonal_naive_scale(s.train, spec.season_length) for s in splits}
     per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)

@@ -345,7 +345,7 @@ class ChampionBundle:
             ConfigError: ``spec`` uses another frequency or other interval levels.
             DataError: no series of ``frame`` can be backtested.
         """
-        from foresight_lib.backtest import _to_frame
+        from foresight_lib.backtest import forecast_frame
 
         if to_timedelta(spec.freq) != self.step:
             raise ConfigError(
@@ -367,7 +367,7 @@ class ChampionBundle:
         if refitted:
             log.info("champion %s: %d of %d series fitted afresh on the training part (unknown, stale or already "
                      "past the held-out start), e.g. %s", self.model, len(refitted), len(splits), refitted[:3])
-        return _to_frame(forecasts, splits, spec.origins, spec.max_steps, spec.levels, [self.model],
+        return forecast_frame(forecasts, splits, spec.origins, spec.max_steps, spec.levels, [self.model],
                          self.step, True)
 
     def score_on(self, frame: pd.DataFrame, spec: BacktestSpec) -> float:
