@@ -1,0 +1,414 @@
+"""The Foresight configuration: one YAML file, checked, with environment and per-run overrides.
+
+Precedence, lowest first: the model defaults below, the YAML file, environment variables
+(``FORESIGHT_DATA_ROOT``, ``MLFLOW_TRACKING_URI``), then ``overrides`` (the parameters of a
+DAG run). Relative paths are resolved against the project home: ``FORESIGHT_HOME`` if set,
+else the repository root.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from foresight_lib.errors import ConfigError, ForesightError
+from foresight_lib.horizons import format_duration, horizon_steps, parse_duration, parse_horizons, to_timedelta
+from foresight_lib.models import ALL_MODELS, DEFAULT_MODELS, check_model_names
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "foresight.yaml"
+PROFILES = ("cost", "balanced", "performance")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+_CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
+                 "@annually", "@midnight"}
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def foresight_home() -> Path:
+    """The folder relative paths in the config are resolved against."""
+    home = os.environ.get("FORESIGHT_HOME")
+    return Path(home).expanduser().resolve() if home else REPO_ROOT
+
+
+def resolve_path(value: str, home: Path | None = None) -> str:
+    """An absolute local path, or ``value`` unchanged when it is a URI (``s3://``, ``http://``)."""
+    if _URI_SCHEME.match(value):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (home or foresight_home()) / path)
+
+
+def resolve_tracking_uri(uri: str, home: Path | None = None) -> str:
+    """MLflow tracking URI with a relative ``sqlite:///`` file or plain folder made absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + resolve_path(uri[len("sqlite:///"):], home)
+    if uri.startswith("file:") and not uri.startswith("file:///"):
+        return Path(resolve_path(uri[len("file:"):], home)).as_uri()
+    return resolve_path(uri, home)
+
+
+def _as_error(exc: ForesightError) -> ValueError:
+    return ValueError(str(exc))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PrometheusConfig(_Section):
+    """Where and how to query Prometheus' HTTP API (``query_range``)."""
+
+    url: str | None = None
+    conn_id: str = "foresight_prometheus"
+    queries: dict[str, str] = Field(default_factory=dict)
+    aggregation: Literal["container", "pod", "namespace"] = "container"
+    timeout_s: float = Field(30.0, gt=0)
+    max_points: int = Field(11000, gt=0, le=11000)
+    retries: int = Field(3, ge=0, le=20)
+
+
+class SourceConfig(_Section):
+    """Where the metrics come from."""
+
+    kind: Literal["demo", "files", "prometheus"] = "demo"
+    path: str | None = None
+    format: Literal["long", "nab", "bitbrains", "alibaba2018", "alibaba_genai"] = "long"
+    metrics: list[str] = Field(default_factory=list)
+    replay: bool = False
+    seed: int = Field(0, ge=0)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> SourceConfig:
+        if self.kind == "files" and not self.path:
+            raise ValueError("source.kind 'files' needs source.path (a file, folder or s3:// URI)")
+        return self
+
+
+class FeaturesConfig(_Section):
+    gap_limit: str = "1h"
+    max_filled_share: float = Field(0.2, ge=0, le=1)
+
+    @field_validator("gap_limit")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        try:
+            return format_duration(parse_duration(value))
+        except ForesightError as exc:
+            raise _as_error(exc) from None
+
+
+class RangeConfig(_Section):
+    """Allowed values of one metric; ``mostly`` is the share of a series' rows that must be in range."""
+
+    min: float | None = None
+    max: float | None = None
+    mostly: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeConfig:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+def _default_ranges() -> dict[str, RangeConfig]:
+    return {
+        "*cpu_utilization*": RangeConfig(min=0, max=100, mostly=0.99),
+        "*cpu*percent*": RangeConfig(min=0),
+        "*_percent": RangeConfig(min=0, max=100, mostly=0.99),
+        "*_ratio": RangeConfig(min=0, max=1, mostly=0.99),
+        "*": RangeConfig(min=0),
+    }
+
+
+class ValidationConfig(_Section):
+    """Data validation thresholds (Great Expectations suites in ``suite_dir``)."""
+
+    max_failed_share: float = Field(0.3, ge=0, le=1)
+    min_completeness: float = Field(0.8, ge=0, le=1)
+    max_null_share: float = Field(0.2, ge=0, le=1)
+    ranges: dict[str, RangeConfig] = Field(default_factory=_default_ranges)
+    suite_dir: str = "include/gx"
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
+    artifact_location: str = "var/mlflow/artifacts"
+    experiment: str = Field("foresight-nightly", min_length=1)
+    model_name_prefix: str = "foresight-"
+
+
+class PublishConfig(_Section):
+    pushgateway_url: str | None = None
+    forecast_horizon_steps: int | None = Field(None, ge=1)
+
+
+class RightsizingConfig(_Section):
+    profile: Literal["cost", "balanced", "performance"] = "balanced"
+
+
+class ForesightConfig(_Section):
+    """The whole configuration; see ``include/foresight.yaml`` for every setting explained."""
+
+    schedule: str | None = "0 2 * * *"
+    data_root: str = "var/data"
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    freq: str = "5min"
+    horizons: list[str] = Field(default_factory=lambda: ["5m", "15m", "30m"])
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    model_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    test_days: int = Field(1, ge=1)
+    history_days: int = Field(14, ge=1)
+    stride: str = "30m"
+    levels: list[int] = Field(default_factory=lambda: [80, 95])
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    rightsizing: RightsizingConfig = Field(default_factory=RightsizingConfig)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or value.strip() in _CRON_PRESETS:
+            return value
+        fields = value.split()
+        if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError(f"'{value}' is not a cron expression; use 5 fields like '0 2 * * *' or a preset "
+                             f"like @daily, or null for manual runs only")
+        return value
+
+    @field_validator("freq")
+    @classmethod
+    def _freq(cls, value: str) -> str:
+        try:
+            to_timedelta(value)
+        except ForesightError as exc:
+            raise _as_error(exc) from None
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        try:
+            return check_model_names(value)
+        except ForesightError as exc:
+            raise _as_error(exc) from None
+
+    @field_validator("model_params")
+    @classmethod
+    def _model_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = [name for name in value if name not in ALL_MODELS]
+        if unknown:
+            raise ValueError(f"parameters for unknown model(s) {unknown}; choose from {ALL_MODELS}")
+        return value
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[int]) -> list[int]:
+        bad = [level for level in value if not 0 < level < 100]
+        if bad or not value:
+            raise ValueError(f"interval levels must be percentages between 1 and 99, got {value}")
+        return sorted(set(value))
+
+    @field_validator("horizons", "stride", mode="before")
+    @classmethod
+    def _whole_steps(cls, value: Any, info: ValidationInfo) -> Any:
+        """Horizons and the stride must be whole numbers of ``freq`` steps (``freq`` is checked first)."""
+        freq = info.data.get("freq")
+        try:
+            if info.field_name == "horizons":
+                labels = parse_horizons(value if isinstance(value, (str, list, tuple)) else [value])
+                steps = labels
+            else:
+                labels = format_duration(parse_duration(str(value)))
+                steps = [labels]
+            if freq is not None:
+                for label in steps:
+                    horizon_steps(label, freq)
+        except ForesightError as exc:
+            message = str(exc)
+            if info.field_name == "stride":
+                message = message.replace("horizon ", "stride ", 1)
+            raise ValueError(message) from None
+        return labels
+
+    @property
+    def horizon_steps(self) -> dict[str, int]:
+        """Each horizon label and its number of steps at ``freq``."""
+        return {h: horizon_steps(h, self.freq) for h in self.horizons}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-able data (nested)."""
+        return self.model_dump(mode="json")
+
+    def to_params(self) -> dict[str, str]:
+        """Flat ``section.key -> text`` pairs, e.g. to log as MLflow run parameters."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), item)
+            elif isinstance(value, list):
+                flat[prefix] = ",".join(str(v) for v in value)
+            else:
+                flat[prefix] = "" if value is None or value == {} else str(value)
+
+        walk("", self.to_dict())
+        return flat
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into a copy of ``base``: nested dicts merge, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def config_path(path: str | os.PathLike | None = None) -> Path:
+    """The config file to read: ``path``, else ``$FORESIGHT_CONFIG``, else ``include/foresight.yaml``."""
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get("FORESIGHT_CONFIG")
+    return Path(env).expanduser() if env else DEFAULT_CONFIG_PATH
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML file; an empty file is an empty mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found; pass an existing file, set FORESIGHT_CONFIG, "
+            f"or restore the default {DEFAULT_CONFIG_PATH}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
+    return loaded
+
+
+def _env_overrides() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if os.environ.get("FORESIGHT_DATA_ROOT"):
+        out["data_root"] = os.environ["FORESIGHT_DATA_ROOT"]
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        out["mlflow"] = {"tracking_uri": os.environ["MLFLOW_TRACKING_URI"]}
+    return out
+
+
+def _normalise_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """DAG parameters name ``metrics`` at the top level; it belongs to ``source``."""
+    out = dict(overrides)
+    if "metrics" in out:
+        metrics = out.pop("metrics")
+        source = dict(out.get("source") or {})
+        source["metrics"] = metrics
+        out["source"] = source
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> ForesightConfig:
+    """Read, merge and check the configuration.
+
+    Args:
+        path: a YAML file; default ``$FORESIGHT_CONFIG`` or ``include/foresight.yaml``.
+        overrides: nested settings merged on top, e.g. a DAG run's ``{"models": [...],
+            "horizons": [...], "metrics": [...]}`` (``metrics`` goes to ``source.metrics``).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or settings are invalid; lists every
+            bad key with its location and the allowed values.
+    """
+    file = config_path(path)
+    raw = read_yaml(file)
+    merged = deep_merge(raw, _env_overrides())
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"overrides must be a mapping of settings, not {type(overrides).__name__}")
+        merged = deep_merge(merged, _normalise_overrides(overrides))
+    try:
+        cfg = ForesightConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, file)) from None
+    return _resolve_paths(cfg)
+
+
+def _resolve_paths(cfg: ForesightConfig) -> ForesightConfig:
+    home = foresight_home()
+    cfg.__dict__["data_root"] = resolve_path(cfg.data_root, home)
+    if cfg.source.path:
+        cfg.source.__dict__["path"] = resolve_path(cfg.source.path, home)
+    cfg.validation.__dict__["suite_dir"] = resolve_path(cfg.validation.suite_dir, home)
+    cfg.mlflow.__dict__["tracking_uri"] = resolve_tracking_uri(cfg.mlflow.tracking_uri, home)
+    cfg.mlflow.__dict__["artifact_location"] = resolve_path(cfg.mlflow.artifact_location, home)
+    return cfg
+
+
+def _section_of(loc: tuple) -> type[BaseModel] | None:
+    """The settings section a pydantic error location points into (None inside free-form mappings)."""
+    model: type[BaseModel] = ForesightConfig
+    parts = list(loc)
+    i = 0
+    while i < len(parts):
+        field = model.model_fields.get(parts[i]) if isinstance(parts[i], str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model, i = annotation, i + 1
+        elif model is ValidationConfig and parts[i] == "ranges" and i + 1 < len(parts):
+            model, i = RangeConfig, i + 2  # skip the metric name
+        else:
+            return None
+    return model
+
+
+def format_errors(exc: ValidationError, source: Path | str) -> str:
+    """One line per bad setting: its dotted location, what is wrong, what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            section = _section_of(loc[:-1])
+            allowed = ", ".join(section.model_fields) if section else "see include/foresight.yaml"
+            lines.append(f"{where}: unknown setting; allowed here: {allowed}")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{where}: {message}{shown}")
+    count = len(lines)
+    body = "\n".join(f"  - {line}" for line in lines)
+    return f"config {source}: {count} invalid setting{'s' if count != 1 else ''}:\n{body}"

@@ -1,0 +1,216 @@
+"""Great Expectations validation: quarantine exactly the broken series, fail over the threshold."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import make_daily_series
+
+from foresight_lib.config import ValidationConfig, load_config
+from foresight_lib.demo import BROKEN_ENTITY, MEMORY, generate_demo
+from foresight_lib.errors import ConfigError, DataError, ValidationFailed
+from foresight_lib.validation import match_range_rule, validate_frame
+
+END = pd.Timestamp("2024-03-15T02:00:00Z")
+
+
+def clean_frame(n_series: int = 8, days: int = 2) -> pd.DataFrame:
+    """Small clean frame: cpu_cores/c0..c{n-1} at 5 minutes, all positive."""
+    return make_daily_series(days=days, n_series=n_series, noise=0.1)
+
+
+def reasons_of(outcome) -> dict[str, str]:
+    return {uid: " | ".join(texts) for uid, texts in outcome.reasons.items()}
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate_demo(END)
+
+
+def test_clean_frame_passes_everything():
+    frame = clean_frame()
+    outcome = validate_frame(frame, cfg=ValidationConfig())
+    assert outcome.reasons == {}
+    assert outcome.summary["passed"] and outcome.summary["expectations_failed"] == 0
+    assert outcome.summary["series_total"] == 8 and outcome.summary["failed_share"] == 0
+    assert len(outcome.valid) == len(frame) and outcome.quarantine.empty
+    assert list(outcome.valid.columns) == ["unique_id", "ds", "y"]
+    assert all(r["success"] for r in outcome.results)
+
+
+def test_demo_quarantines_only_the_broken_series(demo):
+    frame, series = demo
+    outcome = validate_frame(frame, series, load_config())
+    broken = f"{MEMORY}/{BROKEN_ENTITY}"
+    assert list(outcome.reasons) == [broken]
+    assert "values below 0" in outcome.reasons[broken][0] and "4608 of 4608 rows" in outcome.reasons[broken][0]
+    assert set(outcome.quarantine["unique_id"]) == {broken}
+    assert outcome.quarantine["reason"].str.contains("below 0").all()
+    assert broken not in set(outcome.valid["unique_id"]) and len(outcome.valid) + len(outcome.quarantine) == len(frame)
+    assert broken not in set(outcome.series["unique_id"]) and len(outcome.series) == len(series) - 1
+    assert outcome.summary["series_failed"] == 1 and outcome.summary["passed"]
+    assert outcome.summary["seconds"] < 10
+
+
+def test_broken_inputs_quarantine_exactly_the_broken_series():
+    frame = clean_frame(n_series=10)
+    ids = sorted(frame["unique_id"].unique())
+    dup, neg, nan_heavy, backwards, short, gappy = ids[:6]
+    parts = [frame]
+    # duplicates: 5 rows of one series repeated
+    parts.append(frame[frame["unique_id"] == dup].iloc[10:15])
+    out = pd.concat(parts, ignore_index=True)
+    # out of range: negative values in one series
+    out.loc[out.index[(out["unique_id"] == neg)][:20], "y"] = -1.0
+    # NaN-heavy: 60 % of the values missing
+    rows = out.index[out["unique_id"] == nan_heavy]
+    out.loc[rows[-int(0.6 * len(rows)):], "y"] = float("nan")
+    # backwards timestamps: swap two rows' timestamps
+    rows = out.index[out["unique_id"] == backwards]
+    a, b = rows[100], rows[101]
+    out.loc[[a, b], "ds"] = out.loc[[b, a], "ds"].to_numpy()
+    # a single point
+    out = out.drop(out.index[out["unique_id"] == short][1:])
+    # stopped reporting half-way: completeness 0.5
+    rows = out.index[out["unique_id"] == gappy]
+    out = out.drop(rows[len(rows) // 2:])
+
+    outcome = validate_frame(out, cfg=ValidationConfig(max_failed_share=0.9))
+    got = reasons_of(outcome)
+    assert set(got) == {dup, neg, nan_heavy, backwards, short, gappy}
+    assert "duplicate timestamps: 10 row(s)" in got[dup]
+    assert "values below 0" in got[neg] and "20 of 576 rows" in got[neg]
+    assert "NaN share 0.60 > 0.20" in got[nan_heavy] and "completeness 0.40 < 0.80" in got[nan_heavy]
+    assert "timestamps out of order" in got[backwards]
+    assert "fewer than 2 rows" in got[short]
+    assert "completeness 0.50 < 0.80" in got[gappy] and "288 of 576 points at 5min" in got[gappy]
+    for uid in (dup, neg, backwards, short, gappy):
+        assert "NaN share" not in got[uid]
+    assert set(outcome.valid["unique_id"]) == set(ids) - set(got)
+    assert set(outcome.quarantine["unique_id"]) == set(got)
+    summary = outcome.summary
+    assert summary["series_failed"] == 6 and summary["failed_share"] == 0.6
+    assert summary["series_failed_by_check"]["duplicates"] == 1
+    checks = {f["check"] for f in summary["failed_expectations"]}
+    assert {"duplicates", "order", "range", "too_short", "completeness", "nulls"} <= checks
+
+
+def test_over_threshold_raises_with_outcome_attached():
+    frame = clean_frame(n_series=4)
+    ids = sorted(frame["unique_id"].unique())
+    frame.loc[frame["unique_id"].isin(ids[:2]), "y"] = -5.0
+    with pytest.raises(ValidationFailed) as err:
+        validate_frame(frame, cfg=ValidationConfig(max_failed_share=0.3))
+    text = str(err.value)
+    assert "2 of 4 series failed validation (50% > allowed 30%)" in text
+    assert "expect_column_values_to_be_between(y, *)" in text
+    assert ids[0] in text and "values below 0" in text
+    outcome = err.value.outcome
+    assert not outcome.passed and set(outcome.reasons) == set(ids[:2])
+    assert "<html>" in outcome.html and ids[0] in outcome.html
+    # the same data under a looser threshold passes, quarantining the two
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=0.5))
+    assert outcome.passed and outcome.summary["series_failed"] == 2
+
+
+def test_range_rules_per_metric_with_tolerance():
+    frame = clean_frame(n_series=3, days=1)
+    frame["unique_id"] = frame["unique_id"].str.replace("cpu_cores/", "cpu_utilization/")
+    ids = sorted(frame["unique_id"].unique())
+    rows0 = frame.index[frame["unique_id"] == ids[0]]
+    frame.loc[rows0[:2], "y"] = 101.0  # 2 of 288 rows (0.7 %): tolerated, set to NaN
+    rows1 = frame.index[frame["unique_id"] == ids[1]]
+    frame.loc[rows1[:10], "y"] = 250.0  # 10 of 288 rows (3.5 %): quarantined
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=0.5))
+    assert list(outcome.reasons) == [ids[1]]
+    assert "values outside [0, 100] (range rule '*cpu_utilization*'): 10 of 288 rows" in outcome.reasons[ids[1]][0]
+    assert outcome.summary["values_nulled"] == 2
+    valid0 = outcome.valid[outcome.valid["unique_id"] == ids[0]]
+    assert valid0["y"].isna().sum() == 2 and len(valid0) == 288
+
+
+def test_match_range_rule_prefers_exact_then_first_pattern():
+    ranges = {"*_percent": {"max": 100}, "disk_io_percent": {"max": 101}, "*": {"min": 0}}
+    rules = ValidationConfig(ranges=ranges).ranges
+    assert match_range_rule("disk_io_percent", rules) == "disk_io_percent"
+    assert match_range_rule("cpu_percent", rules) == "*_percent"
+    assert match_range_rule("memory_bytes", rules) == "*"
+    assert match_range_rule("x", {}) is None
+
+
+def test_series_table_cross_checks(demo):
+    frame, series = demo
+    keep = series["unique_id"].iloc[:3].tolist()
+    small = frame[frame["unique_id"].isin(keep[:2])]
+    extra = small[small["unique_id"] == keep[0]].assign(unique_id="container_cpu_usage_seconds_total/ghost")
+    outcome = validate_frame(pd.concat([small, extra], ignore_index=True), series[series["unique_id"].isin(keep)],
+                             cfg=ValidationConfig(max_failed_share=1.0))
+    got = reasons_of(outcome)
+    assert set(got) == {keep[2], "container_cpu_usage_seconds_total/ghost"}
+    assert "no rows in the window" in got[keep[2]]
+    assert "not in the series table" in got["container_cpu_usage_seconds_total/ghost"]
+
+
+def test_schema_failure_fails_every_series():
+    frame = clean_frame(n_series=2, days=1)
+    naive = frame.assign(ds=frame["ds"].dt.tz_localize(None))
+    with pytest.raises(ValidationFailed, match="schema is wrong") as err:
+        validate_frame(naive)
+    assert "UTC timestamps" in err.value.outcome.quarantine["reason"].iloc[0]
+    assert err.value.outcome.summary["series_failed"] == 2
+    with pytest.raises(ValidationFailed) as err:
+        validate_frame(frame.rename(columns={"y": "value"}))
+    assert "unique_id, ds, y" in str(err.value.outcome.reasons)
+    assert "expect_table_columns_to_match_set" in err.value.outcome.html
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(DataError, match="no rows to validate"):
+        validate_frame(clean_frame().iloc[0:0])
+    with pytest.raises(ConfigError, match="foresight_schema.json"):
+        validate_frame(clean_frame(n_series=1, days=1), cfg=ValidationConfig(suite_dir=str(tmp_path)))
+
+
+def test_html_report_lists_expectations_and_quarantine(demo):
+    frame, series = demo
+    broken = f"{MEMORY}/{BROKEN_ENTITY}"
+    frame = frame[frame["unique_id"].isin([broken, *series["unique_id"].iloc[:3]])]
+    outcome = validate_frame(frame, series[series["unique_id"].isin(frame["unique_id"])],
+                             cfg=ValidationConfig(max_failed_share=0.5))
+    page = outcome.html
+    for name in ("expect_table_columns_to_match_set", "expect_compound_columns_to_be_unique",
+                 "expect_column_values_to_be_between", "expect_column_values_to_not_be_null",
+                 "foresight.schema", "foresight.rows", "foresight.series"):
+        assert name in page
+    assert f"{MEMORY}/{BROKEN_ENTITY}" in page and "values below 0" in page
+    assert "Quarantined series (1)" in page and page.count("<tr>") >= len(outcome.results) + 2
+
+
+def test_bitbrains_vm20_is_quarantined(shared_data):
+    """Real trace: VM 20 repeats thousands of timestamps; VMs 40/60/80 are fine (CPU % may exceed 100)."""
+    frames = []
+    for vm in (20, 40, 60, 80):
+        raw = pd.read_csv(shared_data / "bitbrains_rnd" / "2013-8" / f"{vm}.csv", sep=";", skipinitialspace=True)
+        raw.columns = [c.strip() for c in raw.columns]
+        ds = pd.to_datetime(raw["Timestamp [ms]"], unit="s", utc=True)  # values are seconds despite the header
+        for column, metric in (("CPU usage [%]", "cpu_usage_percent"), ("Memory usage [KB]", "memory_usage_kb")):
+            frames.append(pd.DataFrame({"unique_id": f"{metric}/vm{vm}", "ds": ds, "y": raw[column].astype(float)}))
+    frame = pd.concat(frames, ignore_index=True)
+    outcome = validate_frame(frame, cfg=load_config())
+    assert set(outcome.reasons) == {"cpu_usage_percent/vm20", "memory_usage_kb/vm20"}
+    assert all("duplicate timestamps" in r for texts in outcome.reasons.values() for r in texts)
+    assert (outcome.valid["y"] > 100).any()  # the 8-core VMs' >100 % CPU is kept
+
+
+def test_bitbrains_through_the_loader(shared_data):
+    """The same check on the files as the pipeline reads them (loader and its series table)."""
+    from foresight_lib.loaders import load_series
+
+    frame, series = load_series(shared_data / "bitbrains_rnd" / "2013-8" / "[2468]0.csv", "bitbrains",
+                                ["cpu_usage_percent", "memory_usage_kb"])
+    assert set(series["entity"]) == {"vm20", "vm40", "vm60", "vm80"}
+    outcome = validate_frame(frame, series, cfg=load_config())
+    assert set(outcome.reasons) == {"cpu_usage_percent/vm20", "memory_usage_kb/vm20"}
+    assert all("duplicate timestamps" in texts[0] for texts in outcome.reasons.values())
+    assert outcome.summary["series_total"] == 8 and outcome.passed
+    assert set(outcome.series["entity"]) == {"vm40", "vm60", "vm80"}
