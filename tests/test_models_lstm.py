@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from conftest import make_daily_series
+
+from foresight_lib.backtest import BacktestSpec, run_backtest
+from foresight_lib.errors import ConfigError, SeriesTooShortError
+from foresight_lib.models import make_model
+from foresight_lib.models.base import GlobalForecaster
+from foresight_lib.models.lstm import LSTM
+
+M = 24  # a short "day" keeps the tests fast
+H = 6
+KEYS = ["mean", "lo-80", "hi-80", "lo-95", "hi-95"]
+SMALL = dict(horizon=H, input_steps=12, lookback_days=2, hidden_size=16, head_size=16, windows_per_epoch=1024,
+             batch_size=256, max_epochs=6, learning_rate=1e-2, n_threads=1, device="cpu")
+
+
+def periodic(n_series: int = 4, days: int = 12, noise: float = 0.3, seed: int = 0) -> list[np.ndarray]:
+    """Daily cycles of different levels, amplitudes and phases."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * M)
+    return [10 * (i + 1) + (2 + i) * np.sin(2 * np.pi * t / M + i) + rng.normal(0, noise, t.size)
+            for i in range(n_series)]
+
+
+def split(ys: list[np.ndarray], test: int = 2 * M):
+    return [y[:-test] for y in ys], [y[-test:] for y in ys]
+
+
+ORIGINS = list(range(0, 2 * M - H + 1, 3))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    ys = periodic()
+    train, test = split(ys)
+    model = LSTM(**SMALL, seed=1).fit_many(train, M)
+    return model, train, test
+
+
+def actuals(future: np.ndarray, origins) -> np.ndarray:
+    return np.stack([future[o : o + H] for o in origins])
+
+
+def test_registry_gives_a_global_model():
+    model = make_model("lstm", **SMALL)
+    assert isinstance(model, GlobalForecaster)
+    assert model.get_params()["horizon"] == H
+
+
+def test_beats_naive_at_30_minutes(fitted):
+    model, train, test = fitted
+    results = model.forecast_origins_many(train, test, ORIGINS, H)
+    lstm_err, naive_err = [], []
+    for history, future, fc in zip(train, test, results, strict=True):
+        assert fc["mean"].shape == (len(ORIGINS), H)
+        last = np.array([history[-1] if o == 0 else future[o - 1] for o in ORIGINS])
+        act = actuals(future, ORIGINS)
+        lstm_err.append(np.abs(fc["mean"][:, -1] - act[:, -1]).mean())
+        naive_err.append(np.abs(last - act[:, -1]).mean())
+    assert np.mean(lstm_err) < 0.6 * np.mean(naive_err)
+
+
+def test_intervals_are_ordered_and_cover(fitted):
+    model, train, test = fitted
+    results = model.forecast_origins_many(train, test, ORIGINS, H, levels=(50, 80, 95))
+    for fc in results:
+        for key in KEYS:
+            assert np.isfinite(fc[key]).all()
+        assert (fc["lo-95"] <= fc["lo-80"]).all() and (fc["lo-80"] <= fc["lo-50"]).all()
+        assert (fc["lo-50"] <= fc["mean"]).all() and (fc["mean"] <= fc["hi-50"]).all()
+        assert (fc["hi-50"] <= fc["hi-80"]).all() and (fc["hi-80"] <= fc["hi-95"]).all()
+    act = np.concatenate([actuals(f, ORIGINS) for f in test])
+    lo = np.concatenate([fc["lo-95"] for fc in results])
+    hi = np.concatenate([fc["hi-95"] for fc in results])
+    assert ((act >= lo) & (act <= hi)).mean() > 0.8
+
+
+def test_same_seed_gives_identical_forecasts(fitted):
+    model, train, test = fitted
+    again = LSTM(**SMALL, seed=1).fit_many(train, M)
+    first = model.forecast_origins_many(train, test, ORIGINS, H)
+    second = again.forecast_origins_many(train, test, ORIGINS, H)
+    for a, b in zip(first, second, strict=True):
+        for key in KEYS:
+            np.testing.assert_array_equal(a[key], b[key])
+    other = LSTM(**SMALL, seed=2).fit_many(train, M).forecast_origins_many(train, test, ORIGINS, H)
+    assert not np.array_equal(first[0]["mean"], other[0]["mean"])
+
+
+def test_pickle_round_trip_gives_identical_forecasts(fitted):
+    model, train, test = fitted
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored._net is None  # rebuilt lazily from the stored weights
+    before = model.forecast_origins_many(train, test, ORIGINS, H)
+    after = restored.forecast_origins_many(train, test, ORIGINS, H)
+    for a, b in zip(before, after, strict=True):
+        for key in KEYS:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_poisoned_future_after_an_origin_changes_nothing_before_it(fitted):
+    model, train, test = fitted
+    origin = 12
+    clean = model.forecast_origins_many(train, test, [0, 6, origin], H)
+    poisoned_test = [f.copy() for f in test]
+    for f in poisoned_test:
+        f[origin:] = 1e6
+    poisoned = model.forecast_origins_many(train, poisoned_test, [0, 6, origin], H)
+    for a, b in zip(clean, poisoned, strict=True):
+        for key in KEYS:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_predict_from_matches_the_origin_forecast(fitted):
+    model, train, test = fitted
+    context = np.concatenate([train[0], test[0][:12]])
+    live = model.predict_from(context, H)
+    batch = model.forecast_origins_many([train[0]], [test[0]], [12], H)[0]
+    assert live["mean"].shape == (H,)
+    # the scale comes from the context's history, which now includes 12 more values
+    np.testing.assert_allclose(live["mean"], batch["mean"][0], rtol=0.05, atol=0.5)
+
+
+def test_longer_than_horizon_is_made_block_by_block(fitted):
+    model, train, test = fitted
+    fc = model.forecast_origins_many(train, test, [0, 6], 2 * H + 3)
+    for f in fc:
+        assert f["mean"].shape == (2, 2 * H + 3)
+        assert np.isfinite(f["hi-95"]).all()
+        width = f["hi-95"] - f["lo-95"]
+        assert width[:, -1].mean() >= width[:, 0].mean()
+    direct = model.forecast_origins_many(train, test, [0, 6], H)
+    np.testing.assert_allclose(fc[0]["mean"][:, :H], direct[0]["mean"])
+
+
+def test_early_stopping_stops_on_an_easy_problem():
+    train, _ = split(periodic(n_series=3, days=10, noise=0.05, seed=3))
+    model = LSTM(**{**SMALL, "max_epochs": 40, "patience": 2}).fit_many(train, M)
+    assert model.epochs_ < 40
+    assert model.best_epoch_ <= model.epochs_
+    assert len(model.val_losses_) == model.epochs_
+    assert model.val_losses_[model.best_epoch_ - 1] == min(model.val_losses_)
+
+
+def test_nonnegative_history_gives_nonnegative_forecasts(fitted):
+    model, _, _ = fitted
+    spiky = np.zeros(10 * M)
+    spiky[::M] = 50.0
+    fc = model.predict_from(spiky, H)
+    assert (fc["lo-95"] >= 0).all() and (fc["mean"] >= 0).all()
+
+
+def test_bad_settings_and_short_series_are_reported():
+    with pytest.raises(ConfigError, match="device"):
+        LSTM(device="tpu")
+    with pytest.raises(ConfigError, match="horizon"):
+        LSTM(**{**SMALL, "horizon": M + 1}).fit_many(periodic(1), M)
+    with pytest.raises(SeriesTooShortError, match="long enough"):
+        LSTM(**SMALL).fit_many([np.arange(20.0)], M)
+    with pytest.raises(ConfigError, match="not fitted"):
+        LSTM(**SMALL).predict_from(np.arange(100.0), H)
+
+
+@pytest.mark.slow
+def test_runs_in_the_backtest_runner():
+    df = make_daily_series(days=16, n_series=3, noise=0.3)
+    params = {"lstm": {**SMALL, "horizon": 6, "input_steps": 24, "lookback_days": 3}}
+    spec = BacktestSpec(models=["naive", "lstm"], n_jobs=1, model_params=params)
+    result = run_backtest(df, spec)
+    assert not result.fallbacks
+    mase = result.leaderboard.set_index(["model", "horizon"])["mase"]
+    assert mase[("lstm", "30m")] < mase[("naive", "30m")]
