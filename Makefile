@@ -1,0 +1,61 @@
+# Foresight: `make run` runs the nightly DAG once on the embedded default,
+# `make test` runs every test, `make ui` starts the Airflow and MLflow UIs.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.foresight-installed
+RUN_DATE ?= $(shell date -u +%Y-%m-%d)
+RUN_CONF ?= {}
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+
+export AIRFLOW_HOME := $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR := LocalExecutor
+export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
+export FORESIGHT_HOME := $(CURDIR)
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test ui setup airflow-db lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+airflow-db: $(STAMP)
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+run: airflow-db
+	$(BIN)/airflow dags test foresight_nightly $(RUN_DATE) -c '$(RUN_CONF)'
+	@echo
+	$(BIN)/python -m foresight_lib.pipeline summary
+	@echo
+	@echo "Airflow logs and database: $(AIRFLOW_HOME)   (make ui: Airflow on http://localhost:$(AIRFLOW_PORT))"
+
+test: $(STAMP)
+	@if [ -x .ci/install-servers.sh ]; then .ci/install-servers.sh; fi
+	.ci/install-tools.sh
+	$(BIN)/pytest -q
+
+ui: airflow-db
+	@echo "Airflow:  http://localhost:$(AIRFLOW_PORT)  user 'admin', password in"
+	@echo "          $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written on first start)"
+	@echo "MLflow:   http://localhost:$(MLFLOW_PORT)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foresight_lib.config import load_config; print(load_config().mlflow.tracking_uri)')" \
+		--port $(MLFLOW_PORT) & \
+	$(BIN)/airflow standalone
+
+lint: $(STAMP)
+	$(BIN)/ruff check foresight_lib dags plugins tests
+
+clean:
+	rm -rf var

@@ -1,0 +1,640 @@
+"""The nightly pipeline's steps, one function per DAG task.
+
+extract → validate → build_features → train (once per model) → evaluate → publish.
+
+Every step takes and returns small things (the run dict: run key, run id, settings
+overrides, a few counts) and keeps its data in the run folder (``RunStore``), so a
+DAG passes nothing bigger than that through XCom. The run folder is keyed by the
+end of the run's data interval, not by the Airflow run id: a backfill, a catch-up
+and a manual re-run of the same date share one folder, and ``extract`` starts by
+emptying it, so a re-run replaces exactly its own date.
+
+Nothing is published until ``publish`` has logged to MLflow and registered the
+champions: only then are the run's forecasts copied to ``latest``. A run that fails
+anywhere before leaves the previous champion aliases and published forecasts alone.
+
+``run_nightly`` runs every step in this process (tests, ``make run`` summaries);
+``python -m foresight_lib.pipeline summary`` prints what the last run published.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import pickle
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from foresight_lib.errors import ConfigError, DataError, ForesightError, SourceError
+
+log = logging.getLogger(__name__)
+
+MARGIN = pd.Timedelta("1D")
+"""Extra data extracted before the history, so gap filling and counter rates have a lead-in."""
+
+RUN_KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
+
+# Names of the files each step writes in the run folder.
+RAW, SERIES, VALIDATED, QUARANTINE = "raw", "series", "validated", "quarantine"
+FEATURES, FEATURE_SERIES = "features", "features_series"
+LEADERBOARD, PER_SERIES, BACKTEST_FORECASTS, FORECASTS = "leaderboard", "per_series", "backtest_forecasts", "forecasts"
+RECOMMENDATIONS = "recommendations"
+VALIDATION_HTML = "validation/report.html"
+RESULT = "backtest_result.pkl"
+
+
+# ---------------------------------------------------------------------------
+# Run identity and settings
+
+
+def run_key_for(when: datetime | str | pd.Timestamp) -> str:
+    """The run folder's name for a data interval end: ``2024-03-15T020000Z``."""
+    return _utc(when).strftime(RUN_KEY_FORMAT)
+
+
+def _utc(when: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(when)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"'{when}' is not a date; use ISO 8601, e.g. 2024-03-15 or 2024-03-15T02:00:00Z") from exc
+    if pd.isna(ts):
+        raise ConfigError("no date given for the run; pass the logical date (ISO 8601)")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def overrides_from_params(params: dict | None) -> dict:
+    """Settings overrides from the DAG's trigger form: metrics, models, horizons and ``overrides``.
+
+    An empty metrics list means every metric of the source.
+    """
+    params = dict(params or {})
+    overrides = _deep_copy(params.get("overrides") or {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"the 'overrides' parameter must be an object of settings, got {type(overrides).__name__}")
+    if params.get("models"):
+        overrides["models"] = list(params["models"])
+    if params.get("horizons"):
+        overrides["horizons"] = list(params["horizons"])
+    if params.get("metrics"):
+        source = overrides.get("source") or {}
+        overrides["source"] = {**source, "metrics": list(params["metrics"])}
+    return overrides
+
+
+def _deep_copy(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def load_run_config(overrides: dict | None = None):
+    """The validated settings for a run (``include/foresight.yaml`` plus ``overrides``)."""
+    from foresight_lib.config import load_config
+
+    return load_config(overrides=overrides or None)
+
+
+def _open(run: dict):
+    """Settings and run folder of a run dict returned by a previous step."""
+    from foresight_lib.storage import RunStore
+
+    if not isinstance(run, dict) or "run_key" not in run:
+        raise ConfigError(f"expected the run dict returned by the previous step, got {run!r}")
+    cfg = load_run_config(run.get("overrides"))
+    return cfg, RunStore(cfg.data_root, run["run_key"])
+
+
+def _config_dict(cfg) -> dict:
+    return cfg.to_dict()
+
+
+def base_models(cfg) -> list[str]:
+    """The models trained by their own task (every configured model but the ensemble)."""
+    from foresight_lib.models import ENSEMBLE, check_model_names
+
+    return [m for m in check_model_names(list(cfg.models)) if m != ENSEMBLE]
+
+
+def backtest_spec(cfg):
+    """The evaluation protocol's settings for this run."""
+    from foresight_lib.backtest import BacktestSpec
+
+    return BacktestSpec(
+        models=list(cfg.models), freq=cfg.freq, horizons=list(cfg.horizons), test_days=float(cfg.test_days),
+        history_days=float(cfg.history_days), stride=cfg.stride, levels=tuple(cfg.levels),
+        n_jobs=int(getattr(cfg, "n_jobs", 0) or 0), model_params=dict(cfg.model_params or {}),
+        future=True, keep_models=True,
+    )
+
+
+# ---------------------------------------------------------------------------
+# extract
+
+
+def extract_window(data_interval_end, cfg) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[start, end)``: the history and held-out days the models need, plus a margin, up to the interval end."""
+    end = _utc(data_interval_end)
+    span = pd.Timedelta(days=float(cfg.history_days) + float(cfg.test_days)) + MARGIN
+    return end - span, end
+
+
+def replay(frame: pd.DataFrame, end: pd.Timestamp, freq: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Shift each recorded series in time so that its last sample falls one step before ``end``.
+
+    Recorded traces (NAB files, Bitbrains VMs) come from different dates; replaying each
+    as if it were live makes them all end where the run's data interval ends. Series of
+    one trace that end together keep their alignment.
+
+    Returns:
+        The shifted frame and the shift applied per series (as text).
+    """
+    if frame.empty:
+        return frame, {}
+    target = end - pd.Timedelta(freq)
+    last = frame.groupby("unique_id", sort=False)["ds"].transform("max")
+    out = frame.copy()
+    out["ds"] = out["ds"] + (target - last)
+    out = out.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
+    shifts = (target - frame.groupby("unique_id", sort=True)["ds"].max()).astype(str).to_dict()
+    return out, shifts
+
+
+def _cut_window(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    keep = (frame["ds"] >= start) & (frame["ds"] < end)
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def _select_metrics(frame: pd.DataFrame, series: pd.DataFrame, metrics: Sequence[str] | None):
+    if not metrics:
+        return frame, series
+    known = sorted(series["metric"].astype(str).unique())
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ConfigError(f"metric(s) {unknown} are not in the source; it has {known}")
+    series = series[series["metric"].isin(list(metrics))].reset_index(drop=True)
+    frame = frame[frame["unique_id"].isin(series["unique_id"])].reset_index(drop=True)
+    return frame, series
+
+
+def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
+                 connection: dict | Callable[[], dict | None] | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The source's series between ``start`` and ``end``, its series table and what happened."""
+    source = cfg.source
+    info: dict[str, Any] = {"kind": source.kind}
+    if source.kind == "demo":
+        from foresight_lib.demo import generate_demo
+
+        days = (end - start) / pd.Timedelta("1D")
+        frame, series = generate_demo(end, days=int(-(-days // 1)), seed=int(getattr(source, "seed", 0) or 0),
+                                      freq=cfg.freq)
+    elif source.kind == "files":
+        from foresight_lib.loaders import load_series
+
+        if not source.path:
+            raise ConfigError("source.kind is 'files' but source.path is empty; set it to a file, folder or glob")
+        loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
+        frame, series = loaded.frame, loaded.series
+        info["skipped_files"] = len(loaded.skipped or [])
+        if getattr(source, "replay", False):
+            frame, shifts = replay(frame, end, cfg.freq)
+            info["replay_shifts"] = dict(list(shifts.items())[:20])
+    elif source.kind == "prometheus":
+        frame, series = _read_prometheus(cfg, start, end, connection)
+    else:
+        raise ConfigError(f"unknown source.kind '{source.kind}'; use demo, files or prometheus")
+    frame, series = _select_metrics(frame, series, list(source.metrics or []))
+    full_span = (frame["ds"].min(), frame["ds"].max()) if len(frame) else (None, None)
+    frame = _cut_window(frame, start, end)
+    if frame.empty:
+        raise DataError(
+            f"the source has no data between {start.isoformat()} and {end.isoformat()} "
+            f"(it holds {full_span[0]} .. {full_span[1]}); pick a logical date inside the data "
+            "or set source.replay: true to replay the trace up to the run's date"
+        )
+    series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
+    return frame, series, info
+
+
+def _read_prometheus(cfg, start, end, connection):
+    if importlib.util.find_spec("foresight_lib.prometheus_source") is None:
+        raise ConfigError(
+            "source.kind is 'prometheus' but this installation has no Prometheus source; "
+            "use source.kind demo or files"
+        )
+    from foresight_lib import prometheus_source
+
+    conn = connection() if callable(connection) else connection
+    result = prometheus_source.extract(cfg, start, end, connection=conn)
+    if isinstance(result, tuple):
+        return result[0], result[1]
+    return result.frame, result.series
+
+
+def extract(run_id: str | None, data_interval_start, data_interval_end, params: dict | None = None,
+            overrides: dict | None = None,
+            connection: dict | Callable[[], dict | None] | None = None) -> dict:
+    """Read the run's window of data from the configured source into a fresh run folder.
+
+    Args:
+        run_id: the Airflow run id (kept for MLflow tags; the folder is keyed by the date).
+        data_interval_end: the end of the run's data interval; nothing at or after it is read.
+        params: the DAG's trigger-form parameters (see ``overrides_from_params``).
+        overrides: further settings overrides, merged over those from ``params``.
+        connection: the Prometheus connection as a dict, or a function returning it (called
+            only when the source is Prometheus).
+
+    Returns:
+        The run dict every later step takes: ``run_key``, ``run_id``, ``overrides``, the
+        window and counts.
+    """
+    merged = _merge(overrides_from_params(params), _deep_copy(overrides or {}))
+    cfg = load_run_config(merged)
+    start, end = extract_window(data_interval_end, cfg)
+    run_key = run_key_for(end)
+    from foresight_lib.storage import RunStore
+
+    store = RunStore(cfg.data_root, run_key)
+    store.reset()
+    frame, series, info = _read_source(cfg, start, end, connection)
+    store.write_frame(RAW, frame)
+    store.write_frame(SERIES, series)
+    run = {
+        "run_key": run_key, "run_id": run_id or f"local__{run_key}", "overrides": merged,
+        "data_interval_start": _utc(data_interval_start).isoformat() if data_interval_start is not None else None,
+        "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
+        "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
+    }
+    store.write_json("run.json", {**run, "config": _config_dict(cfg)})
+    log.info("extracted %d rows of %d series for run %s (%s .. %s)", len(frame), run["series"], run_key,
+             start, end)
+    return run
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------
+# validate, features
+
+
+def validate(run: dict) -> dict:
+    """Great Expectations checks; failing series go to ``quarantine`` with their reasons.
+
+    Raises:
+        ValidationFailed: more than the configured share of series failed; the HTML
+            report is still written to the run folder.
+    """
+    from foresight_lib.errors import ValidationFailed
+    from foresight_lib.validation import validate_frame
+
+    cfg, store = _open(run)
+    frame, series = store.read_frame(RAW), store.read_frame(SERIES)
+    try:
+        outcome = validate_frame(frame, series, cfg)
+    except ValidationFailed as exc:
+        failed = getattr(exc, "outcome", None)
+        if failed is not None:
+            _write_validation(store, failed)
+        raise
+    _write_validation(store, outcome)
+    quarantined = _count_quarantined(outcome.quarantine)
+    log.info("validation: %d series kept, %d quarantined", outcome.valid["unique_id"].nunique(), quarantined)
+    return {**run, "valid_series": int(outcome.valid["unique_id"].nunique()), "quarantined": quarantined}
+
+
+def _write_validation(store, outcome) -> None:
+    if outcome.valid is not None:
+        store.write_frame(VALIDATED, outcome.valid)
+    if isinstance(outcome.quarantine, pd.DataFrame):
+        store.write_frame(QUARANTINE, outcome.quarantine)
+    store.write_bytes(VALIDATION_HTML, (outcome.html or "").encode("utf-8"))
+    store.write_json("validation/summary.json", outcome.to_json())
+
+
+def _count_quarantined(quarantine) -> int:
+    if isinstance(quarantine, pd.DataFrame):
+        return int(quarantine["unique_id"].nunique()) if "unique_id" in quarantine else len(quarantine)
+    return len(quarantine or [])
+
+
+def build_features(run: dict) -> dict:
+    """Counters to rates, resampling to the series frequency and gap filling.
+
+    Returns the run dict plus ``models``: the models the train step maps over.
+    """
+    from foresight_lib.features import prepare_series
+
+    cfg, store = _open(run)
+    frame = store.read_frame(VALIDATED)
+    series = store.read_frame(SERIES)
+    series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
+    kwargs = {"freq": cfg.freq, "gap_limit": cfg.features.gap_limit}
+    if getattr(cfg.features, "max_filled_share", None) is not None:
+        kwargs["max_filled_share"] = cfg.features.max_filled_share
+    result = prepare_series(frame, series, **kwargs)
+    if result.frame.empty:
+        raise DataError(f"no series left after the features step: {json.dumps(result.report, default=str)[:500]}")
+    store.write_frame(FEATURES, result.frame)
+    store.write_frame(FEATURE_SERIES, result.series)
+    store.write_json("features.json", result.report)
+    return {**run, "feature_series": int(result.frame["unique_id"].nunique()), "models": base_models(cfg)}
+
+
+# ---------------------------------------------------------------------------
+# train, evaluate
+
+
+def models_to_train(run: dict) -> list[str]:
+    """The models the train step maps over: one task each (the ensemble is made in evaluate)."""
+    cfg, _ = _open(run)
+    return base_models(cfg)
+
+
+def _part_name(model: str) -> str:
+    return f"backtests/{model}.pkl"
+
+
+def train(run: dict, model: str) -> dict:
+    """Backtest one model on every series (the evaluation protocol) and store its part."""
+    from foresight_lib.backtest import backtest_part
+
+    cfg, store = _open(run)
+    if model not in base_models(cfg):
+        raise ConfigError(f"model '{model}' is not one of this run's models {base_models(cfg)}")
+    spec = backtest_spec(cfg)
+    part = backtest_part(store.read_frame(FEATURES), spec, models=[model])
+    store.write_bytes(_part_name(model), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+    fallbacks = len(part.outcome.fallbacks)
+    log.info("trained %s on %d series in %.1f s (%d fallbacks)", model, len(part.splits), part.seconds, fallbacks)
+    return {"model": model, "series": len(part.splits), "seconds": round(part.seconds, 3), "fallbacks": fallbacks}
+
+
+def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
+    """Merge the models' parts, add the ensemble, score and rank; write the results to the run folder."""
+    from foresight_lib.backtest import finish_backtest
+
+    cfg, store = _open(run)
+    spec = backtest_spec(cfg)
+    missing = [m for m in base_models(cfg) if not store.exists(_part_name(m))]
+    if missing:
+        raise ConfigError(f"no backtest for model(s) {missing} in run {run['run_key']}; run their train tasks first")
+    parts = [pickle.loads(store.read_bytes(_part_name(m))) for m in base_models(cfg)]
+    result = finish_backtest(parts, spec)
+    store.write_frame(LEADERBOARD, result.leaderboard)
+    store.write_frame(PER_SERIES, result.per_series)
+    store.write_frame(BACKTEST_FORECASTS, result.forecasts)
+    store.write_frame(FORECASTS, result.future_forecasts)
+    store.write_json("backtest_report.json", result.report())
+    store.write_bytes(RESULT, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    board = result.leaderboard.groupby("model", sort=False)["mase"].mean()
+    log.info("champion %s; mean MASE per model: %s", result.champion, board.round(4).to_dict())
+    return {**run, "champion": result.champion, "mean_mase": {k: round(float(v), 6) for k, v in board.items()}}
+
+
+# ---------------------------------------------------------------------------
+# publish
+
+
+def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
+    """Per metric, the model with the lowest mean MASE over that metric's series.
+
+    Args:
+        result: the evaluated backtest.
+        series: the series table after the features step (``unique_id, metric``).
+    """
+    from foresight_lib.frames import split_unique_id
+    from foresight_lib.metrics import champion, leaderboard
+
+    per_series = result.per_series
+    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
+    metrics = per_series["unique_id"].map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
+    out = {}
+    for metric in sorted(metrics.unique()):
+        board = leaderboard(per_series[metrics == metric], result.spec.horizons)
+        out[metric] = champion(board)
+    return out
+
+
+def _metric_ids(result, series: pd.DataFrame, metric: str) -> list[str]:
+    from foresight_lib.frames import split_unique_id
+
+    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
+    return [uid for uid in result.series if (by_id.get(uid) or split_unique_id(uid)[0]) == metric]
+
+
+def publish(run: dict) -> dict:
+    """MLflow runs, champion registration per metric, then the forecasts to ``latest``.
+
+    The parent MLflow run of the same date is replaced. The copy to ``latest`` is the
+    last thing done, so a failure before it leaves the published forecasts unchanged.
+    """
+    from foresight_lib import champion as champion_mod
+    from foresight_lib import tracking
+
+    cfg, store = _open(run)
+    result = pickle.loads(store.read_bytes(RESULT))
+    features = store.read_frame(FEATURES)
+    feature_series = store.read_frame(FEATURE_SERIES)
+    config = _param_safe(_config_dict(cfg))
+    tracking.configure(
+        tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
+        experiment=cfg.mlflow.experiment,
+    )
+    artifacts = {
+        name: store.uri(name)
+        for name in (LEADERBOARD, PER_SERIES, FORECASTS, QUARANTINE, "backtest_report.json", "run.json")
+        if store.exists(name)
+    }
+    validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
+    parent = tracking.log_nightly(run["run_key"], result, config, artifacts, validation_html,
+                                  logical_date=run.get("data_interval_end"))
+
+    registrations = {}
+    for metric, model_name in metric_champions(result, feature_series).items():
+        frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
+        bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame)
+        registrations[metric] = _jsonable(champion_mod.register_champion(
+            bundle, metric, name_prefix=_name_prefix(cfg), run_key=run["run_key"],
+            parent_run_id=_run_id_of(parent),
+        ))
+
+    published = [FORECASTS, LEADERBOARD]
+    recommendations = _recommend(cfg, store, result)
+    if recommendations is not None:
+        published.append(RECOMMENDATIONS)
+    summary = {
+        "run_key": run["run_key"], "run_id": run.get("run_id"), "champion": result.champion,
+        "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
+        "registrations": registrations, "mlflow_parent_run": _run_id_of(parent),
+        "mlflow_tracking_uri": cfg.mlflow.tracking_uri, "run_folder": store.uri(""),
+        "series": len(result.series), "forecast_rows": int(len(result.future_forecasts)),
+    }
+    store.write_json("summary.json", summary)
+    _push_forecasts(cfg, result)
+    store.publish_latest([*published, "summary.json"])
+    log.info("published run %s: champion %s, %s", run["run_key"], result.champion, registrations)
+    return {k: summary[k] for k in ("run_key", "champion", "registrations", "mlflow_parent_run", "forecast_rows")}
+
+
+_PARAM_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def _param_safe(value: Any) -> Any:
+    """Settings with keys MLflow accepts as parameter names (``*cpu*`` -> ``_cpu_``).
+
+    The exact settings are kept in the run folder's ``run.json``, logged beside them.
+    """
+    if isinstance(value, dict):
+        return {_PARAM_UNSAFE.sub("_", str(k)): _param_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_param_safe(v) for v in value]
+    return value
+
+
+def _name_prefix(cfg) -> str:
+    """The registry's name prefix: ``foresight-`` in the config names ``foresight-<metric>``."""
+    return cfg.mlflow.model_name_prefix.rstrip("-")
+
+
+def _run_id_of(parent) -> str | None:
+    if parent is None or isinstance(parent, str):
+        return parent
+    if isinstance(parent, dict):
+        return parent.get("run_id") or parent.get("parent_run_id")
+    info = getattr(parent, "info", None)
+    return getattr(info, "run_id", None) or getattr(parent, "run_id", None)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
+
+
+def _recommend(cfg, store, result) -> pd.DataFrame | None:
+    """Rightsizing recommendations from the live forecasts, when that module is installed."""
+    if importlib.util.find_spec("foresight_lib.rightsizing") is None:
+        return None
+    from foresight_lib import rightsizing
+
+    recommendations = rightsizing.recommend(result, profile=cfg.rightsizing.profile)
+    store.write_frame(RECOMMENDATIONS, recommendations)
+    return recommendations
+
+
+def _push_forecasts(cfg, result) -> None:
+    """Push the champion's live forecasts to a Prometheus Pushgateway, when one is configured."""
+    url = getattr(cfg.publish, "pushgateway_url", None)
+    if not url:
+        return
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    gauge = Gauge("foresight_forecast", "Forecast of a resource metric by the champion model",
+                  ["unique_id", "horizon", "bound"], registry=registry)
+    steps = result.spec.horizon_steps
+    future = result.future_forecasts
+    future = future[future["model"] == result.champion]
+    level = max(result.spec.levels)
+    for horizon, step in steps.items():
+        rows = future[future["step"] == step]
+        for row in rows.itertuples(index=False):
+            gauge.labels(row.unique_id, horizon, "mean").set(row.yhat)
+            gauge.labels(row.unique_id, horizon, f"hi_{level}").set(getattr(row, f"yhat_hi_{level}"))
+    try:
+        push_to_gateway(url, job="foresight_nightly", registry=registry, timeout=10)
+    except OSError as exc:
+        raise SourceError(
+            f"could not push forecasts to the Pushgateway at {url}: {exc}; check publish.pushgateway_url"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------
+# Everything in this process
+
+
+def run_nightly(logical_date, config_overrides: dict | None = None, params: dict | None = None) -> dict:
+    """Every step for one date, in this process, as the DAG would run them."""
+    run = extract(f"local__{run_key_for(logical_date)}", None, logical_date, params=params,
+                  overrides=config_overrides)
+    run = validate(run)
+    run = build_features(run)
+    trained = [train(run, model) for model in run["models"]]
+    run = evaluate(run, trained)
+    return publish(run)
+
+
+def latest_summary(overrides: dict | None = None) -> dict:
+    """What the last successful run published: its ``summary.json``.
+
+    Raises:
+        DataError: nothing was published yet under the configured data root.
+    """
+    from foresight_lib.storage import DataRoot, RunStore
+
+    cfg = load_run_config(overrides)
+    manifest = DataRoot(cfg.data_root).latest_manifest()
+    if manifest is None:
+        raise DataError(f"nothing published yet under {cfg.data_root}; run the nightly DAG first (make run)")
+    return RunStore(cfg.data_root, manifest["run_id"]).read_json("summary.json")
+
+
+def format_summary(summary: dict) -> str:
+    """The leaderboard, the champion per metric and where to look, as text."""
+    board = pd.DataFrame(summary["leaderboard"])
+    table = board.pivot_table(index="model", columns="horizon", values="mase", sort=False)
+    lines = [
+        f"Run {summary['run_key']} (Airflow run {summary.get('run_id')})",
+        "", "Leaderboard (MASE per horizon, lower is better):", table.round(3).to_string(), "",
+        f"Champion over all series: {summary['champion']}",
+    ]
+    if summary.get("registrations"):
+        lines.append("Registered per metric:")
+    for metric, reg in (summary.get("registrations") or {}).items():
+        if isinstance(reg, dict) and "registered_model" in reg:
+            lines.append(f"  {reg['registered_model']} v{reg['version']} = {reg['model']} -> @{reg['alias']} "
+                         f"({reg.get('reason') or ''})")
+        else:
+            lines.append(f"  {metric}: {reg}")
+    lines += [
+        "", f"Run folder:   {summary['run_folder']}",
+        f"MLflow:       {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run']})",
+        f"MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {summary['mlflow_tracking_uri']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m foresight_lib.pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("summary", help="print what the last successful run published")
+    run_p = sub.add_parser("run", help="run every step for one date in this process")
+    run_p.add_argument("date", help="the logical date (ISO 8601)")
+    run_p.add_argument("--set", action="append", default=[], metavar="JSON",
+                       help="settings overrides as a JSON object, e.g. '{\"history_days\": 3}'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            overrides: dict = {}
+            for text in args.set:
+                overrides = _merge(overrides, json.loads(text))
+            run_nightly(args.date, overrides)
+        print(format_summary(latest_summary()))
+    except ForesightError as exc:
+        print(f"foresight pipeline: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""DAG policy: every DAG file imports cleanly, cheaply, and declares tags, retries and docs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow_support import DAGS_FOLDER, REPO_ROOT, airflow_env, run_python
+
+CONFIG = REPO_ROOT / "include" / "foresight.yaml"
+
+SCHEDULE = (yaml.safe_load(CONFIG.read_text()) or {}).get("schedule", "0 2 * * *") if CONFIG.exists() else "0 2 * * *"
+HEAVY_MODULES = ["torch", "prophet", "mlflow", "pandas", "statsmodels", "great_expectations", "sklearn",
+                 "pyarrow", "foresight_lib.pipeline", "foresight_lib.backtest"]
+
+PARSE = """
+    import os, sys
+    from airflow.sdk import BaseHook, Variable
+
+    def forbidden(*args, **kwargs):
+        raise RuntimeError("connection or Variable looked up while parsing a DAG file")
+
+    BaseHook.get_connection = classmethod(forbidden)
+    Variable.get = staticmethod(forbidden)
+    from airflow.dag_processing.dagbag import DagBag
+
+    before = set(sys.modules)
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    loaded = sorted(set(sys.modules) - before)
+    dags = {}
+    for dag_id, dag in bag.dags.items():
+        tasks = {}
+        for t in dag.tasks:
+            tasks[t.task_id] = {"retries": t.retries, "backoff": t.retry_exponential_backoff,
+                                "mapped": any(c.__name__ == "MappedOperator" for c in type(t).__mro__)}
+        dags[dag_id] = {"tags": sorted(dag.tags), "doc_md": dag.doc_md, "catchup": dag.catchup,
+                        "schedule": getattr(dag.timetable, "expression", None) or str(dag.timetable), "tasks": tasks,
+                        "params": sorted(dag.params.keys()), "fileloc": dag.fileloc,
+                        "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}}
+    report({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "loaded": loaded})
+"""
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory) -> dict:
+    env = airflow_env(tmp_path_factory.mktemp("airflow-parse"))
+    return run_python(PARSE, env, timeout=180)
+
+
+def test_every_dag_file_imports_without_errors(parsed):
+    assert parsed["errors"] == {}
+    files = {Path(p).name for p in (d["fileloc"] for d in parsed["dags"].values())}
+    expected = {p.name for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_")}
+    assert files == expected, "every DAG file defines at least one DAG"
+    assert "foresight_nightly" in parsed["dags"]
+
+
+def test_no_heavy_import_or_lookup_at_parse_time(parsed):
+    heavy = [m for m in parsed["loaded"] if m.split(".")[0] in HEAVY_MODULES or m in HEAVY_MODULES]
+    assert heavy == [], f"DAG files import heavy modules when parsed: {heavy[:10]}"
+
+
+@pytest.mark.parametrize("field", ["tags", "doc_md"])
+def test_every_dag_is_tagged_and_documented(parsed, field):
+    for dag_id, dag in parsed["dags"].items():
+        assert dag[field], f"{dag_id} has no {field}"
+
+
+def test_every_task_retries_with_backoff(parsed):
+    for dag_id, dag in parsed["dags"].items():
+        for task_id, task in dag["tasks"].items():
+            assert task["retries"] >= 2, f"{dag_id}.{task_id} retries {task['retries']} < 2"
+            assert task["backoff"], f"{dag_id}.{task_id} has no exponential backoff"
+
+
+def test_nightly_shape(parsed):
+    dag = parsed["dags"]["foresight_nightly"]
+    assert dag["catchup"] is False
+    assert dag["schedule"] == SCHEDULE
+    assert set(dag["params"]) >= {"metrics", "models", "horizons"}
+    up = dag["upstream"]
+    assert up["extract"] == []
+    assert up["validate"] == ["extract"]
+    assert up["build_features"] == ["validate"]
+    assert up["select_models"] == ["build_features"]
+    assert up["train"] == ["build_features", "select_models"]
+    assert dag["tasks"]["train"]["mapped"] is True
+    assert up["evaluate"] == ["build_features", "train"]
+    assert up["publish"] == ["evaluate"]
+    assert "Foresight nightly" in dag["doc_md"]

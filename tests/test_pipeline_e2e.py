@@ -1,0 +1,279 @@
+"""The nightly DAG end to end with ``dag.test()``: demo data and a replayed real data set.
+
+Each scenario runs the DAG once in a child process (Airflow on a throw-away SQLite
+database) and the tests then look at what it left: task states, the run folder, the
+published ``latest`` folder and MLflow (runs, registered champions, aliases).
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from airflow_support import airflow_env, dag_test, migrate
+
+from foresight_lib import pipeline
+from foresight_lib.config import load_config
+from foresight_lib.storage import DataRoot, RunStore
+
+FIRST_DATE = "2024-03-15T02:00:00"
+FAILED_DATE = "2024-03-16T02:00:00"
+REAL_DATE = "2024-05-01T02:00:00"
+NAB_FILES = ["ec2_cpu_utilization_5f5533.csv", "ec2_cpu_utilization_77c1ca.csv", "ec2_cpu_utilization_825cc2.csv"]
+TASKS = {"extract", "validate", "build_features", "select_models", "evaluate", "publish"}
+
+
+def _fast_models() -> list[str]:
+    """Baselines, ETS when that model is installed, and the ensemble of them."""
+    models = ["naive", "seasonal_naive"]
+    if importlib.util.find_spec("foresight_lib.models.ets") is not None:
+        models.append("ets")
+    return [*models, "ensemble"]
+
+
+FAST_MODELS = _fast_models()
+
+
+def _conf(root: Path, **overrides) -> dict:
+    """Trigger parameters: fast models, three days of history, everything under ``root``."""
+    settings = {
+        "history_days": 3, "data_root": str(root / "data"),
+        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_location": str(root / "artifacts")},
+        **overrides,
+    }
+    return {"models": FAST_MODELS, "horizons": ["5m", "15m", "30m"], "overrides": settings}
+
+
+def _config(conf: dict):
+    return load_config(overrides=pipeline.overrides_from_params(conf))
+
+
+def _champion_versions(tracking_uri: str) -> dict[str, str]:
+    """Registered model name -> version holding the ``champion`` alias."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    out = {}
+    for model in client.search_registered_models():
+        if "champion" in (model.aliases or {}):
+            out[model.name] = str(model.aliases["champion"])
+    return out
+
+
+def _all_succeeded(result: dict) -> None:
+    assert result["state"] == "success", result
+    states = result["tasks"]
+    assert TASKS <= {k.split("[")[0] for k in states}
+    trains = [k for k in states if k.startswith("train")]
+    assert len(trains) == len(FAST_MODELS) - 1, states  # one mapped task per base model
+    assert set(states.values()) == {"success"}, states
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """An Airflow home with a migrated SQLite database, shared by every scenario of this module."""
+    environment = airflow_env(tmp_path_factory.mktemp("airflow-e2e"))
+    migrate(environment)
+    return environment
+
+
+@pytest.fixture(scope="module")
+def demo(env, tmp_path_factory):
+    """The demo data set: a first run, the same date again, then a run whose validation fails."""
+    root = tmp_path_factory.mktemp("demo")
+    conf = _conf(root)
+    cfg = _config(conf)
+    first = dag_test(env, FIRST_DATE, conf)
+    key = pipeline.run_key_for(FIRST_DATE)
+    store = RunStore(cfg.data_root, key)
+    state = {
+        "root": root, "conf": conf, "cfg": cfg, "first": first, "store": store,
+        "first_forecasts": store.read_frame(pipeline.FORECASTS) if first["state"] == "success" else None,
+        "first_files": store.list_files() if first["state"] == "success" else None,
+    }
+    state["second"] = dag_test(env, FIRST_DATE, conf)
+    state["champions_before"] = _champion_versions(cfg.mlflow.tracking_uri)
+    latest = Path(DataRoot(cfg.data_root).latest_uri(pipeline.FORECASTS))
+    state["latest_before"] = latest.read_bytes() if latest.exists() else None
+    state["manifest_before"] = DataRoot(cfg.data_root).latest_manifest()
+    # Every metric's values out of range: all series quarantined, the run must stop at validate.
+    impossible = {"min": 1e15, "max": 1e16, "mostly": 1.0}
+    failing = _conf(root, validation={
+        "max_failed_share": 0.3,
+        "ranges": {k: impossible for k in ("*cpu_utilization*", "*_percent", "*_ratio", "*")},
+    })
+    state["failed"] = dag_test(env, FAILED_DATE, failing)
+    state["champions_after"] = _champion_versions(cfg.mlflow.tracking_uri)
+    state["latest_after"] = latest.read_bytes() if latest.exists() else None
+    state["manifest_after"] = DataRoot(cfg.data_root).latest_manifest()
+    return state
+
+
+@pytest.mark.slow
+def test_demo_run_succeeds_and_writes_the_run_folder(demo):
+    _all_succeeded(demo["first"])
+    files = set(demo["first_files"])
+    for name in ("raw", "validated", "features", "leaderboard", "per_series", "forecasts", "backtest_forecasts"):
+        assert f"{name}.parquet" in files, files
+    assert "validation/report.html" in files
+    assert all(f"backtests/{m}.pkl" in files for m in FAST_MODELS if m != "ensemble")
+    forecasts = demo["first_forecasts"]
+    cfg = demo["cfg"]
+    assert set(forecasts["model"]) == set(FAST_MODELS)
+    end = pd.Timestamp(FIRST_DATE, tz="UTC")
+    assert forecasts["cutoff"].max() < end <= forecasts["ds"].min(), "forecasts start at the data interval end"
+    assert forecasts["step"].max() == max(cfg.horizon_steps.values())
+    raw = demo["store"].read_frame("raw")
+    assert raw["ds"].max() < end, "a run never reads data at or after its data interval end"
+    assert raw["ds"].min() >= end - pd.Timedelta(days=cfg.history_days + cfg.test_days + 1)
+
+
+@pytest.mark.slow
+def test_demo_run_is_logged_to_mlflow(demo):
+    import mlflow
+    from mlflow import MlflowClient
+
+    cfg = demo["cfg"]
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri, registry_uri=cfg.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    key = pipeline.run_key_for(FIRST_DATE)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and key in str(r.data.tags)]
+    assert len(parents) == 1, "a re-run of the same date replaces its parent run"
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(c.data.tags.get("model", c.info.run_name) for c in children) == sorted(FAST_MODELS)
+    for child in children:
+        assert any(k.startswith("mase_") for k in child.data.metrics), child.data.metrics
+
+    champions = _champion_versions(cfg.mlflow.tracking_uri)
+    prefix = cfg.mlflow.model_name_prefix
+    metrics = sorted(demo["store"].read_frame("features_series")["metric"].unique())
+    assert set(champions) == {f"{prefix}{m}" for m in metrics}
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_registry_uri(cfg.mlflow.tracking_uri)
+    features = demo["store"].read_frame("features")
+    for metric in metrics:
+        model = mlflow.pyfunc.load_model(f"models:/{prefix}{metric}@champion")
+        history = features[features["unique_id"].str.startswith(f"{metric}/")]
+        history = history.groupby("unique_id").tail(48)
+        predicted = model.predict(history)
+        assert len(predicted) > 0
+        assert {"unique_id", "ds", "yhat"} <= set(predicted.columns)
+        assert predicted["yhat"].notna().all()
+        assert set(predicted["unique_id"]) == set(history["unique_id"])
+        assert predicted["ds"].min() > history["ds"].max()
+
+
+@pytest.mark.slow
+def test_same_date_twice_gives_same_forecasts_and_one_run_folder(demo):
+    _all_succeeded(demo["second"])
+    again = demo["store"].read_frame(pipeline.FORECASTS)
+    pd.testing.assert_frame_equal(again, demo["first_forecasts"])
+    runs = Path(demo["cfg"].data_root) / "runs"
+    folders = sorted(p.name for p in runs.iterdir() if not p.name.startswith("."))
+    assert pipeline.run_key_for(FIRST_DATE) in folders
+    assert pipeline.run_key_for(FAILED_DATE) in folders  # the failed run keeps its evidence
+    assert len(folders) == 2, folders
+    assert demo["store"].list_files() == demo["first_files"]
+
+
+@pytest.mark.slow
+def test_failed_validation_leaves_champion_and_published_forecasts(demo):
+    failed = demo["failed"]
+    assert failed["state"] == "failed", failed
+    tasks = failed["tasks"]
+    assert tasks["extract"] == "success"
+    assert tasks["validate"] == "failed"
+    assert tasks["publish"] == "upstream_failed"
+    assert demo["champions_before"], "the first runs registered champions"
+    assert demo["champions_after"] == demo["champions_before"]
+    assert demo["latest_before"] is not None
+    assert demo["latest_after"] == demo["latest_before"]
+    assert demo["manifest_after"] == demo["manifest_before"]
+    failed_store = RunStore(demo["cfg"].data_root, pipeline.run_key_for(FAILED_DATE))
+    assert failed_store.exists("validation/report.html"), "the report of the failed validation is kept"
+    assert not failed_store.exists(pipeline.FORECASTS)
+
+
+@pytest.fixture(scope="module")
+def nab(env, tmp_path_factory, shared_data):
+    """Three NAB EC2 CPU traces (2014) replayed so that they end at the run's date."""
+    root = tmp_path_factory.mktemp("nab")
+    source = root / "nab"
+    source.mkdir()
+    for name in NAB_FILES:
+        shutil.copy(shared_data / "nab_aws" / "realAWSCloudwatch" / name, source / name)
+    conf = _conf(root, source={"kind": "files", "path": str(source), "format": "nab", "replay": True})
+    result = dag_test(env, REAL_DATE, conf)
+    cfg = _config(conf)
+    return {"result": result, "cfg": cfg, "store": RunStore(cfg.data_root, pipeline.run_key_for(REAL_DATE))}
+
+
+@pytest.mark.slow
+def test_real_data_replayed_end_to_end(nab):
+    _all_succeeded(nab["result"])
+    store, cfg = nab["store"], nab["cfg"]
+    raw = store.read_frame("raw")
+    end = pd.Timestamp(REAL_DATE, tz="UTC")
+    assert raw["unique_id"].nunique() == len(NAB_FILES)
+    assert (raw.groupby("unique_id")["ds"].max() == end - pd.Timedelta(cfg.freq)).all()
+    forecasts = store.read_frame(pipeline.FORECASTS)
+    assert forecasts["ds"].min() == end
+    summary = pipeline.latest_summary(pipeline.overrides_from_params({"overrides": {
+        "data_root": cfg.data_root, "mlflow": {"tracking_uri": cfg.mlflow.tracking_uri}}}))
+    assert summary["run_key"] == pipeline.run_key_for(REAL_DATE)
+    champions = _champion_versions(cfg.mlflow.tracking_uri)
+    assert f"{cfg.mlflow.model_name_prefix}cpu_utilization" in champions
+
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_registry_uri(cfg.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.model_name_prefix}cpu_utilization@champion")
+    history = store.read_frame("features").groupby("unique_id").tail(24)
+    predicted = model.predict(history)
+    assert predicted["yhat"].notna().all() and len(predicted) >= len(NAB_FILES)
+
+
+def test_extract_window_and_run_key():
+    cfg = load_config(overrides={"history_days": 3, "test_days": 1})
+    start, end = pipeline.extract_window("2024-03-15T02:00:00Z", cfg)
+    assert end == pd.Timestamp("2024-03-15T02:00:00Z")
+    assert end - start == pd.Timedelta(days=5)
+    assert pipeline.run_key_for("2024-03-15T02:00:00+00:00") == "2024-03-15T020000Z"
+    assert pipeline.run_key_for(pd.Timestamp("2024-03-15 04:00", tz="Europe/Paris")) == "2024-03-15T030000Z"
+
+
+def test_replay_moves_each_series_to_end_before_the_interval_end():
+    frame = pd.DataFrame({
+        "unique_id": ["a", "a", "b", "b"],
+        "ds": pd.to_datetime(["2014-01-01 00:00", "2014-01-01 00:05", "2013-06-01 10:02", "2013-06-01 10:07"],
+                             utc=True),
+        "y": [1.0, 2.0, 3.0, 4.0],
+    })
+    out, shifts = pipeline.replay(frame, pd.Timestamp("2024-03-15T02:00Z"), "5min")
+    last = out.groupby("unique_id")["ds"].max()
+    assert (last == pd.Timestamp("2024-03-15T01:55Z")).all()
+    assert out["y"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert set(shifts) == {"a", "b"}
+
+
+def test_params_become_overrides():
+    params = {"metrics": ["cpu_cores"], "models": ["naive", "ensemble"], "horizons": ["5m"],
+              "overrides": {"history_days": 3, "source": {"kind": "demo"}}}
+    overrides = pipeline.overrides_from_params(params)
+    assert overrides == {"history_days": 3, "source": {"kind": "demo", "metrics": ["cpu_cores"]},
+                         "models": ["naive", "ensemble"], "horizons": ["5m"]}
+    assert pipeline.overrides_from_params({"metrics": [], "models": [], "horizons": []}) == {}
+
+
+def test_bad_overrides_and_dates_are_config_errors():
+    from foresight_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="overrides"):
+        pipeline.overrides_from_params({"overrides": ["history_days", 3]})
+    with pytest.raises(ConfigError, match="not a date"):
+        pipeline.run_key_for("yesterday-ish")
