@@ -1,0 +1,110 @@
+"""Rightsizing replay benchmark on the Bitbrains CPU MHz and memory series.
+
+Runs ``foresight rightsize-replay`` in daily and window mode with the balanced profile
+on every VM of ``../shared/data/bitbrains_rnd/2013-8`` and records the totals, the
+comparison with the baselines and the command that made them in
+``benchmarks/results/rightsizing.md`` and ``rightsizing.json``. The full reports and plots
+go to ``--work`` (not kept in the repository: they hold every recommendation).
+
+    .venv/bin/python benchmarks/rightsizing_replay.py [--model seasonal_naive] [--work /tmp/rightsizing]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bitbrains_rnd" / "2013-8"
+RESULTS = ROOT / "benchmarks" / "results"
+METRICS = "cpu_usage_mhz,memory_usage_kb"
+TARGETS = {
+    "daily": ("vpa", "the balanced profile has less slack than the VPA-style baseline at an equal or lower "
+                     "violation rate"),
+    "window": ("reactive", "the forecast-driven plan has fewer violations than the reactive scaler at equal or "
+                           "lower slack"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="seasonal_naive")
+    parser.add_argument("--profile", default="balanced")
+    parser.add_argument("--work", default="/tmp/foresight_rightsizing")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for mode in ("daily", "window"):
+        report_path = work / f"{mode}.json"
+        plot_path = work / f"{mode}.png"
+        command = [
+            "foresight", "rightsize-replay", "--input", str(DATA), "--format", "bitbrains", "--metrics", METRICS,
+            "--mode", mode, "--profile", args.profile, "--model", args.model,
+            "--output", str(report_path), "--plot", str(plot_path),
+        ]
+        started = time.perf_counter()
+        exe = [str(Path(sys.executable).with_name("foresight")), *command[1:]]
+        subprocess.run(exe, check=True, cwd=ROOT)
+        seconds = time.perf_counter() - started
+        report = json.loads(report_path.read_text())
+        baseline, goal = TARGETS[mode]
+        verdicts = [c for c in report["comparison"] if c["baseline"] == baseline]
+        runs[mode] = {
+            "command": shlex.join(command), "seconds": round(seconds, 1), "totals": report["totals"],
+            "comparison": report["comparison"], "sweep": report["sweep"], "series": report["series"],
+            "skipped": report["skipped"], "settings": report["settings"], "goal": goal,
+            "reached": {c["metric"]: c["dominates"] for c in verdicts},
+            "plot": str(plot_path),
+        }
+    out = {"data": str(DATA.relative_to(ROOT.parent)), "metrics": METRICS, "model": args.model,
+           "profile": args.profile, "python": platform.python_version(), "runs": runs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "rightsizing.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "rightsizing.md").write_text(render(out))
+    print(render(out))
+    return 0
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def render(out: dict) -> str:
+    lines = [
+        "# Rightsizing replay on Bitbrains (GWA-T-12 Rnd, 2013-8)", "",
+        f"Data: `../shared/{out['data']}`, metrics `{out['metrics']}` (memory converted to bytes by the features "
+        f"step), 5-minute grid. Forecast model `{out['model']}`, profile `{out['profile']}`. Written by "
+        "`benchmarks/rightsizing_replay.py`; the profiles' constants are fixed in `foresight_lib/rightsizing.py` "
+        "and the learnt factors use only periods before the one scored.", "",
+    ]
+    for mode, run in out["runs"].items():
+        lines += [f"## {mode} mode", "", f"Command: `{run['command']}` ({run['seconds']} s, {run['series']} series)",
+                  "", "| metric | method | periods | slack | violations | above limit |", "|---|---|---|---|---|---|"]
+        for row in run["totals"]:
+            lines.append(f"| {row['metric']} | {row['method']} | {row['periods']} | {_pct(row['slack'])} | "
+                         f"{_pct(row['violations'])} | {_pct(row.get('violations_limit'))} |")
+        lines += ["", f"Target: {run['goal']}."]
+        for metric, reached in run["reached"].items():
+            lines.append(f"- {metric}: {'reached' if reached else 'NOT reached'}")
+        lines += ["", "Fixed-margin sweep (slack / violations):", "",
+                  "| metric | method | " + " | ".join(f"{m:g}" for m in run["settings"]["margins"]) + " |",
+                  "|---|---|" + "---|" * len(run["settings"]["margins"])]
+        by_key: dict = {}
+        for row in run["sweep"]:
+            by_key.setdefault((row["metric"], row["method"]), []).append(row)
+        for (metric, method), rows in sorted(by_key.items()):
+            rows = sorted(rows, key=lambda r: r["margin"])
+            cells = [f"{100 * r['slack']:.1f}/{100 * r['violations']:.2f}" for r in rows]
+            lines.append(f"| {metric} | {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

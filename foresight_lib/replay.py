@@ -1,0 +1,533 @@
+"""Replay a real trace: recommend from the past, score on what came next.
+
+Two modes, on a regular long frame (after the features step):
+
+- ``daily``: each UTC day after ``min_history_days`` of history gets one static size per
+  method, made from the data before the day, scored on the day's 5-minute points.
+  Methods: the forecast-driven recommendation (``rightsizing``: the profile's quantile of
+  the next day's upper-bound curve times a factor learnt from the previous days), the
+  VPA-style recommender and the Crane-style percentile (``baselines_rightsizing``).
+- ``window``: each 30-minute window is set ahead of time. The model is fitted once per
+  day on the history before it and updated with the actuals at every window start
+  without refitting; the window's request is the maximum over its steps (5, 10 … 30
+  minutes ahead) of the upper bound, times a factor learnt from the previous windows.
+  Compared with a reactive scaler (the previous window's peak × 1.15).
+
+Scores over the scored points: slack = unused share of what was provisioned,
+``sum(max(request - usage, 0)) / sum(request)``; violations = share of points with usage
+above the request; for memory also the share above the limit (the OOM proxy). Every
+per-entity per-period recommendation is kept, so anyone can re-score it. A sweep rescoring
+every method with a range of fixed margins gives the slack-against-violations curves.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foresight_lib import baselines_rightsizing as bl
+from foresight_lib import rightsizing as rs
+from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.frames import check_series_frame, split_unique_id
+from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
+from foresight_lib.loaders import guess_unit
+from foresight_lib.models import FALLBACK_MODEL, check_model_names, make_model
+
+log = logging.getLogger(__name__)
+
+MODES = ("daily", "window")
+FORECAST = "forecast"
+VPA = "vpa"
+CRANE = "crane"
+REACTIVE = "reactive"
+METHODS = {"daily": (FORECAST, VPA, CRANE), "window": (FORECAST, REACTIVE)}
+DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+LEVELS = (80, 95)
+
+
+@dataclass
+class ReplaySpec:
+    """How to replay a trace."""
+
+    mode: str = "daily"
+    profile: str = "balanced"
+    model: str = "seasonal_naive"
+    """Forecasting model of the forecast-driven method (any local model of the registry)."""
+    freq: str = "5min"
+    window: str = "30m"
+    min_history_days: float = rs.MIN_HISTORY_DAYS
+    history_days: float = 7.0
+    """History the model is fitted on before each day."""
+    calibration_days: float = 7.0
+    """Daily mode: previous days the factor is learnt from."""
+    calibration_windows: int = 96
+    """Window mode: previous windows (96 = two days) the factor is learnt from."""
+    margins: Sequence[float] = DEFAULT_MARGINS
+    max_days: int | None = None
+    """Score at most this many days per series (the first ones after the minimum history)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown replay mode '{self.mode}'; choose from {list(MODES)}")
+        self.profile_ = rs.get_profile(self.profile)
+        check_model_names([self.model])
+        self.steps_per_day = season_length(self.freq)
+        self.window_steps = horizon_steps(self.window, self.freq)
+        if self.steps_per_day % self.window_steps:
+            raise ConfigError(f"window {self.window} does not divide a day; use e.g. 15m, 30m, 1h")
+        if self.min_history_days < 1:
+            raise ConfigError(f"min_history_days must be at least 1 (one daily season), got {self.min_history_days}")
+        if self.history_days <= 0 or self.calibration_days <= 0 or self.calibration_windows < 1:
+            raise ConfigError("history_days, calibration_days and calibration_windows must be positive")
+        if not self.margins or any(m < 0 for m in self.margins):
+            raise ConfigError(f"margins must be a non-empty list of non-negative numbers, got {list(self.margins)}")
+        self.margins = tuple(sorted(float(m) for m in self.margins))
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return METHODS[self.mode]
+
+    @property
+    def period_steps(self) -> int:
+        return self.steps_per_day if self.mode == "daily" else self.window_steps
+
+
+@dataclass
+class _Track:
+    """One method's bases (before any margin), requests and limits over a series' periods."""
+
+    bases: list[float] = field(default_factory=list)
+    requests: list[float] = field(default_factory=list)
+    limits: list[float] = field(default_factory=list)
+    factors: list[float] = field(default_factory=list)
+    confidences: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class _SeriesReplay:
+    unique_id: str
+    metric: str
+    entity: str
+    resource: str
+    unit: str
+    first_ns: int = 0
+    starts: list[int] = field(default_factory=list)
+    actuals: list[np.ndarray] = field(default_factory=list)
+    tracks: dict[str, _Track] = field(default_factory=dict)
+    fallbacks: int = 0
+
+
+@dataclass
+class ReplayResult:
+    """Everything a replay found."""
+
+    spec: ReplaySpec
+    records: pd.DataFrame
+    """One row per series, period and method: the recommendation and its scores."""
+    totals: pd.DataFrame
+    """Per metric and method: slack, violations (and above the limit), points, periods."""
+    sweep: pd.DataFrame
+    """Per metric, method and fixed margin: slack and violations."""
+    skipped: list[dict]
+    seconds: float
+    fallbacks: dict[str, int] = field(default_factory=dict)
+
+    def report(self) -> dict:
+        """The JSON-ready summary, with every record."""
+        records = self.records.copy()
+        for col in ("period_start", "period_end"):
+            records[col] = records[col].map(lambda t: t.isoformat())
+        return {
+            "mode": self.spec.mode, "profile": self.spec.profile, "model": self.spec.model,
+            "settings": {
+                "freq": self.spec.freq, "window": self.spec.window, "min_history_days": self.spec.min_history_days,
+                "history_days": self.spec.history_days, "calibration_days": self.spec.calibration_days,
+                "calibration_windows": self.spec.calibration_windows, "margins": list(self.spec.margins),
+                "profile": vars(self.spec.profile_).copy(),
+            },
+            "methods": list(self.spec.methods),
+            "totals": self.totals.to_dict(orient="records"),
+            "comparison": compare(self.totals, self.spec.mode),
+            "sweep": self.sweep.to_dict(orient="records"),
+            "series": int(self.records["unique_id"].nunique()) if len(self.records) else 0,
+            "skipped": self.skipped,
+            "fallbacks": self.fallbacks,
+            "seconds": round(self.seconds, 2),
+            "records": records.to_dict(orient="records"),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Scoring
+
+
+def score(request: np.ndarray | float, usage: np.ndarray, limit: np.ndarray | float | None = None) -> dict:
+    """Sums for slack and violations of a request (and limit) against usage points.
+
+    ``request`` and ``limit`` broadcast against ``usage``. Returns ``provisioned``,
+    ``unused`` (usage above the request counts as 0 unused), ``points``, ``over`` (points
+    above the request), ``over_limit`` and the ratios ``slack`` and ``violations``
+    (``violations_limit`` when a limit is given).
+    """
+    usage = np.asarray(usage, dtype="float64")
+    req = np.broadcast_to(np.asarray(request, dtype="float64"), usage.shape)
+    ok = np.isfinite(usage) & np.isfinite(req)
+    u, r = usage[ok], req[ok]
+    out = {
+        "provisioned": float(r.sum()), "unused": float(np.maximum(r - u, 0.0).sum()),
+        "points": int(u.size), "over": int((u > r).sum()),
+    }
+    out["slack"] = out["unused"] / out["provisioned"] if out["provisioned"] > 0 else float("nan")
+    out["violations"] = out["over"] / out["points"] if out["points"] else float("nan")
+    if limit is not None:
+        lim = np.broadcast_to(np.asarray(limit, dtype="float64"), usage.shape)[ok]
+        out["over_limit"] = int((u > lim).sum())
+        out["violations_limit"] = out["over_limit"] / out["points"] if out["points"] else float("nan")
+    return out
+
+
+def _ratios(provisioned: float, unused: float, points: int, over: int, over_limit: int | None) -> dict:
+    return {
+        "slack": unused / provisioned if provisioned > 0 else float("nan"),
+        "violations": over / points if points else float("nan"),
+        "violations_limit": (over_limit / points if points else float("nan")) if over_limit is not None else None,
+    }
+
+
+# ---------------------------------------------------------------------------
+# The walk
+
+
+def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | None = None,
+           progress: Callable[[int], None] | None = None) -> ReplayResult:
+    """Replay every series of the regular long frame ``frame`` under ``spec``.
+
+    Raises:
+        DataError: no series has enough history for a single scored period (reasons listed).
+    """
+    started = time.perf_counter()
+    frame = check_series_frame(frame)
+    units = {} if series_table is None or series_table.empty else dict(
+        zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
+    step_ns = to_timedelta(spec.freq).value
+    done: list[_SeriesReplay] = []
+    skipped: list[dict] = []
+    for uid, group in frame.groupby("unique_id", sort=True):
+        uid = str(uid)
+        ds = group["ds"].to_numpy("datetime64[ns]").astype("int64")
+        y = group["y"].to_numpy("float64")
+        reason = _check_series(ds, y, step_ns, spec)
+        if reason is None:
+            metric, entity = split_unique_id(uid)
+            resource = rs.resource_of(metric)
+            unit = units.get(uid) or guess_unit(metric)
+            sr = _SeriesReplay(uid, metric, entity, resource, unit, int(ds[0]))
+            starts = _day_starts(ds, spec)
+            if not starts:
+                reason = (f"too little history: {len(y) / spec.steps_per_day:.2f} days; a recommendation needs "
+                          f"{spec.min_history_days:g} days before a complete UTC day to score")
+            else:
+                (_replay_daily if spec.mode == "daily" else _replay_window)(sr, ds, y, starts, spec)
+                done.append(sr)
+        if reason is not None:
+            skipped.append({"unique_id": uid, "reason": reason})
+            log.info("replay skips %s: %s", uid, reason)
+        if progress:
+            progress(1)
+    if not done:
+        reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
+        raise DataError(f"no series can be replayed ({len(skipped)} skipped): {reasons}")
+    records = _records(done, spec, step_ns)
+    totals = _totals(records, spec)
+    sweep = _sweep(done, spec)
+    fallbacks = {s.unique_id: s.fallbacks for s in done if s.fallbacks}
+    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks)
+
+
+def _check_series(ds: np.ndarray, y: np.ndarray, step_ns: int, spec: ReplaySpec) -> str | None:
+    if ds.size < 2:
+        return "fewer than two points"
+    steps = np.diff(ds)
+    if (steps != step_ns).any():
+        return f"not on a regular {spec.freq} grid; run the features step first (foresight_lib.features)"
+    if not np.isfinite(y).all():
+        return "contains missing values; fill gaps with the features step first"
+    return None
+
+
+def _day_starts(ds: np.ndarray, spec: ReplaySpec) -> list[int]:
+    """Indices of UTC midnights with the minimum history before and a complete day after."""
+    day_ns = pd.Timedelta("1D").value
+    spd = spec.steps_per_day
+    first = int(np.ceil(spec.min_history_days * spd))
+    starts = [int(i) for i in np.flatnonzero(ds % day_ns == 0) if i >= first and i + spd <= ds.size]
+    return starts[: spec.max_days] if spec.max_days else starts
+
+
+def _fit_forecast(sr: _SeriesReplay, history: np.ndarray, spec: ReplaySpec, run: Callable):
+    """Fit the spec's model on ``history`` and call ``run(model)``; seasonal naive when that fails."""
+    for name in dict.fromkeys([spec.model, FALLBACK_MODEL]):
+        try:
+            model = make_model(name).fit(history, spec.steps_per_day)
+            forecast = run(model)
+            if all(np.isfinite(np.asarray(v)).all() for v in forecast.values()):
+                if name != spec.model:
+                    sr.fallbacks += 1
+                return forecast
+        except Exception as exc:  # a failing model must not end the replay: fall back, counted
+            log.debug("model %s failed on %s: %s", name, sr.unique_id, exc)
+    sr.fallbacks += 1
+    return None
+
+
+def _add(track: _Track, base: float, request: float, limit: float, factor: float, conf: float | None) -> None:
+    track.bases.append(base)
+    track.requests.append(request)
+    track.limits.append(limit)
+    track.factors.append(factor)
+    track.confidences.append(conf)
+
+
+def _sized(value: float, sr: _SeriesReplay, prof: rs.Profile) -> tuple[float, float]:
+    if not np.isfinite(value):
+        return float("nan"), float("nan")
+    sizing = rs.size(value, sr.resource, sr.unit, prof)
+    return sizing.request, sizing.limit
+
+
+def _replay_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list[int], spec: ReplaySpec) -> None:
+    prof = spec.profile_
+    spd = spec.steps_per_day
+    hist_steps = int(round(spec.history_days * spd))
+    times = ds / 1e9
+    first_bucket = bl.first_bucket_for(sr.unit, y)
+    vpa = bl.VPARecommender(sr.resource, first_bucket)
+    seen = 0
+    past_bases: deque = deque(maxlen=int(np.ceil(spec.calibration_days)))
+    past_actuals: deque = deque(maxlen=past_bases.maxlen)
+    past_means: deque = deque(maxlen=past_bases.maxlen)
+    sr.tracks = {m: _Track() for m in spec.methods}
+    for start in starts:
+        actual = y[start:start + spd]
+        history = y[max(0, start - hist_steps):start]
+        forecast = _fit_forecast(sr, history, spec, lambda m: m.predict(spd, LEVELS))
+        base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
+        factor = rs.calibrate_factor(list(past_bases), list(past_actuals), prof) or rs.default_factor(prof)
+        conf = rs.confidence(start / spd, rs.relative_error(list(past_means), list(past_actuals)))
+        _add(sr.tracks[FORECAST], base, *_sized(base * factor, sr, prof), factor, conf)
+
+        vpa.observe(y[seen:start], times[seen:start])
+        seen = start
+        vpa_base = vpa.target(with_margin=False)
+        _add(sr.tracks[VPA], vpa_base, *_sized(vpa_base * (1 + bl.VPA_SAFETY_MARGIN), sr, prof),
+             1 + bl.VPA_SAFETY_MARGIN, None)
+        crane_base = bl.crane_percentile(y[:start], times[:start], now_s=float(times[start]), margin=0.0)
+        _add(sr.tracks[CRANE], crane_base, *_sized(crane_base * (1 + bl.CRANE_MARGIN), sr, prof),
+             1 + bl.CRANE_MARGIN, None)
+
+        sr.starts.append(start)
+        sr.actuals.append(actual)
+        if forecast is not None and np.isfinite(base):
+            past_bases.append(base)
+            past_actuals.append(actual)
+            past_means.append(forecast["mean"])
+
+
+def _replay_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list[int], spec: ReplaySpec) -> None:
+    prof = spec.profile_
+    spd, w = spec.steps_per_day, spec.window_steps
+    hist_steps = int(round(spec.history_days * spd))
+    origins = list(range(0, spd, w))
+    past_bases: deque = deque(maxlen=spec.calibration_windows)
+    past_actuals: deque = deque(maxlen=spec.calibration_windows)
+    past_means: deque = deque(maxlen=spec.calibration_windows)
+    sr.tracks = {m: _Track() for m in spec.methods}
+    key = rs.upper_key(prof)
+    for start in starts:
+        day = y[start:start + spd]
+        history = y[max(0, start - hist_steps):start]
+        forecast = _fit_forecast(sr, history, spec, lambda m, d=day: m.forecast_origins(d, origins, w, LEVELS))
+        for k, origin in enumerate(origins):
+            begin = start + origin
+            actual = y[begin:begin + w]
+            base = float(forecast[key][k].max()) if forecast is not None else float("nan")
+            factor = rs.calibrate_factor(list(past_bases), list(past_actuals), prof) or rs.default_factor(prof)
+            conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
+            _add(sr.tracks[FORECAST], base, *_sized(base * factor, sr, prof), factor, conf)
+            reactive_base = bl.reactive_peak(y[begin - w:begin], margin=0.0)
+            _add(sr.tracks[REACTIVE], reactive_base, *_sized(reactive_base * (1 + bl.REACTIVE_MARGIN), sr, prof),
+                 1 + bl.REACTIVE_MARGIN, None)
+            sr.starts.append(begin)
+            sr.actuals.append(actual)
+            if forecast is not None and np.isfinite(base):
+                past_bases.append(base)
+                past_actuals.append(actual)
+                past_means.append(forecast["mean"][k])
+
+
+# ---------------------------------------------------------------------------
+# Records, totals, sweep
+
+
+def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.DataFrame:
+    rows = []
+    period_ns = spec.period_steps * step_ns
+    for sr in done:
+        for i, start in enumerate(sr.starts):
+            actual = sr.actuals[i]
+            peak = float(actual.max())
+            for method, track in sr.tracks.items():
+                request, limit = track.requests[i], track.limits[i]
+                if not np.isfinite(request):
+                    continue
+                s = score(request, actual, limit if sr.resource == "memory" else None)
+                rows.append({
+                    "unique_id": sr.unique_id, "entity": sr.entity, "metric": sr.metric, "resource": sr.resource,
+                    "unit": sr.unit, "method": method, "period_start": sr.first_ns + start * step_ns,
+                    "base": track.bases[i], "factor": track.factors[i], "request": request, "limit": limit,
+                    "confidence": track.confidences[i], "usage_peak": peak, "points": s["points"],
+                    "provisioned": s["provisioned"], "unused": s["unused"], "over": s["over"],
+                    "over_limit": s.get("over_limit"), "slack": s["slack"], "violations": s["violations"],
+                    "violations_limit": s.get("violations_limit"),
+                })
+    records = pd.DataFrame(rows)
+    if records.empty:
+        return records
+    start_ns = records["period_start"].to_numpy("int64")
+    records["period_start"] = pd.to_datetime(start_ns, unit="ns", utc=True)
+    records["period_end"] = pd.to_datetime(start_ns + period_ns, unit="ns", utc=True)
+    return records
+
+
+def _totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
+    rows = []
+    if records.empty:
+        return pd.DataFrame()
+    for (metric, method), g in records.groupby(["metric", "method"], sort=True):
+        over_limit = int(g["over_limit"].sum()) if g["resource"].iloc[0] == "memory" else None
+        per_entity = g.groupby("unique_id")[["unused", "provisioned", "over", "points"]].sum()
+        rows.append({
+            "metric": metric, "resource": g["resource"].iloc[0], "method": method,
+            "series": int(g["unique_id"].nunique()), "periods": len(g), "points": int(g["points"].sum()),
+            **_ratios(float(g["provisioned"].sum()), float(g["unused"].sum()), int(g["points"].sum()),
+                      int(g["over"].sum()), over_limit),
+            "mean_series_slack": float((per_entity["unused"] / per_entity["provisioned"]).mean()),
+            "mean_series_violations": float((per_entity["over"] / per_entity["points"]).mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+    """Every method rescored with each fixed margin over its base (the forecast without a learnt factor)."""
+    acc: dict[tuple[str, str, float], list[float]] = {}
+    for sr in done:
+        actual = np.vstack(sr.actuals)
+        for method, track in sr.tracks.items():
+            bases = np.asarray(track.bases, dtype="float64")
+            ok = np.isfinite(bases)
+            if not ok.any():
+                continue
+            for margin in spec.margins:
+                req = rs.round_many(bases[ok] * (1.0 + margin), sr.unit, sr.resource)[:, None]
+                a = actual[ok]
+                sums = acc.setdefault((sr.metric, method, margin), [0.0, 0.0, 0.0, 0.0])
+                sums[0] += float(req.sum() * a.shape[1])
+                sums[1] += float(np.maximum(req - a, 0.0).sum())
+                sums[2] += float(a.size)
+                sums[3] += float((a > req).sum())
+    rows = [{"metric": metric, "method": method, "margin": margin, "slack": s[1] / s[0] if s[0] else float("nan"),
+             "violations": s[3] / s[2] if s[2] else float("nan")}
+            for (metric, method, margin), s in sorted(acc.items())]
+    return pd.DataFrame(rows)
+
+
+def compare(totals: pd.DataFrame, mode: str) -> list[dict]:
+    """The forecast-driven plan against each baseline, per metric: does it dominate?
+
+    ``dominates`` is true when it has less slack at an equal or lower violation rate
+    (daily), or fewer violations at equal or lower slack (window); for memory the
+    violations above the limit must not be higher either.
+    """
+    out = []
+    if totals.empty:
+        return out
+    for metric, g in totals.groupby("metric", sort=True):
+        by = {r["method"]: r for r in g.to_dict(orient="records")}
+        if FORECAST not in by:
+            continue
+        f = by[FORECAST]
+        for method, b in by.items():
+            if method == FORECAST:
+                continue
+            limit_ok = True
+            if f.get("violations_limit") is not None and b.get("violations_limit") is not None:
+                limit_ok = f["violations_limit"] <= b["violations_limit"]
+            if mode == "daily":
+                dominates = f["slack"] < b["slack"] and f["violations"] <= b["violations"] and limit_ok
+            else:
+                dominates = f["violations"] < b["violations"] and f["slack"] <= b["slack"] and limit_ok
+            out.append({"metric": metric, "baseline": method, "forecast_slack": f["slack"],
+                        "baseline_slack": b["slack"], "forecast_violations": f["violations"],
+                        "baseline_violations": b["violations"], "forecast_violations_limit": f.get("violations_limit"),
+                        "baseline_violations_limit": b.get("violations_limit"), "dominates": bool(dominates)})
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The plot
+
+
+def plot_sweep(result: ReplayResult, path: str | Path) -> Path:
+    """PNG of slack (x) against violations (y) per metric: one curve per method over the margins.
+
+    The curves use fixed margins over each method's base; the stars mark what each method
+    actually recommended (the forecast with its learnt factor, baselines with their 15 %).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep, totals = result.sweep, result.totals
+    metrics = sorted(sweep["metric"].unique()) if len(sweep) else []
+    if not metrics:
+        raise DataError("nothing to plot: the replay scored no period")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5), squeeze=False)
+    colours = {FORECAST: "tab:blue", VPA: "tab:orange", CRANE: "tab:green", REACTIVE: "tab:red"}
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for method, g in sweep[sweep["metric"] == metric].groupby("method", sort=False):
+            g = g.sort_values("margin")
+            colour = colours.get(method)
+            label = f"{method} (margin {g['margin'].min():g}–{g['margin'].max():g})"
+            ax.plot(100 * g["slack"], 100 * g["violations"], "o-", ms=3, color=colour, label=label)
+            for _, row in g.iloc[[0, -1]].iterrows():
+                ax.annotate(f"{row['margin']:g}", (100 * row["slack"], 100 * row["violations"]), fontsize=7,
+                            color=colour, xytext=(3, 3), textcoords="offset points")
+            point = totals[(totals["metric"] == metric) & (totals["method"] == method)]
+            if len(point):
+                name = f"{method} ({result.spec.profile})" if method == FORECAST else f"{method} as published"
+                ax.plot(100 * point["slack"], 100 * point["violations"], "*", ms=14, color=colour,
+                        markeredgecolor="black", label=name)
+        ax.set_xlabel("slack: unused share of the provisioned resource (%)")
+        ax.set_ylabel("violations: points above the request (%)")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(f"{metric} — {result.spec.mode} mode, model {result.spec.model}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,160 @@
+"""Replay: scoring by hand, the daily and window walks, and the command on real Bitbrains data."""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_daily_series
+
+from foresight_lib.cli import main
+from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.replay import ReplaySpec, compare, replay, score
+
+
+def test_score_by_hand():
+    usage = np.array([1.0, 2.0, 3.0, 5.0])
+    s = score(4.0, usage, limit=4.5)
+    # provisioned 4 x 4 = 16; unused 3 + 2 + 1 + 0 = 6; one point (5) above the request and the limit
+    assert s["provisioned"] == 16.0
+    assert s["unused"] == 6.0
+    assert s["slack"] == pytest.approx(6 / 16)
+    assert s["violations"] == pytest.approx(1 / 4)
+    assert s["violations_limit"] == pytest.approx(1 / 4)
+    per_point = score(np.array([2.0, 2.0, 4.0, 4.0]), usage)
+    # unused 1 + 0 + 1 + 0 = 2 of 12; above the request: only 5 > 4 (2 > 2 is not above)
+    assert per_point["slack"] == pytest.approx(2 / 12)
+    assert per_point["violations"] == pytest.approx(1 / 4)
+    assert "violations_limit" not in per_point
+
+
+def _trace(days: int, pattern: np.ndarray, metric: str = "cpu_cores", entity: str = "web") -> pd.DataFrame:
+    ds = pd.date_range("2024-03-01", periods=days * 288, freq="5min", tz="UTC")
+    return pd.DataFrame({"unique_id": f"{metric}/{entity}", "ds": ds, "y": np.tile(pattern, days)})
+
+
+def test_daily_replay_scores_a_hand_made_trace():
+    # a day of 288 points: 0.1 core all day, 0.5 core for one hour (12 points)
+    day = np.full(288, 0.1)
+    day[100:112] = 0.5
+    frame = _trace(4, day)
+    result = replay(frame, ReplaySpec(mode="daily", model="seasonal_naive", min_history_days=2))
+    rec = result.records
+    assert sorted(rec["method"].unique()) == ["crane", "forecast", "vpa"]
+    assert rec["period_start"].dt.day.tolist().count(3) == 3  # days 3 and 4 scored, three methods each
+    # Crane: P99 of the history (two identical days) x 1.15, rounded up to 10m
+    crane = rec[rec["method"] == "crane"].iloc[0]
+    expected = np.percentile(np.tile(day, 2), 99) * 1.15
+    assert crane["request"] == pytest.approx(np.ceil(expected / 0.01 - 1e-9) * 0.01)
+    # its slack and violations recomputed by hand from the request
+    assert crane["slack"] == pytest.approx(np.maximum(crane["request"] - day, 0).sum() / (288 * crane["request"]))
+    assert crane["violations"] == pytest.approx((day > crane["request"]).mean())
+    # every request is positive and on the 10m grid
+    assert (rec["request"] > 0).all()
+    assert np.allclose(np.round(rec["request"] / 0.01), rec["request"] / 0.01)
+    # totals pool the records' sums
+    tot = result.totals.set_index("method").loc["crane"]
+    crane_rows = rec[rec["method"] == "crane"]
+    assert tot["slack"] == pytest.approx(crane_rows["unused"].sum() / crane_rows["provisioned"].sum())
+
+
+def test_window_replay_reactive_and_forecast():
+    rng = np.random.default_rng(1)
+    day = 1.0 + 0.5 * np.sin(np.linspace(0, 2 * np.pi, 288, endpoint=False))
+    frame = _trace(4, day)
+    frame["y"] += rng.normal(0, 0.02, len(frame))
+    result = replay(frame, ReplaySpec(mode="window", model="naive", min_history_days=2, max_days=1))
+    rec = result.records
+    assert set(rec["method"]) == {"forecast", "reactive"}
+    assert (rec.groupby("method").size() == 48).all()  # 48 windows of 30 minutes in the scored day
+    y = frame["y"].to_numpy()
+    first = rec[rec["method"] == "reactive"].iloc[0]
+    start = 2 * 288
+    peak = y[start - 6:start].max() * 1.15  # above one core: rounded up to 50m
+    assert peak > 1.0
+    assert first["request"] == pytest.approx(np.ceil(peak / 0.05 - 1e-9) * 0.05)
+    assert first["period_end"] - first["period_start"] == pd.Timedelta("30min")
+    # the forecast plan never sees the window it sizes: changing the future leaves the request unchanged
+    changed = frame.copy()
+    changed.loc[start + 6:, "y"] += 100.0
+    again = replay(changed, ReplaySpec(mode="window", model="naive", min_history_days=2, max_days=1)).records
+    first_two = again[again["method"] == "forecast"]["request"].iloc[:2].to_numpy()
+    assert np.allclose(first_two, rec[rec["method"] == "forecast"]["request"].iloc[:2].to_numpy())
+    assert len(result.sweep) == 2 * len(ReplaySpec().margins)
+
+
+def test_memory_is_scored_against_the_limit_too():
+    day = np.full(288, 300.0 * 2**20)
+    day[::50] = 600.0 * 2**20
+    frame = _trace(3, day, metric="memory_usage_bytes", entity="db")
+    rec = replay(frame, ReplaySpec(mode="daily", min_history_days=2)).records
+    assert rec["violations_limit"].notna().all()
+    assert (rec["limit"] >= rec["request"]).all()
+    mib = rec["request"] / 2**20
+    assert np.allclose(mib, np.round(mib))
+
+
+def test_too_short_series_are_skipped_with_a_reason():
+    frame = pd.concat([make_daily_series(days=4, n_series=1), _trace(1, np.ones(288), entity="new")])
+    result = replay(frame, ReplaySpec(mode="daily", model="naive"))
+    assert [s["unique_id"] for s in result.skipped] == ["cpu_cores/new"]
+    assert "too little history" in result.skipped[0]["reason"]
+    with pytest.raises(DataError, match="no series can be replayed"):
+        replay(_trace(1, np.ones(288)), ReplaySpec(mode="daily"))
+
+
+def test_bad_spec_is_a_config_error():
+    with pytest.raises(ConfigError):
+        ReplaySpec(mode="hourly")
+    with pytest.raises(ConfigError):
+        ReplaySpec(window="7m")
+    with pytest.raises(ConfigError):
+        ReplaySpec(profile="cheap")
+
+
+def test_compare_checks_both_axes():
+    totals = pd.DataFrame([
+        {"metric": "cpu", "method": "forecast", "slack": 0.3, "violations": 0.02, "violations_limit": None},
+        {"metric": "cpu", "method": "vpa", "slack": 0.4, "violations": 0.03, "violations_limit": None},
+        {"metric": "cpu", "method": "crane", "slack": 0.5, "violations": 0.01, "violations_limit": None},
+    ])
+    verdicts = {c["baseline"]: c["dominates"] for c in compare(totals, "daily")}
+    assert verdicts == {"vpa": True, "crane": False}
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["daily", "window"])
+def test_command_end_to_end_on_bitbrains(shared_data, tmp_path, mode, capsys):
+    out, plot = tmp_path / "report.json", tmp_path / "slack_violations.png"
+    code = main([
+        "rightsize-replay", "--input", str(shared_data / "bitbrains_rnd" / "2013-8" / "[13]00.csv"),
+        "--format", "bitbrains", "--metrics", "cpu_usage_mhz,memory_usage_kb", "--mode", mode,
+        "--profile", "balanced", "--model", "seasonal_naive", "--last-days", "4",
+        "--output", str(out), "--plot", str(plot),
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == mode and report["plot"] == str(plot)
+    assert report["series"] == 4  # two VMs x (cpu, memory)
+    methods = {"daily": {"forecast", "vpa", "crane"}, "window": {"forecast", "reactive"}}[mode]
+    assert {t["method"] for t in report["totals"]} == methods
+    assert {t["metric"] for t in report["totals"]} == {"cpu_usage_mhz", "memory_usage_bytes"}
+    records = pd.DataFrame(report["records"])
+    assert (records["request"] > 0).all()
+    per_period = 1 if mode == "daily" else 48
+    assert len(records) == 4 * len(methods) * per_period  # 4 days kept, 2 of history, 1 complete UTC day scored
+    # every record re-scores to its stored figures
+    assert (records["slack"] >= 0).all() and (records["slack"] <= 1).all()
+    assert records["violations"].between(0, 1).all()
+    assert plot.stat().st_size > 20_000
+    width, height = _png_size(plot)
+    assert width > 600 and height > 300
+    assert "forecast vs" in capsys.readouterr().out
