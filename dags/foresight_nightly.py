@@ -42,6 +42,16 @@ def _settings() -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _retry_delay(text: object) -> timedelta:
+    """``2m``, ``30s``, ``1h`` as a timedelta; two minutes when the text is not one (the config check says why)."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours"}
+    value = str(text).strip()
+    try:
+        return timedelta(**{units[value[-1]]: float(value[:-1])})
+    except (KeyError, ValueError, IndexError):
+        return timedelta(minutes=2)
+
+
 SETTINGS = _settings()
 SOURCE = SETTINGS.get("source") if isinstance(SETTINGS.get("source"), dict) else {}
 
@@ -85,8 +95,8 @@ def _prometheus_connection() -> dict | None:
     tags=["foresight", "forecasting", "mlflow"],
     default_args={
         "owner": "foresight",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
+        "retries": int(SETTINGS.get("retries", 2)),
+        "retry_delay": _retry_delay(SETTINGS.get("retry_delay", "2m")),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
         "retry_policy": NO_RETRY,

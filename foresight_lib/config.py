@@ -75,6 +75,8 @@ class PrometheusConfig(_Section):
     conn_id: str = "foresight_prometheus"
     queries: dict[str, str] = Field(default_factory=dict)
     aggregation: Literal["container", "pod", "namespace"] = "container"
+    labels: dict[str, str | list[str]] = Field(default_factory=dict)
+    """Equality filters added to every query's selector (label -> value or values), escaped."""
     timeout_s: float = Field(30.0, gt=0)
     max_points: int = Field(11000, gt=0, le=11000)
     retries: int = Field(3, ge=0, le=20)
@@ -165,6 +167,10 @@ class ForesightConfig(_Section):
     """The whole configuration; see ``include/foresight.yaml`` for every setting explained."""
 
     schedule: str | None = "0 2 * * *"
+    retries: int = Field(2, ge=0, le=10)
+    """Airflow retries of a failed task (errors that a retry cannot fix are never retried)."""
+    retry_delay: str = "2m"
+    """Delay before the first retry; it doubles at each further retry, up to 30 minutes."""
     data_root: str = "var/data"
     source: SourceConfig = Field(default_factory=SourceConfig)
     freq: str = "5min"
@@ -190,6 +196,15 @@ class ForesightConfig(_Section):
         if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
             raise ValueError(f"'{value}' is not a cron expression; use 5 fields like '0 2 * * *' or a preset "
                              f"like @daily, or null for manual runs only")
+        return value
+
+    @field_validator("retry_delay")
+    @classmethod
+    def _retry_delay(cls, value: str) -> str:
+        try:
+            to_timedelta(value)
+        except ForesightError as exc:
+            raise _as_error(exc) from None
         return value
 
     @field_validator("freq")
