@@ -19,7 +19,6 @@ anywhere before leaves the previous champion aliases and published forecasts alo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import pickle
@@ -220,17 +219,10 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
 
 
 def _read_prometheus(cfg, start, end, connection):
-    if importlib.util.find_spec("foresight_lib.prometheus_source") is None:
-        raise ConfigError(
-            "source.kind is 'prometheus' but this installation has no Prometheus source; "
-            "use source.kind demo or files"
-        )
     from foresight_lib import prometheus_source
 
     conn = connection() if callable(connection) else connection
     result = prometheus_source.extract(cfg, start, end, connection=conn)
-    if isinstance(result, tuple):
-        return result[0], result[1]
     return result.frame, result.series
 
 
@@ -447,13 +439,15 @@ def publish(run: dict) -> dict:
     features = store.read_frame(FEATURES)
     feature_series = store.read_frame(FEATURE_SERIES)
     config = _param_safe(_config_dict(cfg))
+    _recommend(cfg, store, result, feature_series)
     tracking.configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
         experiment=cfg.mlflow.experiment,
     )
     artifacts = {
         name: store.uri(name)
-        for name in (LEADERBOARD, PER_SERIES, FORECASTS, QUARANTINE, "backtest_report.json", "run.json")
+        for name in (LEADERBOARD, PER_SERIES, FORECASTS, RECOMMENDATIONS, QUARANTINE, "backtest_report.json",
+                     "run.json")
         if store.exists(name)
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
@@ -469,10 +463,7 @@ def publish(run: dict) -> dict:
             parent_run_id=_run_id_of(parent),
         ))
 
-    published = [FORECASTS, LEADERBOARD]
-    recommendations = _recommend(cfg, store, result)
-    if recommendations is not None:
-        published.append(RECOMMENDATIONS)
+    published = [FORECASTS, LEADERBOARD, RECOMMENDATIONS]
     summary = {
         "run_key": run["run_key"], "run_id": run.get("run_id"), "champion": result.champion,
         "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
@@ -481,10 +472,11 @@ def publish(run: dict) -> dict:
         "series": len(result.series), "forecast_rows": int(len(result.future_forecasts)),
     }
     store.write_json("summary.json", summary)
-    _push_forecasts(cfg, result)
     store.publish_latest([*published, "summary.json"])
+    pushed = _push_latest(cfg)
     log.info("published run %s: champion %s, %s", run["run_key"], result.champion, registrations)
-    return {k: summary[k] for k in ("run_key", "champion", "registrations", "mlflow_parent_run", "forecast_rows")}
+    out = {k: summary[k] for k in ("run_key", "champion", "registrations", "mlflow_parent_run", "forecast_rows")}
+    return {**out, "pushgateway": pushed} if pushed else out
 
 
 _PARAM_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
@@ -520,42 +512,32 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
 
 
-def _recommend(cfg, store, result) -> pd.DataFrame | None:
-    """Rightsizing recommendations from the live forecasts, when that module is installed."""
-    if importlib.util.find_spec("foresight_lib.rightsizing") is None:
-        return None
+def _recommend(cfg, store, result, series: pd.DataFrame) -> pd.DataFrame:
+    """Rightsizing recommendations (daily sizes and the window plan) from the live forecasts."""
     from foresight_lib import rightsizing
 
-    recommendations = rightsizing.recommend(result, profile=cfg.rightsizing.profile)
+    recommendations = rightsizing.recommend(result, profile=cfg.rightsizing.profile, series_table=series)
     store.write_frame(RECOMMENDATIONS, recommendations)
     return recommendations
 
 
-def _push_forecasts(cfg, result) -> None:
-    """Push the champion's live forecasts to a Prometheus Pushgateway, when one is configured."""
+def _push_latest(cfg) -> dict | None:
+    """Push what was just published to the Pushgateway, when one is configured.
+
+    The push comes after the publish, so a Pushgateway that is down does not undo it: it
+    is logged and reported in the summary, and the next publish pushes again.
+    """
     url = getattr(cfg.publish, "pushgateway_url", None)
     if not url:
-        return
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+        return None
+    from foresight_lib import pushgateway
 
-    registry = CollectorRegistry()
-    gauge = Gauge("foresight_forecast", "Forecast of a resource metric by the champion model",
-                  ["unique_id", "horizon", "bound"], registry=registry)
-    steps = result.spec.horizon_steps
-    future = result.future_forecasts
-    future = future[future["model"] == result.champion]
-    level = max(result.spec.levels)
-    for horizon, step in steps.items():
-        rows = future[future["step"] == step]
-        for row in rows.itertuples(index=False):
-            gauge.labels(row.unique_id, horizon, "mean").set(row.yhat)
-            gauge.labels(row.unique_id, horizon, f"hi_{level}").set(getattr(row, f"yhat_hi_{level}"))
     try:
-        push_to_gateway(url, job="foresight_nightly", registry=registry, timeout=10)
-    except OSError as exc:
-        raise SourceError(
-            f"could not push forecasts to the Pushgateway at {url}: {exc}; check publish.pushgateway_url"
-        ) from exc
+        samples = pushgateway.push_latest(url, cfg.data_root, job="foresight_nightly")
+    except SourceError as exc:
+        log.error("%s", exc)
+        return {"url": url, "pushed": False, "error": str(exc)}
+    return {"url": url, "pushed": True, "samples": samples}
 
 
 # ---------------------------------------------------------------------------

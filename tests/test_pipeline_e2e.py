@@ -6,7 +6,6 @@ published ``latest`` folder and MLflow (runs, registered champions, aliases).
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -25,15 +24,8 @@ NAB_FILES = ["ec2_cpu_utilization_5f5533.csv", "ec2_cpu_utilization_77c1ca.csv",
 TASKS = {"extract", "validate", "build_features", "select_models", "evaluate", "publish"}
 
 
-def _fast_models() -> list[str]:
-    """Baselines, ETS when that model is installed, and the ensemble of them."""
-    models = ["naive", "seasonal_naive"]
-    if importlib.util.find_spec("foresight_lib.models.ets") is not None:
-        models.append("ets")
-    return [*models, "ensemble"]
-
-
-FAST_MODELS = _fast_models()
+FAST_MODELS = ["naive", "seasonal_naive", "ets", "ensemble"]
+"""Baselines, exponential smoothing and the ensemble of them: quick enough for every run."""
 
 
 def _conf(root: Path, **overrides) -> dict:
@@ -115,7 +107,8 @@ def demo(env, tmp_path_factory):
 def test_demo_run_succeeds_and_writes_the_run_folder(demo):
     _all_succeeded(demo["first"])
     files = set(demo["first_files"])
-    for name in ("raw", "validated", "features", "leaderboard", "per_series", "forecasts", "backtest_forecasts"):
+    for name in ("raw", "validated", "features", "leaderboard", "per_series", "forecasts", "backtest_forecasts",
+                 "recommendations"):
         assert f"{name}.parquet" in files, files
     assert "validation/report.html" in files
     assert all(f"backtests/{m}.pkl" in files for m in FAST_MODELS if m != "ensemble")
@@ -147,6 +140,8 @@ def test_demo_run_is_logged_to_mlflow(demo):
     assert sorted(c.data.tags.get("model", c.info.run_name) for c in children) == sorted(FAST_MODELS)
     for child in children:
         assert any(k.startswith("mase_") for k in child.data.metrics), child.data.metrics
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "run")}
+    assert {"run/forecasts.parquet", "run/leaderboard.parquet", "run/recommendations.parquet"} <= logged, logged
 
     champions = _champion_versions(cfg.mlflow.tracking_uri)
     prefix = cfg.mlflow.model_name_prefix
