@@ -78,7 +78,7 @@ def _pct(value) -> str:
 def render(out: dict) -> str:
     lines = [
         "# Rightsizing replay on Bitbrains (GWA-T-12 Rnd, 2013-8)", "",
-        f"Data: `../shared/{out['data']}`, metrics `{out['metrics']}` (memory converted to bytes by the features "
+        f"Data: `../{out['data']}`, metrics `{out['metrics']}` (memory converted to bytes by the features "
         f"step), 5-minute grid. Forecast model `{out['model']}`, profile `{out['profile']}`. Written by "
         "`benchmarks/rightsizing_replay.py`; the profiles' constants are fixed in `foresight_lib/rightsizing.py` "
         "and the learnt factors use only periods before the one scored.", "",
