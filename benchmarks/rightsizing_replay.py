@@ -6,7 +6,7 @@ comparison with the baselines and the command that made them in
 ``benchmarks/results/rightsizing.md`` and ``rightsizing.json``. The full reports and plots
 go to ``--work`` (not kept in the repository: they hold every recommendation).
 
-    .venv/bin/python benchmarks/rightsizing_replay.py [--model seasonal_naive] [--work /tmp/rightsizing]
+    .venv/bin/python benchmarks/rightsizing_replay.py [--model NAME] [--work /tmp/rightsizing]
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ TARGETS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="seasonal_naive")
+    parser.add_argument("--model", default=None,
+                        help="model for both modes (default: the command's per-mode default, "
+                             "seasonal_naive daily, naive window)")
     parser.add_argument("--profile", default="balanced")
     parser.add_argument("--work", default="/tmp/foresight_rightsizing")
     args = parser.parse_args()
@@ -45,7 +47,7 @@ def main() -> int:
         plot_path = work / f"{mode}.png"
         command = [
             "foresight", "rightsize-replay", "--input", str(DATA), "--format", "bitbrains", "--metrics", METRICS,
-            "--mode", mode, "--profile", args.profile, "--model", args.model,
+            "--mode", mode, "--profile", args.profile, *(["--model", args.model] if args.model else []),
             "--output", str(report_path), "--plot", str(plot_path),
         ]
         started = time.perf_counter()
@@ -56,13 +58,15 @@ def main() -> int:
         baseline, goal = TARGETS[mode]
         verdicts = [c for c in report["comparison"] if c["baseline"] == baseline]
         runs[mode] = {
-            "command": shlex.join(command), "seconds": round(seconds, 1), "totals": report["totals"],
+            "command": shlex.join(command), "model": report["model"], "seconds": round(seconds, 1),
+            "totals": report["totals"],
             "comparison": report["comparison"], "sweep": report["sweep"], "series": report["series"],
             "skipped": report["skipped"], "settings": report["settings"], "goal": goal,
             "reached": {c["metric"]: c["dominates"] for c in verdicts},
             "plot": str(plot_path),
         }
-    out = {"data": str(DATA.relative_to(ROOT.parent)), "metrics": METRICS, "model": args.model,
+    models = {mode: run["model"] for mode, run in runs.items()}
+    out = {"data": str(DATA.relative_to(ROOT.parent)), "metrics": METRICS, "model": models,
            "profile": args.profile, "python": platform.python_version(), "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rightsizing.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -78,8 +82,10 @@ def _pct(value) -> str:
 def render(out: dict) -> str:
     lines = [
         "# Rightsizing replay on Bitbrains (GWA-T-12 Rnd, 2013-8)", "",
-        f"Data: `../shared/{out['data']}`, metrics `{out['metrics']}` (memory converted to bytes by the features "
-        f"step), 5-minute grid. Forecast model `{out['model']}`, profile `{out['profile']}`. Written by "
+        f"Data: `../{out['data']}`, metrics `{out['metrics']}` (memory converted to bytes by the features "
+        f"step), 5-minute grid. Forecast model "
+        + ", ".join(f"`{m}` ({mode} mode)" for mode, m in out["model"].items())
+        + f", profile `{out['profile']}`. Written by "
         "`benchmarks/rightsizing_replay.py`; the profiles' constants are fixed in `foresight_lib/rightsizing.py` "
         "and the learnt factors use only periods before the one scored.", "",
     ]

@@ -5,13 +5,16 @@ Two modes, on a regular long frame (after the features step):
 - ``daily``: each UTC day after ``min_history_days`` of history gets one static size per
   method, made from the data before the day, scored on the day's 5-minute points.
   Methods: the forecast-driven recommendation (``rightsizing``: the profile's quantile of
-  the next day's upper-bound curve times a factor learnt from the previous days), the
+  the next day's mean forecast curve times a factor learnt from the previous days' usage
+  against their bases, capped at the highest usage of those days; on the first day, with
+  no past, the upper-bound curve's quantile times the profile's fixed margin), the
   VPA-style recommender and the Crane-style percentile (``baselines_rightsizing``).
 - ``window``: each 30-minute window is set ahead of time. The model is fitted once per
   day on the history before it and updated with the actuals at every window start
-  without refitting; the window's request is the maximum over its steps (5, 10 … 30
-  minutes ahead) of the upper bound, times a factor learnt from the previous windows.
-  Compared with a reactive scaler (the previous window's peak × 1.15).
+  without refitting; the window's base is a forecast of its peak (the highest mean
+  forecast over its steps times the same window's median peak-to-level ratio on the
+  previous days), times a factor learnt from the previous windows and capped at their
+  highest usage. Compared with a reactive scaler (the previous window's peak × 1.15).
 
 Scores over the scored points: slack = unused share of what was provisioned,
 ``sum(max(request - usage, 0)) / sum(request)``; violations = share of points with usage
@@ -47,8 +50,16 @@ VPA = "vpa"
 CRANE = "crane"
 REACTIVE = "reactive"
 METHODS = {"daily": (FORECAST, VPA, CRANE), "window": (FORECAST, REACTIVE)}
+DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}
+"""Model per mode when none is named: a static daily size needs the day's shape (seasonal
+naive repeats yesterday's); a window plan is conditioned on the latest actuals, whose
+best level forecast over 30 minutes is the latest value (naive). Both are the fast models
+that measured best on the Bitbrains replay (benchmarks/results/rightsizing.md)."""
 DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 LEVELS = (80, 95)
+PEAK_RATIO_DAYS = 7
+"""Window mode: previous days whose same-time window gives the peak-to-level ratio (one
+week, so that every weekday is in it, as for the daily factor's ``calibration_days``)."""
 
 
 @dataclass
@@ -317,10 +328,17 @@ def _replay_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list
         actual = y[start:start + spd]
         history = y[max(0, start - hist_steps):start]
         forecast = _fit_forecast(sr, history, spec, lambda m: m.predict(spd, LEVELS))
-        base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
-        factor = rs.calibrate_factor(list(past_bases), list(past_actuals), prof) or rs.default_factor(prof)
+        mean_base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
+        learnt = rs.calibrate_factor(list(past_bases), list(past_actuals), prof)
+        if learnt is not None:  # errors known: the mean forecast's quantile, the learnt factor, capped
+            base, factor = mean_base, learnt
+            value = rs.cap_to_observed(base * factor, list(past_actuals))
+        else:  # no past day yet: the model's upper bound and the profile's fixed margin
+            base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
+            factor = rs.default_factor(prof)
+            value = base * factor
         conf = rs.confidence(start / spd, rs.relative_error(list(past_means), list(past_actuals)))
-        _add(sr.tracks[FORECAST], base, *_sized(base * factor, sr, prof), factor, conf)
+        _add(sr.tracks[FORECAST], base, *_sized(value, sr, prof), factor, conf)
 
         vpa.observe(y[seen:start], times[seen:start])
         seen = start
@@ -333,13 +351,25 @@ def _replay_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list
 
         sr.starts.append(start)
         sr.actuals.append(actual)
-        if forecast is not None and np.isfinite(base):
-            past_bases.append(base)
+        if forecast is not None and np.isfinite(mean_base):
+            past_bases.append(mean_base)
             past_actuals.append(actual)
             past_means.append(forecast["mean"])
 
 
 def _replay_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list[int], spec: ReplaySpec) -> None:
+    """The window walk: per window, a peak forecast times a learnt factor, capped at the past peak.
+
+    Each window's base is ``rightsizing.window_peak_base``: the highest mean forecast
+    over its steps (the model updated with the actuals up to the window start) times the
+    median peak-to-level ratio of the same time-of-day window over the previous days
+    (at most ``PEAK_RATIO_DAYS``). The factor is learnt from the previous
+    ``calibration_windows`` windows and the request capped at their highest usage
+    (``rightsizing.cap_to_observed``); before any window is known, the base times the
+    profile's fixed margin. When the history allows, the day before the first scored one
+    is walked first without being scored, so that the first scored windows already have
+    a past to learn from (it uses only data before them).
+    """
     prof = spec.profile_
     spd, w = spec.steps_per_day, spec.window_steps
     hist_steps = int(round(spec.history_days * spd))
@@ -347,24 +377,36 @@ def _replay_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: lis
     past_bases: deque = deque(maxlen=spec.calibration_windows)
     past_actuals: deque = deque(maxlen=spec.calibration_windows)
     past_means: deque = deque(maxlen=spec.calibration_windows)
+    ratios: list[deque] = [deque(maxlen=PEAK_RATIO_DAYS) for _ in origins]
     sr.tracks = {m: _Track() for m in spec.methods}
-    key = rs.upper_key(prof)
-    for start in starts:
+    warm = starts[0] - spd
+    days = ([warm] if warm >= spd else []) + list(starts)
+    for start in days:
+        scored = start >= starts[0]
         day = y[start:start + spd]
         history = y[max(0, start - hist_steps):start]
+        fallbacks = sr.fallbacks
         forecast = _fit_forecast(sr, history, spec, lambda m, d=day: m.forecast_origins(d, origins, w, LEVELS))
+        if not scored:
+            sr.fallbacks = fallbacks  # an unscored warm-up day does not count
         for k, origin in enumerate(origins):
             begin = start + origin
             actual = y[begin:begin + w]
-            base = float(forecast[key][k].max()) if forecast is not None else float("nan")
-            factor = rs.calibrate_factor(list(past_bases), list(past_actuals), prof) or rs.default_factor(prof)
-            conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
-            _add(sr.tracks[FORECAST], base, *_sized(base * factor, sr, prof), factor, conf)
-            reactive_base = bl.reactive_peak(y[begin - w:begin], margin=0.0)
-            _add(sr.tracks[REACTIVE], reactive_base, *_sized(reactive_base * (1 + bl.REACTIVE_MARGIN), sr, prof),
-                 1 + bl.REACTIVE_MARGIN, None)
-            sr.starts.append(begin)
-            sr.actuals.append(actual)
+            level = float(forecast["mean"][k].max()) if forecast is not None else float("nan")
+            base = rs.window_peak_base(level, list(ratios[k])) if forecast is not None else float("nan")
+            learnt = rs.calibrate_factor(list(past_bases), list(past_actuals), prof)
+            factor = learnt if learnt is not None else rs.default_factor(prof)
+            value = rs.cap_to_observed(base * factor, list(past_actuals)) if learnt is not None else base * factor
+            if forecast is not None and np.isfinite(base):
+                ratios[k].append(rs.peak_to_level(float(actual.max()), level))
+            if scored:
+                conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
+                _add(sr.tracks[FORECAST], base, *_sized(value, sr, prof), factor, conf)
+                reactive_base = bl.reactive_peak(y[begin - w:begin], margin=0.0)
+                _add(sr.tracks[REACTIVE], reactive_base,
+                     *_sized(reactive_base * (1 + bl.REACTIVE_MARGIN), sr, prof), 1 + bl.REACTIVE_MARGIN, None)
+                sr.starts.append(begin)
+                sr.actuals.append(actual)
             if forecast is not None and np.isfinite(base):
                 past_bases.append(base)
                 past_actuals.append(actual)
@@ -447,6 +489,11 @@ def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _known(value) -> bool:
+    """A score that was measured: not None and not NaN (a CPU row's limit column is NaN in a mixed frame)."""
+    return value is not None and bool(np.isfinite(value))
+
+
 def compare(totals: pd.DataFrame, mode: str) -> list[dict]:
     """The forecast-driven plan against each baseline, per metric: does it dominate?
 
@@ -466,7 +513,7 @@ def compare(totals: pd.DataFrame, mode: str) -> list[dict]:
             if method == FORECAST:
                 continue
             limit_ok = True
-            if f.get("violations_limit") is not None and b.get("violations_limit") is not None:
+            if _known(f.get("violations_limit")) and _known(b.get("violations_limit")):
                 limit_ok = f["violations_limit"] <= b["violations_limit"]
             if mode == "daily":
                 dominates = f["slack"] < b["slack"] and f["violations"] <= b["violations"] and limit_ok

@@ -21,6 +21,12 @@ balanced      80     0.95      2 %         10 %    × 2.0      × 1.25     70 %
 performance   95     0.99      0.5 %       25 %    × 3.0      × 1.5      60 %
 ============  =====  ========  ==========  ======  =========  =========  ===========
 
+The replay (``foresight_lib.replay``), which has the entity's past periods at hand, uses
+the calibrated variants: the mean forecast's quantile (``daily_mean_base``) or a forecast
+of the window's peak (``window_peak_base``) as the base, the learnt factor carrying the
+error distribution, and the request capped at the highest usage of the periods the
+factor was learnt from (``cap_to_observed``).
+
 ``recommend(result, profile)`` turns a backtest result with live forecasts (the nightly
 run's) into the recommendations frame the publish step writes.
 """
@@ -197,6 +203,54 @@ def window_base(forecast: dict[str, np.ndarray], profile: Profile) -> np.ndarray
     """Window base: the maximum over the window's steps of the upper bound (one per origin for 2-D forecasts)."""
     upper = np.asarray(forecast[upper_key(profile)], dtype="float64")
     return upper.max(axis=-1) if upper.ndim > 1 else float(upper.max())
+
+
+def daily_mean_base(forecast: dict[str, np.ndarray], profile: Profile) -> float:
+    """Calibrated daily base: the profile's quantile of the next day's *mean* forecast curve.
+
+    Used when a factor is learnt from past days: the learnt factor then carries the
+    error distribution (from the entity's own residuals), so the model's parametric
+    upper bound, which would count that uncertainty a second time, is not used.
+    """
+    mean = np.asarray(forecast["mean"], dtype="float64")
+    mean = mean[np.isfinite(mean)]
+    return float(np.quantile(mean, profile.quantile)) if mean.size else float("nan")
+
+
+def peak_to_level(peak: float, level: float) -> float:
+    """The ratio of a window's actual peak to its level forecast (NaN when the level is not positive)."""
+    if not (np.isfinite(peak) and np.isfinite(level)) or level <= 0:
+        return float("nan")
+    return float(peak / level)
+
+
+def window_peak_base(level: float, past_ratios: Sequence[float]) -> float:
+    """A forecast of a window's peak: its level forecast times the typical peak-to-level ratio.
+
+    ``level`` is the highest mean forecast over the window's steps, made at the window
+    start from the latest actuals; ``past_ratios`` are ``peak_to_level`` of the same
+    time-of-day window on previous days (the seasonal profile of burstiness). Their
+    median is used (robust to one odd day) and never below 1: a window's peak is not
+    below the level its values are forecast at. With no past ratio the level is the base.
+    """
+    ratios = np.asarray([r for r in past_ratios if np.isfinite(r)], dtype="float64")
+    ratio = max(1.0, float(np.median(ratios))) if ratios.size else 1.0
+    return float(level * ratio)
+
+
+def cap_to_observed(value: float, past_actuals: Sequence[np.ndarray]) -> float:
+    """``value`` capped at the highest usage in the periods the factor was learnt from.
+
+    The learnt factor is the smallest one that kept the past points at or under the
+    target violation rate; any request above the highest past point prevented no past
+    violation, so the evidence cannot justify it (a multiplicative factor learnt on a
+    bursty on/off series would otherwise multiply the burst level too). Unchanged when
+    there is no past usage.
+    """
+    peaks = [float(np.nanmax(a)) for a in past_actuals if np.size(a) and np.isfinite(a).any()]
+    if not peaks or not np.isfinite(value):
+        return value
+    return float(min(value, max(peaks)))
 
 
 def calibrate_factor(bases: Sequence[float], actuals: Sequence[np.ndarray], profile: Profile) -> float | None:

@@ -85,6 +85,48 @@ def test_window_replay_reactive_and_forecast():
     assert len(result.sweep) == 2 * len(ReplaySpec().margins)
 
 
+def test_window_plan_learns_before_the_first_scored_day_and_never_exceeds_the_past_peak():
+    # on/off usage: 0.1 core, with eight one-hour 4-core bursts a day at random window starts
+    rng = np.random.default_rng(3)
+    y = np.full(4 * 288, 0.1)
+    for d in range(4):
+        for at in rng.choice(np.arange(0, 276, 6), 8, replace=False):
+            y[d * 288 + at:d * 288 + at + 12] = 4.0
+    frame = _trace(4, np.zeros(288))
+    frame["y"] = y
+    result = replay(frame, ReplaySpec(mode="window", model="naive", min_history_days=2))
+    fc = result.records[result.records["method"] == "forecast"]
+    # the day before the first scored one was walked: the very first window has a learnt factor
+    assert fc["factor"].iloc[0] != pytest.approx(1.1)
+    # the unannounced bursts teach a large factor (idle windows get more than 0.1 core) ...
+    assert fc["factor"].max() > 2.0
+    # ... but during a burst the level times that factor is capped at the past peak, 4 cores
+    assert fc["request"].max() == pytest.approx(4.0)
+
+
+def test_daily_plan_caps_at_the_past_peak():
+    day = np.full(288, 1.0)
+    day[::20] = 2.0
+    frame = _trace(5, day)
+    fc = replay(frame, ReplaySpec(mode="daily", model="seasonal_naive", min_history_days=2)).records
+    fc = fc[fc["method"] == "forecast"]
+    # first scored day: no past, upper bound x the fixed margin; later days: learnt, and at most the past peak
+    assert fc["factor"].iloc[0] == pytest.approx(1.1)
+    assert (fc["request"].iloc[1:] <= 2.0 + 1e-9).all()
+    assert (fc["violations"].iloc[1:] == 0).all()
+
+
+def test_compare_ignores_a_nan_limit_column_for_cpu():
+    totals = pd.DataFrame([
+        {"metric": "cpu", "method": "forecast", "slack": 0.3, "violations": 0.02, "violations_limit": np.nan},
+        {"metric": "cpu", "method": "reactive", "slack": 0.4, "violations": 0.03, "violations_limit": np.nan},
+        {"metric": "mem", "method": "forecast", "slack": 0.3, "violations": 0.02, "violations_limit": 0.02},
+        {"metric": "mem", "method": "reactive", "slack": 0.4, "violations": 0.03, "violations_limit": 0.01},
+    ])
+    verdicts = {c["metric"]: c["dominates"] for c in compare(totals, "window")}
+    assert verdicts == {"cpu": True, "mem": False}  # memory loses on the limit
+
+
 def test_memory_is_scored_against_the_limit_too():
     day = np.full(288, 300.0 * 2**20)
     day[::50] = 600.0 * 2**20

@@ -130,3 +130,26 @@ def test_recommend_from_a_nightly_backtest():
     tiny = recs[recs["unique_id"] == "memory_working_set_bytes/tiny"]
     assert len(tiny) == 2 and tiny["request"].isna().all()
     assert tiny["reason"].str.contains("no recommendation").all()
+
+
+def test_daily_mean_base_uses_the_mean_curve_not_the_upper_bound():
+    forecast = {"mean": np.arange(100.0), "hi-80": np.arange(100.0) + 50.0}
+    assert rs.daily_mean_base(forecast, rs.PROFILES["balanced"]) == pytest.approx(np.quantile(np.arange(100.0), 0.95))
+    assert np.isnan(rs.daily_mean_base({"mean": np.array([np.nan])}, rs.PROFILES["balanced"]))
+
+
+def test_window_peak_base_scales_the_level_by_the_median_ratio_never_below_one():
+    assert rs.window_peak_base(10.0, [1.2, 3.0, 1.5, np.nan]) == pytest.approx(15.0)  # median of 1.2, 1.5, 3.0
+    assert rs.window_peak_base(10.0, [0.5, 0.8]) == pytest.approx(10.0)  # a peak is not below its level
+    assert rs.window_peak_base(10.0, []) == pytest.approx(10.0)
+    assert rs.peak_to_level(30.0, 10.0) == pytest.approx(3.0)
+    assert np.isnan(rs.peak_to_level(30.0, 0.0))
+
+
+def test_cap_to_observed_limits_the_request_to_the_past_peak():
+    past = [np.array([1.0, 5.0]), np.array([2.0, 3.0])]
+    assert rs.cap_to_observed(20.0, past) == 5.0
+    assert rs.cap_to_observed(4.0, past) == 4.0
+    assert rs.cap_to_observed(20.0, []) == 20.0
+    # a capped request of an all-zero past still rounds to one step, never zero
+    assert rs.round_resource(rs.cap_to_observed(3.0, [np.zeros(4)]), "cores", "cpu") == pytest.approx(0.01)

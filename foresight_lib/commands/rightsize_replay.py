@@ -20,7 +20,7 @@ from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.features import prepare_series
 from foresight_lib.loaders import FORMATS, atomic_write, load_series
 from foresight_lib.models import MODEL_PATHS
-from foresight_lib.replay import DEFAULT_MARGINS, MODES, ReplaySpec, plot_sweep, replay
+from foresight_lib.replay import DEFAULT_MARGINS, DEFAULT_MODEL, MODES, ReplaySpec, plot_sweep, replay
 from foresight_lib.rightsizing import PROFILES
 
 
@@ -34,8 +34,9 @@ def register(subparsers) -> None:
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to keep (default: all)")
     parser.add_argument("--mode", choices=MODES, default="daily", help="static daily sizes or 30-minute windows")
     parser.add_argument("--profile", choices=list(PROFILES), default="balanced", help="margins of the recommendation")
-    parser.add_argument("--model", choices=list(MODEL_PATHS), default="seasonal_naive",
-                        help="forecasting model behind the recommendations")
+    parser.add_argument("--model", choices=list(MODEL_PATHS), default=None,
+                        help="forecasting model behind the recommendations (default: "
+                             + ", ".join(f"{m} in {mode} mode" for mode, m in DEFAULT_MODEL.items()) + ")")
     parser.add_argument("--freq", default="5min", help="grid step the series are resampled to")
     parser.add_argument("--window", default="30m", help="window length in window mode")
     parser.add_argument("--min-history-days", type=float, default=2.0, help="history before the first scored period")
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         margins = [float(m) for m in args.margins.split(",") if m.strip()]
     except ValueError as exc:
         raise ConfigError(f"--margins must be comma-separated numbers, got '{args.margins}'") from exc
-    spec = ReplaySpec(mode=args.mode, profile=args.profile, model=args.model, freq=args.freq, window=args.window,
+    model = args.model or DEFAULT_MODEL[args.mode]
+    spec = ReplaySpec(mode=args.mode, profile=args.profile, model=model, freq=args.freq, window=args.window,
                       min_history_days=args.min_history_days, history_days=args.history_days, margins=margins)
     if not str(args.output).lower().endswith(".json"):
         raise ConfigError(f"--output {args.output}: end the name with .json")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         frame = prepared.frame
     print(f"replaying {prepared.series.shape[0]} series from {args.input} ({args.mode} mode, "
-          f"profile {args.profile}, model {args.model})", file=sys.stderr)
+          f"profile {args.profile}, model {model})", file=sys.stderr)
 
     result = replay(frame, spec, prepared.series)
     plot_sweep(result, plot_path)
