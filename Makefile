@@ -19,7 +19,7 @@ export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test ui setup airflow-db lint clean
+.PHONY: run test ui setup airflow-db lint clean bench-env bench
 
 setup: $(STAMP)
 
@@ -53,6 +53,21 @@ ui: airflow-db
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foresight_lib.config import load_config; print(load_config().mlflow.tracking_uri)')" \
 		--port $(MLFLOW_PORT) & \
 	$(BIN)/airflow standalone
+
+# Peer libraries for the benchmarks live in their own venv, never in the product's.
+BENCH_STAMP := .venv-bench/.foresight-installed
+
+bench-env: $(BENCH_STAMP)
+
+$(BENCH_STAMP): requirements-bench.txt
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q -r requirements-bench.txt
+	@touch $@
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python benchmarks/forecast_benchmark.py --dataset nab_cpu
+	$(BIN)/python benchmarks/forecast_benchmark.py --dataset bitbrains
+	$(BIN)/python benchmarks/rightsizing_replay.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check foresight_lib dags plugins tests

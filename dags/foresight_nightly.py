@@ -20,6 +20,7 @@ Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -43,13 +44,12 @@ def _settings() -> dict:
 
 
 def _retry_delay(text: object) -> timedelta:
-    """``2m``, ``30s``, ``1h`` as a timedelta; two minutes when the text is not one (the config check says why)."""
-    units = {"s": "seconds", "m": "minutes", "h": "hours"}
-    value = str(text).strip()
-    try:
-        return timedelta(**{units[value[-1]]: float(value[:-1])})
-    except (KeyError, ValueError, IndexError):
+    """``2m``, ``90s``, ``1h``, ``5min`` as a timedelta; two minutes otherwise (the config check says why)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour)s?", str(text).strip())
+    if match is None:
         return timedelta(minutes=2)
+    unit = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "hour": "hours"}
+    return timedelta(**{unit[match.group(2)]: float(match.group(1))})
 
 
 SETTINGS = _settings()

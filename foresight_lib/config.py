@@ -198,18 +198,9 @@ class ForesightConfig(_Section):
                              f"like @daily, or null for manual runs only")
         return value
 
-    @field_validator("retry_delay")
+    @field_validator("freq", "retry_delay")
     @classmethod
-    def _retry_delay(cls, value: str) -> str:
-        try:
-            to_timedelta(value)
-        except ForesightError as exc:
-            raise _as_error(exc) from None
-        return value
-
-    @field_validator("freq")
-    @classmethod
-    def _freq(cls, value: str) -> str:
+    def _duration(cls, value: str) -> str:
         try:
             to_timedelta(value)
         except ForesightError as exc:
