@@ -389,9 +389,12 @@ def recommend(result, profile: str | Profile = "balanced", series_table: pd.Data
         history_days = float(spec.history_days)
         bt = backtests[(backtests["unique_id"] == uid) & (backtests["model"] == model)] if len(backtests) else backtests
         bases, actuals, means = _backtest_windows(bt, prof)
-        factor_w = calibrate_factor(bases, actuals, prof) or default_factor(prof)
+        learnt = calibrate_factor(bases, actuals, prof)
+        factor_w = learnt or default_factor(prof)
         conf = confidence(history_days, relative_error(means, actuals))
-        rows.append(_window_row(common, future, uid, model, prof, factor_w, conf, freq, replica_capacity))
+        # as in the replay: a learnt factor never takes the request above the usage it was learnt from
+        cap = actuals if learnt is not None else None
+        rows.append(_window_row(common, future, uid, model, prof, factor_w, conf, freq, replica_capacity, cap))
         rows.append(_daily_row(common, result, uid, model, prof, conf, freq, replica_capacity))
     for skipped in result.skipped:
         uid = str(skipped["unique_id"])
@@ -441,12 +444,15 @@ def _empty_row(common: dict, kind: str, reason: str) -> dict:
 
 
 def _window_row(common: dict, future: pd.DataFrame, uid: str, model: str, prof: Profile, factor: float,
-                conf: float, freq: pd.Timedelta, replica_capacity: dict[str, float] | None) -> dict:
+                conf: float, freq: pd.Timedelta, replica_capacity: dict[str, float] | None,
+                cap: Sequence[np.ndarray] | None = None) -> dict:
     rows = future[(future["unique_id"] == uid) & (future["model"] == model)] if len(future) else future
     col = f"yhat_hi_{prof.level}"
     if rows is None or rows.empty or col not in rows or not np.isfinite(rows[col]).any():
         return _empty_row(common, "window", "no live forecast for this series; run the backtest with future=True")
     base = float(rows[col].max())
+    if cap:
+        factor = cap_to_observed(base * factor, cap) / base if base > 0 else factor
     return _sized_row(common, "window", rows["cutoff"].min(), rows["ds"].max(), base, factor, conf, prof, base,
                       replica_capacity)
 

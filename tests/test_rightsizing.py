@@ -126,10 +126,28 @@ def test_recommend_from_a_nightly_backtest():
     future = result.future_forecasts
     hi = future[(future["unique_id"] == row["unique_id"]) & (future["model"] == row["model"])]["yhat_hi_80"].max()
     assert row["request"] >= hi * row["factor"] - 1e-9
+    # ... and a learnt factor never takes it above the highest usage of the day it was learnt on
+    held_out = result.forecasts[(result.forecasts["unique_id"] == row["unique_id"])
+                                & (result.forecasts["model"] == row["model"])]["y"].max()
+    assert row["base"] * row["factor"] <= held_out + 1e-9
     # the too-short series gets no recommendation, and says why
     tiny = recs[recs["unique_id"] == "memory_working_set_bytes/tiny"]
     assert len(tiny) == 2 and tiny["request"].isna().all()
     assert tiny["reason"].str.contains("no recommendation").all()
+
+
+def test_recommend_caps_a_learnt_window_factor_at_the_past_peak():
+    """An on/off series: the learnt factor would multiply the burst level too; the cap stops it there."""
+    frame = make_daily_series(days=4, n_series=1, noise=0.0)
+    rng = np.random.default_rng(3)
+    y = np.where(rng.random(len(frame)) < 0.05, 4.0, 0.1)
+    y[-1] = 4.0  # the live forecast starts from a burst
+    frame["y"] = y
+    spec = BacktestSpec(models=["naive"], history_days=2, test_days=1, n_jobs=1, future=True, keep_models=True)
+    result = run_backtest(frame, spec)
+    row = rs.recommend(result, "balanced").query("kind == 'window'").iloc[0]
+    assert row["request"] <= 4.0
+    assert row["request"] > 0
 
 
 def test_daily_mean_base_uses_the_mean_curve_not_the_upper_bound():
