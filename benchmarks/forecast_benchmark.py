@@ -101,6 +101,15 @@ def main() -> None:
     ours_wall = time.perf_counter() - t0
     print(f"foresight: {ours_wall:.1f} s wall, champion {ours.champion}", flush=True)
 
+    partial = RESULTS / f"forecast_{args.dataset}.partial.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps({  # kept if the peers' side is stopped before it ends
+        "command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "series": len(ours.series), "champion": ours.champion, "foresight_wall_seconds": round(ours_wall, 1),
+        "foresight_fit_seconds": {k: round(v, 2) for k, v in ours.fit_seconds.items()},
+        "foresight_predict_seconds": {k: round(v, 2) for k, v in ours.predict_seconds.items()},
+        "mean_mase": leaderboard(ours.per_series, spec.horizons).groupby("model")["mase"].mean().round(4).to_dict(),
+    }, indent=2) + "\n")
     per_series = [ours.per_series]
     peers_wall, peer_timings = None, {}
     if not args.skip_peers:
@@ -139,6 +148,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"forecast_{args.dataset}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
     print(board.to_string(index=False))
     print("mean MASE over horizons:\n" + mean_mase.round(4).to_string())
     print(f"written {out}")

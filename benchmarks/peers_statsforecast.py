@@ -88,8 +88,14 @@ def main() -> None:
         tasks.append((uid, train, test, args.season, args.h, origins))
 
     started = time.perf_counter()
+    results = []
     with get_context("fork").Pool(args.n_jobs) as pool:
-        results = pool.map(run_series, tasks, chunksize=1)
+        # progress per series, so that a long run shows how far it is and what each model costs
+        for done, (series_rows, timings) in enumerate(pool.imap_unordered(run_series, tasks, chunksize=1), 1):
+            results.append((series_rows, timings))
+            costs = ", ".join(f"{name[3:]} {f + p:.0f}s" for name, (f, p) in timings.items())
+            print(f"statsforecast: {done}/{len(tasks)} series after {time.perf_counter() - started:.0f} s "
+                  f"({series_rows[0][0] if series_rows else '?'}: {costs})", flush=True)
     wall = time.perf_counter() - started
 
     rows, fit_s, pred_s = [], {}, {}
