@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+PEER_MODELS = ["sf_Naive", "sf_SeasonalNaive", "sf_AutoETS", "sf_AutoARIMA", "sf_AutoTheta", "sf_MSTL"]
 
 DATASETS = {
     # every CPU-utilisation series of the NAB AWS set
@@ -58,7 +59,8 @@ def load_dataset(name: str, freq: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def run_peers(frame: pd.DataFrame, spec: BacktestSpec, n_jobs: int) -> tuple[pd.DataFrame, dict]:
+def run_peers(frame: pd.DataFrame, spec: BacktestSpec, n_jobs: int,
+              models: list[str]) -> tuple[pd.DataFrame, dict]:
     """statsforecast on Foresight's split; returns its forecast frame (with actuals) and timings."""
     splits, _ = split_series(frame, spec)
     rows = []
@@ -72,7 +74,7 @@ def run_peers(frame: pd.DataFrame, spec: BacktestSpec, n_jobs: int) -> tuple[pd.
         prefix = Path(tmp) / "peers"
         cmd = [str(BENCH_PYTHON), str(ROOT / "benchmarks" / "peers_statsforecast.py"), str(split_path), str(prefix),
                "--season", str(spec.season_length), "--h", str(spec.max_steps),
-               "--stride", str(spec.stride_steps), "--n-jobs", str(n_jobs)]
+               "--stride", str(spec.stride_steps), "--n-jobs", str(n_jobs), "--models", ",".join(models)]
         subprocess.run(cmd, check=True)
         fc = pd.read_parquet(f"{prefix}.forecasts.parquet")
         timings = json.loads(Path(f"{prefix}.timings.json").read_text())
@@ -89,7 +91,12 @@ def main() -> None:
     parser.add_argument("--freq", default="5min")
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--peer-models", default=",".join(PEER_MODELS),
+                        help="statsforecast models to run (default: all six)")
+    parser.add_argument("--peers-left-out-because", default=None,
+                        help="why peer models were left out; recorded with the result")
     args = parser.parse_args()
+    peer_models = args.peer_models.split(",")
     command = "python benchmarks/forecast_benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     frame = load_dataset(args.dataset, args.freq)
@@ -114,7 +121,7 @@ def main() -> None:
     peers_wall, peer_timings = None, {}
     if not args.skip_peers:
         t0 = time.perf_counter()
-        peer_fc, peer_timings = run_peers(frame, spec, args.n_jobs)
+        peer_fc, peer_timings = run_peers(frame, spec, args.n_jobs, peer_models)
         peers_wall = time.perf_counter() - t0
         print(f"statsforecast: {peers_wall:.1f} s wall", flush=True)
         per_series.append(evaluate(peer_fc, ours.scales, spec.horizon_steps, spec.levels))
@@ -139,7 +146,11 @@ def main() -> None:
         "statsforecast_fit_seconds": {k: round(v, 2) for k, v in peer_timings.get("fit_seconds", {}).items()},
         "statsforecast_predict_seconds": {k: round(v, 2) for k, v in peer_timings.get("predict_seconds", {}).items()},
         "fallbacks": ours.report()["fallback_counts"],
+        "statsforecast_models": [] if args.skip_peers else peer_models,
     }
+    left_out = [m for m in PEER_MODELS if m not in record["statsforecast_models"]]
+    if left_out and not args.skip_peers:
+        record["statsforecast_left_out"] = {"models": left_out, "because": args.peers_left_out_because}
     if peers_wall:
         record["wall_time_ratio_foresight_over_statsforecast"] = round(ours_wall / peers_wall, 3)
         peers = mean_mase[[m for m in mean_mase.index if m.startswith("sf_")]]

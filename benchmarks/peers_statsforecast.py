@@ -38,9 +38,11 @@ def make_models(season: int) -> dict:
 
 
 def run_series(args):
-    uid, train, test, season, h, origins = args
+    uid, train, test, season, h, origins, names = args
     out_rows, timings = [], {}
     for name, factory in make_models(season).items():
+        if name not in names:
+            continue
         t0 = time.perf_counter()
         try:
             model = factory().fit(train)
@@ -77,7 +79,13 @@ def main() -> None:
     parser.add_argument("--h", type=int, default=6)
     parser.add_argument("--stride", type=int, default=6)
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--models", default=",".join(make_models(288)),
+                        help="comma-separated peer models to run (default: all six)")
     args = parser.parse_args()
+    names = args.models.split(",")
+    unknown = sorted(set(names) - set(make_models(288)))
+    if unknown:
+        parser.error(f"unknown peer model(s) {unknown}; choose from {list(make_models(288))}")
 
     split = pd.read_parquet(args.split)
     tasks = []
@@ -85,7 +93,7 @@ def main() -> None:
         train = g.loc[g["part"] == "train", "y"].to_numpy("float64")
         test = g.loc[g["part"] == "test", "y"].to_numpy("float64")
         origins = list(range(0, len(test) - args.h + 1, args.stride))
-        tasks.append((uid, train, test, args.season, args.h, origins))
+        tasks.append((uid, train, test, args.season, args.h, origins, names))
 
     started = time.perf_counter()
     results = []
