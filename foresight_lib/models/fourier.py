@@ -143,6 +143,16 @@ def ewm(values: np.ndarray, alpha: float, start: float) -> np.ndarray:
     return out
 
 
+def step_errors(resid: np.ndarray, alpha: float, decay: float, steps: int, origins: np.ndarray) -> np.ndarray:
+    """Errors (origins x steps) of curve + decaying correction, origin ``o`` knowing ``resid[:o]``."""
+    level = ewm(resid, alpha, 0.0)
+    c = np.where(origins > 0, level[np.maximum(origins - 1, 0)], 0.0)
+    powers = decay ** np.arange(1, steps + 1)
+    target = origins[:, None] + np.arange(steps)[None, :]
+    valid = target < resid.size
+    return np.where(valid, resid[np.minimum(target, resid.size - 1)] - c[:, None] * powers[None, :], np.nan)
+
+
 # ---------------------------------------------------------------------------
 # The model
 
@@ -221,24 +231,13 @@ class Fourier(Forecaster):
             out = out + (amps[None, :] * np.cos(2 * np.pi * freqs[None, :] * t[:, None] + phases[None, :])).sum(axis=1)
         return out
 
-    @staticmethod
-    def _step_errors(resid: np.ndarray, alpha: float, decay: float, steps: int, origins: np.ndarray) -> np.ndarray:
-        """Errors (origins x steps) of curve + decaying correction; origin o knows resid[:o]."""
-        level = ewm(resid, alpha, 0.0)
-        c = np.where(origins > 0, level[np.maximum(origins - 1, 0)], 0.0)
-        powers = decay ** np.arange(1, steps + 1)
-        target = origins[:, None] + np.arange(steps)[None, :]
-        valid = target < resid.size
-        err = np.where(valid, resid[np.minimum(target, resid.size - 1)] - c[:, None] * powers[None, :], np.nan)
-        return err
-
     def _tune(self, resid: np.ndarray, first_origin: int) -> tuple[float, float, float]:
         """Best (score, alpha, decay) for the correction, scored on origins from ``first_origin``."""
         origins = np.arange(first_origin, resid.size - 1)
         best = (np.inf, 1.0, 1.0)
         for alpha in self.alphas:
             for decay in self.decays:
-                err = self._step_errors(resid, alpha, decay, self.tune_horizon, origins)
+                err = step_errors(resid, alpha, decay, self.tune_horizon, origins)
                 score = float(np.nanmean(np.abs(err)))
                 if score < best[0]:
                     best = (score, alpha, decay)
@@ -272,7 +271,7 @@ class Fourier(Forecaster):
         resid = x - self._curve(self.curve_, np.arange(start, n))
         steps = min(ERROR_STEPS, max(self.tune_horizon, m))
         origins = np.arange(0, resid.size - 1)
-        errors = self._step_errors(resid, self.alpha_, self.decay_, steps, origins)
+        errors = step_errors(resid, self.alpha_, self.decay_, steps, origins)
         self.widths_ = abs_error_quantiles(errors[min(m, resid.size // 4):], self.levels)
         self.correction_ = float(ewm(resid, self.alpha_, 0.0)[-1])
         self.n_ = n

@@ -25,7 +25,7 @@ import pandas as pd
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import LEVELS
 from foresight_lib.models.base import Forecast, Forecaster
-from foresight_lib.models.fourier import abs_error_quantiles, check_history, ewm, interval_from_widths
+from foresight_lib.models.fourier import abs_error_quantiles, check_history, ewm, interval_from_widths, step_errors
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,6 @@ def _naive_utc(ds: pd.DatetimeIndex) -> pd.DatetimeIndex:
     if ds.tz is not None:
         ds = ds.tz_convert("UTC").tz_localize(None)
     return ds.as_unit("ns")
-
-
-def _step_errors(resid: np.ndarray, alpha: float, decay: float, steps: int, origins: np.ndarray) -> np.ndarray:
-    """Errors (origins x steps) of curve + decaying correction, origin ``o`` knowing ``resid[:o]``."""
-    level = ewm(resid, alpha, 0.0)
-    c = np.where(origins > 0, level[np.maximum(origins - 1, 0)], 0.0)
-    powers = decay ** np.arange(1, steps + 1)
-    target = origins[:, None] + np.arange(steps)[None, :]
-    valid = target < resid.size
-    return np.where(valid, resid[np.minimum(target, resid.size - 1)] - c[:, None] * powers[None, :], np.nan)
 
 
 class Prophet(Forecaster):
@@ -193,7 +183,7 @@ class Prophet(Forecaster):
         best = (np.inf, 1.0, 1.0)
         for alpha in self.alphas:
             for decay in self.decays:
-                err = _step_errors(resid, alpha, decay, self.tune_horizon, origins)
+                err = step_errors(resid, alpha, decay, self.tune_horizon, origins)
                 score = float(np.nanmean(np.abs(err)))
                 if score < best[0]:
                     best = (score, alpha, decay)
@@ -241,7 +231,7 @@ class Prophet(Forecaster):
             resid = np.zeros(window)
         self.alpha_, self.decay_ = self._tune(resid, window - holdout)
         err_steps = min(ERROR_STEPS, max(self.tune_horizon, holdout // 2))
-        errors = _step_errors(resid, self.alpha_, self.decay_, err_steps, np.arange(window - holdout, window - 1))
+        errors = step_errors(resid, self.alpha_, self.decay_, err_steps, np.arange(window - holdout, window - 1))
         self.widths_ = abs_error_quantiles(errors, self.levels)
         final_resid = x - self._curve(np.arange(window))
         self.correction_ = float(ewm(final_resid, self.alpha_, 0.0)[-1])
