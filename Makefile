@@ -41,8 +41,7 @@ run: airflow-db
 	@echo "Airflow logs and database: $(AIRFLOW_HOME)   (make ui: Airflow on http://localhost:$(AIRFLOW_PORT))"
 
 test: $(STAMP)
-	@if [ -x .ci/install-servers.sh ]; then .ci/install-servers.sh; fi
-	.ci/install-tools.sh
+	.ci/install-packages.sh
 	$(BIN)/pytest -q
 
 ui: airflow-db

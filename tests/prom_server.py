@@ -1,7 +1,7 @@
 """Real Prometheus and Pushgateway processes for tests, and small scripted HTTP servers.
 
 The binaries are Debian's ``prometheus``, ``promtool`` and ``prometheus-pushgateway``
-(``.ci/install-servers.sh`` installs them). Every process listens on a free loopback port
+(``.ci/install-packages.sh`` installs them). Every process listens on a free loopback port
 and is stopped (terminate, then kill) when its context exits.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-INSTALL_HINT = "run .ci/install-servers.sh (installs Debian's prometheus and prometheus-pushgateway)"
+INSTALL_HINT = "run .ci/install-packages.sh (installs Debian's prometheus and prometheus-pushgateway)"
 
 
 def require_binary(name: str) -> str:
@@ -140,7 +140,8 @@ class _Process:
         self.process: subprocess.Popen | None = None
 
     def args(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command-line arguments; each server class gives its own."""
+        raise NotImplementedError(f"{type(self).__name__} must say how to start {self.binary}")
 
     def start(self) -> _Process:
         binary = require_binary(self.binary)
@@ -290,7 +291,7 @@ class ScriptedServer:
             do_PUT = _answer
 
             def log_message(self, *args) -> None:
-                pass
+                """Keep the test output free of one access-log line per request."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -19,7 +19,7 @@ AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
 def _compose(*args: str, env_file: Path | None) -> subprocess.CompletedProcess:
     tool = shutil.which("docker-compose")
     if tool is None:
-        pytest.fail("docker-compose is not installed; run .ci/install-tools.sh (apt-get install docker-compose)")
+        pytest.fail("docker-compose is not installed; run .ci/install-packages.sh (apt-get install docker-compose)")
     cmd = [tool, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE)]
     if env_file is not None:
         cmd += ["--env-file", str(env_file)]

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
-        pass
+        log.info("stopped by Ctrl-C")
     finally:
         server.server_close()
     return 0

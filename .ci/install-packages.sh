@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Debian packages the tests need that pip does not provide: Prometheus (with promtool)
+# and the Pushgateway, which the integration tests start on free loopback ports, and
+# docker-compose, which validates docker-compose.yaml (`docker-compose config` needs no
+# Docker engine). Idempotent: installs nothing when every binary is already there.
+set -euo pipefail
+declare -A package_of=(
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [prometheus-pushgateway]=prometheus-pushgateway
+    [docker-compose]=docker-compose
+)
+packages=()
+for binary in "${!package_of[@]}"; do
+    if ! command -v "$binary" > /dev/null 2>&1; then
+        packages+=("${package_of[$binary]}")
+    fi
+done
+if [ "${#packages[@]}" -eq 0 ]; then
+    exit 0
+fi
+mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo > /dev/null 2>&1; then
+        SUDO="sudo -n"
+    else
+        echo "install-packages: ${packages[*]} missing and this user cannot install packages;" >&2
+        echo "install-packages: run 'apt-get install -y ${packages[*]}' as root" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "install-packages: installing ${packages[*]}" >&2
+$SUDO apt-get update -q > /dev/null
+# --no-install-recommends: no node exporter, nothing beyond the binaries needed. Debian
+# starts the packaged services where systemd runs; the tests start their own instances.
+$SUDO apt-get install -y -q --no-install-recommends "${packages[@]}" > /dev/null
