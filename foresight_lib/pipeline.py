@@ -125,7 +125,7 @@ def backtest_spec(cfg):
     return BacktestSpec(
         models=list(cfg.models), freq=cfg.freq, horizons=list(cfg.horizons), test_days=float(cfg.test_days),
         history_days=float(cfg.history_days), stride=cfg.stride, levels=tuple(cfg.levels),
-        n_jobs=int(getattr(cfg, "n_jobs", 0) or 0), model_params=dict(cfg.model_params or {}),
+        model_params=dict(cfg.model_params or {}),
         future=True, keep_models=True,
     )
 
@@ -188,7 +188,7 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
         from foresight_lib.demo import generate_demo
 
         days = (end - start) / pd.Timedelta("1D")
-        frame, series = generate_demo(end, days=int(-(-days // 1)), seed=int(getattr(source, "seed", 0) or 0),
+        frame, series = generate_demo(end, days=int(-(-days // 1)), seed=source.seed,
                                       freq=cfg.freq)
     elif source.kind == "files":
         from foresight_lib.loaders import load_series
@@ -198,7 +198,7 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
         loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
         frame, series = loaded.frame, loaded.series
         info["skipped_files"] = len(loaded.skipped or [])
-        if getattr(source, "replay", False):
+        if source.replay:
             frame, shifts = replay(frame, end, cfg.freq)
             info["replay_shifts"] = dict(list(shifts.items())[:20])
     elif source.kind == "prometheus":
@@ -331,10 +331,8 @@ def build_features(run: dict) -> dict:
     frame = store.read_frame(VALIDATED)
     series = store.read_frame(SERIES)
     series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
-    kwargs = {"freq": cfg.freq, "gap_limit": cfg.features.gap_limit}
-    if getattr(cfg.features, "max_filled_share", None) is not None:
-        kwargs["max_filled_share"] = cfg.features.max_filled_share
-    result = prepare_series(frame, series, **kwargs)
+    result = prepare_series(frame, series, freq=cfg.freq, gap_limit=cfg.features.gap_limit,
+                            max_filled_share=cfg.features.max_filled_share)
     if result.frame.empty:
         raise DataError(f"no series left after the features step: {json.dumps(result.report, default=str)[:500]}")
     store.write_frame(FEATURES, result.frame)
@@ -460,14 +458,14 @@ def publish(run: dict) -> dict:
         bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame)
         registrations[metric] = _jsonable(champion_mod.register_champion(
             bundle, metric, name_prefix=_name_prefix(cfg), run_key=run["run_key"],
-            parent_run_id=_run_id_of(parent),
+            parent_run_id=parent["parent_run_id"],
         ))
 
     published = [FORECASTS, LEADERBOARD, RECOMMENDATIONS]
     summary = {
         "run_key": run["run_key"], "run_id": run.get("run_id"), "champion": result.champion,
         "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
-        "registrations": registrations, "mlflow_parent_run": _run_id_of(parent),
+        "registrations": registrations, "mlflow_parent_run": parent["parent_run_id"],
         "mlflow_tracking_uri": cfg.mlflow.tracking_uri, "run_folder": store.uri(""),
         "series": len(result.series), "forecast_rows": int(len(result.future_forecasts)),
     }
@@ -499,15 +497,6 @@ def _name_prefix(cfg) -> str:
     return cfg.mlflow.model_name_prefix.rstrip("-")
 
 
-def _run_id_of(parent) -> str | None:
-    if parent is None or isinstance(parent, str):
-        return parent
-    if isinstance(parent, dict):
-        return parent.get("run_id") or parent.get("parent_run_id")
-    info = getattr(parent, "info", None)
-    return getattr(info, "run_id", None) or getattr(parent, "run_id", None)
-
-
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
 
@@ -527,7 +516,7 @@ def _push_latest(cfg) -> dict | None:
     The push comes after the publish, so a Pushgateway that is down does not undo it: it
     is logged and reported in the summary, and the next publish pushes again.
     """
-    url = getattr(cfg.publish, "pushgateway_url", None)
+    url = cfg.publish.pushgateway_url
     if not url:
         return None
     from foresight_lib import pushgateway
