@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ naive repeats yesterday's); a window plan is conditioned on the latest actuals, 
 best level forecast over 30 minutes is the latest value (naive). Both are the fast models
 that measured best on the Bitbrains replay (benchmarks/results/rightsizing.md)."""
 DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+TARGETS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)
+"""Target violation rates the forecast-driven plan is rerun with for its trade-off curve."""
 LEVELS = (80, 95)
 PEAK_RATIO_DAYS = 7
 """Window mode: previous days whose same-time window gives the peak-to-level ratio (one
@@ -118,6 +121,8 @@ class _Track:
     limits: list[float] = field(default_factory=list)
     factors: list[float] = field(default_factory=list)
     confidences: list[float | None] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    """The forecast-driven request before rounding (base × factor, capped)."""
 
 
 @dataclass
@@ -129,7 +134,15 @@ class _SeriesReplay:
     unit: str
     first_ns: int = 0
     starts: list[int] = field(default_factory=list)
+    """Every walked period's first index; ``scored`` says which ones are scored."""
     actuals: list[np.ndarray] = field(default_factory=list)
+    scored: list[bool] = field(default_factory=list)
+    bases: list[float] = field(default_factory=list)
+    """The forecast-driven method's calibrated base per period."""
+    first_bases: list[float] = field(default_factory=list)
+    """The base used with the fixed margin while no past period is known."""
+    means: list[np.ndarray | None] = field(default_factory=list)
+    confidences: list[float | None] = field(default_factory=list)
     tracks: dict[str, _Track] = field(default_factory=dict)
     fallbacks: int = 0
 
@@ -148,6 +161,8 @@ class ReplayResult:
     skipped: list[dict]
     seconds: float
     fallbacks: dict[str, int] = field(default_factory=dict)
+    targets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per metric and target violation rate: the forecast-driven plan's slack and violations."""
 
     def report(self) -> dict:
         """The JSON-ready summary, with every record."""
@@ -164,8 +179,9 @@ class ReplayResult:
             },
             "methods": list(self.spec.methods),
             "totals": self.totals.to_dict(orient="records"),
-            "comparison": compare(self.totals, self.spec.mode),
+            "comparison": compare(self.totals, self.spec.mode, self.targets),
             "sweep": self.sweep.to_dict(orient="records"),
+            "targets": self.targets.to_dict(orient="records"),
             "series": int(self.records["unique_id"].nunique()) if len(self.records) else 0,
             "skipped": self.skipped,
             "fallbacks": self.fallbacks,
@@ -212,7 +228,7 @@ def _ratios(provisioned: float, unused: float, points: int, over: int, over_limi
 
 
 # ---------------------------------------------------------------------------
-# The walk
+# The walk: pass 1 (bases, per series) then pass 2 (factors, pooled across series)
 
 
 def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | None = None,
@@ -223,6 +239,31 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
         DataError: no series has enough history for a single scored period (reasons listed).
     """
     started = time.perf_counter()
+    done, skipped = walk(frame, spec, series_table, progress=progress)
+    if not done:
+        reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
+        raise DataError(f"no series can be replayed ({len(skipped)} skipped): {reasons}")
+    size_forecasts(done, spec)
+    step_ns = to_timedelta(spec.freq).value
+    records = _records(done, spec, step_ns)
+    totals = _totals(records, spec)
+    sweep = _sweep(done, spec)
+    targets = _target_sweep(done, spec)
+    fallbacks = {s.unique_id: s.fallbacks for s in done if s.fallbacks}
+    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets)
+
+
+def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | None = None, *,
+         next_period: bool = False, progress: Callable[[int], None] | None = None,
+         ) -> tuple[list[_SeriesReplay], list[dict]]:
+    """Pass 1 over every series: the periods, their actuals and every method's bases.
+
+    With ``next_period`` (the nightly plan) the periods are anchored at the end of each
+    series instead of at UTC midnights: the last ``calibration_days`` days are walked to
+    learn from (none is scored) and one more period starting at the end of the data,
+    with no actuals yet, is the one to recommend; the baselines are not computed.
+    Series that cannot be walked are returned with their reason.
+    """
     frame = check_series_frame(frame)
     units = {} if series_table is None or series_table.empty else dict(
         zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
@@ -239,26 +280,27 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
             resource = rs.resource_of(metric)
             unit = units.get(uid) or guess_unit(metric)
             sr = _SeriesReplay(uid, metric, entity, resource, unit, int(ds[0]))
-            starts = _day_starts(ds, spec)
-            if not starts:
-                reason = (f"too little history: {len(y) / spec.steps_per_day:.2f} days; a recommendation needs "
-                          f"{spec.min_history_days:g} days before a complete UTC day to score")
+            walked, scored_from = _next_period_days(y, spec) if next_period else _scored_days(ds, y, spec)
+            if not walked:
+                reason = _too_short(y, spec, next_period)
             else:
-                (_replay_daily if spec.mode == "daily" else _replay_window)(sr, ds, y, starts, spec)
+                walker = _walk_daily if spec.mode == "daily" else _walk_window
+                walker(sr, ds, y, walked, scored_from, spec, baselines=not next_period)
                 done.append(sr)
         if reason is not None:
             skipped.append({"unique_id": uid, "reason": reason})
             log.info("replay skips %s: %s", uid, reason)
         if progress:
             progress(1)
-    if not done:
-        reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
-        raise DataError(f"no series can be replayed ({len(skipped)} skipped): {reasons}")
-    records = _records(done, spec, step_ns)
-    totals = _totals(records, spec)
-    sweep = _sweep(done, spec)
-    fallbacks = {s.unique_id: s.fallbacks for s in done if s.fallbacks}
-    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks)
+    return done, skipped
+
+
+def _too_short(y: np.ndarray, spec: ReplaySpec, next_period: bool) -> str:
+    days = len(y) / spec.steps_per_day
+    if next_period:
+        return f"too little history: {days:.2f} days; a recommendation needs {spec.min_history_days:g} days"
+    return (f"too little history: {days:.2f} days; a recommendation needs {spec.min_history_days:g} days "
+            "before a complete UTC day to score")
 
 
 def _check_series(ds: np.ndarray, y: np.ndarray, step_ns: int, spec: ReplaySpec) -> str | None:
@@ -272,13 +314,32 @@ def _check_series(ds: np.ndarray, y: np.ndarray, step_ns: int, spec: ReplaySpec)
     return None
 
 
-def _day_starts(ds: np.ndarray, spec: ReplaySpec) -> list[int]:
-    """Indices of UTC midnights with the minimum history before and a complete day after."""
+def _scored_days(ds: np.ndarray, y: np.ndarray, spec: ReplaySpec) -> tuple[list[int], int]:
+    """Day starts to walk and the first scored one: UTC midnights with the minimum history
+    before and a complete day after; in window mode also the day before the first scored
+    one (walked unscored, so that the first scored windows have a past to learn from)."""
     day_ns = pd.Timedelta("1D").value
     spd = spec.steps_per_day
     first = int(np.ceil(spec.min_history_days * spd))
     starts = [int(i) for i in np.flatnonzero(ds % day_ns == 0) if i >= first and i + spd <= ds.size]
-    return starts[: spec.max_days] if spec.max_days else starts
+    starts = starts[: spec.max_days] if spec.max_days else starts
+    if not starts:
+        return [], 0
+    warm = starts[0] - spd
+    if spec.mode == "window" and warm >= spd:
+        return [warm, *starts], starts[0]
+    return starts, starts[0]
+
+
+def _next_period_days(y: np.ndarray, spec: ReplaySpec) -> tuple[list[int], int]:
+    """Day starts counted back from the end of the data, then the end itself (the next period)."""
+    spd, n = spec.steps_per_day, len(y)
+    first = int(np.ceil(spec.min_history_days * spd))
+    if n < first:
+        return [], n + 1
+    back = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else PEAK_RATIO_DAYS
+    starts = [n - k * spd for k in range(back, 0, -1) if n - k * spd >= first]
+    return [*starts, n], n + 1  # nothing is scored
 
 
 def _fit_forecast(sr: _SeriesReplay, history: np.ndarray, spec: ReplaySpec, run: Callable):
@@ -305,6 +366,12 @@ def _add(track: _Track, base: float, request: float, limit: float, factor: float
     track.confidences.append(conf)
 
 
+def _skip(*tracks: _Track) -> None:
+    """A period walked only to learn from: no baseline recommendation."""
+    for track in tracks:
+        _add(track, float("nan"), float("nan"), float("nan"), float("nan"), None)
+
+
 def _sized(value: float, sr: _SeriesReplay, prof: rs.Profile) -> tuple[float, float]:
     if not np.isfinite(value):
         return float("nan"), float("nan")
@@ -312,34 +379,48 @@ def _sized(value: float, sr: _SeriesReplay, prof: rs.Profile) -> tuple[float, fl
     return sizing.request, sizing.limit
 
 
-def _replay_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list[int], spec: ReplaySpec) -> None:
+def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool, base: float, first_base: float,
+                mean: np.ndarray | None, conf: float | None) -> None:
+    sr.starts.append(start)
+    sr.actuals.append(actual)
+    sr.scored.append(scored)
+    sr.bases.append(base)
+    sr.first_bases.append(first_base)
+    sr.means.append(mean)
+    sr.confidences.append(conf)
+
+
+def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
+                spec: ReplaySpec, baselines: bool = True) -> None:
+    """Per day: the mean forecast's quantile (the calibrated base) and the upper bound's (the
+    base used with the fixed margin while no past day is known); the VPA and Crane bases."""
     prof = spec.profile_
     spd = spec.steps_per_day
     hist_steps = int(round(spec.history_days * spd))
     times = ds / 1e9
-    first_bucket = bl.first_bucket_for(sr.unit, y)
-    vpa = bl.VPARecommender(sr.resource, first_bucket)
+    vpa = bl.VPARecommender(sr.resource, bl.first_bucket_for(sr.unit, y)) if baselines else None
     seen = 0
-    past_bases: deque = deque(maxlen=int(np.ceil(spec.calibration_days)))
-    past_actuals: deque = deque(maxlen=past_bases.maxlen)
-    past_means: deque = deque(maxlen=past_bases.maxlen)
-    sr.tracks = {m: _Track() for m in spec.methods}
-    for start in starts:
+    past_means: deque = deque(maxlen=int(np.ceil(spec.calibration_days)))
+    past_actuals: deque = deque(maxlen=past_means.maxlen)
+    sr.tracks = {m: _Track() for m in spec.methods if m != FORECAST} if baselines else {}
+    for start in days:
+        scored = start >= scored_from
         actual = y[start:start + spd]
         history = y[max(0, start - hist_steps):start]
         forecast = _fit_forecast(sr, history, spec, lambda m: m.predict(spd, LEVELS))
-        mean_base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
-        learnt = rs.calibrate_factor(list(past_bases), list(past_actuals), prof)
-        if learnt is not None:  # errors known: the mean forecast's quantile, the learnt factor, capped
-            base, factor = mean_base, learnt
-            value = rs.cap_to_observed(base * factor, list(past_actuals))
-        else:  # no past day yet: the model's upper bound and the profile's fixed margin
-            base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
-            factor = rs.default_factor(prof)
-            value = base * factor
+        base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
+        first_base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
         conf = rs.confidence(start / spd, rs.relative_error(list(past_means), list(past_actuals)))
-        _add(sr.tracks[FORECAST], base, *_sized(value, sr, prof), factor, conf)
-
+        _add_period(sr, start, actual, scored, base, first_base,
+                    forecast["mean"] if forecast is not None else None, conf)
+        if forecast is not None and actual.size:
+            past_means.append(forecast["mean"][:actual.size])
+            past_actuals.append(actual)
+        if vpa is None:
+            continue
+        if not scored:
+            _skip(sr.tracks[VPA], sr.tracks[CRANE])
+            continue
         vpa.observe(y[seen:start], times[seen:start])
         seen = start
         vpa_base = vpa.target(with_margin=False)
@@ -349,68 +430,145 @@ def _replay_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list
         _add(sr.tracks[CRANE], crane_base, *_sized(crane_base * (1 + bl.CRANE_MARGIN), sr, prof),
              1 + bl.CRANE_MARGIN, None)
 
-        sr.starts.append(start)
-        sr.actuals.append(actual)
-        if forecast is not None and np.isfinite(mean_base):
-            past_bases.append(mean_base)
-            past_actuals.append(actual)
-            past_means.append(forecast["mean"])
 
+def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
+                 spec: ReplaySpec, baselines: bool = True) -> None:
+    """Per 30-minute window: a forecast of its peak (``rightsizing.window_base_for``).
 
-def _replay_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, starts: list[int], spec: ReplaySpec) -> None:
-    """The window walk: per window, a peak forecast times a learnt factor, capped at the past peak.
-
-    Each window's base is ``rightsizing.window_peak_base``: the highest mean forecast
-    over its steps (the model updated with the actuals up to the window start) times the
-    median peak-to-level ratio of the same time-of-day window over the previous days
-    (at most ``PEAK_RATIO_DAYS``). The factor is learnt from the previous
-    ``calibration_windows`` windows and the request capped at their highest usage
-    (``rightsizing.cap_to_observed``); before any window is known, the base times the
-    profile's fixed margin. When the history allows, the day before the first scored one
-    is walked first without being scored, so that the first scored windows already have
-    a past to learn from (it uses only data before them).
+    The model is fitted once per day on the history before it and updated with the
+    actuals at every window start without refitting. The level is the highest mean
+    forecast over the window's steps; CPU's base is that level times the same window's
+    median peak-to-level ratio over the previous days (at most ``PEAK_RATIO_DAYS``);
+    memory's is the smoothed peaks of the windows before, or the level where higher.
+    A day with fewer actuals than a day (the next period) walks its first window only.
     """
-    prof = spec.profile_
     spd, w = spec.steps_per_day, spec.window_steps
     hist_steps = int(round(spec.history_days * spd))
-    origins = list(range(0, spd, w))
-    past_bases: deque = deque(maxlen=spec.calibration_windows)
-    past_actuals: deque = deque(maxlen=spec.calibration_windows)
+    all_origins = list(range(0, spd, w))
+    ratios: list[deque] = [deque(maxlen=PEAK_RATIO_DAYS) for _ in all_origins]
     past_means: deque = deque(maxlen=spec.calibration_windows)
-    ratios: list[deque] = [deque(maxlen=PEAK_RATIO_DAYS) for _ in origins]
-    sr.tracks = {m: _Track() for m in spec.methods}
-    warm = starts[0] - spd
-    days = ([warm] if warm >= spd else []) + list(starts)
+    past_actuals: deque = deque(maxlen=spec.calibration_windows)
+    first = days[0]
+    smoothed = float(y[first - w:first].max()) if first >= w else float("nan")
+    sr.tracks = {REACTIVE: _Track()} if baselines else {}
     for start in days:
-        scored = start >= starts[0]
         day = y[start:start + spd]
+        origins = all_origins if day.size >= spd else [o for o in all_origins if o + w <= day.size] or [0]
         history = y[max(0, start - hist_steps):start]
         fallbacks = sr.fallbacks
-        forecast = _fit_forecast(sr, history, spec, lambda m, d=day: m.forecast_origins(d, origins, w, LEVELS))
-        if not scored:
-            sr.fallbacks = fallbacks  # an unscored warm-up day does not count
+        forecast = _fit_forecast(sr, history, spec, lambda m, d=day, o=origins: m.forecast_origins(d, o, w, LEVELS))
+        if start < scored_from:
+            sr.fallbacks = fallbacks  # a day walked only to learn from does not count
         for k, origin in enumerate(origins):
             begin = start + origin
+            scored = start >= scored_from
             actual = y[begin:begin + w]
             level = float(forecast["mean"][k].max()) if forecast is not None else float("nan")
-            base = rs.window_peak_base(level, list(ratios[k])) if forecast is not None else float("nan")
-            learnt = rs.calibrate_factor(list(past_bases), list(past_actuals), prof)
-            factor = learnt if learnt is not None else rs.default_factor(prof)
-            value = rs.cap_to_observed(base * factor, list(past_actuals)) if learnt is not None else base * factor
-            if forecast is not None and np.isfinite(base):
+            base = rs.window_base_for(sr.resource, level, list(ratios[k]), smoothed)
+            conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
+            _add_period(sr, begin, actual, scored, base, base,
+                        forecast["mean"][k] if forecast is not None else None, conf)
+            if not actual.size:
+                continue
+            if np.isfinite(level):
                 ratios[k].append(rs.peak_to_level(float(actual.max()), level))
-            if scored:
-                conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
-                _add(sr.tracks[FORECAST], base, *_sized(value, sr, prof), factor, conf)
+                past_means.append(forecast["mean"][k][:actual.size])
+                past_actuals.append(actual)
+            smoothed = rs.smooth_peak(smoothed, float(actual.max()))
+            if scored and baselines:
                 reactive_base = bl.reactive_peak(y[begin - w:begin], margin=0.0)
                 _add(sr.tracks[REACTIVE], reactive_base,
-                     *_sized(reactive_base * (1 + bl.REACTIVE_MARGIN), sr, prof), 1 + bl.REACTIVE_MARGIN, None)
-                sr.starts.append(begin)
-                sr.actuals.append(actual)
-            if forecast is not None and np.isfinite(base):
-                past_bases.append(base)
-                past_actuals.append(actual)
-                past_means.append(forecast["mean"][k])
+                     *_sized(reactive_base * (1 + bl.REACTIVE_MARGIN), sr, spec.profile_), 1 + bl.REACTIVE_MARGIN,
+                     None)
+            elif baselines:
+                _skip(sr.tracks[REACTIVE])
+
+
+def size_forecasts(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> None:
+    """Pass 2 with the spec's profile, into each series' ``tracks[FORECAST]``."""
+    for sr, track in zip(done, forecast_tracks(done, spec, profile), strict=True):
+        sr.tracks[FORECAST] = track
+
+
+def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> list[_Track]:
+    """Pass 2: every period's factor and forecast-driven request, one track per series.
+
+    The factor is learnt from the periods before (``calibration_days`` days, or
+    ``calibration_windows`` windows): the smallest one that kept the profile's target share
+    of their points under ``factor × base``. In window mode it is shrunk toward the factor
+    learnt from every series of the same metric over the same windows
+    (``rightsizing.shrink_factor``). The request is capped at the highest usage of those
+    periods (``rightsizing.cap_to_observed``). Before any period is known: the first base
+    times the profile's fixed margin.
+    """
+    prof = profile or spec.profile_
+    pooled = _pooled_factors(done, spec, prof) if spec.mode == "window" else {}
+    keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
+    step = _step_ns(spec)
+    tracks = []
+    for sr in done:
+        track = _Track()
+        ratios, peaks = _ratio_matrix(sr, spec.period_steps)
+        learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
+        for i, start in enumerate(sr.starts):
+            pos = int(np.searchsorted(learnable, i))
+            past = learnable[max(0, pos - keep):pos]
+            own = rs.factor_of_ratios(ratios[past].ravel(), prof.target_violation) if past.size else None
+            if own is not None:
+                own = float(min(max(own, prof.min_factor), prof.max_factor))
+            if spec.mode == "window":
+                learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof)
+            else:
+                learnt = own
+            base = sr.bases[i]
+            if learnt is not None and np.isfinite(base):
+                factor = learnt
+                value = min(base * factor, float(peaks[past].max())) if past.size else base * factor
+            else:  # nothing learnt yet: the first base and the profile's fixed margin
+                base, factor = sr.first_bases[i], rs.default_factor(prof)
+                value = base * factor
+            _add(track, base, *_sized(value, sr, prof), factor, sr.confidences[i])
+            track.values.append(value)
+        tracks.append(track)
+    return tracks
+
+
+def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per period: usage over the calibrated base (NaN where either is unknown) and the usage peak."""
+    ratios = np.full((len(sr.starts), width), np.nan)
+    peaks = np.full(len(sr.starts), np.nan)
+    for i, (base, actual) in enumerate(zip(sr.bases, sr.actuals, strict=True)):
+        if actual.size:
+            peaks[i] = float(np.max(actual))
+            if np.isfinite(base) and base > 0:
+                ratios[i, :actual.size] = actual / base
+    return ratios, peaks
+
+
+def _step_ns(spec: ReplaySpec) -> int:
+    return to_timedelta(spec.freq).value
+
+
+def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile) -> dict[tuple[str, int], float]:
+    """Per metric and window start: the factor learnt from every series' previous windows.
+
+    The pool for a window starting at ``t`` is every series' windows of the same metric
+    starting in ``[t - calibration_windows × window, t)``, with their usage over base.
+    """
+    step = _step_ns(spec)
+    span = spec.calibration_windows * spec.window_steps * step
+    by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for sr in done:
+        times = sr.first_ns + np.asarray(sr.starts, dtype="int64") * step
+        by_metric.setdefault(sr.metric, []).append((times, _ratio_matrix(sr, spec.window_steps)[0]))
+    out: dict[tuple[str, int], float] = {}
+    for metric, parts in by_metric.items():
+        for t in np.unique(np.concatenate([times for times, _ in parts])):
+            pool = [r[np.searchsorted(times, t - span):np.searchsorted(times, t)] for times, r in parts]
+            k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]), prof.target_violation)
+            if k is not None:
+                out[(metric, int(t))] = k
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -422,6 +580,8 @@ def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.Da
     period_ns = spec.period_steps * step_ns
     for sr in done:
         for i, start in enumerate(sr.starts):
+            if not sr.scored[i]:
+                continue
             actual = sr.actuals[i]
             peak = float(actual.max())
             for method, track in sr.tracks.items():
@@ -469,9 +629,10 @@ def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
     """Every method rescored with each fixed margin over its base (the forecast without a learnt factor)."""
     acc: dict[tuple[str, str, float], list[float]] = {}
     for sr in done:
-        actual = np.vstack(sr.actuals)
+        scored = np.asarray(sr.scored, dtype=bool)
+        actual = np.vstack([a for a, s in zip(sr.actuals, scored, strict=True) if s])
         for method, track in sr.tracks.items():
-            bases = np.asarray(track.bases, dtype="float64")
+            bases = np.asarray(track.bases, dtype="float64")[scored]
             ok = np.isfinite(bases)
             if not ok.any():
                 continue
@@ -489,17 +650,58 @@ def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+    """The forecast-driven plan rerun with each target violation rate of ``TARGETS``.
+
+    Its trade-off curve: the same bases, factors learnt (and pooled, and capped) for
+    each target, rounded and scored like the profile's own plan.
+    """
+    rows = []
+    for target in TARGETS:
+        prof = dc_replace(spec.profile_, target_violation=target)
+        acc: dict[str, list[float]] = {}
+        for sr, track in zip(done, forecast_tracks(done, spec, prof), strict=True):
+            sums = acc.setdefault(sr.metric, [0.0, 0.0, 0.0, 0.0, 0.0])
+            for i, scored in enumerate(sr.scored):
+                if not scored or not np.isfinite(track.requests[i]):
+                    continue
+                s = score(track.requests[i], sr.actuals[i], track.limits[i] if sr.resource == "memory" else None)
+                sums[0] += s["provisioned"]
+                sums[1] += s["unused"]
+                sums[2] += s["points"]
+                sums[3] += s["over"]
+                sums[4] += s.get("over_limit", 0)
+        for metric, (prov, unused, points, over, over_limit) in sorted(acc.items()):
+            memory = rs.resource_of(metric) == "memory"
+            rows.append({"metric": metric, "target": target,
+                         **_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
+    return pd.DataFrame(rows)
+
+
 def _known(value) -> bool:
     """A score that was measured: not None and not NaN (a CPU row's limit column is NaN in a mixed frame)."""
     return value is not None and bool(np.isfinite(value))
 
 
-def compare(totals: pd.DataFrame, mode: str) -> list[dict]:
+def _beats(f: dict, b: dict, mode: str) -> bool:
+    """Does the point ``f`` dominate the point ``b``? For memory the share above the limit may not be higher."""
+    limit_ok = True
+    if _known(f.get("violations_limit")) and _known(b.get("violations_limit")):
+        limit_ok = f["violations_limit"] <= b["violations_limit"]
+    if mode == "daily":
+        return bool(f["slack"] < b["slack"] and f["violations"] <= b["violations"] and limit_ok)
+    return bool(f["violations"] < b["violations"] and f["slack"] <= b["slack"] and limit_ok)
+
+
+def compare(totals: pd.DataFrame, mode: str, targets: pd.DataFrame | None = None) -> list[dict]:
     """The forecast-driven plan against each baseline, per metric: does it dominate?
 
-    ``dominates`` is true when it has less slack at an equal or lower violation rate
-    (daily), or fewer violations at equal or lower slack (window); for memory the
-    violations above the limit must not be higher either.
+    ``dominates`` is true when the profile's plan has less slack at an equal or lower
+    violation rate (daily), or fewer violations at equal or lower slack (window); for
+    memory the violations above the limit must not be higher either. With ``targets``
+    (the plan rerun per target violation rate), ``dominates_on_curve`` says whether some
+    measured point of that curve dominates the baseline, and which: the one with the
+    least slack (daily) or the fewest violations (window) among those that do.
     """
     out = []
     if totals.empty:
@@ -509,20 +711,24 @@ def compare(totals: pd.DataFrame, mode: str) -> list[dict]:
         if FORECAST not in by:
             continue
         f = by[FORECAST]
+        curve = [] if targets is None or targets.empty else targets[targets["metric"] == metric].to_dict("records")
         for method, b in by.items():
             if method == FORECAST:
                 continue
-            limit_ok = True
-            if _known(f.get("violations_limit")) and _known(b.get("violations_limit")):
-                limit_ok = f["violations_limit"] <= b["violations_limit"]
-            if mode == "daily":
-                dominates = f["slack"] < b["slack"] and f["violations"] <= b["violations"] and limit_ok
-            else:
-                dominates = f["violations"] < b["violations"] and f["slack"] <= b["slack"] and limit_ok
-            out.append({"metric": metric, "baseline": method, "forecast_slack": f["slack"],
-                        "baseline_slack": b["slack"], "forecast_violations": f["violations"],
-                        "baseline_violations": b["violations"], "forecast_violations_limit": f.get("violations_limit"),
-                        "baseline_violations_limit": b.get("violations_limit"), "dominates": bool(dominates)})
+            row = {"metric": metric, "baseline": method, "forecast_slack": f["slack"],
+                   "baseline_slack": b["slack"], "forecast_violations": f["violations"],
+                   "baseline_violations": b["violations"], "forecast_violations_limit": f.get("violations_limit"),
+                   "baseline_violations_limit": b.get("violations_limit"), "dominates": _beats(f, b, mode)}
+            if curve:
+                winners = [p for p in curve if _beats(p, b, mode)]
+                key = "slack" if mode == "daily" else "violations"
+                best = min(winners, key=lambda p: p[key]) if winners else None
+                row.update({"dominates_on_curve": best is not None,
+                            "curve_target": best["target"] if best else None,
+                            "curve_slack": best["slack"] if best else None,
+                            "curve_violations": best["violations"] if best else None,
+                            "curve_violations_limit": best.get("violations_limit") if best else None})
+            out.append(row)
     return out
 
 
@@ -533,8 +739,10 @@ def compare(totals: pd.DataFrame, mode: str) -> list[dict]:
 def plot_sweep(result: ReplayResult, path: str | Path) -> Path:
     """PNG of slack (x) against violations (y) per metric: one curve per method over the margins.
 
-    The curves use fixed margins over each method's base; the stars mark what each method
-    actually recommended (the forecast with its learnt factor, baselines with their 15 %).
+    The solid curves use fixed margins over each method's base; the dashed one is the
+    forecast-driven plan itself (learnt factor, capped) rerun per target violation rate.
+    The stars mark what each method recommended (the forecast with the profile's target,
+    baselines with their 15 %).
     """
     import matplotlib
 
@@ -556,6 +764,11 @@ def plot_sweep(result: ReplayResult, path: str | Path) -> Path:
             for _, row in g.iloc[[0, -1]].iterrows():
                 ax.annotate(f"{row['margin']:g}", (100 * row["slack"], 100 * row["violations"]), fontsize=7,
                             color=colour, xytext=(3, 3), textcoords="offset points")
+            if method == FORECAST and len(result.targets):
+                t = result.targets[result.targets["metric"] == metric].sort_values("target")
+                ax.plot(100 * t["slack"], 100 * t["violations"], "s--", ms=4, color=colour,
+                        label=f"forecast, learnt factor (target {100 * t['target'].min():g}–"
+                              f"{100 * t['target'].max():g} %)")
             point = totals[(totals["metric"] == metric) & (totals["method"] == method)]
             if len(point):
                 name = f"{method} ({result.spec.profile})" if method == FORECAST else f"{method} as published"

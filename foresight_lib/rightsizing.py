@@ -238,6 +238,56 @@ def window_peak_base(level: float, past_ratios: Sequence[float]) -> float:
     return float(level * ratio)
 
 
+PEAK_SMOOTHING = 0.5
+"""Weight of the latest window's peak in the smoothed window peaks (memory): an older
+window's weight halves at every window, so a burst is remembered for a few hours."""
+
+
+def smooth_peak(smoothed: float, peak: float, alpha: float = PEAK_SMOOTHING) -> float:
+    """Exponential smoothing of window peaks: ``alpha × peak + (1 − alpha) × smoothed``.
+
+    The one-step-ahead forecast of the next window's peak from the peaks so far (simple
+    exponential smoothing); the first peak starts it.
+    """
+    if not np.isfinite(peak):
+        return smoothed
+    if not np.isfinite(smoothed):
+        return float(peak)
+    return float(alpha * peak + (1.0 - alpha) * smoothed)
+
+
+def window_base_for(resource: str, level: float, past_ratios: Sequence[float], smoothed_peak: float) -> float:
+    """A forecast of a window's peak, by resource.
+
+    CPU follows the load: the level forecast from the latest actuals times the seasonal
+    peak-to-level ratio (``window_peak_base``). Memory is held once touched: a window's
+    memory peak follows the recent windows' peaks (the reason the VPA sizes memory from
+    peaks and CPU from samples), so its base is the smoothed window peaks, or the level
+    forecast where that is higher. A multiplicative ratio is also unstable for memory that
+    drops to near zero between bursts.
+    """
+    if resource == "memory":
+        return float(np.nanmax([level, smoothed_peak])) if np.isfinite([level, smoothed_peak]).any() else float("nan")
+    if not np.isfinite(level):
+        return float("nan")
+    return window_peak_base(level, past_ratios)
+
+
+def shrink_factor(own: float | None, pooled: float | None, profile: Profile) -> float | None:
+    """The geometric mean of an entity's own learnt factor and its fleet's (same metric).
+
+    A window factor is a high quantile learnt from a few hundred points (two days of
+    30-minute windows), a noisy estimate; partial pooling toward the factor learnt from
+    every series of the same metric over the same windows steadies it. Either alone when
+    the other is unknown.
+    """
+    known = [k for k in (own, pooled) if k is not None and np.isfinite(k) and k > 0]
+    if not known:
+        return None
+    k = float(np.exp(np.mean(np.log(known))))
+    return float(min(max(k, profile.min_factor), profile.max_factor))
+
+
 def cap_to_observed(value: float, past_actuals: Sequence[np.ndarray]) -> float:
     """``value`` capped at the highest usage in the periods the factor was learnt from.
 
@@ -267,12 +317,18 @@ def calibrate_factor(bases: Sequence[float], actuals: Sequence[np.ndarray], prof
         ratios.append(y[np.isfinite(y)] / base)
     if not ratios:
         return None
-    pooled = np.concatenate(ratios)
-    if not pooled.size:
+    k = factor_of_ratios(np.concatenate(ratios), profile.target_violation)
+    return None if k is None else float(min(max(k, profile.min_factor), profile.max_factor))
+
+
+def factor_of_ratios(ratios: np.ndarray, target_violation: float) -> float | None:
+    """The smallest ``k`` with at most ``target_violation`` of ``ratios`` (usage / base) above it."""
+    ratios = np.asarray(ratios, dtype="float64")
+    ratios = ratios[np.isfinite(ratios)]
+    if not ratios.size:
         return None
-    allowed = int(np.floor(profile.target_violation * pooled.size + 1e-9))  # points allowed above
-    k = float(np.partition(pooled, pooled.size - allowed - 1)[pooled.size - allowed - 1])
-    return float(min(max(k, profile.min_factor), profile.max_factor))
+    allowed = int(np.floor(target_violation * ratios.size + 1e-9))  # points allowed above
+    return float(np.partition(ratios, ratios.size - allowed - 1)[ratios.size - allowed - 1])
 
 
 def default_factor(profile: Profile) -> float:
