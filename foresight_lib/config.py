@@ -161,6 +161,10 @@ class PublishConfig(_Section):
 
 class RightsizingConfig(_Section):
     profile: Literal["cost", "balanced", "performance"] = "balanced"
+    daily_model: str = "seasonal_naive"
+    """Model behind the daily sizes (the one the rightsizing replay measures by default)."""
+    window_model: str = "naive"
+    """Model behind the 30-minute window plan."""
 
 
 class ForesightConfig(_Section):

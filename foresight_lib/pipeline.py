@@ -437,7 +437,7 @@ def publish(run: dict) -> dict:
     features = store.read_frame(FEATURES)
     feature_series = store.read_frame(FEATURE_SERIES)
     config = _param_safe(_config_dict(cfg))
-    _recommend(cfg, store, result, feature_series)
+    _recommend(cfg, store, features, feature_series)
     tracking.configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
         experiment=cfg.mlflow.experiment,
@@ -501,11 +501,14 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
 
 
-def _recommend(cfg, store, result, series: pd.DataFrame) -> pd.DataFrame:
-    """Rightsizing recommendations (daily sizes and the window plan) from the live forecasts."""
-    from foresight_lib import rightsizing
+def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
+    """Rightsizing: the next day's sizes and the next window's plan, the way the replay measures them."""
+    from foresight_lib import plan
 
-    recommendations = rightsizing.recommend(result, profile=cfg.rightsizing.profile, series_table=series)
+    recommendations = plan.recommend(
+        features, series, profile=cfg.rightsizing.profile, freq=cfg.freq,
+        models={"daily": cfg.rightsizing.daily_model, "window": cfg.rightsizing.window_model},
+    )
     store.write_frame(RECOMMENDATIONS, recommendations)
     return recommendations
 

@@ -41,11 +41,13 @@ from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import check_series_frame, split_unique_id
 from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
 from foresight_lib.loaders import guess_unit
-from foresight_lib.models import FALLBACK_MODEL, check_model_names, make_model
+from foresight_lib.models import FALLBACK_MODEL, MODEL_PATHS, check_model_names, make_model
 
 log = logging.getLogger(__name__)
 
 MODES = ("daily", "window")
+LOCAL_MODELS = [m for m in MODEL_PATHS if m != "lstm"]
+"""Models fitted one series at a time (the LSTM is fitted across all series at once)."""
 FORECAST = "forecast"
 VPA = "vpa"
 CRANE = "crane"
@@ -91,6 +93,8 @@ class ReplaySpec:
             raise ConfigError(f"unknown replay mode '{self.mode}'; choose from {list(MODES)}")
         self.profile_ = rs.get_profile(self.profile)
         check_model_names([self.model])
+        if self.model not in LOCAL_MODELS:
+            raise ConfigError(f"model '{self.model}' cannot size one series at a time; choose from {LOCAL_MODELS}")
         self.steps_per_day = season_length(self.freq)
         self.window_steps = horizon_steps(self.window, self.freq)
         if self.steps_per_day % self.window_steps:
@@ -259,9 +263,10 @@ def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | Non
     """Pass 1 over every series: the periods, their actuals and every method's bases.
 
     With ``next_period`` (the nightly plan) the periods are anchored at the end of each
-    series instead of at UTC midnights: the last ``calibration_days`` days are walked to
-    learn from (none is scored) and one more period starting at the end of the data,
-    with no actuals yet, is the one to recommend; the baselines are not computed.
+    series instead of at UTC midnights: the days before the end that the last period
+    learns from are walked (none is scored), and one more period starting at the end of
+    the data, with no actuals yet, is the one to recommend; the baselines are not
+    computed. It is the period the replay would score next, sized the same way.
     Series that cannot be walked are returned with their reason.
     """
     frame = check_series_frame(frame)
@@ -337,7 +342,10 @@ def _next_period_days(y: np.ndarray, spec: ReplaySpec) -> tuple[list[int], int]:
     first = int(np.ceil(spec.min_history_days * spd))
     if n < first:
         return [], n + 1
-    back = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else PEAK_RATIO_DAYS
+    if spec.mode == "daily":
+        back = int(np.ceil(spec.calibration_days))
+    else:  # the windows learnt from, each with its full week of peak-to-level ratios
+        back = PEAK_RATIO_DAYS + int(np.ceil(spec.calibration_windows * spec.window_steps / spd))
     starts = [n - k * spd for k in range(back, 0, -1) if n - k * spd >= first]
     return [*starts, n], n + 1  # nothing is scored
 

@@ -1,15 +1,19 @@
-"""Rightsizing recommendations from forecasts: requests, limits and replicas per entity.
+"""Rightsizing primitives: profiles, bases, learnt factors, rounding and sizes.
 
-A recommendation starts from a *base*: the forecast's upper bound at the profile's
-interval level, summarised over the period it covers (for a static daily size the
-profile's quantile of the next day's upper-bound curve; for a 30-minute window the
-maximum over the window's steps). The base is multiplied by a *factor* learnt from the
-entity's own past: the smallest factor that would have kept the share of 5-minute
-points above the request at or under the profile's target violation rate over the
-recent periods (``calibrate_factor``). With no past to learn from, the profile's fixed
-margin is used. Limits are the request times the profile's limit ratio; every value is
-rounded up to units a platform accepts (CPU to 10m/50m millicore steps, memory to Mi)
-and is never zero or negative.
+A recommendation starts from a *base*, a forecast of the usage the period must hold:
+for a static daily size the profile's quantile of the next day's mean forecast curve
+(``daily_mean_base``); for a 30-minute window a forecast of its peak
+(``window_base_for``: for CPU the level forecast from the latest actuals times the
+seasonal peak-to-level ratio, for memory the smoothed peaks of the windows before).
+The base is multiplied by a *factor* learnt from the entity's own past: the smallest
+factor that would have kept the share of 5-minute points above the request at or under
+the profile's target violation rate over the recent periods (``calibrate_factor``;
+window factors are shrunk toward the fleet's, ``shrink_factor``), and the request is
+capped at the highest usage of those periods (``cap_to_observed``). With no past to
+learn from, the upper bound of the model's interval (``daily_base``) times the profile's
+fixed margin is used. Limits are the request times the profile's limit ratio; every
+value is rounded up to units a platform accepts (CPU to 10m/50m millicore steps, memory
+to Mi) and is never zero or negative.
 
 Profiles (constants, not fitted to any replay's results):
 
@@ -21,30 +25,20 @@ balanced      80     0.95      2 %         10 %    × 2.0      × 1.25     70 %
 performance   95     0.99      0.5 %       25 %    × 3.0      × 1.5      60 %
 ============  =====  ========  ==========  ======  =========  =========  ===========
 
-The replay (``foresight_lib.replay``), which has the entity's past periods at hand, uses
-the calibrated variants: the mean forecast's quantile (``daily_mean_base``) or a forecast
-of the window's peak (``window_peak_base``) as the base, the learnt factor carrying the
-error distribution, and the request capped at the highest usage of the periods the
-factor was learnt from (``cap_to_observed``).
-
-``recommend(result, profile)`` turns a backtest result with live forecasts (the nightly
-run's) into the recommendations frame the publish step writes.
+The walk that applies them period by period is ``foresight_lib.replay`` (scored there
+against the baselines); ``foresight_lib.plan`` runs the same walk on the latest data for
+the nightly recommendations.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.frames import split_unique_id
-from foresight_lib.horizons import to_timedelta
-from foresight_lib.loaders import guess_unit
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +191,6 @@ def daily_base(forecast: dict[str, np.ndarray], profile: Profile) -> float:
     upper = np.asarray(forecast[upper_key(profile)], dtype="float64")
     upper = upper[np.isfinite(upper)]
     return float(np.quantile(upper, profile.quantile)) if upper.size else float("nan")
-
-
-def window_base(forecast: dict[str, np.ndarray], profile: Profile) -> np.ndarray | float:
-    """Window base: the maximum over the window's steps of the upper bound (one per origin for 2-D forecasts)."""
-    upper = np.asarray(forecast[upper_key(profile)], dtype="float64")
-    return upper.max(axis=-1) if upper.ndim > 1 else float(upper.max())
 
 
 def daily_mean_base(forecast: dict[str, np.ndarray], profile: Profile) -> float:
@@ -402,149 +390,3 @@ def size(value: float, resource: str, unit: str, profile: Profile, peak: float |
     replicas = max(1, math.ceil(max(peak_value, 0.0) / (profile.target_utilisation * capacity) - 1e-9))
     return Sizing(request, limit, replicas, format_quantity(request, unit, resource),
                   format_quantity(limit, unit, resource))
-
-
-# ---------------------------------------------------------------------------
-# Recommendations from a nightly run's backtest and live forecasts
-
-
-def recommend(result, profile: str | Profile = "balanced", series_table: pd.DataFrame | None = None,
-              replica_capacity: dict[str, float] | None = None) -> pd.DataFrame:
-    """Daily sizes and the next window's plan per series, from a backtest result with live forecasts.
-
-    ``result`` is a ``BacktestResult`` run with ``future=True`` and ``keep_models=True``
-    (what the nightly evaluate step produces). Per series, with the champion model (or
-    seasonal naive where the champion has no fitted model for it):
-
-    - ``kind="window"``: the next 30-minute window (the live forecast's steps): base =
-      maximum upper bound over the steps, factor learnt from the backtest's held-out day
-      (the same base per cutoff against the actuals that followed it);
-    - ``kind="daily"``: the next day from the fitted model's forecast: base = the profile's
-      quantile of the upper-bound curve, factor = 1 + the profile's margin.
-
-    A series the backtest skipped (too short, too gappy: under two days of history), or
-    with no usable forecast, gets rows with no values and the ``reason``.
-
-    Returns:
-        Frame with ``RECOMMENDATION_COLUMNS``.
-    """
-    prof = get_profile(profile)
-    units = _units(series_table)
-    spec = result.spec
-    freq = to_timedelta(spec.freq)
-    backtests = result.forecasts
-    future = result.future_forecasts if result.future_forecasts is not None else pd.DataFrame()
-    rows: list[dict] = []
-    for uid in result.series:
-        metric, entity = split_unique_id(uid)
-        resource = resource_of(metric)
-        unit = units.get(uid) or guess_unit(metric)
-        model = _model_for(result, uid)
-        common = {"unique_id": uid, "entity": entity, "metric": metric, "resource": resource, "unit": unit,
-                  "model": model, "profile": prof.name}
-        history_days = float(spec.history_days)
-        bt = backtests[(backtests["unique_id"] == uid) & (backtests["model"] == model)] if len(backtests) else backtests
-        bases, actuals, means = _backtest_windows(bt, prof)
-        learnt = calibrate_factor(bases, actuals, prof)
-        factor_w = learnt or default_factor(prof)
-        conf = confidence(history_days, relative_error(means, actuals))
-        # as in the replay: a learnt factor never takes the request above the usage it was learnt from
-        cap = actuals if learnt is not None else None
-        rows.append(_window_row(common, future, uid, model, prof, factor_w, conf, freq, replica_capacity, cap))
-        rows.append(_daily_row(common, result, uid, model, prof, conf, freq, replica_capacity))
-    for skipped in result.skipped:
-        uid = str(skipped["unique_id"])
-        metric, entity = split_unique_id(uid)
-        common = {"unique_id": uid, "entity": entity, "metric": metric, "resource": resource_of(metric),
-                  "unit": units.get(uid) or guess_unit(metric), "model": None, "profile": prof.name}
-        reason = f"no recommendation: {skipped['reason']}"
-        rows += [_empty_row(common, kind, reason) for kind in ("window", "daily")]
-    return pd.DataFrame(rows, columns=RECOMMENDATION_COLUMNS)
-
-
-def _units(series_table: pd.DataFrame | None) -> dict[str, str]:
-    if series_table is None or series_table.empty or "unit" not in series_table:
-        return {}
-    return dict(zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
-
-
-def _model_for(result, uid: str) -> str:
-    champion = result.champion
-    if (champion, uid) in result.models:
-        return champion
-    for name in ("seasonal_naive", "naive"):
-        if (name, uid) in result.models:
-            return name
-    return champion
-
-
-def _backtest_windows(bt: pd.DataFrame, profile: Profile) -> tuple[list[float], list[np.ndarray], list[np.ndarray]]:
-    bases, actuals, means = [], [], []
-    if bt is None or bt.empty or "y" not in bt:
-        return bases, actuals, means
-    col = f"yhat_hi_{profile.level}"
-    if col not in bt:
-        return bases, actuals, means
-    for _, group in bt.groupby("cutoff", sort=True):
-        bases.append(float(group[col].max()))
-        actuals.append(group["y"].to_numpy("float64"))
-        means.append(group["yhat"].to_numpy("float64"))
-    return bases, actuals, means
-
-
-def _empty_row(common: dict, kind: str, reason: str) -> dict:
-    row = dict.fromkeys(RECOMMENDATION_COLUMNS)
-    row.update(common)
-    row.update({"kind": kind, "reason": reason})
-    return row
-
-
-def _window_row(common: dict, future: pd.DataFrame, uid: str, model: str, prof: Profile, factor: float,
-                conf: float, freq: pd.Timedelta, replica_capacity: dict[str, float] | None,
-                cap: Sequence[np.ndarray] | None = None) -> dict:
-    rows = future[(future["unique_id"] == uid) & (future["model"] == model)] if len(future) else future
-    col = f"yhat_hi_{prof.level}"
-    if rows is None or rows.empty or col not in rows or not np.isfinite(rows[col]).any():
-        return _empty_row(common, "window", "no live forecast for this series; run the backtest with future=True")
-    base = float(rows[col].max())
-    if cap:
-        factor = cap_to_observed(base * factor, cap) / base if base > 0 else factor
-    return _sized_row(common, "window", rows["cutoff"].min(), rows["ds"].max(), base, factor, conf, prof, base,
-                      replica_capacity)
-
-
-def _daily_row(common: dict, result, uid: str, model: str, prof: Profile, conf: float, freq: pd.Timedelta,
-               replica_capacity: dict[str, float] | None) -> dict:
-    fitted = result.models.get((model, uid))
-    if fitted is None:
-        return _empty_row(common, "daily", f"no fitted {model} model kept for this series; "
-                                           "run the backtest with keep_models=True")
-    horizon = int(result.spec.season_length)
-    try:
-        forecast = copy.deepcopy(fitted).predict(horizon, levels=tuple(sorted({80, 95, prof.level})))
-    except Exception as exc:  # a model that cannot forecast a day ahead: say so, keep the others
-        log.warning("daily forecast failed for %s with %s: %s", uid, model, exc)
-        return _empty_row(common, "daily", f"{model} could not forecast a day ahead: {exc}")
-    base = daily_base(forecast, prof)
-    if not math.isfinite(base):
-        return _empty_row(common, "daily", f"{model} gave no finite upper bound for the next day")
-    future = result.future_forecasts
-    start = None
-    if future is not None and len(future):
-        rows = future[future["unique_id"] == uid]
-        start = rows["cutoff"].min() if len(rows) else None
-    end = start + horizon * freq if start is not None else None
-    peak = float(np.nanmax(forecast[upper_key(prof)]))
-    return _sized_row(common, "daily", start, end, base, default_factor(prof), conf, prof, peak, replica_capacity)
-
-
-def _sized_row(common: dict, kind: str, start, end, base: float, factor: float, conf: float, prof: Profile,
-               peak: float, replica_capacity: dict[str, float] | None) -> dict:
-    capacity = (replica_capacity or {}).get(common["resource"])
-    sizing = size(base * factor, common["resource"], common["unit"], prof, peak=peak * factor,
-                  replica_capacity=capacity)
-    row = dict.fromkeys(RECOMMENDATION_COLUMNS)
-    row.update(common)
-    row.update({"kind": kind, "period_start": start, "period_end": end, "base": base, "factor": round(factor, 4),
-                "confidence": conf, **asdict(sizing)})
-    return row

@@ -1,13 +1,10 @@
-"""Recommendations: rounding, profiles, learnt factors, sizes and the nightly recommend()."""
+"""Rightsizing primitives: rounding, profiles, bases, learnt factors and sizes."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import make_daily_series
 
 from foresight_lib import rightsizing as rs
-from foresight_lib.backtest import BacktestSpec, run_backtest
 from foresight_lib.errors import ConfigError
 
 
@@ -93,61 +90,10 @@ def test_confidence_grows_with_history_and_accuracy():
     assert 0 < rs.confidence(2, 0.3) < rs.confidence(7, 0.3)
 
 
-def test_daily_and_window_bases():
+def test_daily_base_is_the_upper_bound_quantile():
     prof = rs.PROFILES["balanced"]
     fc = {"hi-80": np.arange(100.0)}
     assert rs.daily_base(fc, prof) == pytest.approx(np.quantile(np.arange(100.0), 0.95))
-    assert rs.window_base({"hi-80": np.array([[1.0, 3.0], [5.0, 2.0]])}, prof).tolist() == [3.0, 5.0]
-
-
-def test_recommend_from_a_nightly_backtest():
-    frame = make_daily_series(days=4, n_series=2)
-    frame["unique_id"] = frame["unique_id"].str.replace("cpu_cores/", "container_cpu_cores/")
-    short = frame[frame["unique_id"] == "container_cpu_cores/c0"].head(300).assign(
-        unique_id="memory_working_set_bytes/tiny")
-    frame = pd.concat([frame, short.assign(y=short["y"] * 2**28)], ignore_index=True)
-    spec = BacktestSpec(models=["naive", "seasonal_naive"], history_days=2, test_days=1, n_jobs=1,
-                        future=True, keep_models=True)
-    result = run_backtest(frame, spec)
-    recs = rs.recommend(result, "balanced")
-    assert list(recs.columns) == rs.RECOMMENDATION_COLUMNS
-    good = recs[recs["reason"].isna()]
-    assert set(good["kind"]) == {"daily", "window"}
-    assert len(good) == 4  # two series x (daily, window)
-    assert (good["request"] > 0).all() and (good["limit"] >= good["request"]).all()
-    assert (good["replicas"] >= 1).all()
-    assert good["confidence"].between(0, 1).all()
-    # cpu in cores: rounded to 10m steps below one core, 50m above
-    for value in good["request"]:
-        step = 0.01 if value < 1 else 0.05
-        assert abs(value / step - round(value / step)) < 1e-6
-    # the window request covers the live forecast's upper bound times the learnt factor
-    row = good[(good["kind"] == "window") & (good["unique_id"] == "container_cpu_cores/c0")].iloc[0]
-    future = result.future_forecasts
-    hi = future[(future["unique_id"] == row["unique_id"]) & (future["model"] == row["model"])]["yhat_hi_80"].max()
-    assert row["request"] >= hi * row["factor"] - 1e-9
-    # ... and a learnt factor never takes it above the highest usage of the day it was learnt on
-    held_out = result.forecasts[(result.forecasts["unique_id"] == row["unique_id"])
-                                & (result.forecasts["model"] == row["model"])]["y"].max()
-    assert row["base"] * row["factor"] <= held_out + 1e-9
-    # the too-short series gets no recommendation, and says why
-    tiny = recs[recs["unique_id"] == "memory_working_set_bytes/tiny"]
-    assert len(tiny) == 2 and tiny["request"].isna().all()
-    assert tiny["reason"].str.contains("no recommendation").all()
-
-
-def test_recommend_caps_a_learnt_window_factor_at_the_past_peak():
-    """An on/off series: the learnt factor would multiply the burst level too; the cap stops it there."""
-    frame = make_daily_series(days=4, n_series=1, noise=0.0)
-    rng = np.random.default_rng(3)
-    y = np.where(rng.random(len(frame)) < 0.05, 4.0, 0.1)
-    y[-1] = 4.0  # the live forecast starts from a burst
-    frame["y"] = y
-    spec = BacktestSpec(models=["naive"], history_days=2, test_days=1, n_jobs=1, future=True, keep_models=True)
-    result = run_backtest(frame, spec)
-    row = rs.recommend(result, "balanced").query("kind == 'window'").iloc[0]
-    assert row["request"] <= 4.0
-    assert row["request"] > 0
 
 
 def test_daily_mean_base_uses_the_mean_curve_not_the_upper_bound():
@@ -171,3 +117,24 @@ def test_cap_to_observed_limits_the_request_to_the_past_peak():
     assert rs.cap_to_observed(20.0, []) == 20.0
     # a capped request of an all-zero past still rounds to one step, never zero
     assert rs.round_resource(rs.cap_to_observed(3.0, [np.zeros(4)]), "cores", "cpu") == pytest.approx(0.01)
+
+
+def test_window_base_by_resource():
+    # cpu: the level times the median seasonal ratio; memory: the smoothed peaks, or the level where higher
+    assert rs.window_base_for("cpu", 10.0, [2.0, 3.0, 4.0], smoothed_peak=100.0) == pytest.approx(30.0)
+    assert rs.window_base_for("memory", 10.0, [2.0, 3.0], smoothed_peak=25.0) == pytest.approx(25.0)
+    assert rs.window_base_for("memory", 40.0, [], smoothed_peak=25.0) == pytest.approx(40.0)
+    assert rs.window_base_for("memory", float("nan"), [], smoothed_peak=25.0) == pytest.approx(25.0)
+    # smoothing halves an old peak's weight each window; the first peak starts it
+    assert rs.smooth_peak(float("nan"), 8.0) == 8.0
+    assert rs.smooth_peak(8.0, 0.0) == 4.0
+    assert rs.smooth_peak(4.0, float("nan")) == 4.0
+
+
+def test_shrink_factor_is_the_geometric_mean_within_the_profile_bounds():
+    prof = rs.PROFILES["balanced"]
+    assert rs.shrink_factor(1.0, 4.0, prof) == pytest.approx(2.0)
+    assert rs.shrink_factor(None, 1.5, prof) == pytest.approx(1.5)
+    assert rs.shrink_factor(None, None, prof) is None
+    assert rs.shrink_factor(100.0, 100.0, prof) == prof.max_factor
+    assert rs.factor_of_ratios(np.array([1.0, 2.0, np.nan, 3.0, 4.0]), 0.25) == pytest.approx(3.0)

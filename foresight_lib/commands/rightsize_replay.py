@@ -19,8 +19,7 @@ from foresight_lib.commands.backtest import _json_safe, keep_last_days
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.features import prepare_series
 from foresight_lib.loaders import FORMATS, atomic_write, load_series
-from foresight_lib.models import MODEL_PATHS
-from foresight_lib.replay import DEFAULT_MARGINS, DEFAULT_MODEL, MODES, ReplaySpec, plot_sweep, replay
+from foresight_lib.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, plot_sweep, replay
 from foresight_lib.rightsizing import PROFILES
 
 
@@ -34,7 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to keep (default: all)")
     parser.add_argument("--mode", choices=MODES, default="daily", help="static daily sizes or 30-minute windows")
     parser.add_argument("--profile", choices=list(PROFILES), default="balanced", help="margins of the recommendation")
-    parser.add_argument("--model", choices=list(MODEL_PATHS), default=None,
+    parser.add_argument("--model", choices=LOCAL_MODELS, default=None,
                         help="forecasting model behind the recommendations (default: "
                              + ", ".join(f"{m} in {mode} mode" for mode, m in DEFAULT_MODEL.items()) + ")")
     parser.add_argument("--freq", default="5min", help="grid step the series are resampled to")

@@ -1,0 +1,96 @@
+"""The nightly rightsizing plan: the replayed method, run on the latest data, for what comes next.
+
+Per series of the features frame, the two walks of ``foresight_lib.replay`` (the same
+code the ``rightsize-replay`` benchmark scores) run over the last days before the end
+of the data, with one more period starting at the end:
+
+- ``kind="window"``: the next 30-minute window, set ahead from a forecast of its peak
+  and a factor learnt from the previous windows, pooled across the metric's series;
+- ``kind="daily"``: a static size for the next 24 hours, from the profile's quantile of
+  the day's mean forecast and a factor learnt from the previous days.
+
+Both are capped at the highest usage the factor was learnt from, rounded to units a
+platform accepts, never zero or negative. A series that cannot be sized (too little
+history) gets rows with no values and the reason.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+
+from foresight_lib import rightsizing as rs
+from foresight_lib.frames import check_series_frame, split_unique_id
+from foresight_lib.horizons import to_timedelta
+from foresight_lib.loaders import guess_unit
+from foresight_lib.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, walk
+
+KINDS = ("window", "daily")
+
+
+def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",
+              models: Mapping[str, str] | None = None, freq: str = "5min", window: str = "30m",
+              replica_capacity: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The next window's plan and the next day's size per series of ``frame`` (long, regular).
+
+    Args:
+        models: forecasting model per kind (default: the replay's, ``DEFAULT_MODEL``).
+        replica_capacity: what one replica can use, per resource; default the request
+            itself, so the replica count keeps each replica at the profile's utilisation.
+
+    Returns:
+        Frame with ``rightsizing.RECOMMENDATION_COLUMNS``.
+    """
+    frame = _latest_stretch(check_series_frame(frame))
+    models = {**DEFAULT_MODEL, **dict(models or {})}
+    units = {} if series_table is None or series_table.empty else dict(
+        zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
+    step = to_timedelta(freq)
+    rows: list[dict] = []
+    for kind in KINDS:
+        spec = ReplaySpec(mode="window" if kind == "window" else "daily", profile=profile, model=models[kind],
+                          freq=freq, window=window)
+        prof = spec.profile_
+        done, skipped = walk(frame, spec, series_table, next_period=True)
+        for sr, track in zip(done, forecast_tracks(done, spec), strict=True):
+            common = _common(sr.unique_id, units, spec.model, prof.name)
+            start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
+            end = start + spec.period_steps * step
+            value = track.values[-1]
+            if not np.isfinite(value) or value <= 0:
+                rows.append(_empty_row(common, kind, f"{spec.model} gave no usable forecast for the next {kind}"))
+                continue
+            capacity = (replica_capacity or {}).get(sr.resource)
+            sizing = rs.size(value, sr.resource, sr.unit, prof, replica_capacity=capacity)
+            rows.append({**dict.fromkeys(rs.RECOMMENDATION_COLUMNS), **common, "kind": kind, "period_start": start,
+                         "period_end": end, "base": track.bases[-1], "factor": round(track.factors[-1], 4),
+                         "confidence": track.confidences[-1], **asdict(sizing)})
+        for s in skipped:
+            rows.append(_empty_row(_common(s["unique_id"], units, None, prof.name), kind,
+                                   f"no recommendation: {s['reason']}"))
+    out = pd.DataFrame(rows, columns=rs.RECOMMENDATION_COLUMNS)
+    return out.sort_values(["unique_id", "kind"], kind="stable", ignore_index=True)
+
+
+def _latest_stretch(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each series from after its last missing value: the plan learns from contiguous data."""
+    parts = []
+    for _, group in frame.groupby("unique_id", sort=False):
+        missing = np.flatnonzero(~np.isfinite(group["y"].to_numpy("float64")))
+        parts.append(group.iloc[missing[-1] + 1:] if missing.size else group)
+    return pd.concat(parts, ignore_index=True) if parts else frame
+
+
+def _common(uid: str, units: dict[str, str], model: str | None, profile: str) -> dict:
+    metric, entity = split_unique_id(uid)
+    return {"unique_id": uid, "entity": entity, "metric": metric, "resource": rs.resource_of(metric),
+            "unit": units.get(uid) or guess_unit(metric), "model": model, "profile": profile}
+
+
+def _empty_row(common: dict, kind: str, reason: str) -> dict:
+    row = dict.fromkeys(rs.RECOMMENDATION_COLUMNS)
+    row.update(common)
+    row.update({"kind": kind, "reason": reason})
+    return row

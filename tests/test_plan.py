@@ -1,0 +1,93 @@
+"""The nightly plan: the replay's method on the latest data, for the next window and day."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_daily_series
+
+from foresight_lib import plan
+from foresight_lib import rightsizing as rs
+from foresight_lib.replay import ReplaySpec, replay
+
+SPD = 288
+
+
+def _fleet(days: int) -> pd.DataFrame:
+    frame = make_daily_series(days=days, n_series=2)
+    frame["unique_id"] = frame["unique_id"].str.replace("cpu_cores/", "container_cpu_cores/")
+    memory = frame[frame["unique_id"] == "container_cpu_cores/c0"].assign(
+        unique_id="container_memory_working_set_bytes/c0")
+    return pd.concat([frame, memory.assign(y=memory["y"] * 2**28)], ignore_index=True)
+
+
+def test_plan_sizes_the_next_window_and_day_of_every_series():
+    frame = _fleet(4)
+    tiny = frame[frame["unique_id"] == "container_cpu_cores/c1"].tail(300).assign(unique_id="container_cpu_cores/new")
+    recs = plan.recommend(pd.concat([frame, tiny], ignore_index=True), profile="balanced")
+    assert list(recs.columns) == rs.RECOMMENDATION_COLUMNS
+    good = recs[recs["reason"].isna()]
+    assert len(good) == 6 and set(good["kind"]) == {"daily", "window"}  # three series x two kinds
+    assert (good["request"] > 0).all() and (good["limit"] >= good["request"]).all()
+    assert (good["replicas"] >= 1).all() and good["confidence"].between(0, 1).all()
+    assert set(good.loc[good["kind"] == "daily", "model"]) == {"seasonal_naive"}
+    assert set(good.loc[good["kind"] == "window", "model"]) == {"naive"}
+    # the periods start right after the last point
+    end = frame["ds"].max() + pd.Timedelta("5min")
+    assert (good["period_start"] == end).all()
+    lengths = (good["period_end"] - good["period_start"]).groupby(good["kind"]).first()
+    assert lengths.to_dict() == {"daily": pd.Timedelta("1D"), "window": pd.Timedelta("30min")}
+    # rounding: cores to 10m below one core and 50m above, bytes to whole Mi
+    for _, row in good.iterrows():
+        if row["resource"] == "cpu":
+            step = 0.01 if row["request"] < 1 else 0.05
+            assert abs(row["request"] / step - round(row["request"] / step)) < 1e-6
+        else:
+            assert row["request_display"].endswith("Mi")
+    # a series with a day of history gets no recommendation, and says why
+    new = recs[recs["unique_id"] == "container_cpu_cores/new"]
+    assert len(new) == 2 and new["request"].isna().all()
+    assert new["reason"].str.contains("too little history").all()
+
+
+@pytest.mark.parametrize("mode", ["daily", "window"])
+def test_the_published_plan_is_what_the_replay_scores(mode):
+    """The plan made at a midnight equals the replay's recommendation for the period after it."""
+    days = 12
+    frame = _fleet(days)
+    cut = frame[frame["ds"] < frame["ds"].min() + pd.Timedelta(days=days - 1)]
+    recs = plan.recommend(cut, profile="balanced")
+    kind = "daily" if mode == "daily" else "window"
+    result = replay(frame, ReplaySpec(mode=mode, model=plan.DEFAULT_MODEL[mode]))
+    last_start = frame["ds"].max().normalize()
+    scored = result.records[(result.records["method"] == "forecast") & (result.records["period_start"] == last_start)]
+    assert len(scored) == 3
+    for _, row in scored.iterrows():
+        published = recs[(recs["unique_id"] == row["unique_id"]) & (recs["kind"] == kind)].iloc[0]
+        assert published["period_start"] == last_start
+        assert published["request"] == pytest.approx(row["request"])
+        assert published["factor"] == pytest.approx(row["factor"], abs=1e-4)
+
+
+def test_plan_caps_a_learnt_window_factor_at_the_past_peak():
+    """On/off usage: the factor learnt from the bursts would multiply the burst level too; the cap stops it."""
+    frame = make_daily_series(days=4, n_series=1, noise=0.0)
+    rng = np.random.default_rng(3)
+    y = np.where(rng.random(len(frame)) < 0.05, 4.0, 0.1)
+    y[-1] = 4.0  # the next window starts from a burst
+    frame["y"] = y
+    row = plan.recommend(frame).query("kind == 'window'").iloc[0]
+    assert row["factor"] > 1.5
+    assert 0 < row["request"] <= 4.0
+
+
+def test_plan_learns_from_the_stretch_after_the_last_gap():
+    frame = _fleet(4)
+    uid = "container_cpu_cores/c0"
+    old_gap = frame.index[(frame["unique_id"] == uid)][: SPD // 2]
+    recent_gap = frame.index[(frame["unique_id"] == "container_cpu_cores/c1")][-SPD:-SPD + 3]
+    frame.loc[old_gap, "y"] = np.nan
+    frame.loc[recent_gap, "y"] = np.nan
+    recs = plan.recommend(frame).set_index(["unique_id", "kind"])
+    assert recs.loc[(uid, "daily"), "request"] > 0  # 3.5 days after the old gap: enough
+    assert "too little history" in recs.loc[("container_cpu_cores/c1", "daily"), "reason"]
