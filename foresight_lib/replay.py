@@ -11,16 +11,23 @@ Two modes, on a regular long frame (after the features step):
   VPA-style recommender and the Crane-style percentile (``baselines_rightsizing``).
 - ``window``: each 30-minute window is set ahead of time. The model is fitted once per
   day on the history before it and updated with the actuals at every window start
-  without refitting; the window's base is a forecast of its peak (the highest mean
+  without refitting; the window's base is a forecast of its peak (CPU: the highest mean
   forecast over its steps times the same window's median peak-to-level ratio on the
-  previous days), times a factor learnt from the previous windows and capped at their
-  highest usage. Compared with a reactive scaler (the previous window's peak × 1.15).
+  previous days; memory: the smoothed peaks of the windows before), times a factor
+  learnt from the previous windows, shrunk toward the factor of every series of the
+  same metric over those windows, and capped at their highest usage. Compared with a
+  reactive scaler (the previous window's peak × 1.15).
+
+The walk has two passes: the bases of every period and series (``walk``), then the
+factors and requests (``forecast_tracks``), which need the other series' past windows.
+The nightly plan (``foresight_lib.plan``) runs the same two passes on the latest days.
 
 Scores over the scored points: slack = unused share of what was provisioned,
 ``sum(max(request - usage, 0)) / sum(request)``; violations = share of points with usage
 above the request; for memory also the share above the limit (the OOM proxy). Every
-per-entity per-period recommendation is kept, so anyone can re-score it. A sweep rescoring
-every method with a range of fixed margins gives the slack-against-violations curves.
+per-entity per-period recommendation is kept, so anyone can re-score it. Two sweeps give
+the trade-off curves: every method's base rescored with a range of fixed margins, and
+the forecast-driven plan itself rerun with each target violation rate of ``TARGETS``.
 """
 from __future__ import annotations
 
