@@ -165,6 +165,17 @@ class RightsizingConfig(_Section):
     """Model behind the daily sizes (the one the rightsizing replay measures by default)."""
     window_model: str = "naive"
     """Model behind the 30-minute window plan."""
+    replica_capacity: dict[Literal["cpu", "memory"], float] = Field(default_factory=dict)
+    """What one replica can use, per resource, in the series' unit (e.g. ``cpu: 2`` cores):
+    the replica count keeps each at the profile's utilisation at the forecast peak."""
+
+    @field_validator("replica_capacity")
+    @classmethod
+    def _positive_capacity(cls, value: dict) -> dict:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"replica_capacity must be positive, got {bad}")
+        return value
 
 
 class ForesightConfig(_Section):

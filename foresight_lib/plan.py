@@ -37,8 +37,10 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
 
     Args:
         models: forecasting model per kind (default: the replay's, ``DEFAULT_MODEL``).
-        replica_capacity: what one replica can use, per resource; default the request
-            itself, so the replica count keeps each replica at the profile's utilisation.
+        replica_capacity: what one replica can use, per resource (``cpu``, ``memory``), in
+            the series' unit. The replica count keeps each replica at or under the
+            profile's target utilisation at the forecast peak; with no capacity given, a
+            replica is the recommended request itself.
 
     Returns:
         Frame with ``rightsizing.RECOMMENDATION_COLUMNS``.
@@ -59,11 +61,17 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
             start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
             end = start + spec.period_steps * step
             value = track.values[-1]
-            if not np.isfinite(value) or value <= 0:
+            if not np.isfinite(value):
                 rows.append(_empty_row(common, kind, f"{spec.model} gave no usable forecast for the next {kind}"))
                 continue
+            if value <= 0:
+                rows.append(_empty_row(common, kind, f"the size for the next {kind} came out at {value:.4g} "
+                                                     f"{sr.unit}: usage at or below zero cannot be sized; "
+                                                     "check the metric's source"))
+                continue
             capacity = (replica_capacity or {}).get(sr.resource)
-            sizing = rs.size(value, sr.resource, sr.unit, prof, replica_capacity=capacity)
+            sizing = rs.size(value, sr.resource, sr.unit, prof, peak=_forecast_peak(sr, value),
+                             replica_capacity=capacity)
             rows.append({**dict.fromkeys(rs.RECOMMENDATION_COLUMNS), **common, "kind": kind, "period_start": start,
                          "period_end": end, "base": track.bases[-1], "factor": round(track.factors[-1], 4),
                          "confidence": track.confidences[-1], **asdict(sizing)})
@@ -72,6 +80,14 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
                                    f"no recommendation: {s['reason']}"))
     out = pd.DataFrame(rows, columns=rs.RECOMMENDATION_COLUMNS)
     return out.sort_values(["unique_id", "kind"], kind="stable", ignore_index=True)
+
+
+def _forecast_peak(sr, value: float) -> float:
+    """The highest mean forecast over the next period (the load the replicas share), else the request."""
+    mean = sr.means[-1]
+    if mean is None or not np.isfinite(mean).any():
+        return value
+    return float(np.nanmax(mean))
 
 
 def _latest_stretch(frame: pd.DataFrame) -> pd.DataFrame:

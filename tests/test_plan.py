@@ -91,3 +91,25 @@ def test_plan_learns_from_the_stretch_after_the_last_gap():
     recs = plan.recommend(frame).set_index(["unique_id", "kind"])
     assert recs.loc[(uid, "daily"), "request"] > 0  # 3.5 days after the old gap: enough
     assert "too little history" in recs.loc[("container_cpu_cores/c1", "daily"), "reason"]
+
+
+def test_replicas_for_a_given_capacity_keep_each_at_the_target_utilisation():
+    frame = make_daily_series(days=4, n_series=1)
+    recs = plan.recommend(frame, profile="balanced", replica_capacity={"cpu": 2.0}).set_index("kind")
+    # the window's mean forecast (naive) is the last value: the replicas of 2 cores hold it at 70 %
+    last = frame["y"].iloc[-1]
+    assert recs.loc["window", "replicas"] == int(np.ceil(last / (0.7 * 2.0)))
+    # the day's (seasonal naive) peaks at yesterday's highest value
+    yesterday = frame["y"].iloc[-SPD:].max()
+    assert recs.loc["daily", "replicas"] == int(np.ceil(yesterday / (0.7 * 2.0)))
+    # without a capacity a replica is the recommended request, which holds the forecast peak
+    plain = plan.recommend(frame, profile="balanced").set_index("kind")
+    assert (plain["replicas"] >= 1).all()
+
+
+def test_usage_at_or_below_zero_gets_no_size_and_says_why():
+    frame = make_daily_series(days=4, n_series=1)
+    frame["y"] = -frame["y"]
+    recs = plan.recommend(frame)
+    assert recs["request"].isna().all()
+    assert recs["reason"].str.contains("at or below zero").all()
