@@ -29,6 +29,9 @@ TARGETS = {
     "window": ("reactive", "the forecast-driven plan has fewer violations than the reactive scaler at equal or "
                            "lower slack", "curve"),
 }
+RUNS = [("daily", 0), ("window", 0), ("window", 3)]
+"""Mode and lead of each run: the goals are for windows sized at their start; the plan
+published for later windows is measured sized 3 windows (90 minutes) ahead."""
 """Per mode: the baseline, the goal, and what is judged: the profile's own plan (the daily
 goal names the balanced profile) or the plan's trade-off curve over its target violation
 rate (the window goal names no profile: the plan at the reactive scaler's slack)."""
@@ -45,12 +48,15 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     runs = {}
-    for mode in ("daily", "window"):
-        report_path = work / f"{mode}.json"
-        plot_path = work / f"{mode}.png"
+    for mode, lead in RUNS:
+        name = mode if not lead else f"{mode} mode, sized {lead} windows ahead"
+        stem = mode if not lead else f"{mode}_lead{lead}"
+        report_path = work / f"{stem}.json"
+        plot_path = work / f"{stem}.png"
         command = [
             "foresight", "rightsize-replay", "--input", str(DATA), "--format", "bitbrains", "--metrics", METRICS,
             "--mode", mode, "--profile", args.profile, *(["--model", args.model] if args.model else []),
+            *(["--lead-windows", str(lead)] if lead else []),
             "--output", str(report_path), "--plot", str(plot_path),
         ]
         started = time.perf_counter()
@@ -59,8 +65,10 @@ def main() -> int:
         seconds = time.perf_counter() - started
         report = json.loads(report_path.read_text())
         baseline, goal, judged = TARGETS[mode]
+        if lead:
+            goal = f"none (for information: how much sizing {lead} windows ahead costs; the goal is {goal})"
         verdicts = [c for c in report["comparison"] if c["baseline"] == baseline]
-        runs[mode] = {
+        runs[name] = {"mode": mode, "lead_windows": lead, "target": not lead,
             "command": shlex.join(command), "model": report["model"], "seconds": round(seconds, 1),
             "totals": report["totals"],
             "comparison": report["comparison"], "sweep": report["sweep"], "series": report["series"],
@@ -70,7 +78,7 @@ def main() -> int:
             "verdicts": verdicts,
             "plot": str(plot_path),
         }
-    models = {mode: run["model"] for mode, run in runs.items()}
+    models = {run["mode"]: run["model"] for run in runs.values()}
     out = {"data": str(DATA.relative_to(ROOT.parent)), "metrics": METRICS, "model": models,
            "profile": args.profile, "python": platform.python_version(), "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -95,16 +103,18 @@ def render(out: dict) -> str:
         "and the learnt factors use only periods before the one scored. The nightly publish step "
         "sizes with the same code (`foresight_lib.plan`).", "",
     ]
-    for mode, run in out["runs"].items():
-        lines += [f"## {mode} mode", "", f"Command: `{run['command']}` ({run['seconds']} s, {run['series']} series)",
+    for name, run in out["runs"].items():
+        title = f"{name} mode" if not run["lead_windows"] else name
+        lines += [f"## {title}", "", f"Command: `{run['command']}` ({run['seconds']} s, {run['series']} series)",
                   "", "| metric | method | periods | slack | violations | above limit |", "|---|---|---|---|---|---|"]
         for row in run["totals"]:
             lines.append(f"| {row['metric']} | {row['method']} | {row['periods']} | {_pct(row['slack'])} | "
                          f"{_pct(row['violations'])} | {_pct(row.get('violations_limit'))} |")
         judged = "the profile's plan" if run["judged"] == "profile" else "the plan's trade-off curve"
-        lines += ["", f"Target: {run['goal']} (judged on {judged})."]
+        lines += ["", f"Target: {run['goal']}" + (f" (judged on {judged})." if run["target"] else ".")]
         for v in run["verdicts"]:
             reached = run["reached"][v["metric"]]
+            verdict = f"**{'reached' if reached else 'NOT reached'}**. " if run["target"] else ""
             profile = "dominates" if v["dominates"] else "does not dominate"
             if v.get("dominates_on_curve"):
                 curve = (f"target {100 * v['curve_target']:g} % dominates it: {_pct(v['curve_slack'])} slack, "
@@ -112,7 +122,7 @@ def render(out: dict) -> str:
                          "above the limit")
             else:
                 curve = "no point of the curve dominates it"
-            lines.append(f"- {v['metric']}: **{'reached' if reached else 'NOT reached'}**. The {out['profile']} "
+            lines.append(f"- {v['metric']}: {verdict}The {out['profile']} "
                          f"plan {profile} the {v['baseline']} baseline; on the trade-off curve, {curve}.")
         lines += ["", "Trade-off curve of the forecast-driven plan (learnt factor, capped) per target violation "
                       "rate (slack / violations / above limit):", "",

@@ -165,6 +165,8 @@ class RightsizingConfig(_Section):
     """Model behind the daily sizes (the one the rightsizing replay measures by default)."""
     window_model: str = "naive"
     """Model behind the 30-minute window plan."""
+    plan_windows: int = Field(4, ge=1, le=48)
+    """How many 30-minute windows after the end of the data the plan covers."""
     replica_capacity: dict[Literal["cpu", "memory"], float] = Field(default_factory=dict)
     """What one replica can use, per resource, in the series' unit (e.g. ``cpu: 2`` cores):
     the replica count keeps each at the profile's utilisation at the forecast peak."""

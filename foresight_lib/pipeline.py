@@ -508,7 +508,7 @@ def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.D
     recommendations = plan.recommend(
         features, series, profile=cfg.rightsizing.profile, freq=cfg.freq,
         models={"daily": cfg.rightsizing.daily_model, "window": cfg.rightsizing.window_model},
-        replica_capacity=cfg.rightsizing.replica_capacity,
+        windows=cfg.rightsizing.plan_windows, replica_capacity=cfg.rightsizing.replica_capacity,
     )
     store.write_frame(RECOMMENDATIONS, recommendations)
     return recommendations

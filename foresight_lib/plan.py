@@ -4,8 +4,10 @@ Per series of the features frame, the two walks of ``foresight_lib.replay`` (the
 code the ``rightsize-replay`` benchmark scores) run over the last days before the end
 of the data, with one more period starting at the end:
 
-- ``kind="window"``: the next 30-minute window, set ahead from a forecast of its peak
-  and a factor learnt from the previous windows, pooled across the metric's series;
+- ``kind="window"``: the next ``windows`` 30-minute windows (``lead`` says how long
+  after the end of the data each starts), each from a forecast of its peak made at the
+  end of the data and a factor learnt from past windows sized with the same lead,
+  pooled across the metric's series;
 - ``kind="daily"``: a static size for the next 24 hours, from the profile's quantile of
   the day's mean forecast and a factor learnt from the previous days.
 
@@ -22,21 +24,21 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib import rightsizing as rs
+from foresight_lib.errors import ConfigError
 from foresight_lib.frames import check_series_frame, split_unique_id
 from foresight_lib.horizons import to_timedelta
 from foresight_lib.loaders import guess_unit
 from foresight_lib.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, walk
 
-KINDS = ("window", "daily")
-
 
 def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",
               models: Mapping[str, str] | None = None, freq: str = "5min", window: str = "30m",
-              replica_capacity: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """The next window's plan and the next day's size per series of ``frame`` (long, regular).
+              windows: int = 1, replica_capacity: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The next windows' plan and the next day's size per series of ``frame`` (long, regular).
 
     Args:
         models: forecasting model per kind (default: the replay's, ``DEFAULT_MODEL``).
+        windows: how many windows ahead the plan covers (each one ``window`` long).
         replica_capacity: what one replica can use, per resource (``cpu``, ``memory``), in
             the series' unit. The replica count keeps each replica at or under the
             profile's target utilisation at the forecast peak; with no capacity given, a
@@ -50,14 +52,18 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
     units = {} if series_table is None or series_table.empty else dict(
         zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
     step = to_timedelta(freq)
+    if windows < 1:
+        raise ConfigError(f"the plan needs at least one window, got {windows}")
     rows: list[dict] = []
-    for kind in KINDS:
-        spec = ReplaySpec(mode="window" if kind == "window" else "daily", profile=profile, model=models[kind],
-                          freq=freq, window=window)
+    runs = [("window", lead) for lead in range(windows)] + [("daily", 0)]
+    for kind, lead in runs:
+        spec = ReplaySpec(mode=kind, profile=profile, model=models[kind], freq=freq, window=window,
+                          lead_windows=lead)
         prof = spec.profile_
+        lead_text = _duration(lead * spec.window_steps * step)
         done, skipped = walk(frame, spec, series_table, next_period=True)
         for sr, track in zip(done, forecast_tracks(done, spec), strict=True):
-            common = _common(sr.unique_id, units, spec.model, prof.name)
+            common = {**_common(sr.unique_id, units, spec.model, prof.name), "lead": lead_text}
             start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
             end = start + spec.period_steps * step
             value = track.values[-1]
@@ -76,10 +82,15 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
                          "period_end": end, "base": track.bases[-1], "factor": round(track.factors[-1], 4),
                          "confidence": track.confidences[-1], **asdict(sizing)})
         for s in skipped:
-            rows.append(_empty_row(_common(s["unique_id"], units, None, prof.name), kind,
+            rows.append(_empty_row({**_common(s["unique_id"], units, None, prof.name), "lead": lead_text}, kind,
                                    f"no recommendation: {s['reason']}"))
     out = pd.DataFrame(rows, columns=rs.RECOMMENDATION_COLUMNS)
-    return out.sort_values(["unique_id", "kind"], kind="stable", ignore_index=True)
+    return out.sort_values(["unique_id", "kind", "period_start"], kind="stable", ignore_index=True)
+
+
+def _duration(delta: pd.Timedelta) -> str:
+    """``0m``, ``30m``, ``90m``: how long after the end of the data a period starts."""
+    return f"{int(delta.total_seconds() // 60)}m"
 
 
 def _forecast_peak(sr, value: float) -> float:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class ReplaySpec:
     """Daily mode: previous days the factor is learnt from."""
     calibration_windows: int = 96
     """Window mode: previous windows (96 = two days) the factor is learnt from."""
+    lead_windows: int = 0
+    """Window mode: how many windows ahead each window is set (0: at its start, from the
+    latest actuals; 3: an hour and a half before it starts, from the data known then)."""
     margins: Sequence[float] = DEFAULT_MARGINS
     max_days: int | None = None
     """Score at most this many days per series (the first ones after the minimum history)."""
@@ -110,6 +114,9 @@ class ReplaySpec:
             raise ConfigError(f"min_history_days must be at least 1 (one daily season), got {self.min_history_days}")
         if self.history_days <= 0 or self.calibration_days <= 0 or self.calibration_windows < 1:
             raise ConfigError("history_days, calibration_days and calibration_windows must be positive")
+        if not 0 <= self.lead_windows < self.steps_per_day // self.window_steps:
+            raise ConfigError(f"lead_windows must be between 0 and {self.steps_per_day // self.window_steps - 1} "
+                              f"(less than a day of {self.window} windows), got {self.lead_windows}")
         if not self.margins or any(m < 0 for m in self.margins):
             raise ConfigError(f"margins must be a non-empty list of non-negative numbers, got {list(self.margins)}")
         self.margins = tuple(sorted(float(m) for m in self.margins))
@@ -121,6 +128,11 @@ class ReplaySpec:
     @property
     def period_steps(self) -> int:
         return self.steps_per_day if self.mode == "daily" else self.window_steps
+
+    @property
+    def lead_steps(self) -> int:
+        """Steps between the moment a period is sized and its start."""
+        return self.lead_windows * self.window_steps if self.mode == "window" else 0
 
 
 @dataclass
@@ -185,7 +197,8 @@ class ReplayResult:
             "settings": {
                 "freq": self.spec.freq, "window": self.spec.window, "min_history_days": self.spec.min_history_days,
                 "history_days": self.spec.history_days, "calibration_days": self.spec.calibration_days,
-                "calibration_windows": self.spec.calibration_windows, "margins": list(self.spec.margins),
+                "calibration_windows": self.spec.calibration_windows, "lead_windows": self.spec.lead_windows,
+                "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),
             },
             "methods": list(self.spec.methods),
@@ -338,13 +351,16 @@ def _scored_days(ds: np.ndarray, y: np.ndarray, spec: ReplaySpec) -> tuple[list[
     if not starts:
         return [], 0
     warm = starts[0] - spd
-    if spec.mode == "window" and warm >= spd:
+    if spec.mode == "window" and warm - spec.lead_steps >= spd:
         return [warm, *starts], starts[0]
     return starts, starts[0]
 
 
 def _next_period_days(y: np.ndarray, spec: ReplaySpec) -> tuple[list[int], int]:
-    """Day starts counted back from the end of the data, then the end itself (the next period)."""
+    """Day starts counted back from the next period's start, then that start itself.
+
+    The next period starts at the end of the data, or ``lead_steps`` after it.
+    """
     spd, n = spec.steps_per_day, len(y)
     first = int(np.ceil(spec.min_history_days * spd))
     if n < first:
@@ -352,9 +368,10 @@ def _next_period_days(y: np.ndarray, spec: ReplaySpec) -> tuple[list[int], int]:
     if spec.mode == "daily":
         back = int(np.ceil(spec.calibration_days))
     else:  # the windows learnt from, each with its full week of peak-to-level ratios
-        back = PEAK_RATIO_DAYS + int(np.ceil(spec.calibration_windows * spec.window_steps / spd))
-    starts = [n - k * spd for k in range(back, 0, -1) if n - k * spd >= first]
-    return [*starts, n], n + 1  # nothing is scored
+        back = PEAK_RATIO_DAYS + int(np.ceil((spec.calibration_windows * spec.window_steps + spec.lead_steps) / spd))
+    end = n + spec.lead_steps  # the next period starts lead steps after the data end
+    starts = [end - k * spd for k in range(back, 0, -1) if end - k * spd - spec.lead_steps >= first]
+    return [*starts, end], end + 1  # nothing is scored
 
 
 def _fit_forecast(sr: _SeriesReplay, history: np.ndarray, spec: ReplaySpec, run: Callable):
@@ -451,45 +468,54 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
     """Per 30-minute window: a forecast of its peak (``rightsizing.window_base_for``).
 
     The model is fitted once per day on the history before it and updated with the
-    actuals at every window start without refitting. The level is the highest mean
-    forecast over the window's steps; CPU's base is that level times the same window's
-    median peak-to-level ratio over the previous days (at most ``PEAK_RATIO_DAYS``);
-    memory's is the smoothed peaks of the windows before, or the level where higher.
-    A day with fewer actuals than a day (the next period) walks its first window only.
+    actuals at every decision point without refitting; a window is decided at its start,
+    or ``lead_windows`` windows before it (then the day's fit ends that much earlier).
+    The level is the highest mean forecast over the window's steps; CPU's base is that
+    level times the same window's median peak-to-level ratio over the previous days (at
+    most ``PEAK_RATIO_DAYS``); memory's is the smoothed peaks of the windows that ended
+    by the decision point, or the level where higher. A day cut short by the end of the
+    data walks its windows with actuals; the next period's day walks its first window.
     """
-    spd, w = spec.steps_per_day, spec.window_steps
+    spd, w, lead = spec.steps_per_day, spec.window_steps, spec.lead_steps
     hist_steps = int(round(spec.history_days * spd))
     all_origins = list(range(0, spd, w))
     ratios: list[deque] = [deque(maxlen=PEAK_RATIO_DAYS) for _ in all_origins]
     past_means: deque = deque(maxlen=spec.calibration_windows)
     past_actuals: deque = deque(maxlen=spec.calibration_windows)
-    first = days[0]
-    smoothed = float(y[first - w:first].max()) if first >= w else float("nan")
+    first = days[0] - lead
+    # smoothed window peaks, with the index up to which each state knows the data
+    smoothed_ends = [first]
+    smoothed = [float(y[first - w:first].max()) if first >= w else float("nan")]
     sr.tracks = {REACTIVE: _Track()} if baselines else {}
     for start in days:
-        day = y[start:start + spd]
-        origins = all_origins if day.size >= spd else [o for o in all_origins if o + w <= day.size] or [0]
-        history = y[max(0, start - hist_steps):start]
+        cut = start - lead
+        known = y[cut:cut + spd]  # actuals after the day's fit, known at the decision points
+        # the windows with actuals (a prefix of the day), or the next period's first window
+        origins = [o for o in all_origins if start + o + w <= len(y)] or [0]
+        history = y[max(0, cut - hist_steps):cut]
         fallbacks = sr.fallbacks
-        forecast = _fit_forecast(sr, history, spec, lambda m, d=day, o=origins: m.forecast_origins(d, o, w, LEVELS))
+        forecast = _fit_forecast(sr, history, spec,
+                                 lambda m, d=known, o=origins: m.forecast_origins(d, o, lead + w, LEVELS))
         if start < scored_from:
             sr.fallbacks = fallbacks  # a day walked only to learn from does not count
         for k, origin in enumerate(origins):
             begin = start + origin
             scored = start >= scored_from
             actual = y[begin:begin + w]
-            level = float(forecast["mean"][k].max()) if forecast is not None else float("nan")
-            base = rs.window_base_for(sr.resource, level, list(ratios[k]), smoothed)
+            mean = forecast["mean"][k][lead:] if forecast is not None else None
+            level = float(mean.max()) if mean is not None else float("nan")
+            state = smoothed[bisect_right(smoothed_ends, begin - lead) - 1]
+            base = rs.window_base_for(sr.resource, level, list(ratios[k]), state)
             conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
-            _add_period(sr, begin, actual, scored, base, base,
-                        forecast["mean"][k] if forecast is not None else None, conf)
+            _add_period(sr, begin, actual, scored, base, base, mean, conf)
             if not actual.size:
                 continue
             if np.isfinite(level):
                 ratios[k].append(rs.peak_to_level(float(actual.max()), level))
-                past_means.append(forecast["mean"][k][:actual.size])
+                past_means.append(mean[:actual.size])
                 past_actuals.append(actual)
-            smoothed = rs.smooth_peak(smoothed, float(actual.max()))
+            smoothed_ends.append(begin + w)
+            smoothed.append(rs.smooth_peak(smoothed[-1], float(actual.max())))
             if scored and baselines:
                 reactive_base = bl.reactive_peak(y[begin - w:begin], margin=0.0)
                 _add(sr.tracks[REACTIVE], reactive_base,
@@ -508,11 +534,11 @@ def size_forecasts(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Prof
 def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> list[_Track]:
     """Pass 2: every period's factor and forecast-driven request, one track per series.
 
-    The factor is learnt from the periods before (``calibration_days`` days, or
-    ``calibration_windows`` windows): the smallest one that kept the profile's target share
-    of their points under ``factor × base``. In window mode it is shrunk toward the factor
-    learnt from every series of the same metric over the same windows
-    (``rightsizing.shrink_factor``). The request is capped at the highest usage of those
+    The factor is learnt from the periods that had ended when the period was sized
+    (``calibration_days`` days, or ``calibration_windows`` windows): the smallest one that
+    kept the profile's target share of their points under ``factor × base``. In window
+    mode it is shrunk toward the factor learnt from every series of the same metric over
+    the same windows (``rightsizing.shrink_factor``). The request is capped at the highest usage of those
     periods (``rightsizing.cap_to_observed``). Before any period is known: the first base
     times the profile's fixed margin.
     """
@@ -525,8 +551,10 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
         track = _Track()
         ratios, peaks = _ratio_matrix(sr, spec.period_steps)
         learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
+        learnable_starts = np.asarray(sr.starts, dtype="int64")[learnable]
         for i, start in enumerate(sr.starts):
-            pos = int(np.searchsorted(learnable, i))
+            # the periods that had ended when this one was sized
+            pos = int(np.searchsorted(learnable_starts, start - spec.lead_steps - spec.period_steps, side="right"))
             past = learnable[max(0, pos - keep):pos]
             own = rs.factor_of_ratios(ratios[past].ravel(), prof.target_violation) if past.size else None
             if own is not None:
@@ -567,11 +595,13 @@ def _step_ns(spec: ReplaySpec) -> int:
 def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile) -> dict[tuple[str, int], float]:
     """Per metric and window start: the factor learnt from every series' previous windows.
 
-    The pool for a window starting at ``t`` is every series' windows of the same metric
-    starting in ``[t - calibration_windows × window, t)``, with their usage over base.
+    The pool for a window starting at ``t``, sized ``lead`` before it, is every series'
+    windows of the same metric that had ended by then (the last ``calibration_windows``
+    window lengths), with their usage over base.
     """
     step = _step_ns(spec)
     span = spec.calibration_windows * spec.window_steps * step
+    width = spec.window_steps * step
     by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for sr in done:
         times = sr.first_ns + np.asarray(sr.starts, dtype="int64") * step
@@ -579,7 +609,9 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
     out: dict[tuple[str, int], float] = {}
     for metric, parts in by_metric.items():
         for t in np.unique(np.concatenate([times for times, _ in parts])):
-            pool = [r[np.searchsorted(times, t - span):np.searchsorted(times, t)] for times, r in parts]
+            decided = t - spec.lead_steps * step
+            pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
+                    for times, r in parts]
             k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]), prof.target_violation)
             if k is not None:
                 out[(metric, int(t))] = k

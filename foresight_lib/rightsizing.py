@@ -77,7 +77,7 @@ FULL_CONFIDENCE_DAYS = 7.0
 """History, in days, from which history no longer lowers the confidence."""
 
 RECOMMENDATION_COLUMNS = [
-    "unique_id", "entity", "metric", "resource", "unit", "kind", "period_start", "period_end", "model",
+    "unique_id", "entity", "metric", "resource", "unit", "kind", "lead", "period_start", "period_end", "model",
     "profile", "base", "factor", "request", "limit", "replicas", "request_display", "limit_display",
     "confidence", "reason",
 ]

@@ -24,17 +24,19 @@ def _fleet(days: int) -> pd.DataFrame:
 def test_plan_sizes_the_next_window_and_day_of_every_series():
     frame = _fleet(4)
     tiny = frame[frame["unique_id"] == "container_cpu_cores/c1"].tail(300).assign(unique_id="container_cpu_cores/new")
-    recs = plan.recommend(pd.concat([frame, tiny], ignore_index=True), profile="balanced")
+    recs = plan.recommend(pd.concat([frame, tiny], ignore_index=True), profile="balanced", windows=2)
     assert list(recs.columns) == rs.RECOMMENDATION_COLUMNS
     good = recs[recs["reason"].isna()]
-    assert len(good) == 6 and set(good["kind"]) == {"daily", "window"}  # three series x two kinds
+    assert len(good) == 9 and set(good["kind"]) == {"daily", "window"}  # three series x (a day, two windows)
     assert (good["request"] > 0).all() and (good["limit"] >= good["request"]).all()
     assert (good["replicas"] >= 1).all() and good["confidence"].between(0, 1).all()
     assert set(good.loc[good["kind"] == "daily", "model"]) == {"seasonal_naive"}
     assert set(good.loc[good["kind"] == "window", "model"]) == {"naive"}
-    # the periods start right after the last point
+    # the day and the first window start right after the last point, the second window 30 minutes later
     end = frame["ds"].max() + pd.Timedelta("5min")
-    assert (good["period_start"] == end).all()
+    leads = good["lead"].map({"0m": pd.Timedelta(0), "30m": pd.Timedelta("30min")})
+    assert (good["period_start"] == end + leads).all()
+    assert sorted(good.loc[good["kind"] == "window", "lead"].unique()) == ["0m", "30m"]
     lengths = (good["period_end"] - good["period_start"]).groupby(good["kind"]).first()
     assert lengths.to_dict() == {"daily": pd.Timedelta("1D"), "window": pd.Timedelta("30min")}
     # rounding: cores to 10m below one core and 50m above, bytes to whole Mi
@@ -46,24 +48,23 @@ def test_plan_sizes_the_next_window_and_day_of_every_series():
             assert row["request_display"].endswith("Mi")
     # a series with a day of history gets no recommendation, and says why
     new = recs[recs["unique_id"] == "container_cpu_cores/new"]
-    assert len(new) == 2 and new["request"].isna().all()
+    assert len(new) == 3 and new["request"].isna().all()
     assert new["reason"].str.contains("too little history").all()
 
 
-@pytest.mark.parametrize("mode", ["daily", "window"])
-def test_the_published_plan_is_what_the_replay_scores(mode):
-    """The plan made at a midnight equals the replay's recommendation for the period after it."""
-    days = 12
-    frame = _fleet(days)
-    cut = frame[frame["ds"] < frame["ds"].min() + pd.Timedelta(days=days - 1)]
-    recs = plan.recommend(cut, profile="balanced")
-    kind = "daily" if mode == "daily" else "window"
-    result = replay(frame, ReplaySpec(mode=mode, model=plan.DEFAULT_MODEL[mode]))
+@pytest.mark.parametrize(("mode", "lead"), [("daily", 0), ("window", 0), ("window", 2)])
+def test_the_published_plan_is_what_the_replay_scores(mode, lead):
+    """The plan made at a time equals the replay's recommendation for the period it sizes."""
+    frame = _fleet(14)  # enough for the plan to walk every day its last window learns from
     last_start = frame["ds"].max().normalize()
+    cut = frame[frame["ds"] < last_start - pd.Timedelta(minutes=30 * lead)]
+    recs = plan.recommend(cut, profile="balanced", windows=3)
+    result = replay(frame, ReplaySpec(mode=mode, model=plan.DEFAULT_MODEL[mode], lead_windows=lead))
     scored = result.records[(result.records["method"] == "forecast") & (result.records["period_start"] == last_start)]
     assert len(scored) == 3
     for _, row in scored.iterrows():
-        published = recs[(recs["unique_id"] == row["unique_id"]) & (recs["kind"] == kind)].iloc[0]
+        published = recs[(recs["unique_id"] == row["unique_id"]) & (recs["kind"] == mode)
+                         & (recs["lead"] == f"{30 * lead}m")].iloc[0]
         assert published["period_start"] == last_start
         assert published["request"] == pytest.approx(row["request"])
         assert published["factor"] == pytest.approx(row["factor"], abs=1e-4)
@@ -96,6 +97,7 @@ def test_plan_learns_from_the_stretch_after_the_last_gap():
 def test_replicas_for_a_given_capacity_keep_each_at_the_target_utilisation():
     frame = make_daily_series(days=4, n_series=1)
     recs = plan.recommend(frame, profile="balanced", replica_capacity={"cpu": 2.0}).set_index("kind")
+    assert len(recs) == 2  # one window by default, and the day
     # the window's mean forecast (naive) is the last value: the replicas of 2 cores hold it at 70 %
     last = frame["y"].iloc[-1]
     assert recs.loc["window", "replicas"] == int(np.ceil(last / (0.7 * 2.0)))

@@ -200,3 +200,23 @@ def test_command_end_to_end_on_bitbrains(shared_data, tmp_path, mode, capsys):
     width, height = _png_size(plot)
     assert width > 600 and height > 300
     assert "forecast vs" in capsys.readouterr().out
+
+
+def test_a_window_sized_ahead_sees_only_the_data_before_its_decision_point():
+    rng = np.random.default_rng(2)
+    day = 1.0 + 0.5 * np.sin(np.linspace(0, 2 * np.pi, 288, endpoint=False))
+    frame = _trace(4, day)
+    frame["y"] += rng.normal(0, 0.05, len(frame))
+    spec = ReplaySpec(mode="window", model="naive", min_history_days=2, max_days=1, lead_windows=2)
+    rec = replay(frame, spec).records
+    fc = rec[rec["method"] == "forecast"].reset_index(drop=True)
+    k = 10  # the eleventh window of the scored day, decided two windows (an hour) before it starts
+    decided = 2 * 288 + 6 * k - 12
+    changed = frame.copy()
+    changed.loc[decided:, "y"] += 100.0
+    again = replay(changed, spec).records
+    again = again[again["method"] == "forecast"].reset_index(drop=True)
+    assert again.loc[k, "request"] == pytest.approx(fc.loc[k, "request"])
+    assert again.loc[k, "factor"] == pytest.approx(fc.loc[k, "factor"])
+    with pytest.raises(ConfigError, match="lead_windows"):
+        ReplaySpec(mode="window", lead_windows=48)

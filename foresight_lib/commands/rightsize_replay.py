@@ -38,6 +38,8 @@ def register(subparsers) -> None:
                              + ", ".join(f"{m} in {mode} mode" for mode, m in DEFAULT_MODEL.items()) + ")")
     parser.add_argument("--freq", default="5min", help="grid step the series are resampled to")
     parser.add_argument("--window", default="30m", help="window length in window mode")
+    parser.add_argument("--lead-windows", type=int, default=0,
+                        help="window mode: size each window this many windows before it starts")
     parser.add_argument("--min-history-days", type=float, default=2.0, help="history before the first scored period")
     parser.add_argument("--history-days", type=float, default=7.0, help="days the model is fitted on")
     parser.add_argument("--last-days", type=float, default=None, help="keep only the last N days of each series")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--margins must be comma-separated numbers, got '{args.margins}'") from exc
     model = args.model or DEFAULT_MODEL[args.mode]
     spec = ReplaySpec(mode=args.mode, profile=args.profile, model=model, freq=args.freq, window=args.window,
-                      min_history_days=args.min_history_days, history_days=args.history_days, margins=margins)
+                      lead_windows=args.lead_windows, min_history_days=args.min_history_days,
+                      history_days=args.history_days, margins=margins)
     if not str(args.output).lower().endswith(".json"):
         raise ConfigError(f"--output {args.output}: end the name with .json")
     plot_path = Path(args.plot) if args.plot else Path(args.output).with_suffix(".png")
