@@ -62,7 +62,7 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
         prof = spec.profile_
         lead_text = _duration(lead * spec.window_steps * step)
         done, skipped = walk(frame, spec, series_table, next_period=True)
-        for sr, track in zip(done, forecast_tracks(done, spec), strict=True):
+        for sr, track in zip(done, forecast_tracks(done, spec, last_only=True), strict=True):
             common = {**_common(sr.unique_id, units, spec.model, prof.name), "lead": lead_text}
             start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
             end = start + spec.period_steps * step

@@ -531,8 +531,11 @@ def size_forecasts(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Prof
         sr.tracks[FORECAST] = track
 
 
-def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> list[_Track]:
+def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None,
+                    last_only: bool = False) -> list[_Track]:
     """Pass 2: every period's factor and forecast-driven request, one track per series.
+
+    With ``last_only`` (the nightly plan) only each series' last period is sized.
 
     The factor is learnt from the periods that had ended when the period was sized
     (``calibration_days`` days, or ``calibration_windows`` windows): the smallest one that
@@ -543,16 +546,18 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
     times the profile's fixed margin.
     """
     prof = profile or spec.profile_
-    pooled = _pooled_factors(done, spec, prof) if spec.mode == "window" else {}
-    keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
     step = _step_ns(spec)
+    wanted = {sr.first_ns + sr.starts[-1] * step for sr in done} if last_only else None
+    pooled = _pooled_factors(done, spec, prof, wanted) if spec.mode == "window" else {}
+    keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
     tracks = []
     for sr in done:
         track = _Track()
         ratios, peaks = _ratio_matrix(sr, spec.period_steps)
         learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
         learnable_starts = np.asarray(sr.starts, dtype="int64")[learnable]
-        for i, start in enumerate(sr.starts):
+        for i in [len(sr.starts) - 1] if last_only else range(len(sr.starts)):
+            start = sr.starts[i]
             # the periods that had ended when this one was sized
             pos = int(np.searchsorted(learnable_starts, start - spec.lead_steps - spec.period_steps, side="right"))
             past = learnable[max(0, pos - keep):pos]
@@ -592,7 +597,8 @@ def _step_ns(spec: ReplaySpec) -> int:
     return to_timedelta(spec.freq).value
 
 
-def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile) -> dict[tuple[str, int], float]:
+def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
+                    wanted: set[int] | None = None) -> dict[tuple[str, int], float]:
     """Per metric and window start: the factor learnt from every series' previous windows.
 
     The pool for a window starting at ``t``, sized ``lead`` before it, is every series'
@@ -608,7 +614,8 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
         by_metric.setdefault(sr.metric, []).append((times, _ratio_matrix(sr, spec.window_steps)[0]))
     out: dict[tuple[str, int], float] = {}
     for metric, parts in by_metric.items():
-        for t in np.unique(np.concatenate([times for times, _ in parts])):
+        every = np.unique(np.concatenate([times for times, _ in parts]))
+        for t in every if wanted is None else every[np.isin(every, list(wanted))]:
             decided = t - spec.lead_steps * step
             pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
                     for times, r in parts]
