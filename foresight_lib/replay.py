@@ -114,6 +114,8 @@ class ReplaySpec:
             raise ConfigError(f"min_history_days must be at least 1 (one daily season), got {self.min_history_days}")
         if self.history_days <= 0 or self.calibration_days <= 0 or self.calibration_windows < 1:
             raise ConfigError("history_days, calibration_days and calibration_windows must be positive")
+        if self.lead_windows and self.mode != "window":
+            raise ConfigError("lead_windows applies to window mode only: a daily size is made at the day's start")
         if not 0 <= self.lead_windows < self.steps_per_day // self.window_steps:
             raise ConfigError(f"lead_windows must be between 0 and {self.steps_per_day // self.window_steps - 1} "
                               f"(less than a day of {self.window} windows), got {self.lead_windows}")

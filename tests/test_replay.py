@@ -220,3 +220,5 @@ def test_a_window_sized_ahead_sees_only_the_data_before_its_decision_point():
     assert again.loc[k, "factor"] == pytest.approx(fc.loc[k, "factor"])
     with pytest.raises(ConfigError, match="lead_windows"):
         ReplaySpec(mode="window", lead_windows=48)
+    with pytest.raises(ConfigError, match="window mode only"):
+        ReplaySpec(mode="daily", lead_windows=1)
