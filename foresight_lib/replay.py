@@ -426,8 +426,9 @@ def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool,
 
 def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
                 spec: ReplaySpec, baselines: bool = True) -> None:
-    """Per day: the mean forecast's quantile (the calibrated base) and the upper bound's (the
-    base used with the fixed margin while no past day is known); the VPA and Crane bases."""
+    """Per day: the calibrated base (``rightsizing.daily_base_for``: the mean forecast's
+    quantile; for memory the smoothed daily peaks where higher), the upper bound's quantile
+    (the base used with the fixed margin while no past day is known); the VPA and Crane bases."""
     prof = spec.profile_
     spd = spec.steps_per_day
     hist_steps = int(round(spec.history_days * spd))
@@ -437,12 +438,16 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
     past_means: deque = deque(maxlen=int(np.ceil(spec.calibration_days)))
     past_actuals: deque = deque(maxlen=past_means.maxlen)
     sr.tracks = {m: _Track() for m in spec.methods if m != FORECAST} if baselines else {}
+    smoothed = float("nan")
+    for before in range(days[0] % spd or spd, days[0] + 1, spd):  # every whole day before the first walked one
+        smoothed = rs.smooth_peak(smoothed, float(y[max(0, before - spd):before].max()))
     for start in days:
         scored = start >= scored_from
         actual = y[start:start + spd]
         history = y[max(0, start - hist_steps):start]
         forecast = _fit_forecast(sr, history, spec, lambda m: m.predict(spd, LEVELS))
-        base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
+        mean_base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
+        base = rs.daily_base_for(sr.resource, mean_base, smoothed)
         first_base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
         conf = rs.confidence(start / spd, rs.relative_error(list(past_means), list(past_actuals)))
         _add_period(sr, start, actual, scored, base, first_base,
@@ -450,6 +455,8 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         if forecast is not None and actual.size:
             past_means.append(forecast["mean"][:actual.size])
             past_actuals.append(actual)
+        if actual.size:
+            smoothed = rs.smooth_peak(smoothed, float(actual.max()))
         if vpa is None:
             continue
         if not scored:

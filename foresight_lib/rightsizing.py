@@ -227,8 +227,9 @@ def window_peak_base(level: float, past_ratios: Sequence[float]) -> float:
 
 
 PEAK_SMOOTHING = 0.5
-"""Weight of the latest window's peak in the smoothed window peaks (memory): an older
-window's weight halves at every window, so a burst is remembered for a few hours."""
+"""Weight of the latest period's peak in the smoothed peaks (memory): an older period's
+weight halves at every period, so a window's burst is remembered for a few hours and a
+day's peak for a few days (the VPA's memory histogram halves its weights daily too)."""
 
 
 def smooth_peak(smoothed: float, peak: float, alpha: float = PEAK_SMOOTHING) -> float:
@@ -255,10 +256,22 @@ def window_base_for(resource: str, level: float, past_ratios: Sequence[float], s
     drops to near zero between bursts.
     """
     if resource == "memory":
-        return float(np.nanmax([level, smoothed_peak])) if np.isfinite([level, smoothed_peak]).any() else float("nan")
+        return memory_base(level, smoothed_peak)
     if not np.isfinite(level):
         return float("nan")
     return window_peak_base(level, past_ratios)
+
+
+def daily_base_for(resource: str, mean_base: float, smoothed_peak: float) -> float:
+    """A static daily base, by resource: the mean forecast's quantile (``daily_mean_base``);
+    for memory, held once touched, the smoothed daily peaks where those are higher."""
+    return memory_base(mean_base, smoothed_peak) if resource == "memory" else mean_base
+
+
+def memory_base(forecast: float, smoothed_peak: float) -> float:
+    """The larger of a forecast and the smoothed peaks of the periods before (NaN when neither is known)."""
+    known = [v for v in (forecast, smoothed_peak) if np.isfinite(v)]
+    return float(max(known)) if known else float("nan")
 
 
 def shrink_factor(own: float | None, pooled: float | None, profile: Profile) -> float | None:

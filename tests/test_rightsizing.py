@@ -138,3 +138,10 @@ def test_shrink_factor_is_the_geometric_mean_within_the_profile_bounds():
     assert rs.shrink_factor(None, None, prof) is None
     assert rs.shrink_factor(100.0, 100.0, prof) == prof.max_factor
     assert rs.factor_of_ratios(np.array([1.0, 2.0, np.nan, 3.0, 4.0]), 0.25) == pytest.approx(3.0)
+
+
+def test_daily_memory_base_keeps_the_smoothed_peaks():
+    assert rs.daily_base_for("memory", 2.0, smoothed_peak=5.0) == 5.0
+    assert rs.daily_base_for("memory", 6.0, smoothed_peak=5.0) == 6.0
+    assert rs.daily_base_for("cpu", 2.0, smoothed_peak=5.0) == 2.0  # CPU is throttled, not killed: no peak floor
+    assert np.isnan(rs.memory_base(float("nan"), float("nan")))
