@@ -435,8 +435,7 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
     times = ds / 1e9
     vpa = bl.VPARecommender(sr.resource, bl.first_bucket_for(sr.unit, y)) if baselines else None
     seen = 0
-    past_means: deque = deque(maxlen=int(np.ceil(spec.calibration_days)))
-    past_actuals: deque = deque(maxlen=past_means.maxlen)
+    recent = rs.RecentError(int(np.ceil(spec.calibration_days)))
     sr.tracks = {m: _Track() for m in spec.methods if m != FORECAST} if baselines else {}
     smoothed = float("nan")
     for before in range(days[0] % spd or spd, days[0] + 1, spd):  # every whole day before the first walked one
@@ -449,12 +448,11 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         mean_base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
         base = rs.daily_base_for(sr.resource, mean_base, smoothed)
         first_base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
-        conf = rs.confidence(start / spd, rs.relative_error(list(past_means), list(past_actuals)))
+        conf = rs.confidence(start / spd, recent.value())
         _add_period(sr, start, actual, scored, base, first_base,
                     forecast["mean"] if forecast is not None else None, conf)
         if forecast is not None and actual.size:
-            past_means.append(forecast["mean"][:actual.size])
-            past_actuals.append(actual)
+            recent.add(forecast["mean"][:actual.size], actual)
         if actual.size:
             smoothed = rs.smooth_peak(smoothed, float(actual.max()))
         if vpa is None:
@@ -489,8 +487,7 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
     hist_steps = int(round(spec.history_days * spd))
     all_origins = list(range(0, spd, w))
     ratios: list[deque] = [deque(maxlen=PEAK_RATIO_DAYS) for _ in all_origins]
-    past_means: deque = deque(maxlen=spec.calibration_windows)
-    past_actuals: deque = deque(maxlen=spec.calibration_windows)
+    recent = rs.RecentError(spec.calibration_windows)
     first = days[0] - lead
     # smoothed window peaks, with the index up to which each state knows the data
     smoothed_ends = [first]
@@ -515,14 +512,13 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
             level = float(mean.max()) if mean is not None else float("nan")
             state = smoothed[bisect_right(smoothed_ends, begin - lead) - 1]
             base = rs.window_base_for(sr.resource, level, list(ratios[k]), state)
-            conf = rs.confidence(begin / spd, rs.relative_error(list(past_means), list(past_actuals)))
+            conf = rs.confidence(begin / spd, recent.value())
             _add_period(sr, begin, actual, scored, base, base, mean, conf)
             if not actual.size:
                 continue
             if np.isfinite(level):
                 ratios[k].append(rs.peak_to_level(float(actual.max()), level))
-                past_means.append(mean[:actual.size])
-                past_actuals.append(actual)
+                recent.add(mean[:actual.size], actual)
             smoothed_ends.append(begin + w)
             smoothed.append(rs.smooth_peak(smoothed[-1], float(actual.max())))
             if scored and baselines:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -351,19 +352,35 @@ def confidence(history_days: float, relative_error: float | None) -> float:
     return round(history * accuracy, 3)
 
 
-def relative_error(means: Sequence[np.ndarray], actuals: Sequence[np.ndarray]) -> float | None:
-    """Mean absolute error over mean absolute usage, pooled over past periods; None without data."""
-    if not means:
-        return None
-    m = np.concatenate([np.ravel(x) for x in means])
-    y = np.concatenate([np.ravel(x) for x in actuals])
-    ok = np.isfinite(m) & np.isfinite(y)
-    if not ok.any():
-        return None
-    scale = float(np.mean(np.abs(y[ok])))
-    if scale <= 0:
-        return 0.0 if float(np.mean(np.abs(m[ok] - y[ok]))) == 0 else None
-    return float(np.mean(np.abs(m[ok] - y[ok])) / scale)
+class RecentError:
+    """The forecast's mean absolute error over the mean absolute usage of the last ``size``
+    periods, pooled over their points (kept as running sums: it is read at every period)."""
+
+    def __init__(self, size: int) -> None:
+        self._parts: deque[tuple[float, float, int]] = deque(maxlen=size)
+        self._error = self._usage = 0.0
+        self._points = 0
+
+    def add(self, mean: np.ndarray, actual: np.ndarray) -> None:
+        m, y = np.ravel(np.asarray(mean, dtype="float64")), np.ravel(np.asarray(actual, dtype="float64"))
+        ok = np.isfinite(m) & np.isfinite(y)
+        part = (float(np.abs(m[ok] - y[ok]).sum()), float(np.abs(y[ok]).sum()), int(ok.sum()))
+        if len(self._parts) == self._parts.maxlen:
+            old = self._parts[0]
+            self._error, self._usage, self._points = (self._error - old[0], self._usage - old[1],
+                                                      self._points - old[2])
+        self._parts.append(part)
+        self._error, self._usage, self._points = (self._error + part[0], self._usage + part[1],
+                                                  self._points + part[2])
+
+    def value(self) -> float | None:
+        """None without data; 0 when usage and error are both zero."""
+        if self._points <= 0:
+            return None
+        error, usage = max(self._error, 0.0), self._usage
+        if usage <= 1e-12 * max(1.0, error):
+            return 0.0 if error == 0 else None
+        return error / usage
 
 
 @dataclass

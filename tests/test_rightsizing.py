@@ -145,3 +145,17 @@ def test_daily_memory_base_keeps_the_smoothed_peaks():
     assert rs.daily_base_for("memory", 6.0, smoothed_peak=5.0) == 6.0
     assert rs.daily_base_for("cpu", 2.0, smoothed_peak=5.0) == 2.0  # CPU is throttled, not killed: no peak floor
     assert np.isnan(rs.memory_base(float("nan"), float("nan")))
+
+
+def test_recent_error_pools_the_last_periods():
+    recent = rs.RecentError(2)
+    assert recent.value() is None
+    recent.add(np.array([1.0, 1.0]), np.array([2.0, 2.0]))  # error 2 over usage 4
+    assert recent.value() == pytest.approx(0.5)
+    recent.add(np.array([3.0, np.nan]), np.array([3.0, 9.0]))  # one known point, no error
+    assert recent.value() == pytest.approx(2 / 7)
+    recent.add(np.array([0.0]), np.array([1.0]))  # the first period drops out: error 1 over usage 4
+    assert recent.value() == pytest.approx(1 / 4)
+    zero = rs.RecentError(3)
+    zero.add(np.zeros(3), np.zeros(3))
+    assert zero.value() == 0.0
