@@ -108,5 +108,8 @@ def format_totals(report: dict) -> str:
     goal = "less slack at <= violations" if report["mode"] == "daily" else "fewer violations at <= slack"
     for c in report["comparison"]:
         verdict = "yes" if c["dominates"] else "no"
+        if "dominates_on_curve" in c:
+            curve = f"yes, at a {100 * c['curve_target']:g} % target" if c["dominates_on_curve"] else "no"
+            verdict += f" (on the trade-off curve: {curve})"
         lines.append(f"forecast vs {c['baseline']} on {c['metric']}: {goal}: {verdict}")
     return "\n".join(lines)
