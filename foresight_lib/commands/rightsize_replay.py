@@ -109,7 +109,7 @@ def format_totals(report: dict) -> str:
     for c in report["comparison"]:
         verdict = "yes" if c["dominates"] else "no"
         if "dominates_on_curve" in c:
-            curve = f"yes, at a {100 * c['curve_target']:g} % target" if c["dominates_on_curve"] else "no"
+            curve = f"yes, with a target of {100 * c['curve_target']:g} %" if c["dominates_on_curve"] else "no"
             verdict += f" (on the trade-off curve: {curve})"
         lines.append(f"forecast vs {c['baseline']} on {c['metric']}: {goal}: {verdict}")
     return "\n".join(lines)
