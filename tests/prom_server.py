@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -128,7 +129,9 @@ def build_tsdb(openmetrics: Path, out_dir: Path, max_block_duration: str = "1000
 # Processes
 
 
-class _Process:
+class _Process(ABC):
+    """A server binary run for a test, ready when its ``/-/ready`` answers 200."""
+
     binary = ""
 
     def __init__(self, workdir: Path, port: int | None = None):
@@ -139,9 +142,9 @@ class _Process:
         self.log_path = self.workdir / f"{self.binary}.log"
         self.process: subprocess.Popen | None = None
 
+    @abstractmethod
     def args(self) -> list[str]:
         """The server's command-line arguments; each server class gives its own."""
-        raise NotImplementedError(f"{type(self).__name__} must say how to start {self.binary}")
 
     def start(self) -> _Process:
         binary = require_binary(self.binary)
