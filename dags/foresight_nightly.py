@@ -20,12 +20,14 @@ Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
 from __future__ import annotations
 
 import os
-import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+
+from foresight_lib.durations import duration_seconds
+from foresight_lib.errors import ForesightError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = Path(os.environ.get("FORESIGHT_CONFIG") or REPO_ROOT / "include" / "foresight.yaml")
@@ -44,12 +46,11 @@ def _settings() -> dict:
 
 
 def _retry_delay(text: object) -> timedelta:
-    """``2m``, ``90s``, ``1h``, ``5min`` as a timedelta; two minutes otherwise (the config check says why)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour)s?", str(text).strip())
-    if match is None:
+    """The configured delay (``2m``, ``90s``, ``1h``); two minutes when it is not one (the config check says why)."""
+    try:
+        return timedelta(seconds=duration_seconds(str(text)))
+    except ForesightError:
         return timedelta(minutes=2)
-    unit = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "hour": "hours"}
-    return timedelta(**{unit[match.group(2)]: float(match.group(1))})
 
 
 SETTINGS = _settings()

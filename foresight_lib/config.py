@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ConfigError, ForesightError
 from foresight_lib.horizons import format_duration, horizon_steps, parse_duration, parse_horizons, to_timedelta
 from foresight_lib.models import ALL_MODELS, DEFAULT_MODELS, check_model_names
@@ -215,11 +216,21 @@ class ForesightConfig(_Section):
                              f"like @daily, or null for manual runs only")
         return value
 
-    @field_validator("freq", "retry_delay")
+    @field_validator("freq")
     @classmethod
-    def _duration(cls, value: str) -> str:
+    def _freq(cls, value: str) -> str:
         try:
             to_timedelta(value)
+        except ForesightError as exc:
+            raise _as_error(exc) from None
+        return value
+
+    @field_validator("retry_delay")
+    @classmethod
+    def _retry_delay(cls, value: str) -> str:
+        """The grammar the DAG file reads at parse time (``foresight_lib.durations``)."""
+        try:
+            duration_seconds(value)
         except ForesightError as exc:
             raise _as_error(exc) from None
         return value

@@ -1,15 +1,12 @@
 """Horizons and frequencies as durations (``5m``, ``15m``, ``1h``) turned into steps."""
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import pandas as pd
 
+from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import HorizonError
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str | pd.Timedelta) -> pd.Timedelta:
@@ -20,16 +17,7 @@ def parse_duration(text: str | pd.Timedelta) -> pd.Timedelta:
     """
     if isinstance(text, pd.Timedelta):
         return text
-    match = _DURATION.match(str(text))
-    if not match:
-        raise HorizonError(
-            f"'{text}' is not a duration; write a whole number and a unit, "
-            "e.g. 5m, 15m, 30m, 1h, 1d (units: s, m/min, h, d)"
-        )
-    value, unit = int(match.group(1)), match.group(2).lower()
-    if value <= 0:
-        raise HorizonError(f"duration '{text}' must be positive")
-    return pd.Timedelta(seconds=value * _UNIT_SECONDS[unit])
+    return pd.Timedelta(seconds=duration_seconds(text))
 
 
 def format_duration(delta: pd.Timedelta) -> str:

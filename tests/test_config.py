@@ -95,6 +95,8 @@ def test_bad_values_name_key_and_allowed_values(tmp_path):
     ({"source": {"kind": "files"}}, "needs source.path"),
     ({"model_params": {"prophet2": {}}}, "model_params: parameters for unknown model(s) ['prophet2']"),
     ({"features": {"gap_limit": "an hour"}}, "features.gap_limit"),
+    ({"retry_delay": "2T"}, "retry_delay: '2T' is not a duration"),  # the DAG file reads it without pandas
+    ({"rightsizing": {"replica_capacity": {"cpu": 0}}}, "replica_capacity must be positive"),
 ])
 def test_cross_field_checks(overrides, key):
     with pytest.raises(ConfigError) as err:

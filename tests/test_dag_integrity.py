@@ -7,6 +7,8 @@ import pytest
 import yaml
 from airflow_support import DAGS_FOLDER, REPO_ROOT, airflow_env, run_python
 
+from foresight_lib.durations import duration_seconds
+
 CONFIG = REPO_ROOT / "include" / "foresight.yaml"
 
 SCHEDULE = (yaml.safe_load(CONFIG.read_text()) or {}).get("schedule", "0 2 * * *") if CONFIG.exists() else "0 2 * * *"
@@ -32,6 +34,7 @@ PARSE = """
         tasks = {}
         for t in dag.tasks:
             tasks[t.task_id] = {"retries": t.retries, "backoff": t.retry_exponential_backoff,
+                                "retry_delay_s": t.retry_delay.total_seconds(),
                                 "mapped": any(c.__name__ == "MappedOperator" for c in type(t).__mro__)}
         dags[dag_id] = {"tags": sorted(dag.tags), "doc_md": dag.doc_md, "catchup": dag.catchup,
                         "schedule": getattr(dag.timetable, "expression", None) or str(dag.timetable), "tasks": tasks,
@@ -88,3 +91,11 @@ def test_nightly_shape(parsed):
     assert up["evaluate"] == ["build_features", "train"]
     assert up["publish"] == ["evaluate"]
     assert "Foresight nightly" in dag["doc_md"]
+
+
+def test_retries_come_from_the_config(parsed):
+    settings = yaml.safe_load(CONFIG.read_text()) or {}
+    expected_s = duration_seconds(settings.get("retry_delay", "2m"))
+    for task_id, task in parsed["dags"]["foresight_nightly"]["tasks"].items():
+        assert task["retries"] == settings.get("retries", 2), task_id
+        assert task["retry_delay_s"] == expected_s, task_id
