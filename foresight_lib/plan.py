@@ -28,7 +28,7 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.frames import check_series_frame, split_unique_id
 from foresight_lib.horizons import to_timedelta
 from foresight_lib.loaders import guess_unit
-from foresight_lib.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, walk
+from foresight_lib.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, series_units, walk
 
 
 def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",
@@ -49,8 +49,7 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
     """
     frame = _latest_stretch(check_series_frame(frame))
     models = {**DEFAULT_MODEL, **dict(models or {})}
-    units = {} if series_table is None or series_table.empty else dict(
-        zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
+    units = series_units(series_table)
     step = to_timedelta(freq)
     if windows < 1:
         raise ConfigError(f"the plan needs at least one window, got {windows}")

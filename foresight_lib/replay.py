@@ -292,8 +292,7 @@ def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | Non
     Series that cannot be walked are returned with their reason.
     """
     frame = check_series_frame(frame)
-    units = {} if series_table is None or series_table.empty else dict(
-        zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
+    units = series_units(series_table)
     step_ns = to_timedelta(spec.freq).value
     done: list[_SeriesReplay] = []
     skipped: list[dict] = []
@@ -320,6 +319,13 @@ def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | Non
         if progress:
             progress(1)
     return done, skipped
+
+
+def series_units(series_table: pd.DataFrame | None) -> dict[str, str]:
+    """Unit per series id from a series table (empty without one)."""
+    if series_table is None or series_table.empty:
+        return {}
+    return dict(zip(series_table["unique_id"].astype(str), series_table["unit"].astype(str), strict=False))
 
 
 def _too_short(y: np.ndarray, spec: ReplaySpec, next_period: bool) -> str:
@@ -566,9 +572,7 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             # the periods that had ended when this one was sized
             pos = int(np.searchsorted(learnable_starts, start - spec.lead_steps - spec.period_steps, side="right"))
             past = learnable[max(0, pos - keep):pos]
-            own = rs.factor_of_ratios(ratios[past].ravel(), prof.target_violation) if past.size else None
-            if own is not None:
-                own = float(min(max(own, prof.min_factor), prof.max_factor))
+            own = rs.calibrate_factor(ratios[past].ravel(), prof)
             if spec.mode == "window":
                 learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof)
             else:
@@ -576,7 +580,7 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             base = sr.bases[i]
             if learnt is not None and np.isfinite(base):
                 factor = learnt
-                value = min(base * factor, float(peaks[past].max())) if past.size else base * factor
+                value = rs.cap_to_observed(base * factor, float(peaks[past].max()) if past.size else None)
             else:  # nothing learnt yet: the first base and the profile's fixed margin
                 base, factor = sr.first_bases[i], rs.default_factor(prof)
                 value = base * factor

@@ -290,8 +290,8 @@ def shrink_factor(own: float | None, pooled: float | None, profile: Profile) -> 
     return float(min(max(k, profile.min_factor), profile.max_factor))
 
 
-def cap_to_observed(value: float, past_actuals: Sequence[np.ndarray]) -> float:
-    """``value`` capped at the highest usage in the periods the factor was learnt from.
+def cap_to_observed(value: float, past_peak: float | None) -> float:
+    """``value`` capped at ``past_peak``, the highest usage of the periods the factor was learnt from.
 
     The learnt factor is the smallest one that kept the past points at or under the
     target violation rate; any request above the highest past point prevented no past
@@ -299,27 +299,19 @@ def cap_to_observed(value: float, past_actuals: Sequence[np.ndarray]) -> float:
     bursty on/off series would otherwise multiply the burst level too). Unchanged when
     there is no past usage.
     """
-    peaks = [float(np.nanmax(a)) for a in past_actuals if np.size(a) and np.isfinite(a).any()]
-    if not peaks or not np.isfinite(value):
+    if past_peak is None or not np.isfinite(past_peak) or not np.isfinite(value):
         return value
-    return float(min(value, max(peaks)))
+    return float(min(value, past_peak))
 
 
-def calibrate_factor(bases: Sequence[float], actuals: Sequence[np.ndarray], profile: Profile) -> float | None:
-    """The smallest factor ``k`` with at most ``target_violation`` of the points above ``k × base``.
+def calibrate_factor(ratios: np.ndarray, profile: Profile) -> float | None:
+    """The smallest factor ``k`` with at most ``target_violation`` of the past points above ``k × base``.
 
-    Learnt from past periods only (each a base and the usage that followed it); clamped to
-    the profile's ``[min_factor, max_factor]``. None when there is nothing to learn from.
+    ``ratios`` are the past periods' usage over their bases (learnt from past periods
+    only); the factor is clamped to the profile's ``[min_factor, max_factor]``. None when
+    there is nothing to learn from.
     """
-    ratios = []
-    for base, y in zip(bases, actuals, strict=True):
-        y = np.asarray(y, dtype="float64")
-        if not np.isfinite(base) or base <= 0 or not y.size:
-            continue
-        ratios.append(y[np.isfinite(y)] / base)
-    if not ratios:
-        return None
-    k = factor_of_ratios(np.concatenate(ratios), profile.target_violation)
+    k = factor_of_ratios(ratios, profile.target_violation)
     return None if k is None else float(min(max(k, profile.min_factor), profile.max_factor))
 
 

@@ -59,14 +59,14 @@ def test_profiles_are_ordered_by_headroom():
 def test_calibrate_factor_hits_target_violation_share():
     prof = rs.PROFILES["balanced"]  # 2 % above the request allowed
     y = np.arange(1.0, 101.0)  # 100 points; base 50 -> ratios 0.02 .. 2.0
-    k = rs.calibrate_factor([50.0], [y], prof)
+    k = rs.calibrate_factor(y / 50.0, prof)
     # the smallest factor with at most 2 of 100 points above: the 98th value / 50
     assert k == pytest.approx(98 / 50)
     assert (y > k * 50).mean() <= prof.target_violation
-    assert rs.calibrate_factor([], [], prof) is None
-    assert rs.calibrate_factor([np.nan], [y], prof) is None
+    assert rs.calibrate_factor(np.array([]), prof) is None
+    assert rs.calibrate_factor(y / np.nan, prof) is None
     # clamped to the profile's range
-    assert rs.calibrate_factor([1.0], [y], prof) == prof.max_factor
+    assert rs.calibrate_factor(y / 1.0, prof) == prof.max_factor
 
 
 def test_size_derives_limit_and_replicas():
@@ -111,12 +111,11 @@ def test_window_peak_base_scales_the_level_by_the_median_ratio_never_below_one()
 
 
 def test_cap_to_observed_limits_the_request_to_the_past_peak():
-    past = [np.array([1.0, 5.0]), np.array([2.0, 3.0])]
-    assert rs.cap_to_observed(20.0, past) == 5.0
-    assert rs.cap_to_observed(4.0, past) == 4.0
-    assert rs.cap_to_observed(20.0, []) == 20.0
+    assert rs.cap_to_observed(20.0, 5.0) == 5.0
+    assert rs.cap_to_observed(4.0, 5.0) == 4.0
+    assert rs.cap_to_observed(20.0, None) == 20.0
     # a capped request of an all-zero past still rounds to one step, never zero
-    assert rs.round_resource(rs.cap_to_observed(3.0, [np.zeros(4)]), "cores", "cpu") == pytest.approx(0.01)
+    assert rs.round_resource(rs.cap_to_observed(3.0, 0.0), "cores", "cpu") == pytest.approx(0.01)
 
 
 def test_window_base_by_resource():
