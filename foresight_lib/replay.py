@@ -132,6 +132,11 @@ class ReplaySpec:
         return self.steps_per_day if self.mode == "daily" else self.window_steps
 
     @property
+    def step_ns(self) -> int:
+        """One grid step in nanoseconds."""
+        return to_timedelta(self.freq).value
+
+    @property
     def lead_steps(self) -> int:
         """Steps between the moment a period is sized and its start."""
         return self.lead_windows * self.window_steps if self.mode == "window" else 0
@@ -270,7 +275,7 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
         raise DataError(f"no series can be replayed ({len(skipped)} skipped): {reasons}")
     size_forecasts(done, spec)
-    step_ns = to_timedelta(spec.freq).value
+    step_ns = spec.step_ns
     records = _records(done, spec, step_ns)
     totals = _totals(records, spec)
     sweep = _sweep(done, spec)
@@ -293,7 +298,7 @@ def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | Non
     """
     frame = check_series_frame(frame)
     units = series_units(series_table)
-    step_ns = to_timedelta(spec.freq).value
+    step_ns = spec.step_ns
     done: list[_SeriesReplay] = []
     skipped: list[dict] = []
     for uid, group in frame.groupby("unique_id", sort=True):
@@ -557,7 +562,7 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
     times the profile's fixed margin.
     """
     prof = profile or spec.profile_
-    step = _step_ns(spec)
+    step = spec.step_ns
     wanted = {sr.first_ns + sr.starts[-1] * step for sr in done} if last_only else None
     pooled = _pooled_factors(done, spec, prof, wanted) if spec.mode == "window" else {}
     keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
@@ -602,10 +607,6 @@ def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray
     return ratios, peaks
 
 
-def _step_ns(spec: ReplaySpec) -> int:
-    return to_timedelta(spec.freq).value
-
-
 def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
                     wanted: set[int] | None = None) -> dict[tuple[str, int], float]:
     """Per metric and window start: the factor learnt from every series' previous windows.
@@ -614,7 +615,7 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
     windows of the same metric that had ended by then (the last ``calibration_windows``
     window lengths), with their usage over base.
     """
-    step = _step_ns(spec)
+    step = spec.step_ns
     span = spec.calibration_windows * spec.window_steps * step
     width = spec.window_steps * step
     by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
