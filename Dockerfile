@@ -6,6 +6,7 @@ RUN pip install --no-cache-dir -r /opt/foresight/requirements.txt
 
 COPY --chown=airflow:root pyproject.toml /opt/foresight/pyproject.toml
 COPY --chown=airflow:root foresight_lib /opt/foresight/foresight_lib
+COPY --chown=airflow:root foresight_dags /opt/foresight/foresight_dags
 RUN pip install --no-cache-dir --no-deps /opt/foresight
 
 COPY --chown=airflow:root include /opt/airflow/include

@@ -19,71 +19,14 @@ Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 
-import yaml
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+from airflow.sdk import Param, dag, task
 
-from foresight_lib.durations import duration_seconds
-from foresight_lib.errors import ForesightError
+from foresight_dags.common import SETTINGS, default_args, prometheus_connection, section
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_PATH = Path(os.environ.get("FORESIGHT_CONFIG") or REPO_ROOT / "include" / "foresight.yaml")
-PROMETHEUS_CONN_ID = "foresight_prometheus"
 ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "ensemble"]
-
-
-def _settings() -> dict:
-    """The few settings the DAG's shape needs, read from the YAML file only (cheap at parse time)."""
-    try:
-        with open(CONFIG_PATH, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError):
-        loaded = {}  # the extract task loads the config again and reports what is wrong with it
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _retry_delay(text: object) -> timedelta:
-    """The configured delay (``2m``, ``90s``, ``1h``); two minutes when it is not one (the config check says why)."""
-    try:
-        return timedelta(seconds=duration_seconds(str(text)))
-    except ForesightError:
-        return timedelta(minutes=2)
-
-
-SETTINGS = _settings()
-SOURCE = SETTINGS.get("source") if isinstance(SETTINGS.get("source"), dict) else {}
-
-# Errors that another try cannot fix: bad settings, bad data, failed validation.
-NO_RETRY = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=[
-                "foresight_lib.errors.ConfigError",
-                "foresight_lib.errors.DataError",
-                "foresight_lib.errors.ValidationFailed",
-            ],
-            action=RetryAction.FAIL,
-            reason="fix the settings or the data, then clear the task",
-        ),
-    ],
-)
-
-
-def _prometheus_connection() -> dict | None:
-    """The ``foresight_prometheus`` connection as a plain dict, or None when it is not defined."""
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(PROMETHEUS_CONN_ID)
-    except Exception:  # noqa: BLE001 - an undefined connection means: use the URL from the config
-        return None
-    return {
-        "host": conn.host, "schema": conn.schema, "port": conn.port, "login": conn.login,
-        "password": conn.password, "extra": conn.extra_dejson,
-    }
+SOURCE = section("source")
 
 
 @dag(
@@ -94,14 +37,7 @@ def _prometheus_connection() -> dict | None:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["foresight", "forecasting", "mlflow"],
-    default_args={
-        "owner": "foresight",
-        "retries": int(SETTINGS.get("retries", 2)),
-        "retry_delay": _retry_delay(SETTINGS.get("retry_delay", "2m")),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=30),
-        "retry_policy": NO_RETRY,
-    },
+    default_args=default_args(),
     params={
         "metrics": Param(
             list(SOURCE.get("metrics") or []), type="array", items={"type": "string"},
@@ -131,7 +67,7 @@ def foresight_nightly():
         return pipeline.extract(
             run_id=run_id, data_interval_start=data_interval_start,
             data_interval_end=data_interval_end or logical_date or dag_run.run_after,
-            params=dict(params or {}), connection=_prometheus_connection,
+            params=dict(params or {}), connection=prometheus_connection,
         )
 
     @task

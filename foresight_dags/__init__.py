@@ -1,0 +1,1 @@
+"""What the DAG files in ``dags/`` share; the only Foresight code besides them that imports Airflow."""
