@@ -7,6 +7,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.foresight-installed
 RUN_DATE ?= $(shell date -u +%Y-%m-%d)
 RUN_CONF ?= {}
+# The last half hour (UTC), where the scaling plan's next window starts.
+PLAN_DATE ?= $(shell printf '%s:%02d:00' "$$(date -u +%Y-%m-%dT%H)" "$$(( $$(date -u +%-M) / 30 * 30 ))")
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 
@@ -19,7 +21,7 @@ export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test ui setup airflow-db lint clean bench-env bench
+.PHONY: run plan test ui setup airflow-db lint clean bench-env bench
 
 setup: $(STAMP)
 
@@ -39,6 +41,11 @@ run: airflow-db
 	$(BIN)/python -m foresight_lib.pipeline summary
 	@echo
 	@echo "Airflow logs and database: $(AIRFLOW_HOME)   (make ui: Airflow on http://localhost:$(AIRFLOW_PORT))"
+
+plan: airflow-db
+	$(BIN)/airflow dags test foresight_scaling_plan $(PLAN_DATE) -c '$(RUN_CONF)'
+	@echo
+	$(BIN)/python -m foresight_lib.scaling_plan summary
 
 test: $(STAMP)
 	.ci/install-packages.sh

@@ -38,6 +38,17 @@ _CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@month
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
+def _check_cron(value: str | None) -> str | None:
+    """A DAG schedule: a cron expression, a preset, or None (manual runs only)."""
+    if value is None or value.strip() in _CRON_PRESETS:
+        return value
+    fields = value.split()
+    if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(f"'{value}' is not a cron expression; use 5 fields like '0 2 * * *' or a preset "
+                         f"like @daily, or null for manual runs only")
+    return value
+
+
 def foresight_home() -> Path:
     """The folder relative paths in the config are resolved against."""
     home = os.environ.get("FORESIGHT_HOME")
@@ -168,9 +179,19 @@ class RightsizingConfig(_Section):
     """Model behind the 30-minute window plan."""
     plan_windows: int = Field(4, ge=1, le=48)
     """How many 30-minute windows after the end of the data the plan covers."""
+    plan_schedule: str | None = "*/30 * * * *"
+    """When the ``foresight_scaling_plan`` DAG re-sizes the next windows from the latest data
+    (cron, a preset, or null for manual runs only)."""
+    plan_keep_runs: int = Field(48, ge=1)
+    """Scaling-plan run folders kept under ``<data_root>/plans`` (48: a day of half hours)."""
     replica_capacity: dict[Literal["cpu", "memory"], float] = Field(default_factory=dict)
     """What one replica can use, per resource, in the series' unit (e.g. ``cpu: 2`` cores):
     the replica count keeps each at the profile's utilisation at the forecast peak."""
+
+    @field_validator("plan_schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
 
     @field_validator("replica_capacity")
     @classmethod
@@ -208,13 +229,7 @@ class ForesightConfig(_Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is None or value.strip() in _CRON_PRESETS:
-            return value
-        fields = value.split()
-        if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(f"'{value}' is not a cron expression; use 5 fields like '0 2 * * *' or a preset "
-                             f"like @daily, or null for manual runs only")
-        return value
+        return _check_cron(value)
 
     @field_validator("freq")
     @classmethod

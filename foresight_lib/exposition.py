@@ -14,7 +14,9 @@ publish shows up without a restart; files are re-read only when they changed) an
   time plus the horizon.
 - ``foresight_actual`` and ``foresight_actual_timestamp_seconds``: the latest actual.
 - ``foresight_recommendation{<text columns>, value_type=<numeric column>}`` when
-  ``latest/recommendations.parquet`` exists: every numeric column is one value type.
+  ``latest/recommendations.parquet`` exists: every numeric column is one value type. The
+  windows come from ``latest/scaling_plan.parquet`` instead when the scaling plan sized
+  later windows than the nightly run (``plan.current_windows``).
 - ``foresight_published_timestamp_seconds`` and ``foresight_exposition_read_errors``.
 
 The Airflow plugin's ``/foresight/metrics`` and ``foresight serve-metrics`` both answer
@@ -49,7 +51,8 @@ log = logging.getLogger(__name__)
 FORECAST_LABELS = ["series", "metric", "entity", "model", "horizon"]
 VALUE_TYPES = ("yhat", "yhat_lower", "yhat_upper", "anomaly")
 LATEST_FILES = {"forecasts": "forecasts.parquet", "recommendations": "recommendations.parquet",
-                "actuals": "actuals.parquet", "manifest": "_manifest.json"}
+                "actuals": "actuals.parquet", "manifest": "_manifest.json",
+                "scaling_plan": "scaling_plan.parquet", "plan_manifest": "_plan_manifest.json"}
 FORECAST_REQUIRED = ["unique_id", "cutoff", "ds", "model", "yhat"]
 _BOUND = re.compile(r"^yhat_(lo|hi)_(\d+(?:\.\d+)?)$")
 _LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -360,11 +363,11 @@ class LatestFiles:
                 except OSError:
                     out.append((name, None, None, None))
             return tuple(out)
-        return json.dumps(self._manifest(), sort_keys=True)
+        return json.dumps([self._manifest(), self._manifest(LATEST_FILES["plan_manifest"])], sort_keys=True)
 
-    def _manifest(self) -> dict | None:
+    def _manifest(self, name: str = LATEST_FILES["manifest"]) -> dict | None:
         try:
-            return self.root.latest_manifest()
+            return self.root.latest_manifest(name)
         except (ForesightError, OSError, ValueError) as exc:
             log.warning("cannot read the publish manifest under %s: %s", self.data_root, exc)
             return None
@@ -397,11 +400,14 @@ class LatestFiles:
             return None
 
     def _read(self) -> Snapshot:
+        from foresight_lib.plan import current_windows  # the sizing code, only once something is read
+
         errors: list[str] = []
         manifest = self._manifest()
         snapshot = Snapshot(errors=errors)
         snapshot.forecasts = self._frame("forecasts", errors)
-        snapshot.recommendations = self._frame("recommendations", errors)
+        snapshot.recommendations = current_windows(self._frame("recommendations", errors),
+                                                   self._frame("scaling_plan", errors))
         if manifest:
             snapshot.run_id = manifest.get("run_id")
             published = pd.Timestamp(manifest["published_at"]) if manifest.get("published_at") else None

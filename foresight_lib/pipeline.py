@@ -97,14 +97,14 @@ def load_run_config(overrides: dict | None = None):
     return load_config(overrides=overrides or None)
 
 
-def _open(run: dict):
+def open_run(run: dict):
     """Settings and run folder of a run dict returned by a previous step."""
-    from foresight_lib.storage import RunStore
+    from foresight_lib.storage import RUNS, RunStore
 
     if not isinstance(run, dict) or "run_key" not in run:
         raise ConfigError(f"expected the run dict returned by the previous step, got {run!r}")
     cfg = load_run_config(run.get("overrides"))
-    return cfg, RunStore(cfg.data_root, run["run_key"])
+    return cfg, RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS)
 
 
 def _config_dict(cfg) -> dict:
@@ -228,7 +228,7 @@ def _read_prometheus(cfg, start, end, connection):
 
 def extract(run_id: str | None, data_interval_start, data_interval_end, params: dict | None = None,
             overrides: dict | None = None,
-            connection: dict | Callable[[], dict | None] | None = None) -> dict:
+            connection: dict | Callable[[], dict | None] | None = None, folder: str | None = None) -> dict:
     """Read the run's window of data from the configured source into a fresh run folder.
 
     Args:
@@ -238,6 +238,8 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         overrides: further settings overrides, merged over those from ``params``.
         connection: the Prometheus connection as a dict, or a function returning it (called
             only when the source is Prometheus).
+        folder: the data root's folder of this kind of run (default ``runs``; the scaling
+            plan's runs go to ``plans``).
 
     Returns:
         The run dict every later step takes: ``run_key``, ``run_id``, ``overrides``, the
@@ -247,15 +249,15 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
     cfg = load_run_config(merged)
     start, end = extract_window(data_interval_end, cfg)
     run_key = run_key_for(end)
-    from foresight_lib.storage import RunStore
+    from foresight_lib.storage import RUNS, RunStore
 
-    store = RunStore(cfg.data_root, run_key)
+    store = RunStore(cfg.data_root, run_key, folder=folder or RUNS)
     store.reset()
     frame, series, info = _read_source(cfg, start, end, connection)
     store.write_frame(RAW, frame)
     store.write_frame(SERIES, series)
     run = {
-        "run_key": run_key, "run_id": run_id or f"local__{run_key}", "overrides": merged,
+        "run_key": run_key, "run_id": run_id or f"local__{run_key}", "overrides": merged, "folder": store.folder,
         "data_interval_start": _utc(data_interval_start).isoformat() if data_interval_start is not None else None,
         "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
         "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
@@ -290,7 +292,7 @@ def validate(run: dict) -> dict:
     from foresight_lib.errors import ValidationFailed
     from foresight_lib.validation import validate_frame
 
-    cfg, store = _open(run)
+    cfg, store = open_run(run)
     frame, series = store.read_frame(RAW), store.read_frame(SERIES)
     try:
         outcome = validate_frame(frame, series, cfg)
@@ -327,7 +329,7 @@ def build_features(run: dict) -> dict:
     """
     from foresight_lib.features import prepare_series
 
-    cfg, store = _open(run)
+    cfg, store = open_run(run)
     frame = store.read_frame(VALIDATED)
     series = store.read_frame(SERIES)
     series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
@@ -347,7 +349,7 @@ def build_features(run: dict) -> dict:
 
 def models_to_train(run: dict) -> list[str]:
     """The models the train step maps over: one task each (the ensemble is made in evaluate)."""
-    cfg, _ = _open(run)
+    cfg, _ = open_run(run)
     return base_models(cfg)
 
 
@@ -359,7 +361,7 @@ def train(run: dict, model: str) -> dict:
     """Backtest one model on every series (the evaluation protocol) and store its part."""
     from foresight_lib.backtest import backtest_part
 
-    cfg, store = _open(run)
+    cfg, store = open_run(run)
     if model not in base_models(cfg):
         raise ConfigError(f"model '{model}' is not one of this run's models {base_models(cfg)}")
     spec = backtest_spec(cfg)
@@ -374,7 +376,7 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     """Merge the models' parts, add the ensemble, score and rank; write the results to the run folder."""
     from foresight_lib.backtest import finish_backtest
 
-    cfg, store = _open(run)
+    cfg, store = open_run(run)
     spec = backtest_spec(cfg)
     missing = [m for m in base_models(cfg) if not store.exists(_part_name(m))]
     if missing:
@@ -432,7 +434,7 @@ def publish(run: dict) -> dict:
     from foresight_lib import champion as champion_mod
     from foresight_lib import tracking
 
-    cfg, store = _open(run)
+    cfg, store = open_run(run)
     result = pickle.loads(store.read_bytes(RESULT))
     features = store.read_frame(FEATURES)
     feature_series = store.read_frame(FEATURE_SERIES)
@@ -471,7 +473,7 @@ def publish(run: dict) -> dict:
     }
     store.write_json("summary.json", summary)
     store.publish_latest([*published, "summary.json"])
-    pushed = _push_latest(cfg)
+    pushed = push_latest(cfg)
     log.info("published run %s: champion %s, %s", run["run_key"], result.champion, registrations)
     out = {k: summary[k] for k in ("run_key", "champion", "registrations", "mlflow_parent_run", "forecast_rows")}
     return {**out, "pushgateway": pushed} if pushed else out
@@ -501,24 +503,31 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
 
 
-def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
-    """Rightsizing: the next day's sizes and the next window's plan, the way the replay measures them."""
+def recommend(cfg, features: pd.DataFrame, series: pd.DataFrame, daily: bool = True) -> pd.DataFrame:
+    """The configured rightsizing plan (``foresight_lib.plan``) on a features frame."""
     from foresight_lib import plan
 
-    recommendations = plan.recommend(
+    return plan.recommend(
         features, series, profile=cfg.rightsizing.profile, freq=cfg.freq,
         models={"daily": cfg.rightsizing.daily_model, "window": cfg.rightsizing.window_model},
-        windows=cfg.rightsizing.plan_windows, replica_capacity=cfg.rightsizing.replica_capacity,
+        windows=cfg.rightsizing.plan_windows, replica_capacity=cfg.rightsizing.replica_capacity, daily=daily,
     )
+
+
+def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
+    """Rightsizing: the next day's sizes and the next window's plan, the way the replay measures them."""
+    recommendations = recommend(cfg, features, series)
     store.write_frame(RECOMMENDATIONS, recommendations)
     return recommendations
 
 
-def _push_latest(cfg) -> dict | None:
+def push_latest(cfg) -> dict | None:
     """Push what was just published to the Pushgateway, when one is configured.
 
     The push comes after the publish, so a Pushgateway that is down does not undo it: it
-    is logged and reported in the summary, and the next publish pushes again.
+    is logged and reported in the summary, and the next publish pushes again. The nightly
+    run and the scaling plan push the same snapshot under one job, so each push replaces
+    the whole group.
     """
     url = cfg.publish.pushgateway_url
     if not url:

@@ -33,7 +33,8 @@ from foresight_lib.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, ser
 
 def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",
               models: Mapping[str, str] | None = None, freq: str = "5min", window: str = "30m",
-              windows: int = 1, replica_capacity: Mapping[str, float] | None = None) -> pd.DataFrame:
+              windows: int = 1, replica_capacity: Mapping[str, float] | None = None,
+              daily: bool = True) -> pd.DataFrame:
     """The next windows' plan and the next day's size per series of ``frame`` (long, regular).
 
     Args:
@@ -43,6 +44,8 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
             the series' unit. The replica count keeps each replica at or under the
             profile's target utilisation at the forecast peak; with no capacity given, a
             replica is the recommended request itself.
+        daily: also size the next day (the nightly run does; the scaling plan between two
+            nightly runs sizes only the windows).
 
     Returns:
         Frame with ``rightsizing.RECOMMENDATION_COLUMNS``.
@@ -54,7 +57,7 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
     if windows < 1:
         raise ConfigError(f"the plan needs at least one window, got {windows}")
     rows: list[dict] = []
-    runs = [("window", lead) for lead in range(windows)] + [("daily", 0)]
+    runs = [("window", lead) for lead in range(windows)] + ([("daily", 0)] if daily else [])
     for kind, lead in runs:
         spec = ReplaySpec(mode=kind, profile=profile, model=models[kind], freq=freq, window=window,
                           lead_windows=lead)
@@ -120,3 +123,27 @@ def _empty_row(common: dict, kind: str, reason: str) -> dict:
     row.update(common)
     row.update({"kind": kind, "reason": reason})
     return row
+
+
+def current_windows(nightly: pd.DataFrame | None, scaling_plan: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The published recommendations, with the newer of the two window plans.
+
+    The nightly publish holds the daily sizes and the windows right after the nightly
+    run; the scaling plan (``foresight_lib.scaling_plan``) holds windows sized since. The
+    windows come from whichever plan reaches further (made from later data; the nightly's
+    on a tie), the daily sizes always from the nightly.
+    """
+    if scaling_plan is None or scaling_plan.empty or "kind" not in scaling_plan:
+        return nightly
+    if nightly is None or nightly.empty or "kind" not in nightly:
+        return scaling_plan.reset_index(drop=True)
+    if _last_window_start(scaling_plan) <= _last_window_start(nightly):
+        return nightly
+    parts = [nightly[nightly["kind"] != "window"], scaling_plan[scaling_plan["kind"] == "window"]]
+    merged = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    return merged.sort_values(["unique_id", "kind", "period_start"], kind="stable", ignore_index=True)
+
+
+def _last_window_start(frame: pd.DataFrame) -> pd.Timestamp:
+    starts = pd.to_datetime(frame.loc[frame["kind"] == "window", "period_start"], utc=True).dropna()
+    return starts.max() if len(starts) else pd.Timestamp.min.tz_localize("UTC")

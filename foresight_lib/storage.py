@@ -6,7 +6,8 @@ Layout (``data_root`` is a local folder or ``s3://bucket/prefix``)::
                                    features.parquet, backtests/<model>.parquet,
                                    leaderboard.parquet, forecasts.parquet,
                                    recommendations.parquet, validation/report.html, ...
-    <data_root>/latest/forecasts.parquet, ..., _manifest.json
+    <data_root>/plans/<safe run id>/...   (the scaling-plan runs between two nightly runs)
+    <data_root>/latest/forecasts.parquet, ..., _manifest.json, scaling_plan.parquet, _plan_manifest.json
 
 A name without a file extension (``raw``, ``backtests/arima``) is a dataset stored as
 ``<name>.parquet``; a name with one (``validation/report.html``) is a file as given.
@@ -41,6 +42,7 @@ DATASETS = ("raw", "validated", "quarantine", "features", "leaderboard", "foreca
 """The run's Parquet datasets; ``backtests/<model>`` and others may be added."""
 LATEST = "latest"
 MANIFEST = "_manifest.json"
+RUNS = "runs"
 _TMP_PREFIX = ".tmp-"
 _SAFE_CHARS = re.compile(r"[A-Za-z0-9_.\-]")
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -219,28 +221,36 @@ class DataRoot:
         path = self._join(LATEST, self.relpath(name))
         return _frame_from_bytes(self._read(path, f"published dataset '{name}'"), self._uri(path))
 
-    def latest_manifest(self) -> dict[str, Any] | None:
-        """What was published last (run id, time, names), or None if nothing was."""
-        path = self._join(LATEST, MANIFEST)
+    def latest_manifest(self, name: str = MANIFEST) -> dict[str, Any] | None:
+        """What was published last (run id, time, names), or None if nothing was.
+
+        ``name``: ``_manifest.json`` for the nightly publish, ``_plan_manifest.json`` for the scaling plan's.
+        """
+        path = self._join(LATEST, name)
         if not self._exists(path):
             return None
-        return json.loads(self._read(path, "latest manifest"))
+        return json.loads(self._read(path, f"latest manifest {name}"))
 
 
 class RunStore(DataRoot):
-    """One DAG run's folder ``<data_root>/runs/<safe run id>/``.
+    """One DAG run's folder ``<data_root>/<folder>/<safe run id>/``.
 
     Args:
         data_root: a local folder or ``s3://bucket/prefix``.
         run_id: the Airflow run id (any text; mapped to a safe folder name).
         filesystem: optional pyarrow filesystem replacing the one ``data_root`` implies.
+        folder: the folder of this kind of run: ``runs`` (nightly) or ``plans`` (scaling plan).
     """
 
-    def __init__(self, data_root: str, run_id: str, filesystem: pafs.FileSystem | None = None):
+    def __init__(self, data_root: str, run_id: str, filesystem: pafs.FileSystem | None = None,
+                 folder: str = RUNS):
         super().__init__(data_root, filesystem)
+        if not _NAME_PART.match(folder):
+            raise DataError(f"invalid run folder '{folder}'; use letters, digits, '_', '-' and '.'")
         self.run_id = run_id
+        self.folder = folder
         self.safe_id = safe_run_id(run_id)
-        self.root = self._join("runs", self.safe_id)
+        self.root = self._join(folder, self.safe_id)
 
     def __repr__(self) -> str:
         return f"RunStore({self.uri('')!r})"
@@ -316,12 +326,32 @@ class RunStore(DataRoot):
             raise SourceError(f"cannot delete run folder {self.uri()}: {exc}") from exc
         log.info("reset run folder %s", self.uri())
 
-    def publish_latest(self, names: Iterable[str]) -> dict[str, str]:
+    def prune_siblings(self, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest run folders of this kind (this one is always kept).
+
+        Run folders are named by their date (``run_key_for``), so the name orders them.
+
+        Returns:
+            The names of the deleted folders.
+        """
+        parent = self._join(self.folder)
+        info = self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        names = sorted(i.base_name for i in info if i.type == pafs.FileType.Directory)
+        older = [n for n in names[:max(len(names) - max(keep, 1), 0)] if n != self.safe_id]
+        for name in older:
+            try:
+                self.fs.delete_dir(f"{parent}/{name}")
+            except OSError as exc:
+                log.warning("cannot delete old run folder %s: %s", self._uri(f"{parent}/{name}"), exc)
+        return older
+
+    def publish_latest(self, names: Iterable[str], manifest_name: str = MANIFEST) -> dict[str, str]:
         """Copy finished datasets/files of this run to ``<data_root>/latest/``.
 
         Each target is replaced only once every copy is complete (all copies are staged
         under temporary names first), so readers see either the old or the new version.
-        A ``_manifest.json`` naming the run is written last.
+        A ``manifest_name`` file naming the run is written last (the scaling plan keeps its own, so
+        that it never changes which nightly run ``latest`` belongs to).
 
         Returns:
             name -> URI of the published copy.
@@ -359,9 +389,9 @@ class RunStore(DataRoot):
             for name, tmp, target in staged:
                 self.fs.move(tmp, target)
                 published[name] = self._uri(target)
-        manifest = {"run_id": self.run_id, "run_folder": self.uri(), "names": names,
-                    "published_at": datetime.now(UTC).isoformat()}
-        self._write_atomic(self._join(LATEST, MANIFEST), json.dumps(manifest, indent=2).encode("utf-8"))
+        record = {"run_id": self.run_id, "run_folder": self.uri(), "names": names,
+                  "published_at": datetime.now(UTC).isoformat()}
+        self._write_atomic(self._join(LATEST, manifest_name), json.dumps(record, indent=2).encode("utf-8"))
         log.info("published %s from %s to %s", names, self.uri(), self._uri(latest))
         return published
 

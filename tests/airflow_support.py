@@ -73,7 +73,7 @@ DAG_TEST = """
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors, bag.import_errors
-    dag = bag.get_dag("foresight_nightly")
+    dag = bag.get_dag({dag_id!r})
     logical_date = datetime.fromisoformat({logical_date!r}).replace(tzinfo=timezone.utc)
     dr = dag.test(logical_date=logical_date, run_conf={run_conf!r})
     from airflow.models.taskinstance import TaskInstance
@@ -87,7 +87,8 @@ DAG_TEST = """
 """
 
 
-def dag_test(env: dict[str, str], logical_date: str, run_conf: dict, timeout: int = 900) -> dict:
-    """``dag.test()`` of the nightly DAG in a child process: the run's state and every task's state."""
-    code = DAG_TEST.format(logical_date=logical_date, run_conf=json.loads(json.dumps(run_conf)))
+def dag_test(env: dict[str, str], logical_date: str, run_conf: dict, timeout: int = 900,
+             dag_id: str = "foresight_nightly") -> dict:
+    """``dag.test()`` of a DAG (the nightly by default) in a child process: the run's state and every task's state."""
+    code = DAG_TEST.format(logical_date=logical_date, run_conf=json.loads(json.dumps(run_conf)), dag_id=dag_id)
     return run_python(code, env, timeout=timeout)

@@ -11,7 +11,9 @@ from foresight_lib.durations import duration_seconds
 
 CONFIG = REPO_ROOT / "include" / "foresight.yaml"
 
-SCHEDULE = (yaml.safe_load(CONFIG.read_text()) or {}).get("schedule", "0 2 * * *") if CONFIG.exists() else "0 2 * * *"
+SETTINGS = (yaml.safe_load(CONFIG.read_text()) or {}) if CONFIG.exists() else {}
+SCHEDULE = SETTINGS.get("schedule", "0 2 * * *")
+PLAN_SCHEDULE = (SETTINGS.get("rightsizing") or {}).get("plan_schedule", "*/30 * * * *")
 HEAVY_MODULES = ["torch", "prophet", "mlflow", "pandas", "statsmodels", "great_expectations", "sklearn",
                  "pyarrow", "foresight_lib.pipeline", "foresight_lib.backtest"]
 
@@ -55,7 +57,7 @@ def test_every_dag_file_imports_without_errors(parsed):
     files = {Path(p).name for p in (d["fileloc"] for d in parsed["dags"].values())}
     expected = {p.name for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_")}
     assert files == expected, "every DAG file defines at least one DAG"
-    assert "foresight_nightly" in parsed["dags"]
+    assert {"foresight_nightly", "foresight_scaling_plan"} <= set(parsed["dags"])
 
 
 def test_no_heavy_import_or_lookup_at_parse_time(parsed):
@@ -93,9 +95,19 @@ def test_nightly_shape(parsed):
     assert "Foresight nightly" in dag["doc_md"]
 
 
-def test_retries_come_from_the_config(parsed):
-    settings = yaml.safe_load(CONFIG.read_text()) or {}
-    expected_s = duration_seconds(settings.get("retry_delay", "2m"))
-    for task_id, task in parsed["dags"]["foresight_nightly"]["tasks"].items():
-        assert task["retries"] == settings.get("retries", 2), task_id
+def test_scaling_plan_shape(parsed):
+    dag = parsed["dags"]["foresight_scaling_plan"]
+    assert dag["catchup"] is False
+    assert dag["schedule"] == PLAN_SCHEDULE
+    assert set(dag["params"]) >= {"metrics", "overrides"}
+    assert dag["upstream"] == {"extract": [], "validate": ["extract"], "build_features": ["validate"],
+                               "size_windows": ["build_features"], "publish": ["size_windows"]}
+    assert "Foresight scaling plan" in dag["doc_md"]
+
+
+@pytest.mark.parametrize("dag_id", ["foresight_nightly", "foresight_scaling_plan"])
+def test_retries_come_from_the_config(parsed, dag_id):
+    expected_s = duration_seconds(SETTINGS.get("retry_delay", "2m"))
+    for task_id, task in parsed["dags"][dag_id]["tasks"].items():
+        assert task["retries"] == SETTINGS.get("retries", 2), task_id
         assert task["retry_delay_s"] == expected_s, task_id

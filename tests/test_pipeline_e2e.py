@@ -193,6 +193,41 @@ def test_failed_validation_leaves_champion_and_published_forecasts(demo):
     assert not failed_store.exists(pipeline.FORECASTS)
 
 
+PLAN_DATE = "2024-03-15T10:30:00"
+PLAN_TASKS = {"extract", "validate", "build_features", "size_windows", "publish"}
+
+
+@pytest.fixture(scope="module")
+def demo_plan(env, demo):
+    """The scaling-plan DAG on the demo data, eight and a half hours after the first nightly run."""
+    result = dag_test(env, PLAN_DATE, {"overrides": demo["conf"]["overrides"]}, dag_id="foresight_scaling_plan")
+    return {**demo, "plan": result, "manifest_after_plan": DataRoot(demo["cfg"].data_root).latest_manifest()}
+
+
+@pytest.mark.slow
+def test_scaling_plan_dag_resizes_the_windows_between_nightly_runs(demo_plan):
+    from foresight_lib import exposition, scaling_plan
+
+    result = demo_plan["plan"]
+    assert result["state"] == "success", result
+    assert set(result["tasks"]) == PLAN_TASKS and set(result["tasks"].values()) == {"success"}, result
+    data_root = demo_plan["cfg"].data_root
+    windows = DataRoot(data_root).read_latest(scaling_plan.SCALING_PLAN)
+    start = pd.Timestamp(PLAN_DATE, tz="UTC")
+    assert set(windows["kind"]) == {"window"} and windows["request"].notna().all()
+    assert windows.loc[windows["lead"] == "0m", "period_start"].eq(start).all()
+    # the nightly's publish is untouched; the served windows are the plan's, the daily sizes the nightly's
+    assert demo_plan["manifest_after_plan"] == demo_plan["manifest_after"]
+    served = exposition.LatestFiles(data_root).snapshot().recommendations
+    assert served.loc[served["kind"] == "window", "period_start"].min() == start
+    nightly = DataRoot(data_root).read_latest(pipeline.RECOMMENDATIONS)
+    daily = nightly[nightly["kind"] == "daily"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(served[served["kind"] == "daily"].reset_index(drop=True), daily,
+                                  check_dtype=False)
+    assert RunStore(data_root, pipeline.run_key_for(PLAN_DATE), folder=scaling_plan.PLAN_FOLDER).exists(
+        scaling_plan.SCALING_PLAN)
+
+
 @pytest.fixture(scope="module")
 def nab(env, tmp_path_factory, shared_data):
     """Three NAB EC2 CPU traces (2014) replayed so that they end at the run's date."""

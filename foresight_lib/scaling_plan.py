@@ -1,0 +1,136 @@
+"""The scaling plan between two nightly runs: the next windows, re-sized every half hour.
+
+The nightly run sizes the next day and the windows right after it. A window plan is
+only worth its measured edge over a reactive scaler when each window is sized at its
+start from the latest actuals (``rightsize-replay --mode window``; sized 90 minutes
+ahead it loses that edge), so the ``foresight_scaling_plan`` DAG runs these steps every
+``rightsizing.plan_schedule``:
+
+extract → validate → build_features: the nightly's own steps (same source, Great
+Expectations suites and features), into ``<data_root>/plans/<date>`` instead of
+``runs/``; then ``size_windows`` (``foresight_lib.plan`` on the latest days, windows
+only: no training, the window model is refitted on the latest days as at the nightly
+publish) and ``publish``: ``latest/scaling_plan.parquet`` with its own manifest
+``latest/_plan_manifest.json``.
+
+It never writes the nightly's files or manifest, so the forecasts, the daily sizes and
+the champion stay those of the last nightly run, and a failed plan run leaves the
+previous plan in place. The exposition serves whichever window plan is newer beside
+the nightly's daily sizes (``plan.current_windows``). A re-run of the same interval
+replaces its own folder; only the newest ``rightsizing.plan_keep_runs`` folders are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import pandas as pd
+
+from foresight_lib import pipeline
+from foresight_lib.errors import DataError, ForesightError
+
+log = logging.getLogger(__name__)
+
+PLAN_FOLDER = "plans"
+SCALING_PLAN = "scaling_plan"
+PLAN_MANIFEST = "_plan_manifest.json"
+
+
+def extract(run_id: str | None, data_interval_end, params: dict | None = None, overrides: dict | None = None,
+            connection: dict | Callable[[], dict | None] | None = None) -> dict:
+    """The nightly's extract into a plan run folder: the same window of history up to ``data_interval_end``."""
+    return pipeline.extract(run_id, None, data_interval_end, params=params, overrides=overrides,
+                            connection=connection, folder=PLAN_FOLDER)
+
+
+def size_windows(run: dict) -> dict:
+    """The next ``rightsizing.plan_windows`` windows of every validated series, sized from the latest data."""
+    cfg, store = pipeline.open_run(run)
+    features = store.read_frame(pipeline.FEATURES)
+    series = store.read_frame(pipeline.FEATURE_SERIES)
+    windows = pipeline.recommend(cfg, features, series, daily=False)
+    store.write_frame(SCALING_PLAN, windows)
+    sized = windows["request"].notna()
+    first = windows.loc[sized, "period_start"].min() if sized.any() else None
+    log.info("sized %d of %d windows of %d series; the first starts at %s", int(sized.sum()), len(windows),
+             windows["unique_id"].nunique(), first)
+    return {**run, "windows": int(len(windows)), "sized": int(sized.sum()),
+            "first_window": pd.Timestamp(first).isoformat() if first is not None else None}
+
+
+def publish(run: dict) -> dict:
+    """The plan to ``latest/scaling_plan.parquet`` (its own manifest), old plan folders pruned, then the push."""
+    cfg, store = pipeline.open_run(run)
+    store.publish_latest([SCALING_PLAN], manifest_name=PLAN_MANIFEST)
+    pruned = store.prune_siblings(cfg.rightsizing.plan_keep_runs)
+    pushed = pipeline.push_latest(cfg)
+    out = {"run_key": run["run_key"], "windows": run.get("windows"), "sized": run.get("sized"),
+           "first_window": run.get("first_window"), "pruned": len(pruned)}
+    return {**out, "pushgateway": pushed} if pushed else out
+
+
+def run_plan(data_interval_end, config_overrides: dict | None = None, params: dict | None = None) -> dict:
+    """Every step for one interval end, in this process, as the DAG would run them."""
+    run = extract(f"local__{pipeline.run_key_for(data_interval_end)}", data_interval_end, params=params,
+                  overrides=config_overrides)
+    run = pipeline.validate(run)
+    run = pipeline.build_features(run)
+    return publish(size_windows(run))
+
+
+def latest_summary(overrides: dict | None = None) -> str:
+    """What the last scaling-plan run published, as text: when, and the first window per series.
+
+    Raises:
+        DataError: no plan was published yet under the configured data root.
+    """
+    from foresight_lib.storage import DataRoot
+
+    cfg = pipeline.load_run_config(overrides)
+    root = DataRoot(cfg.data_root)
+    manifest = root.latest_manifest(PLAN_MANIFEST)
+    if manifest is None:
+        raise DataError(f"no scaling plan published yet under {cfg.data_root}; run the foresight_scaling_plan "
+                        "DAG first (make plan)")
+    windows = root.read_latest(SCALING_PLAN)
+    first = windows[windows["lead"] == "0m"]
+    table = first[["metric", "entity", "request_display", "limit_display", "replicas"]]
+    return "\n".join([
+        f"Scaling plan of run {manifest['run_id']} (published {manifest['published_at']})",
+        f"{windows['unique_id'].nunique()} series x {windows['lead'].nunique()} windows "
+        f"({', '.join(sorted(windows['lead'].dropna().unique(), key=lambda t: int(t[:-1])))} ahead), "
+        f"{int(windows['request'].notna().sum())} sized; the next window per series:",
+        table.to_string(index=False, max_rows=40),
+        "", f"Files: {root.latest_uri(SCALING_PLAN)} (and {cfg.data_root}/plans/<date>/)",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m foresight_lib.scaling_plan", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("summary", help="print what the last scaling-plan run published")
+    run_p = sub.add_parser("run", help="run every step for one interval end in this process")
+    run_p.add_argument("date", help="the end of the data interval (ISO 8601), where the next window starts")
+    run_p.add_argument("--set", default="{}", metavar="JSON",
+                       help="settings overrides as a JSON object, e.g. '{\"history_days\": 3}'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = json.loads(args.set) if args.command == "run" else {}
+        if args.command == "run":
+            run_plan(args.date, overrides)
+        print(latest_summary(overrides or None))
+    except json.JSONDecodeError as exc:
+        print(f"foresight scaling plan: error: --set is not JSON: {exc}", file=sys.stderr)
+        return 2
+    except ForesightError as exc:
+        print(f"foresight scaling plan: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
