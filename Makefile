@@ -74,9 +74,10 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/forecast_benchmark.py --dataset nab_cpu
 	$(BIN)/python benchmarks/forecast_benchmark.py --dataset bitbrains
 	$(BIN)/python benchmarks/rightsizing_replay.py
+	$(BIN)/python benchmarks/rightsizing_memory_bound.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check foresight_lib dags plugins tests
+	$(BIN)/ruff check foresight_lib foresight_dags dags plugins tests benchmarks
 
 clean:
 	rm -rf var

@@ -29,12 +29,12 @@ TARGETS = {
     "window": ("reactive", "the forecast-driven plan has fewer violations than the reactive scaler at equal or "
                            "lower slack", "curve"),
 }
-RUNS = [("daily", 0), ("window", 0), ("window", 3)]
-"""Mode and lead of each run: the goals are for windows sized at their start; the plan
-published for later windows is measured sized 3 windows (90 minutes) ahead."""
 """Per mode: the baseline, the goal, and what is judged: the profile's own plan (the daily
 goal names the balanced profile) or the plan's trade-off curve over its target violation
 rate (the window goal names no profile: the plan at the reactive scaler's slack)."""
+RUNS = [("daily", 0), ("window", 0), ("window", 3)]
+"""Mode and lead of each run: the goals are for windows sized at their start; the plan
+published for later windows is measured sized 3 windows (90 minutes) ahead."""
 
 
 def main() -> int:
