@@ -17,7 +17,8 @@ publish shows up without a restart; files are re-read only when they changed) an
   ``latest/recommendations.parquet`` exists: every numeric column is one value type. The
   windows come from ``latest/scaling_plan.parquet`` instead when the scaling plan sized
   later windows than the nightly run (``plan.current_windows``).
-- ``foresight_published_timestamp_seconds`` and ``foresight_exposition_read_errors``.
+- ``foresight_published_timestamp_seconds``, ``foresight_scaling_plan_published_timestamp_seconds``
+  (once a scaling plan was published) and ``foresight_exposition_read_errors``.
 
 The Airflow plugin's ``/foresight/metrics`` and ``foresight serve-metrics`` both answer
 with :func:`metrics_response`; ``foresight_lib.pushgateway`` pushes the same families.
@@ -69,6 +70,8 @@ class Snapshot:
     actuals: pd.DataFrame | None = None
     recommendations: pd.DataFrame | None = None
     published_at: pd.Timestamp | None = None
+    plan_published_at: pd.Timestamp | None = None
+    """When the scaling plan (``latest/scaling_plan.parquet``) was last published, if ever."""
     run_id: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -322,6 +325,12 @@ def snapshot_families(snapshot: Snapshot, level: str | int | None = None,
                                       "When the latest forecasts were published, in Unix seconds")
         published.add_metric([], snapshot.published_at.timestamp())
         families.append(published)
+    if snapshot.plan_published_at is not None:
+        plan = GaugeMetricFamily("foresight_scaling_plan_published_timestamp_seconds",
+                                 "When the latest scaling plan (the next windows) was published, in Unix seconds; "
+                                 "alert when it falls behind its schedule")
+        plan.add_metric([], snapshot.plan_published_at.timestamp())
+        families.append(plan)
     failed = GaugeMetricFamily("foresight_exposition_read_errors",
                                "Published files that could not be read or exposed at this scrape (see the logs)")
     failed.add_metric([], float(len(errors)))
@@ -410,9 +419,8 @@ class LatestFiles:
                                                    self._frame("scaling_plan", errors))
         if manifest:
             snapshot.run_id = manifest.get("run_id")
-            published = pd.Timestamp(manifest["published_at"]) if manifest.get("published_at") else None
-            snapshot.published_at = (published.tz_localize("UTC") if published is not None and
-                                     published.tzinfo is None else published)
+            snapshot.published_at = _published_at(manifest)
+        snapshot.plan_published_at = _published_at(self._manifest(LATEST_FILES["plan_manifest"]))
         actuals = self._frame("actuals", errors, ["unique_id", "ds", "y"])
         if actuals is None and snapshot.run_id and snapshot.forecasts is not None:
             actuals = self._run_features(snapshot.run_id, errors)
@@ -435,6 +443,14 @@ class LatestFiles:
             log.error("cannot read the actuals of run %s under %s: %s", run_id, self.data_root, exc)
             errors.append(f"actuals: {exc}")
             return None
+
+
+def _published_at(manifest: dict | None) -> pd.Timestamp | None:
+    """A manifest's ``published_at`` as a UTC timestamp."""
+    if not manifest or not manifest.get("published_at"):
+        return None
+    published = pd.Timestamp(manifest["published_at"])
+    return published.tz_localize("UTC") if published.tzinfo is None else published
 
 
 class SnapshotCollector:
@@ -598,6 +614,8 @@ def index_html(data_root: str, prefix: str = "", mlflow_url: str | None = None) 
         rows.append(("Recommendations", str(len(snapshot.recommendations))))
     published = snapshot.published_at.isoformat() if snapshot.published_at is not None else "nothing published yet"
     rows = [("Published", published), ("Run", snapshot.run_id or "-"), ("Data root", data_root), *rows]
+    if snapshot.plan_published_at is not None:
+        rows.append(("Scaling plan published", snapshot.plan_published_at.isoformat()))
     links = [("forecasts", "Latest forecasts (JSON)"), ("metrics", "Prometheus metrics")]
     if snapshot.recommendations is not None:
         links.append(("recommendations", "Latest recommendations (JSON)"))

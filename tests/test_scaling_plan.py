@@ -154,6 +154,12 @@ def test_the_gauges_follow_the_scaling_plan_between_two_nightly_runs(tmp_path):
     half_past_ten.write_frame(scaling_plan.SCALING_PLAN, _frame(_recommendation("window", END, 0.9)))
     half_past_ten.publish_latest([scaling_plan.SCALING_PLAN], manifest_name=scaling_plan.PLAN_MANIFEST)
     gauges = _gauges(root)
+    body, _ = exposition.metrics_response(str(root))
+    published = [s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
+                 if s.name == "foresight_scaling_plan_published_timestamp_seconds"]
+    manifest = DataRoot(str(root)).latest_manifest(scaling_plan.PLAN_MANIFEST)
+    assert published == [pd.Timestamp(manifest["published_at"]).timestamp()]  # for an alert on a stale plan
+    assert "Scaling plan published" in exposition.index_html(str(root))
     assert gauges[("window", "0m", "request")] == 0.9
     assert gauges[("window", "0m", "period_start_timestamp_seconds")] == END.timestamp()
     assert ("window", "30m", "request") not in gauges  # the nightly's windows are replaced, not mixed in
