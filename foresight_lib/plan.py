@@ -72,9 +72,9 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
             if not np.isfinite(value):
                 rows.append(_empty_row(common, kind, f"{spec.model} gave no usable forecast for the next {kind}"))
                 continue
-            if value <= 0:
+            if value < 0:  # a forecast of zero (an idle workload) gets the smallest size, as the replay scores it
                 rows.append(_empty_row(common, kind, f"the size for the next {kind} came out at {value:.4g} "
-                                                     f"{sr.unit}: usage at or below zero cannot be sized; "
+                                                     f"{sr.unit}: usage below zero cannot be sized; "
                                                      "check the metric's source"))
                 continue
             capacity = (replica_capacity or {}).get(sr.resource)

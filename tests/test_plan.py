@@ -114,4 +114,15 @@ def test_usage_at_or_below_zero_gets_no_size_and_says_why():
     frame["y"] = -frame["y"]
     recs = plan.recommend(frame)
     assert recs["request"].isna().all()
-    assert recs["reason"].str.contains("at or below zero").all()
+    assert recs["reason"].str.contains("below zero cannot be sized").all()
+
+
+
+def test_an_idle_workload_gets_the_smallest_size_never_zero():
+    """A forecast of zero is sized at one rounding step, as the replay scores it (and as the VPA's minimums do)."""
+    frame = make_daily_series(days=4, n_series=1)
+    frame["y"] = 0.0
+    recs = plan.recommend(frame, windows=2)
+    assert recs["reason"].isna().all()
+    assert (recs["request"] == 0.01).all()  # 10 millicores
+    assert (recs["limit"] > 0).all()
