@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prom_server import ScriptedServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from foresight_lib import exposition, pipeline, plan, scaling_plan
 from foresight_lib import rightsizing as rs
-from foresight_lib.errors import ValidationFailed
+from foresight_lib.errors import SourceError, ValidationFailed
 from foresight_lib.storage import DataRoot, RunStore
 
 END = pd.Timestamp("2024-03-15T10:30:00Z")
@@ -93,6 +94,17 @@ def test_a_failed_plan_run_leaves_the_previous_plan(tmp_path):
     failing = _settings(tmp_path, validation={"max_failed_share": 0.3, "ranges": {"*": impossible}})
     with pytest.raises(ValidationFailed):
         scaling_plan.run_plan(END + HALF_HOUR, failing)
+    after = (_latest_bytes(tmp_path, "scaling_plan.parquet"), _latest_bytes(tmp_path, scaling_plan.PLAN_MANIFEST))
+    assert after == before
+
+
+def test_a_prometheus_that_is_down_fails_the_plan_and_keeps_the_previous_one(tmp_path):
+    scaling_plan.run_plan(END, _settings(tmp_path))
+    before = (_latest_bytes(tmp_path, "scaling_plan.parquet"), _latest_bytes(tmp_path, scaling_plan.PLAN_MANIFEST))
+    with ScriptedServer(lambda path, params: (503, "service unavailable")) as down:
+        source = {"kind": "prometheus", "prometheus": {"url": down.url, "retries": 1, "timeout_s": 5}}
+        with pytest.raises(SourceError, match="503"):
+            scaling_plan.run_plan(END + HALF_HOUR, _settings(tmp_path, source=source))
     after = (_latest_bytes(tmp_path, "scaling_plan.parquet"), _latest_bytes(tmp_path, scaling_plan.PLAN_MANIFEST))
     assert after == before
 
