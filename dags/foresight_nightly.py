@@ -23,7 +23,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
-from foresight_dags.common import SETTINGS, default_args, prometheus_connection, section
+from foresight_dags.common import SETTINGS, build_features, default_args, prometheus_connection, section, validate
 
 ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "ensemble"]
 SOURCE = section("source")
@@ -69,18 +69,6 @@ def foresight_nightly():
             data_interval_end=data_interval_end or logical_date or dag_run.run_after,
             params=dict(params or {}), connection=prometheus_connection,
         )
-
-    @task
-    def validate(run: dict) -> dict:
-        from foresight_lib import pipeline
-
-        return pipeline.validate(run)
-
-    @task
-    def build_features(run: dict) -> dict:
-        from foresight_lib import pipeline
-
-        return pipeline.build_features(run)
 
     @task
     def select_models(run: dict) -> list[str]:

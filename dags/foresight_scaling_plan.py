@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from foresight_dags.common import default_args, prometheus_connection, section
+from foresight_dags.common import build_features, default_args, prometheus_connection, section, validate
 
 RIGHTSIZING = section("rightsizing")
 
@@ -55,18 +55,6 @@ def foresight_scaling_plan():
             run_id=run_id, data_interval_end=data_interval_end or logical_date or dag_run.run_after,
             params=dict(params or {}), connection=prometheus_connection,
         )
-
-    @task
-    def validate(run: dict) -> dict:
-        from foresight_lib import pipeline
-
-        return pipeline.validate(run)
-
-    @task
-    def build_features(run: dict) -> dict:
-        from foresight_lib import pipeline
-
-        return pipeline.build_features(run)
 
     @task
     def size_windows(run: dict) -> dict:

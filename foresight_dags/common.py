@@ -1,4 +1,5 @@
-"""What the Foresight DAG files share: the settings their shape needs, retries, the Prometheus connection.
+"""What the Foresight DAG files share: the settings their shape needs, retries, the Prometheus connection
+and the tasks both DAGs run (``validate``, ``build_features``: the nightly's steps, reused by the scaling plan).
 
 Read at parse time, so it imports only yaml, the Airflow SDK and the pandas-free
 ``foresight_lib.durations``; every task body imports what it needs itself.
@@ -10,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, task
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ForesightError
@@ -87,3 +88,17 @@ def prometheus_connection() -> dict | None:
         "host": conn.host, "schema": conn.schema, "port": conn.port, "login": conn.login,
         "password": conn.password, "extra": conn.extra_dejson,
     }
+
+
+@task
+def validate(run: dict) -> dict:
+    from foresight_lib import pipeline
+
+    return pipeline.validate(run)
+
+
+@task
+def build_features(run: dict) -> dict:
+    from foresight_lib import pipeline
+
+    return pipeline.build_features(run)

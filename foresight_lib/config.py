@@ -38,6 +38,15 @@ _CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@month
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
+def _checked(check, value: str) -> str:
+    """``value`` when ``check(value)`` accepts it; its ``ForesightError`` as a validation error otherwise."""
+    try:
+        check(value)
+    except ForesightError as exc:
+        raise _as_error(exc) from None
+    return value
+
+
 def _check_cron(value: str | None) -> str | None:
     """A DAG schedule: a cron expression, a preset, or None (manual runs only)."""
     if value is None or value.strip() in _CRON_PRESETS:
@@ -234,21 +243,13 @@ class ForesightConfig(_Section):
     @field_validator("freq")
     @classmethod
     def _freq(cls, value: str) -> str:
-        try:
-            to_timedelta(value)
-        except ForesightError as exc:
-            raise _as_error(exc) from None
-        return value
+        return _checked(to_timedelta, value)
 
     @field_validator("retry_delay")
     @classmethod
     def _retry_delay(cls, value: str) -> str:
         """The grammar the DAG file reads at parse time (``foresight_lib.durations``)."""
-        try:
-            duration_seconds(value)
-        except ForesightError as exc:
-            raise _as_error(exc) from None
-        return value
+        return _checked(duration_seconds, value)
 
     @field_validator("models")
     @classmethod

@@ -597,27 +597,45 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m foresight_lib.pipeline", description=__doc__.splitlines()[0])
+def cli(argv: list[str] | None, prog: str, description: str, date_help: str,
+        run: Callable[[str, dict], Any], summary: Callable[[dict | None], str]) -> int:
+    """``summary`` and ``run DATE [--set JSON ...]``: the in-process command of a kind of run.
+
+    ``run(date, overrides)`` runs every step; ``summary(overrides)`` says what was published.
+    """
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument("--set", action="append", default=[], metavar="JSON",
+                          help="settings overrides as a JSON object, e.g. '{\"history_days\": 3}' (repeatable)")
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("summary", help="print what the last successful run published")
-    run_p = sub.add_parser("run", help="run every step for one date in this process")
-    run_p.add_argument("date", help="the logical date (ISO 8601)")
-    run_p.add_argument("--set", action="append", default=[], metavar="JSON",
-                       help="settings overrides as a JSON object, e.g. '{\"history_days\": 3}'")
+    sub.add_parser("summary", parents=[settings], help="print what the last successful run published")
+    run_p = sub.add_parser("run", parents=[settings],
+                           help="run every step for one date in this process, then print the summary")
+    run_p.add_argument("date", help=date_help)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        overrides: dict = {}
+        for text in args.set:
+            try:
+                loaded = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--set {text!r} is not a JSON object: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"--set {text!r} is not a JSON object of settings, e.g. '{{\"history_days\": 3}}'")
+            overrides = _merge(overrides, loaded)
         if args.command == "run":
-            overrides: dict = {}
-            for text in args.set:
-                overrides = _merge(overrides, json.loads(text))
-            run_nightly(args.date, overrides)
-        print(format_summary(latest_summary()))
+            run(args.date, overrides)
+        print(summary(overrides or None))
     except ForesightError as exc:
-        print(f"foresight pipeline: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, "python -m foresight_lib.pipeline", __doc__.splitlines()[0], "the logical date (ISO 8601)",
+               run_nightly, lambda overrides: format_summary(latest_summary(overrides)))
 
 
 if __name__ == "__main__":

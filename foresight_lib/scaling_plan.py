@@ -21,8 +21,6 @@ replaces its own folder; only the newest ``rightsizing.plan_keep_runs`` folders 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from foresight_lib import pipeline
-from foresight_lib.errors import DataError, ForesightError
+from foresight_lib.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -109,27 +107,9 @@ def latest_summary(overrides: dict | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m foresight_lib.scaling_plan", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("summary", help="print what the last scaling-plan run published")
-    run_p = sub.add_parser("run", help="run every step for one interval end in this process")
-    run_p.add_argument("date", help="the end of the data interval (ISO 8601), where the next window starts")
-    run_p.add_argument("--set", default="{}", metavar="JSON",
-                       help="settings overrides as a JSON object, e.g. '{\"history_days\": 3}'")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        overrides = json.loads(args.set) if args.command == "run" else {}
-        if args.command == "run":
-            run_plan(args.date, overrides)
-        print(latest_summary(overrides or None))
-    except json.JSONDecodeError as exc:
-        print(f"foresight scaling plan: error: --set is not JSON: {exc}", file=sys.stderr)
-        return 2
-    except ForesightError as exc:
-        print(f"foresight scaling plan: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return pipeline.cli(argv, "python -m foresight_lib.scaling_plan", __doc__.splitlines()[0],
+                        "the end of the data interval (ISO 8601), where the next window starts",
+                        run_plan, latest_summary)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The scaling plan between two nightly runs: the next windows from the latest data, beside the nightly's."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -182,3 +183,14 @@ def test_the_gauges_follow_the_scaling_plan_between_two_nightly_runs(tmp_path):
     next_night.write_frame(pipeline.RECOMMENDATIONS, _frame(_recommendation("window", NIGHT + pd.Timedelta("1D"), 0.7)))
     next_night.publish_latest([pipeline.RECOMMENDATIONS])
     assert _gauges(root)[("window", "0m", "request")] == 0.7
+
+
+def test_the_command_runs_a_plan_and_prints_it(tmp_path, capsys):
+    settings = json.dumps(_settings(tmp_path))
+    assert scaling_plan.main(["run", END.isoformat(), "--set", settings]) == 0
+    out = capsys.readouterr().out
+    assert f"Scaling plan of run {pipeline.run_key_for(END)}" in out and "4 windows" in out
+    assert scaling_plan.main(["summary", "--set", settings]) == 0
+    assert pipeline.run_key_for(END) in capsys.readouterr().out
+    assert scaling_plan.main(["run", END.isoformat(), "--set", "{not json"]) == 2
+    assert "is not a JSON object" in capsys.readouterr().err
