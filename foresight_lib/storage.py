@@ -8,6 +8,8 @@ Layout (``data_root`` is a local folder or ``s3://bucket/prefix``)::
                                    recommendations.parquet, validation/report.html, ...
     <data_root>/plans/<safe run id>/...   (the scaling-plan runs between two nightly runs)
     <data_root>/latest/forecasts.parquet, ..., _manifest.json, scaling_plan.parquet, _plan_manifest.json
+    <data_root>/staging/runs/<safe run id>/<attempt>/...   (a run being made, see below)
+    <data_root>/locks/runs/<safe run id>.json              (``foresight_lib.run_lock``)
 
 A name without a file extension (``raw``, ``backtests/arima``) is a dataset stored as
 ``<name>.parquet``; a name with one (``validation/report.html``) is a file as given.
@@ -15,6 +17,11 @@ A name without a file extension (``raw``, ``backtests/arima``) is a dataset stor
 Every write is atomic: locally the object is written under a temporary name in the same
 folder and then renamed over the target; on S3 an object only becomes visible once its
 upload completes. A failed task therefore never leaves a half-written file behind.
+
+A run is made in its own attempt folder under ``staging/`` (``RunStore(..., attempt=…)``)
+and replaces the date's folder under ``runs/`` only once it has succeeded
+(``RunStore.promote``), so a failed or killed re-run of a date leaves the date's
+published run folder as it was.
 """
 from __future__ import annotations
 
@@ -43,6 +50,8 @@ DATASETS = ("raw", "validated", "quarantine", "features", "leaderboard", "foreca
 LATEST = "latest"
 MANIFEST = "_manifest.json"
 RUNS = "runs"
+STAGING = "staging"
+_PREVIOUS = ".previous"
 _TMP_PREFIX = ".tmp-"
 _SAFE_CHARS = re.compile(r"[A-Za-z0-9_.\-]")
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -85,6 +94,18 @@ def unsafe_run_id(safe: str) -> str:
             raw.extend(safe[i].encode("utf-8"))
             i += 1
     return raw.decode("utf-8")
+
+
+def s3_client_kwargs() -> dict[str, Any]:
+    """boto3 client arguments from the same environment as the data root's S3 filesystem."""
+    endpoint = os.environ.get("FORESIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {
+        "region_name": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return kwargs
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
@@ -221,6 +242,26 @@ class DataRoot:
         path = self._join(LATEST, self.relpath(name))
         return _frame_from_bytes(self._read(path, f"published dataset '{name}'"), self._uri(path))
 
+    def stage_manifest(self, manifest: dict, manifest_name: str = MANIFEST) -> list[str]:
+        """Write a manifest into ``latest/`` under a temporary name: ``[name, tmp, target]`` for ``switch_latest``."""
+        folder = self._join(LATEST)
+        tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{manifest_name}"
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(json.dumps(manifest, indent=2).encode("utf-8"))
+        except OSError as exc:
+            self._delete_quietly(tmp)
+            raise SourceError(f"cannot stage the manifest in {self._uri(folder)}: {exc}; free space or fix "
+                              "permissions there and run again (nothing was published)") from exc
+        return [manifest_name, tmp, f"{folder}/{manifest_name}"]
+
+    def switch_latest(self, staged: list[list[str]]) -> None:
+        """Rename staged files over their targets, in order (the manifest last): renames only, no new space."""
+        for _name, tmp, target in staged:
+            if self._exists(tmp):
+                self.fs.move(tmp, target)
+
     def latest_manifest(self, name: str = MANIFEST) -> dict[str, Any] | None:
         """What was published last (run id, time, names), or None if nothing was.
 
@@ -243,14 +284,24 @@ class RunStore(DataRoot):
     """
 
     def __init__(self, data_root: str, run_id: str, filesystem: pafs.FileSystem | None = None,
-                 folder: str = RUNS):
+                 folder: str = RUNS, attempt: str | None = None):
         super().__init__(data_root, filesystem)
         if not _NAME_PART.match(folder):
             raise DataError(f"invalid run folder '{folder}'; use letters, digits, '_', '-' and '.'")
+        if attempt is not None and (not _NAME_PART.match(attempt) or attempt.startswith(".")):
+            raise DataError(f"invalid attempt name '{attempt}'; use letters, digits, '_', '-' and '.'")
         self.run_id = run_id
         self.folder = folder
+        self.attempt = attempt
         self.safe_id = safe_run_id(run_id)
-        self.root = self._join(folder, self.safe_id)
+        self.root = (self._join(STAGING, folder, self.safe_id, attempt) if attempt
+                     else self._join(folder, self.safe_id))
+
+    def committed(self) -> RunStore:
+        """The date's run folder under ``runs/`` (this store when it is not an attempt)."""
+        if self.attempt is None:
+            return self
+        return RunStore(self.data_root, self.run_id, filesystem=self.fs, folder=self.folder)
 
     def __repr__(self) -> str:
         return f"RunStore({self.uri('')!r})"
@@ -315,16 +366,40 @@ class RunStore(DataRoot):
                       if i.type == pafs.FileType.File and not i.base_name.startswith(_TMP_PREFIX))
 
     # -- lifecycle --------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Delete this run's folder, so a re-run of the same date starts clean (other runs untouched)."""
-        info = self.fs.get_file_info(self.root)
-        if info.type == pafs.FileType.NotFound:
-            return
-        try:
-            self.fs.delete_dir(self.root)
-        except OSError as exc:
-            raise SourceError(f"cannot delete run folder {self.uri()}: {exc}") from exc
-        log.info("reset run folder %s", self.uri())
+    def promote(self) -> Promotion:
+        """Make this attempt the date's run folder; ``commit()`` or ``rollback()`` the returned promotion.
+
+        Locally two renames: the date's folder (if any) moves aside to
+        ``staging/<folder>/<id>/.previous-<attempt>``, then the attempt takes its place; a
+        rollback puts both back. On S3, where nothing renames, the attempt's objects are
+        copied over the date's prefix and the date's other objects deleted (each copy is
+        atomic; a rollback is not possible there and the caller is told so).
+        """
+        if self.attempt is None:
+            raise DataError(f"{self.uri()} is already the date's run folder; only an attempt is promoted")
+        return Promotion(self)
+
+    def attempts(self) -> list[str]:
+        """The attempt folders of this run id under ``staging/`` (finished or not), oldest name first."""
+        parent = self._join(STAGING, self.folder, self.safe_id)
+        info = self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        return sorted(i.base_name for i in info
+                      if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+
+    def remove_attempts(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete this run id's attempt folders but ``keep`` (and this store's own)."""
+        parent = self._join(STAGING, self.folder, self.safe_id)
+        spared = {*keep, self.attempt}
+        removed = []
+        for name in self.attempts():
+            if name in spared:
+                continue
+            try:
+                self.fs.delete_dir(f"{parent}/{name}")
+                removed.append(name)
+            except OSError as exc:
+                log.warning("cannot delete attempt folder %s: %s", self._uri(f"{parent}/{name}"), exc)
+        return removed
 
     def prune_siblings(self, keep: int) -> list[str]:
         """Delete all but the ``keep`` newest run folders of this kind (this one is always kept).
@@ -345,55 +420,162 @@ class RunStore(DataRoot):
                 log.warning("cannot delete old run folder %s: %s", self._uri(f"{parent}/{name}"), exc)
         return older
 
-    def publish_latest(self, names: Iterable[str], manifest_name: str = MANIFEST) -> dict[str, str]:
-        """Copy finished datasets/files of this run to ``<data_root>/latest/``.
-
-        Each target is replaced only once every copy is complete (all copies are staged
-        under temporary names first), so readers see either the old or the new version.
-        A ``manifest_name`` file naming the run is written last (the scaling plan keeps its own, so
-        that it never changes which nightly run ``latest`` belongs to).
+    def stage_latest(self, names: Iterable[str]) -> list[list[str]]:
+        """Copy finished datasets/files of this run into ``latest/`` under temporary names.
 
         Returns:
-            name -> URI of the published copy.
+            ``[name, temporary path, target path]`` per name, for ``switch_latest``.
 
         Raises:
-            DataError: a dataset is missing from the run folder (nothing is published then).
+            DataError: a dataset is missing from the run folder (nothing is staged then).
+            SourceError: a copy failed (a full disk, no permission); nothing staged is left behind.
         """
         names = list(dict.fromkeys(names))
         missing = [n for n in names if not self.exists(n)]
         if missing:
             raise DataError(f"cannot publish {missing}: not in run folder {self.uri()}; "
                             "publish only after the steps that write them succeeded")
-        latest = self._join(LATEST)
-        self.fs.create_dir(latest, recursive=True)
-        published: dict[str, str] = {}
-        if self.scheme == "s3":
+        staged: list[list[str]] = []
+        try:
             for name in names:
                 target = self._join(LATEST, self.relpath(name))
-                self.fs.copy_file(self.path(name), target)  # server-side copy: atomic per object
-                published[name] = self._uri(target)
-        else:
-            staged: list[tuple[str, str, str]] = []
-            try:
-                for name in names:
-                    target = self._join(LATEST, self.relpath(name))
-                    folder, base = target.rsplit("/", 1)
-                    self.fs.create_dir(folder, recursive=True)
-                    tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{base}"
-                    self.fs.copy_file(self.path(name), tmp)
-                    staged.append((name, tmp, target))
-            except BaseException:
-                for _, tmp, _ in staged:
-                    self._delete_quietly(tmp)
-                raise
-            for name, tmp, target in staged:
-                self.fs.move(tmp, target)
-                published[name] = self._uri(target)
-        record = {"run_id": self.run_id, "run_folder": self.uri(), "names": names,
-                  "published_at": datetime.now(UTC).isoformat()}
-        self._write_atomic(self._join(LATEST, manifest_name), json.dumps(record, indent=2).encode("utf-8"))
-        log.info("published %s from %s to %s", names, self.uri(), self._uri(latest))
+                folder, base = target.rsplit("/", 1)
+                self.fs.create_dir(folder, recursive=True)
+                tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{base}"
+                staged.append([name, tmp, target])
+                self.fs.copy_file(self.path(name), tmp)
+        except BaseException as exc:
+            for _, tmp, _ in staged:
+                self._delete_quietly(tmp)
+            if isinstance(exc, OSError):
+                raise SourceError(f"cannot stage the published files in {self._uri(self._join(LATEST))}: {exc}; "
+                                  "free space or fix permissions there and run again (nothing was published)"
+                                  ) from exc
+            raise
+        return staged
+
+    def manifest_record(self, names: list[str], extra: dict | None = None) -> dict[str, Any]:
+        """What ``latest/_manifest.json`` says about this run's publish."""
+        return {"run_id": self.run_id, "run_folder": self.uri(), "names": names,
+                "published_at": datetime.now(UTC).isoformat(), **(extra or {})}
+
+    def publish_latest(self, names: Iterable[str], manifest_name: str = MANIFEST,
+                       extra: dict | None = None) -> dict[str, str]:
+        """Copy finished datasets/files of this run to ``<data_root>/latest/``, the manifest last.
+
+        Each target is replaced only once every copy is complete (all are staged under
+        temporary names first), so readers see either the old or the new version of each.
+        The pipeline publishes through ``foresight_lib.publishing``, which journals the same
+        two steps so that a killed publish is finished or undone; this is the plain form.
+
+        Returns:
+            name -> URI of the published copy.
+        """
+        staged = self.stage_latest(names)
+        published = {name: self._uri(target) for name, _, target in staged}
+        try:
+            staged.append(self.stage_manifest(self.manifest_record(list(published), extra), manifest_name))
+        except BaseException:
+            for _, tmp, _ in staged:
+                self._delete_quietly(tmp)
+            raise
+        self.switch_latest(staged)
+        log.info("published %s from %s", list(published), self.uri())
         return published
+
+
+class Promotion:
+    """An attempt made the date's run folder, until ``commit()`` (drop the old one) or ``rollback()``."""
+
+    def __init__(self, attempt: RunStore):
+        self.attempt = attempt
+        self.target = attempt.committed()
+        fs = attempt.fs
+        self.previous = attempt._join(STAGING, attempt.folder, attempt.safe_id, f"{_PREVIOUS}-{attempt.attempt}")
+        # foresight_lib.publishing.previous_path names the same folder in its journal
+        self.had_previous = fs.get_file_info(self.target.root).type == pafs.FileType.Directory
+        self.done = False
+        try:
+            if attempt.scheme == "s3":
+                self._copy_s3()
+            else:
+                fs.create_dir(self.target.root.rsplit("/", 1)[0], recursive=True)
+                if self.had_previous:
+                    fs.move(self.target.root, self.previous)
+                try:
+                    fs.move(attempt.root, self.target.root)
+                except BaseException:
+                    if self.had_previous:
+                        fs.move(self.previous, self.target.root)
+                    raise
+        except OSError as exc:
+            raise SourceError(f"cannot make {attempt.uri()} the run folder {self.target.uri()}: {exc}") from exc
+        log.info("attempt %s is now the run folder %s", attempt.attempt, self.target.uri())
+
+    def _copy_s3(self) -> None:
+        fs = self.attempt.fs
+        selector = pafs.FileSelector(self.attempt.root, recursive=True, allow_not_found=True)
+        new = [i.path[len(self.attempt.root) + 1:] for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+        for rel in new:
+            fs.copy_file(f"{self.attempt.root}/{rel}", f"{self.target.root}/{rel}")
+        keep = set(new)
+        for rel in self.target.list_files():
+            if rel not in keep:
+                self.attempt._delete_quietly(f"{self.target.root}/{rel}")
+        fs.delete_dir(self.attempt.root)
+
+    def commit(self) -> None:
+        """Delete the date's previous run folder (kept aside until now)."""
+        if self.done:
+            return
+        self.done = True
+        if self.had_previous and self.attempt.scheme != "s3":
+            try:
+                self.attempt.fs.delete_dir(self.previous)
+            except OSError as exc:
+                log.warning("cannot delete the previous run folder %s: %s", self.attempt._uri(self.previous), exc)
+
+    def rollback(self) -> bool:
+        """Put the date's previous run folder back and the attempt where it was; False on S3 (not possible)."""
+        if self.done:
+            return False
+        self.done = True
+        if self.attempt.scheme == "s3":
+            log.error("the run folder %s keeps the failed attempt's files: S3 has no rename to undo the copy",
+                      self.target.uri())
+            return False
+        fs = self.attempt.fs
+        fs.move(self.target.root, self.attempt.root)
+        if self.had_previous:
+            fs.move(self.previous, self.target.root)
+        log.info("rolled back run folder %s to its previous content", self.target.uri())
+        return True
+
+
+def restore_interrupted_promotions(root: DataRoot, folder: str = RUNS) -> list[str]:
+    """Put back a date's run folder that a killed promotion left aside (``.previous-*`` with no run folder).
+
+    Returns:
+        The run folders restored.
+    """
+    if root.scheme == "s3":
+        return []
+    staging = root._join(STAGING, folder)
+    restored = []
+    for run in root.fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True)):
+        if run.type != pafs.FileType.Directory:
+            continue
+        for item in root.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True)):
+            if item.type != pafs.FileType.Directory or not item.base_name.startswith(_PREVIOUS):
+                continue
+            target = root._join(folder, run.base_name)
+            if root.fs.get_file_info(target).type == pafs.FileType.NotFound:
+                root.fs.move(item.path, target)
+                restored.append(root._uri(target))
+                log.warning("restored run folder %s that an interrupted promotion had moved aside", target)
+            else:
+                root.fs.delete_dir(item.path)
+    return restored
 
 
 def _frame_from_bytes(data: bytes, where: str) -> pd.DataFrame:

@@ -122,16 +122,31 @@ def test_overwrite_replaces_whole_file(tmp_path):
     assert not any(".tmp-" in f for f in all_files(tmp_path))
 
 
-def test_reset_deletes_only_its_own_run(tmp_path):
+def test_an_attempt_replaces_only_its_own_date_and_only_when_promoted(tmp_path):
     one = RunStore(str(tmp_path), RUN_ID)
     other = RunStore(str(tmp_path), "scheduled__2024-03-02T02:00:00+00:00")
     one.write_frame("raw", frame())
     one.write_frame("backtests/ets", frame())
     other.write_frame("raw", frame())
-    one.reset()
-    assert one.list_files() == [] and not os.path.exists(one.uri())
+
+    attempt = RunStore(str(tmp_path), RUN_ID, attempt="20240301T030000Z-abc123")
+    assert attempt.uri() == str(tmp_path / "staging" / "runs" / safe_run_id(RUN_ID) / "20240301T030000Z-abc123")
+    attempt.write_frame("raw", frame(start=5.0))
+    assert one.read_frame("raw")["y"].iloc[0] == 0.0  # the date's folder is untouched while the attempt runs
+    assert one.attempts() == ["20240301T030000Z-abc123"]
+
+    promotion = attempt.promote()
+    assert one.list_files() == ["raw.parquet"] and one.read_frame("raw")["y"].iloc[0] == 5.0
+    assert promotion.rollback()
+    assert one.list_files() == ["backtests/ets.parquet", "raw.parquet"]
+    assert attempt.read_frame("raw")["y"].iloc[0] == 5.0
+
+    attempt.promote().commit()
+    assert one.list_files() == ["raw.parquet"]
     assert other.list_files() == ["raw.parquet"]
-    one.reset()  # resetting a missing folder is fine
+    assert one.attempts() == []
+    with pytest.raises(DataError, match="only an attempt is promoted"):
+        one.promote()
 
 
 def test_publish_latest_replaces_after_complete_copy(tmp_path):
@@ -198,6 +213,10 @@ def test_s3_code_path_on_in_memory_filesystem():
     assert fs.get_file_info(f"bucket/prefix/runs/{safe_run_id(RUN_ID)}/raw.parquet").type == pafs.FileType.File
     assert store.publish_latest(["raw"]) == {"raw": "s3://bucket/prefix/latest/raw.parquet"}
     assert store.read_latest("raw")["y"].tolist() == [0.0, 1.0, 2.0]
-    store.reset()
-    assert store.list_files() == [] and not store.exists("raw")
+    attempt = RunStore("s3://bucket/prefix", RUN_ID, filesystem=fs, attempt="a2")
+    attempt.write_frame("features", frame(start=3.0))
+    attempt.promote().commit()  # objects copied over the date's prefix, the stale ones deleted
+    assert store.list_files() == ["features.parquet"]
+    assert store.read_frame("features")["y"].iloc[0] == 3.0
+    assert attempt.list_files() == []
     assert DataRoot("s3://bucket/prefix", filesystem=fs).read_latest("raw").shape == (3, 3)
