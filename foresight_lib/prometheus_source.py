@@ -3,9 +3,12 @@
 Prometheus refuses a range query that would return more than 11,000 points per series,
 so a window is split into chunks of at most ``max_points - 1`` evaluation times each: a
 chunk covers ``[t0, t0 + (n - 1) * step]`` and the next one starts one step later, so no
-point is lost or read twice. Every request has a timeout and is retried with exponential
-backoff on connection errors, 5xx/429 answers and malformed JSON; once the retries are
-spent a ``SourceError`` names the query, the URL and the last error.
+point is lost or read twice. Every request has a deadline (``timeout_s``, from connect to
+the last byte of the answer, however slowly the server sends it; ``http_deadline``) and
+is retried with exponential backoff on connection errors, passed deadlines, 5xx/429
+answers and malformed JSON; once the retries are spent a ``SourceError`` names the query,
+the URL and the last error. No message or log line carries a password or token: URLs
+are shown through ``redaction``.
 
 Endpoints and secrets come from environment variables (``FORESIGHT_PROMETHEUS_URL``,
 ``_TOKEN`` or ``_TOKEN_FILE``, ``_USER``/``_PASSWORD``, ``_CA_FILE``, ``_CERT_FILE``/
@@ -17,10 +20,11 @@ The result is the long frame (``unique_id = <metric>/<entity>``, ``ds`` UTC, ``y
 float64) and the series table; the entity is made of the values of the aggregation
 labels (``namespace/pod/container``). Default PromQL per metric lives in
 ``include/promql.yaml``; values from the configuration that go into label matchers are
-always escaped as PromQL strings.
+always escaped as PromQL strings (``foresight_lib.promql``).
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -36,26 +40,36 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 import requests
-import yaml
 
+from foresight_lib import http_deadline
 from foresight_lib.errors import ConfigError, DataError, HorizonError, SourceError
 from foresight_lib.frames import SERIES_COLUMNS, SERIES_TABLE_COLUMNS, make_unique_id
 from foresight_lib.horizons import format_duration, to_timedelta
+from foresight_lib.promql import (  # noqa: F401  (the PromQL helpers are re-exported: callers use them from here)
+    AGGREGATION_LEVELS,
+    PROMQL_FILE_ENV,
+    MetricQuery,
+    PromqlCatalog,
+    build_selector,
+    check_label_name,
+    escape_regex,
+    label_matcher,
+    load_promql,
+    promql_duration,
+    promql_file,
+    quote_promql_string,
+    render_query,
+)
+from foresight_lib.redaction import is_secret_key, redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
 PROMETHEUS_MAX_POINTS = 11_000
 """Prometheus' limit of points per series in one ``query_range`` answer."""
 ENV_PREFIX = "FORESIGHT_PROMETHEUS_"
-PROMQL_FILE_ENV = "FORESIGHT_PROMQL_FILE"
-AGGREGATION_LEVELS = ("container", "pod", "namespace")
 DEFAULT_METRIC = "value"
 """Metric name of an ad-hoc query's series when neither ``metric`` nor ``__name__`` names it."""
 
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\\n]|\\.)*"\s*$')
-_PLACEHOLDER = re.compile(r"\{(aggregation|selector|rate_window)\}")
-_RE2_SPECIAL = set(r"\.+*?()|[]{}^$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _RELATIVE = re.compile(r"^now\s*(?:([+-])\s*(\d+\s*[a-z]+))?$", re.IGNORECASE)
@@ -78,7 +92,7 @@ class PrometheusSettings:
         cert_file, key_file: client certificate and key (mutual TLS).
         insecure_skip_verify: do not verify the server's certificate (tests only).
         headers: extra request headers (e.g. ``X-Scope-OrgID`` for Mimir or Cortex).
-        timeout_s: seconds to wait for one answer.
+        timeout_s: the deadline of one request, from connect to the last byte of the answer.
         retries: further attempts after a failed one (connection error, 5xx, 429,
             malformed JSON); the wait doubles from ``backoff_s`` up to ``max_backoff_s``.
         max_points: Prometheus' points-per-series limit; chunks stay strictly under it.
@@ -233,7 +247,8 @@ class PrometheusSettings:
             url = url[: -len("/api/v1")]
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"Prometheus URL '{url}' is not an http(s) URL; write e.g. http://prometheus:9090")
+            raise ConfigError(f"Prometheus URL '{redact_url(url)}' is not an http(s) URL; "
+                              "write e.g. http://prometheus:9090")
         return url
 
     def session(self) -> requests.Session:
@@ -356,193 +371,6 @@ def _as_int(value: Any, name: str) -> int:
 
 
 # ---------------------------------------------------------------------------
-# PromQL: escaping and templates
-
-
-def quote_promql_string(value: Any) -> str:
-    """``value`` as a double-quoted PromQL string literal.
-
-    Backslashes, double quotes and control characters are escaped, so the value can
-    neither end the string nor add PromQL to the query.
-    """
-    out = ['"']
-    for char in str(value):
-        if char == "\\":
-            out.append("\\\\")
-        elif char == '"':
-            out.append('\\"')
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def escape_regex(value: Any) -> str:
-    """``value`` as an RE2 pattern matching exactly that text."""
-    return "".join(f"\\{c}" if c in _RE2_SPECIAL else c for c in str(value))
-
-
-def check_label_name(name: Any, where: str = "label name") -> str:
-    """``name`` if it is a valid Prometheus label name.
-
-    Raises:
-        ConfigError: it is not (``[a-zA-Z_][a-zA-Z0-9_]*``).
-    """
-    text = str(name)
-    if not _LABEL_NAME.match(text):
-        raise ConfigError(f"{where} '{text}' is not a Prometheus label name; use letters, digits and _ "
-                          "(not starting with a digit)")
-    return text
-
-
-def label_matcher(name: str, value: str | Sequence[str]) -> str:
-    """An escaped equality matcher ``name="value"``; a list of values gives ``name=~"a|b"``."""
-    name = check_label_name(name)
-    if isinstance(value, str | int | float):
-        return f"{name}={quote_promql_string(value)}"
-    values = [str(v) for v in value]
-    if not values:
-        raise ConfigError(f"label filter '{name}' has an empty list of values; give at least one value")
-    if len(values) == 1:
-        return f"{name}={quote_promql_string(values[0])}"
-    return f"{name}=~{quote_promql_string('|'.join(escape_regex(v) for v in values))}"
-
-
-def build_selector(matchers: Sequence[str] = (), labels: Mapping[str, str | Sequence[str]] | None = None) -> str:
-    """The ``{...}`` part of a selector: trusted ``matchers`` plus escaped ``labels`` filters."""
-    parts = list(matchers) + [label_matcher(k, v) for k, v in sorted((labels or {}).items())]
-    return "{" + ", ".join(parts) + "}" if parts else ""
-
-
-def render_query(template: str, aggregation_labels: Sequence[str] | None = None, selector: str = "",
-                 rate_window: pd.Timedelta | None = None, what: str = "query") -> str:
-    """Fill ``{aggregation}``, ``{selector}`` and ``{rate_window}`` in a PromQL template.
-
-    Nothing else in the text is changed (PromQL's own braces stay as they are).
-
-    Raises:
-        ConfigError: the template uses ``{aggregation}`` but no aggregation is given.
-    """
-
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name == "aggregation":
-            if not aggregation_labels:
-                raise ConfigError(f"{what} uses {{aggregation}} but no aggregation level is set; set "
-                                  f"source.prometheus.aggregation ({', '.join(AGGREGATION_LEVELS)})")
-            return ", ".join(check_label_name(label, "aggregation label") for label in aggregation_labels)
-        if name == "selector":
-            return selector
-        return _promql_duration(rate_window or pd.Timedelta(minutes=5))
-
-    return _PLACEHOLDER.sub(fill, template)
-
-
-def _promql_duration(delta: pd.Timedelta) -> str:
-    seconds = delta.total_seconds()
-    if seconds != int(seconds):
-        return f"{int(round(seconds * 1000))}ms"
-    return format_duration(pd.Timedelta(seconds=int(seconds)))
-
-
-@dataclass(frozen=True)
-class MetricQuery:
-    """One metric's PromQL template and what to record about its series."""
-
-    name: str
-    query: str
-    unit: str | None = None
-    matchers: tuple[str, ...] = ()
-    finest: str | None = None
-    help: str = ""
-
-
-@dataclass(frozen=True)
-class PromqlCatalog:
-    """The contents of ``include/promql.yaml``."""
-
-    aggregations: Mapping[str, tuple[str, ...]]
-    metrics: Mapping[str, MetricQuery]
-    min_rate_window: pd.Timedelta = pd.Timedelta(minutes=1)
-
-    def labels_for(self, level: str | Sequence[str] | None, metric: MetricQuery | None = None) -> tuple[str, ...]:
-        """Label names of an aggregation ``level``, coarsened to the metric's finest level."""
-        if level is None:
-            return ()
-        if not isinstance(level, str):
-            return tuple(check_label_name(x, "aggregation label") for x in level)
-        if level not in self.aggregations:
-            raise ConfigError(f"aggregation '{level}' is not one of {', '.join(self.aggregations)}")
-        order = list(self.aggregations)
-        if metric is not None and metric.finest and order.index(metric.finest) > order.index(level):
-            level = metric.finest
-        return self.aggregations[level]
-
-    def rate_window(self, step: pd.Timedelta) -> pd.Timedelta:
-        return max(step, self.min_rate_window)
-
-
-def promql_file() -> Path:
-    """Where the default PromQL lives: ``FORESIGHT_PROMQL_FILE``, else ``<home>/include/promql.yaml``."""
-    if os.environ.get(PROMQL_FILE_ENV):
-        return Path(os.environ[PROMQL_FILE_ENV]).expanduser()
-    from foresight_lib.config import foresight_home
-
-    return foresight_home() / "include" / "promql.yaml"
-
-
-def load_promql(path: str | os.PathLike | None = None) -> PromqlCatalog:
-    """Read and check the PromQL catalog (default: ``include/promql.yaml``).
-
-    Raises:
-        ConfigError: the file is missing, not YAML, or an entry is malformed; names it.
-    """
-    file = Path(path) if path is not None else promql_file()
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the PromQL catalog {file}: {exc.strerror or exc}; "
-                          f"set {PROMQL_FILE_ENV} or FORESIGHT_HOME") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the PromQL catalog {file} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("metrics"), dict) or not isinstance(
-            raw.get("aggregations"), dict):
-        raise ConfigError(f"the PromQL catalog {file} needs the mappings 'aggregations' and 'metrics'")
-    aggregations: dict[str, tuple[str, ...]] = {}
-    for level, labels in raw["aggregations"].items():
-        if not isinstance(labels, list) or not labels:
-            raise ConfigError(f"{file}: aggregations.{level} must be a list of label names")
-        aggregations[str(level)] = tuple(check_label_name(x, f"{file}: aggregations.{level}") for x in labels)
-    metrics: dict[str, MetricQuery] = {}
-    for name, entry in raw["metrics"].items():
-        where = f"{file}: metrics.{name}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("query"), str):
-            raise ConfigError(f"{where} needs a 'query' (PromQL text)")
-        matchers = tuple(str(m) for m in entry.get("matchers") or ())
-        bad = [m for m in matchers if not _MATCHER.match(m)]
-        if bad:
-            raise ConfigError(f"{where}: {bad} are not label matchers like container!=\"POD\"")
-        finest = entry.get("finest")
-        if finest is not None and finest not in aggregations:
-            raise ConfigError(f"{where}: finest '{finest}' is not one of {', '.join(aggregations)}")
-        metrics[str(name)] = MetricQuery(str(name), entry["query"].strip(), entry.get("unit"), matchers, finest,
-                                         str(entry.get("help") or ""))
-    try:
-        min_window = to_timedelta(str(raw.get("min_rate_window") or "1m"))
-    except HorizonError as exc:
-        raise ConfigError(f"{file}: min_rate_window: {exc}") from exc
-    return PromqlCatalog(aggregations, metrics, min_window)
-
-
-# ---------------------------------------------------------------------------
 # Times and chunks
 
 
@@ -652,7 +480,7 @@ class _Series:
 
 
 class PrometheusClient:
-    """``query_range`` with chunking, timeouts and retries.
+    """``query_range`` with chunking, deadlines and retries.
 
     Args:
         settings: URL, auth, TLS and limits.
@@ -664,6 +492,9 @@ class PrometheusClient:
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.base_url = settings.require_url()
+        self.display_url = redact_url(self.base_url)
+        """The base URL as messages and logs show it (no secret query parameter)."""
+        self._secrets = _secret_literals(settings)
         self.session = session or settings.session()
         self.sleep = sleep
 
@@ -675,7 +506,7 @@ class PrometheusClient:
         """
         step_ms = max(1, int(round(step.total_seconds() * 1000)))
         chunks = plan_chunks(_ms(start), _ms(end), step_ms, self.settings.max_points)
-        log.info("Prometheus %s: %s in %d chunk(s) of at most %d points, step %ss", self.base_url, query,
+        log.info("Prometheus %s: %s in %d chunk(s) of at most %d points, step %ss", self.display_url, query,
                  len(chunks), self.settings.max_points - 1, step_ms / 1000)
         merged: dict[tuple, _Series] = {}
         for chunk_start, chunk_end in chunks:
@@ -710,7 +541,7 @@ class PrometheusClient:
             except _Fatal as exc:
                 raise SourceError(self._message(query, str(exc), attempt)) from None
             except _Retry as exc:
-                last = str(exc)
+                last = self._scrub(str(exc))
                 wait = exc.retry_after
             if attempt < attempts:
                 delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1))
@@ -722,17 +553,29 @@ class PrometheusClient:
 
     def _message(self, query: str, error: str, attempts: int) -> str:
         tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
-        return f"Prometheus query failed {tries}: {error}; query: {query}; URL: {self.base_url}"
+        return self._scrub(f"Prometheus query failed {tries}: {error}; query: {query}; URL: {self.display_url}")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` as it may be shown: URLs redacted, and this client's own secrets wherever they appear
+        (a server or proxy may echo a token or the basic-auth header back in its error)."""
+        text = redact_text(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _attempt(self, url: str, params: Mapping[str, str], parse: Callable[[dict], Any]) -> Any:
         timeout = self.settings.timeout_s
         try:
-            response = self.session.post(url, data=dict(params), timeout=(min(timeout, 10.0), timeout))
+            response = http_deadline.post(self.session, url, params, timeout)
+        except http_deadline.DeadlineExceeded as exc:
+            raise _Retry(f"{exc}; source.prometheus.timeout_s bounds the whole request (connect to last byte): "
+                         "raise it, or check the server and any proxy in front of it") from exc
         except requests.exceptions.SSLError as exc:
             raise _Fatal(f"TLS error: {exc}; set the CA bundle ({ENV_PREFIX}CA_FILE or the connection's "
                          "extra.ca_file) or, for a test server only, insecure_skip_verify") from exc
         except requests.Timeout as exc:
-            raise _Retry(f"no answer within {timeout:g}s ({type(exc).__name__})") from exc
+            raise _Retry(f"no answer within {min(timeout, http_deadline.MAX_CONNECT_S):g}s "
+                         f"({type(exc).__name__})") from exc
         except requests.ConnectionError as exc:
             raise _Retry(f"cannot connect: {_short(exc)}") from exc
         except requests.RequestException as exc:
@@ -756,7 +599,7 @@ class PrometheusClient:
             text = f"Prometheus error {error_type or '?'}: {body.get('error') or body}"
             raise (_Retry(text) if error_type in _RETRIED_ERROR_TYPES else _Fatal(text))
         for warning in body.get("warnings") or []:
-            log.warning("Prometheus warning: %s", warning)
+            log.warning("Prometheus warning: %s", self._scrub(str(warning)))
         data = body.get("data")
         if not isinstance(data, dict) or data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
             raise _Retry(f"malformed answer: no matrix result in {_snippet(response)}")
@@ -764,6 +607,16 @@ class PrometheusClient:
             return parse(data)
         except (TypeError, ValueError, KeyError, IndexError) as exc:
             raise _Retry(f"malformed answer: {type(exc).__name__}: {exc}") from exc
+
+
+def _secret_literals(settings: PrometheusSettings) -> list[str]:
+    """The password, the token and the basic-auth header value, longest first (3 characters or more:
+    masking every "a" of a message would hide more than it protects)."""
+    found = {settings.token, settings.password}
+    if settings.username:
+        found.add(base64.b64encode(f"{settings.username}:{settings.password or ''}".encode()).decode())
+    found.update(str(v) for k, v in settings.headers.items() if is_secret_key(k))
+    return sorted((s for s in found if s and len(s) >= 3), key=len, reverse=True)
 
 
 def _parse_matrix(data: dict) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
@@ -842,7 +695,7 @@ class PrometheusResult:
 
 
 def _freq_label(step: pd.Timedelta) -> str:
-    label = _promql_duration(step)
+    label = promql_duration(step)
     return label.replace("m", "min") if label.endswith("m") and not label.endswith("ms") else label
 
 
@@ -973,7 +826,7 @@ def extract_prometheus(url: str | None = None, query: str | None = None, start: 
     series = client.query_range(text, t0, t1, step_td)
     if not series:
         raise DataError(f"the query returned no series between {t0.isoformat()} and {t1.isoformat()}: {text}; "
-                        f"try it in Prometheus' UI at {client.base_url}/graph")
+                        f"try it in Prometheus' UI at {client.display_url}/graph")
     frame, table, notes = series_to_frames(series, metric, labels, step_td)
     return _finish([frame], [table], {metric or DEFAULT_METRIC: text}, [], notes)
 
@@ -1052,7 +905,7 @@ def extract_metrics(settings: PrometheusSettings, queries: Mapping[str, str] | N
         notes.extend(more)
     if not frames:
         raise DataError(f"no Prometheus query returned any series between {t0.isoformat()} and {t1.isoformat()} "
-                        f"at {client.base_url}: {rendered}; check the metric names and label filters")
+                        f"at {client.display_url}: {rendered}; check the metric names and label filters")
     return _finish(frames, tables, rendered, skipped, notes)
 
 

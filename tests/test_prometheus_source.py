@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -129,12 +132,109 @@ def test_prometheus_down_is_retried_then_reported():
     assert len(waits) == 2
 
 
-def test_a_slow_answer_times_out_and_is_retried():
+def test_a_slow_answer_passes_its_deadline_and_is_retried():
     with ScriptedServer([(200, matrix([]))], delay_s=1.0) as server:
-        with pytest.raises(SourceError, match=r"no answer within 0.2s"):
+        with pytest.raises(SourceError, match=r"exceeded the 0.2 s deadline while waiting for the status line"):
             ps.extract_prometheus(server.url, "up", T0, T0, "5m", settings=settings(server.url, retries=1,
                                                                                     timeout_s=0.2))
         assert len(server.requests) == 2
+
+
+class TrickleServer:
+    """A raw HTTP server on 127.0.0.1 that sends its answer ``chunk`` bytes every ``interval_s``.
+
+    ``where="body"`` sends the status line and headers at once, then trickles the body;
+    ``where="headers"`` trickles from the first byte of the status line. ``connections``
+    records when each request arrived and when the client went away.
+    """
+
+    def __init__(self, body: bytes, interval_s: float, chunk: int = 1, where: str = "body"):
+        self.body, self.interval_s, self.chunk, self.where = body, interval_s, chunk, where
+        self.connections: list[dict] = []
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        seen = {"arrived": time.monotonic(), "left": None}
+        self.connections.append(seen)
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
+                    "Connection: close\r\n\r\n").encode()
+            if self.where == "body":
+                conn.sendall(head)
+                data = self.body
+            else:
+                data = head + self.body
+            try:
+                for i in range(0, len(data), self.chunk):
+                    if self.stop.is_set():
+                        return
+                    conn.sendall(data[i:i + self.chunk])
+                    time.sleep(self.interval_s)
+                conn.recv(1)  # the client closes once it has read everything
+            except OSError:
+                pass
+            seen["left"] = time.monotonic()
+
+    def __enter__(self) -> TrickleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_trickling_server_fails_the_request_at_its_deadline(where):
+    # 4,000 bytes at one byte per 0.2 s would hold the request for 13 minutes
+    body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}, "pad": "x" * 4000})
+    timeout_s, retries, backoff = 1.0, 1, 0.01
+    with TrickleServer(body.encode(), interval_s=0.2, where=where) as server:
+        started = time.monotonic()
+        with pytest.raises(SourceError) as info:
+            ps.extract_prometheus(server.url, 'sum(rate(x{pod="a"}[5m]))', T0, T0, "5m",
+                                  settings=settings(server.url, retries=retries, timeout_s=timeout_s))
+        elapsed = time.monotonic() - started
+        give_up = time.monotonic() + 3.0  # the server notices a shut connection at its next writes
+        while where == "body" and any(c["left"] is None for c in server.connections) and time.monotonic() < give_up:
+            time.sleep(0.05)
+        connections = list(server.connections)
+    text = str(info.value)
+    assert "exceeded the 1 s deadline" in text and "after 2 attempts" in text
+    assert 'query: sum(rate(x{pod="a"}[5m]))' in text and f"URL: {server.url}" in text
+    # each attempt ends at its deadline: timeout x attempts + backoff, plus a small margin
+    assert (retries + 1) * timeout_s <= elapsed < (retries + 1) * timeout_s + 2 * backoff + 0.8
+    assert len(connections) == retries + 1
+    if where == "body":
+        assert "while reading the body" in text
+        # the connection is shut at the deadline, not left to the server's pace
+        assert all(c["left"] is not None and c["left"] - c["arrived"] < timeout_s + 1.0 for c in connections)
+    else:
+        assert "while waiting for the status line and headers" in text
+
+
+def test_an_answer_streamed_in_small_pieces_within_the_deadline_is_read_whole():
+    body = matrix([({"__name__": "x", "pod": "a"}, [(T0, "1.5"), (T0 + 300, "2.5")])]).encode()
+    with TrickleServer(body, interval_s=0.005, chunk=7) as server:
+        result = ps.extract_prometheus(server.url, "x", T0, T0 + 300, "5m",
+                                       settings=settings(server.url, retries=0, timeout_s=5))
+    assert result.frame["y"].tolist() == [1.5, 2.5]
 
 
 def test_a_bad_query_is_not_retried():
