@@ -28,6 +28,9 @@ above the request; for memory also the share above the limit (the OOM proxy). Ev
 per-entity per-period recommendation is kept, so anyone can re-score it. Two sweeps give
 the trade-off curves: every method's base rescored with a range of fixed margins, and
 the forecast-driven plan itself rerun with each target violation rate of ``TARGETS``.
+Every method is scored on exactly the same series: one that some method could not size
+for a scored period (its forecast failed, a baseline had no data) is left out of all of
+them and listed with its reason. Scoring, verdicts and the plot: ``replay_report``.
 """
 from __future__ import annotations
 
@@ -38,7 +41,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,16 +52,13 @@ from foresight_lib.frames import check_series_frame, split_unique_id
 from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
 from foresight_lib.loaders import guess_unit
 from foresight_lib.models import FALLBACK_MODEL, MODEL_PATHS, check_model_names, make_model
+from foresight_lib.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare, score, score_ratios
 
 log = logging.getLogger(__name__)
 
 MODES = ("daily", "window")
 LOCAL_MODELS = [m for m in MODEL_PATHS if m != "lstm"]
 """Models fitted one series at a time (the LSTM is fitted across all series at once)."""
-FORECAST = "forecast"
-VPA = "vpa"
-CRANE = "crane"
-REACTIVE = "reactive"
 METHODS = {"daily": (FORECAST, VPA, CRANE), "window": (FORECAST, REACTIVE)}
 DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}
 """Model per mode when none is named: a static daily size needs the day's shape (seasonal
@@ -222,43 +221,6 @@ class ReplayResult:
 
 
 # ---------------------------------------------------------------------------
-# Scoring
-
-
-def score(request: np.ndarray | float, usage: np.ndarray, limit: np.ndarray | float | None = None) -> dict:
-    """Sums for slack and violations of a request (and limit) against usage points.
-
-    ``request`` and ``limit`` broadcast against ``usage``. Returns ``provisioned``,
-    ``unused`` (usage above the request counts as 0 unused), ``points``, ``over`` (points
-    above the request), ``over_limit`` and the ratios ``slack`` and ``violations``
-    (``violations_limit`` when a limit is given).
-    """
-    usage = np.asarray(usage, dtype="float64")
-    req = np.broadcast_to(np.asarray(request, dtype="float64"), usage.shape)
-    ok = np.isfinite(usage) & np.isfinite(req)
-    u, r = usage[ok], req[ok]
-    out = {
-        "provisioned": float(r.sum()), "unused": float(np.maximum(r - u, 0.0).sum()),
-        "points": int(u.size), "over": int((u > r).sum()),
-    }
-    out["slack"] = out["unused"] / out["provisioned"] if out["provisioned"] > 0 else float("nan")
-    out["violations"] = out["over"] / out["points"] if out["points"] else float("nan")
-    if limit is not None:
-        lim = np.broadcast_to(np.asarray(limit, dtype="float64"), usage.shape)[ok]
-        out["over_limit"] = int((u > lim).sum())
-        out["violations_limit"] = out["over_limit"] / out["points"] if out["points"] else float("nan")
-    return out
-
-
-def _ratios(provisioned: float, unused: float, points: int, over: int, over_limit: int | None) -> dict:
-    return {
-        "slack": unused / provisioned if provisioned > 0 else float("nan"),
-        "violations": over / points if points else float("nan"),
-        "violations_limit": (over_limit / points if points else float("nan")) if over_limit is not None else None,
-    }
-
-
-# ---------------------------------------------------------------------------
 # The walk: pass 1 (bases, per series) then pass 2 (factors, pooled across series)
 
 
@@ -275,13 +237,50 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
         raise DataError(f"no series can be replayed ({len(skipped)} skipped): {reasons}")
     size_forecasts(done, spec)
-    step_ns = spec.step_ns
-    records = _records(done, spec, step_ns)
+    kept, dropped = _same_series(done, spec)
+    skipped = skipped + dropped
+    if not kept:
+        reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in dropped[:3])
+        raise DataError(f"no series could be sized by every method ({len(dropped)} left out): {reasons}")
+    records = _records(kept, spec, spec.step_ns)
     totals = _totals(records, spec)
-    sweep = _sweep(done, spec)
-    targets = _target_sweep(done, spec)
-    fallbacks = {s.unique_id: s.fallbacks for s in done if s.fallbacks}
+    sweep = _sweep(kept, spec)
+    targets = _target_sweep(done, spec, {sr.unique_id for sr in kept})
+    fallbacks = {s.unique_id: s.fallbacks for s in kept if s.fallbacks}
     return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets)
+
+
+def _same_series(done: list[_SeriesReplay], spec: ReplaySpec) -> tuple[list[_SeriesReplay], list[dict]]:
+    """The series every method sized for every scored period, and the others with their reason.
+
+    A method that could not size a period (its forecast and the fallback failed, a
+    baseline had nothing to go on) would otherwise be scored on fewer series than the
+    others, and the comparison would no longer be like for like.
+    """
+    kept, dropped = [], []
+    unit = "day" if spec.mode == "daily" else "window"
+    for sr in done:
+        scored = np.flatnonzero(sr.scored)
+        parts = []
+        for method in spec.methods:
+            track = sr.tracks.get(method)
+            missing = [i for i in scored if track is None or not np.isfinite(track.requests[i])]
+            if not missing:
+                continue
+            first = pd.Timestamp(sr.first_ns + sr.starts[missing[0]] * spec.step_ns, unit="ns", tz="UTC")
+            why = ""
+            if method == FORECAST:
+                tried = " and its fallback " + FALLBACK_MODEL if spec.model != FALLBACK_MODEL else ""
+                why = f" (model {spec.model}{tried} gave no finite forecast)"
+            parts.append(f"no {method} recommendation for {len(missing)} of {len(scored)} scored {unit}(s), "
+                         f"the first at {first.isoformat()}{why}")
+        if not parts:
+            kept.append(sr)
+            continue
+        reason = "; ".join(parts) + "; left out of every method, so that all are scored on the same series"
+        dropped.append({"unique_id": sr.unique_id, "reason": reason})
+        log.warning("replay leaves out %s: %s", sr.unique_id, reason)
+    return kept, dropped
 
 
 def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | None = None, *,
@@ -347,8 +346,15 @@ def _check_series(ds: np.ndarray, y: np.ndarray, step_ns: int, spec: ReplaySpec)
     steps = np.diff(ds)
     if (steps != step_ns).any():
         return f"not on a regular {spec.freq} grid; run the features step first (foresight_lib.features)"
-    if not np.isfinite(y).all():
-        return "contains missing values; fill gaps with the features step first"
+    infinite, missing = np.isinf(y), np.isnan(y)
+    if infinite.any():
+        first = pd.Timestamp(int(ds[np.argmax(infinite)]), unit="ns", tz="UTC").isoformat()
+        return (f"contains {int(infinite.sum())} infinite value(s) (±Inf, the first at {first}), which are not "
+                "usage and which the features step does not fill; remove or correct those points in the input")
+    if missing.any():
+        first = pd.Timestamp(int(ds[np.argmax(missing)]), unit="ns", tz="UTC").isoformat()
+        return (f"contains {int(missing.sum())} missing value(s) (NaN, the first at {first}); fill gaps with the "
+                "features step first (foresight_lib.features)")
     return None
 
 
@@ -681,7 +687,7 @@ def _totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
         rows.append({
             "metric": metric, "resource": g["resource"].iloc[0], "method": method,
             "series": int(g["unique_id"].nunique()), "periods": len(g), "points": int(g["points"].sum()),
-            **_ratios(float(g["provisioned"].sum()), float(g["unused"].sum()), int(g["points"].sum()),
+            **score_ratios(float(g["provisioned"].sum()), float(g["unused"].sum()), int(g["points"].sum()),
                       int(g["over"].sum()), over_limit),
             "mean_series_slack": float((per_entity["unused"] / per_entity["provisioned"]).mean()),
             "mean_series_violations": float((per_entity["over"] / per_entity["points"]).mean()),
@@ -714,17 +720,20 @@ def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[str]) -> pd.DataFrame:
     """The forecast-driven plan rerun with each target violation rate of ``TARGETS``.
 
-    Its trade-off curve: the same bases, factors learnt (and pooled, and capped) for
-    each target, rounded and scored like the profile's own plan.
+    Its trade-off curve: the same bases, factors learnt (and pooled over every walked
+    series, as for the profile's own plan) for each target, rounded and scored like the
+    profile's own plan on the series in ``scored_ids``.
     """
     rows = []
     for target in TARGETS:
         prof = dc_replace(spec.profile_, target_violation=target)
         acc: dict[str, list[float]] = {}
         for sr, track in zip(done, forecast_tracks(done, spec, prof), strict=True):
+            if sr.unique_id not in scored_ids:
+                continue
             sums = acc.setdefault(sr.metric, [0.0, 0.0, 0.0, 0.0, 0.0])
             for i, scored in enumerate(sr.scored):
                 if not scored or not np.isfinite(track.requests[i]):
@@ -738,120 +747,5 @@ def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
         for metric, (prov, unused, points, over, over_limit) in sorted(acc.items()):
             memory = rs.resource_of(metric) == "memory"
             rows.append({"metric": metric, "target": target,
-                         **_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
+                         **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
     return pd.DataFrame(rows)
-
-
-def _known(value) -> bool:
-    """A score that was measured: not None and not NaN (a CPU row's limit column is NaN in a mixed frame)."""
-    return value is not None and bool(np.isfinite(value))
-
-
-def _beats(f: dict, b: dict, mode: str) -> bool:
-    """Does the point ``f`` dominate the point ``b``? For memory the share above the limit may not be higher."""
-    limit_ok = True
-    if _known(f.get("violations_limit")) and _known(b.get("violations_limit")):
-        limit_ok = f["violations_limit"] <= b["violations_limit"]
-    if mode == "daily":
-        return bool(f["slack"] < b["slack"] and f["violations"] <= b["violations"] and limit_ok)
-    return bool(f["violations"] < b["violations"] and f["slack"] <= b["slack"] and limit_ok)
-
-
-def compare(totals: pd.DataFrame, mode: str, targets: pd.DataFrame | None = None) -> list[dict]:
-    """The forecast-driven plan against each baseline, per metric: does it dominate?
-
-    ``dominates`` is true when the profile's plan has less slack at an equal or lower
-    violation rate (daily), or fewer violations at equal or lower slack (window); for
-    memory the violations above the limit must not be higher either. With ``targets``
-    (the plan rerun per target violation rate), ``dominates_on_curve`` says whether some
-    measured point of that curve dominates the baseline, and which: the one with the
-    least slack (daily) or the fewest violations (window) among those that do.
-    """
-    out = []
-    if totals.empty:
-        return out
-    for metric, g in totals.groupby("metric", sort=True):
-        by = {r["method"]: r for r in g.to_dict(orient="records")}
-        if FORECAST not in by:
-            continue
-        f = by[FORECAST]
-        curve = [] if targets is None or targets.empty else targets[targets["metric"] == metric].to_dict("records")
-        for method, b in by.items():
-            if method == FORECAST:
-                continue
-            row = {"metric": metric, "baseline": method, "forecast_slack": f["slack"],
-                   "baseline_slack": b["slack"], "forecast_violations": f["violations"],
-                   "baseline_violations": b["violations"], "forecast_violations_limit": f.get("violations_limit"),
-                   "baseline_violations_limit": b.get("violations_limit"), "dominates": _beats(f, b, mode)}
-            if curve:
-                winners = [p for p in curve if _beats(p, b, mode)]
-                key = "slack" if mode == "daily" else "violations"
-                best = min(winners, key=lambda p: p[key]) if winners else None
-                row.update({"dominates_on_curve": best is not None,
-                            "curve_target": best["target"] if best else None,
-                            "curve_slack": best["slack"] if best else None,
-                            "curve_violations": best["violations"] if best else None,
-                            "curve_violations_limit": best.get("violations_limit") if best else None})
-            out.append(row)
-    return out
-
-
-# ---------------------------------------------------------------------------
-# The plot
-
-
-def plot_sweep(result: ReplayResult, path: str | Path) -> Path:
-    """PNG of slack (x) against violations (y) per metric: one curve per method over the margins.
-
-    The solid curves use fixed margins over each method's base; the dashed one is the
-    forecast-driven plan itself (learnt factor, capped) rerun per target violation rate.
-    The stars mark what each method recommended (the forecast with the profile's target,
-    baselines with their 15 %).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweep, totals = result.sweep, result.totals
-    metrics = sorted(sweep["metric"].unique()) if len(sweep) else []
-    if not metrics:
-        raise DataError("nothing to plot: the replay scored no period")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5), squeeze=False)
-    colours = {FORECAST: "tab:blue", VPA: "tab:orange", CRANE: "tab:green", REACTIVE: "tab:red"}
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for method, g in sweep[sweep["metric"] == metric].groupby("method", sort=False):
-            g = g.sort_values("margin")
-            colour = colours.get(method)
-            label = f"{method} (margin {g['margin'].min():g}–{g['margin'].max():g})"
-            ax.plot(100 * g["slack"], 100 * g["violations"], "o-", ms=3, color=colour, label=label)
-            for _, row in g.iloc[[0, -1]].iterrows():
-                ax.annotate(f"{row['margin']:g}", (100 * row["slack"], 100 * row["violations"]), fontsize=7,
-                            color=colour, xytext=(3, 3), textcoords="offset points")
-            if method == FORECAST and len(result.targets):
-                t = result.targets[result.targets["metric"] == metric].sort_values("target")
-                ax.plot(100 * t["slack"], 100 * t["violations"], "s--", ms=4, color=colour,
-                        label=f"forecast, learnt factor (target {100 * t['target'].min():g}–"
-                              f"{100 * t['target'].max():g} %)")
-            point = totals[(totals["metric"] == metric) & (totals["method"] == method)]
-            if len(point):
-                name = f"{method} ({result.spec.profile})" if method == FORECAST else f"{method} as published"
-                ax.plot(100 * point["slack"], 100 * point["violations"], "*", ms=14, color=colour,
-                        markeredgecolor="black", label=name)
-        ax.set_xlabel("slack: unused share of the provisioned resource (%)")
-        ax.set_ylabel("violations: points above the request (%)")
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_title(f"{metric} — {result.spec.mode} mode, model {result.spec.model}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path

@@ -222,3 +222,77 @@ def test_a_window_sized_ahead_sees_only_the_data_before_its_decision_point():
         ReplaySpec(mode="window", lead_windows=48)
     with pytest.raises(ConfigError, match="window mode only"):
         ReplaySpec(mode="daily", lead_windows=1)
+
+
+def _series_from(start: str, days: float, entity: str) -> pd.DataFrame:
+    """A CPU series with a daily cycle from ``start``, ``days`` long."""
+    ds = pd.date_range(start, periods=int(days * 288), freq="5min", tz="UTC")
+    minutes = (ds.hour * 60 + ds.minute).to_numpy()
+    y = 1.0 + 0.5 * np.sin(2 * np.pi * minutes / 1440) + 0.01 * (np.arange(len(ds)) % 7)
+    return pd.DataFrame({"unique_id": f"cpu_cores/{entity}", "ds": ds, "y": y})
+
+
+def test_a_series_one_method_cannot_size_is_left_out_of_every_method():
+    # With one day of minimum history, the series that starts at midnight reaches its first
+    # scored day with exactly one day of history: too little for seasonal naive (and its
+    # fallback, the same model), so the forecast gives no size there. The series that starts
+    # at noon has a day and a half behind its first scored day.
+    spec = ReplaySpec(mode="daily", model="seasonal_naive", min_history_days=1)
+    short = _series_from("2024-03-01", 3, "short-past")
+    ok = _series_from("2024-02-29 12:00", 3.5, "long-past")
+    result = replay(pd.concat([short, ok], ignore_index=True), spec)
+    assert [s["unique_id"] for s in result.skipped] == ["cpu_cores/short-past"]
+    reason = result.skipped[0]["reason"]
+    assert "no forecast recommendation for 1 of 2 scored day(s), the first at 2024-03-02T00:00:00+00:00" in reason
+    assert "model seasonal_naive gave no finite forecast" in reason and "left out of every method" in reason
+    # every method is scored on the same series, the one every method could size ...
+    rec = result.records
+    assert set(rec["unique_id"]) == {"cpu_cores/long-past"}
+    assert rec.groupby("method")["unique_id"].nunique().to_dict() == {"crane": 1, "forecast": 1, "vpa": 1}
+    assert (result.totals["series"] == 1).all()
+    assert result.report()["series"] == 1
+    # ... with exactly the figures of a replay of that series alone (daily sizes pool nothing across series)
+    alone = replay(ok, spec)
+    pd.testing.assert_frame_equal(result.totals, alone.totals)
+    pd.testing.assert_frame_equal(result.sweep, alone.sweep)
+    pd.testing.assert_frame_equal(result.targets, alone.targets)
+    pd.testing.assert_frame_equal(result.records, alone.records)
+    with pytest.raises(DataError, match="no series could be sized by every method.*short-past"):
+        replay(short, spec)
+
+
+def test_non_finite_values_are_skipped_with_the_right_reason():
+    good = _series_from("2024-03-01", 4, "good")
+    infinite = _series_from("2024-03-01", 4, "inf")
+    infinite.loc[[300, 301], "y"] = [np.inf, -np.inf]
+    missing = _series_from("2024-03-01", 4, "nan")
+    missing.loc[400, "y"] = np.nan
+    result = replay(pd.concat([good, infinite, missing], ignore_index=True), ReplaySpec(mode="daily"))
+    reasons = {s["unique_id"]: s["reason"] for s in result.skipped}
+    assert set(reasons) == {"cpu_cores/inf", "cpu_cores/nan"}
+    assert reasons["cpu_cores/inf"].startswith("contains 2 infinite value(s) (±Inf, the first at "
+                                               f"{infinite.loc[300, 'ds'].isoformat()})")
+    assert "missing" not in reasons["cpu_cores/inf"] and "remove or correct" in reasons["cpu_cores/inf"]
+    assert reasons["cpu_cores/nan"].startswith(f"contains 1 missing value(s) (NaN, the first at "
+                                               f"{missing.loc[400, 'ds'].isoformat()})")
+    assert set(result.records["unique_id"]) == {"cpu_cores/good"}
+
+
+def test_the_command_lists_every_series_left_out_with_its_reason(tmp_path, capsys):
+    # the features step fills gaps but keeps ±Inf: the replay is where such a series is left out
+    good = _series_from("2024-03-01", 4, "good")
+    broken = _series_from("2024-03-01", 4, "broken")
+    broken.loc[500, "y"] = np.inf
+    data = tmp_path / "usage.csv"
+    pd.concat([good, broken]).to_csv(data, index=False)
+    out = tmp_path / "report.json"
+    assert main(["rightsize-replay", "--input", str(data), "--format", "long", "--mode", "daily",
+                 "--model", "seasonal_naive", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    left_out = [s for s in report["skipped"] if s["stage"] == "replay"]
+    assert [s["unique_id"] for s in left_out] == ["cpu_cores/broken"]
+    assert "infinite value(s)" in left_out[0]["reason"]
+    assert "1 file(s) or series left out" in printed
+    assert f"cpu_cores/broken (replay): {left_out[0]['reason']}" in printed
+    assert {r["unique_id"] for r in report["records"]} == {"cpu_cores/good"}

@@ -5,7 +5,8 @@ recommend from the history before it and are scored on what came next: slack (un
 share of what was provisioned) and violations (share of 5-minute points above the
 request; for memory also above the limit). Writes the JSON report (totals per method,
 the comparison with each baseline, every per-entity per-period recommendation) and a PNG
-of slack against violations over a range of margins.
+of slack against violations over a range of margins. Every method is scored on the same
+series: the report and the printed summary list each series left out, and why.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from foresight_lib.commands.backtest import _json_safe, keep_last_days
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.features import prepare_series
 from foresight_lib.loaders import FORMATS, atomic_write, load_series
-from foresight_lib.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, plot_sweep, replay
+from foresight_lib.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, replay
+from foresight_lib.replay_report import plot_sweep
 from foresight_lib.rightsizing import PROFILES
 
 
@@ -93,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     report["plot"] = str(plot_path)
     atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(_json_safe(report)) + "\n"))
     print(format_totals(report))
+    if report["skipped"]:
+        print(format_skipped(report["skipped"]))
     print(f"wrote {args.output} ({len(report['records'])} recommendations) and {plot_path}")
     return 0
 
@@ -112,4 +116,15 @@ def format_totals(report: dict) -> str:
             curve = f"yes, with a target of {100 * c['curve_target']:g} %" if c["dominates_on_curve"] else "no"
             verdict += f" (on the trade-off curve: {curve})"
         lines.append(f"forecast vs {c['baseline']} on {c['metric']}: {goal}: {verdict}")
+    return "\n".join(lines)
+
+
+def format_skipped(skipped: list[dict], limit: int = 20) -> str:
+    """What was left out (files at loading, series at the features step or the replay), one line each with why."""
+    lines = [f"{len(skipped)} file(s) or series left out (every method is scored on the same series):"]
+    for row in skipped[:limit]:
+        name = row.get("unique_id") or row.get("file") or "?"
+        lines.append(f"  {name} ({row.get('stage', 'replay')}): {row['reason']}")
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more: see 'skipped' in the report")
     return "\n".join(lines)
