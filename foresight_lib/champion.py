@@ -9,7 +9,7 @@ than that timestamp, with no refit: exactly what the evaluation protocol measure
 ``score_on`` runs an older champion through a newer run's held-out day with the same
 protocol, so that the alias rule compares the current champion and a new model on the
 same backtest. The MLflow side (pyfunc model, registry, aliases) lives in
-``foresight_lib.tracking``; ``register_champion`` here is a shortcut to it.
+``foresight_lib.registry``; ``register_champion`` here is a shortcut to it.
 """
 from __future__ import annotations
 
@@ -438,7 +438,7 @@ def _equal_weights(
 
 def register_champion(bundle: ChampionBundle, metric: str, new_score: float | None = None,
                       current_score_fn=None, **kwargs) -> dict:
-    """Register ``bundle`` in MLflow and move the aliases; see ``foresight_lib.tracking.register_champion``."""
-    from foresight_lib import tracking
+    """Register ``bundle`` in MLflow and move the aliases; see ``foresight_lib.registry.register_champion``."""
+    from foresight_lib import registry  # the registry imports this module
 
-    return tracking.register_champion(bundle, metric, new_score, current_score_fn, **kwargs)
+    return registry.register_champion(bundle, metric, new_score, current_score_fn, **kwargs)

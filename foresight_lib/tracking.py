@@ -1,15 +1,15 @@
-"""MLflow: one parent run per nightly run, a child per model, and the champion registry.
+"""MLflow: one parent run per nightly run, a child per model; the rest re-exported from beside it.
 
-- ``configure`` points MLflow at a tracking store (embedded default: a SQLite file with
-  a local artifact folder) and an experiment.
 - ``log_nightly`` logs a parent run per DAG run (tag ``foresight.run_id``) with the
   leaderboard, report, config and validation report, and a nested child run per model
   with its params, per-horizon metrics (``mase_15m``, ``coverage_80_30m``…) and a plot of
-  forecasts against actuals. Logging the same run key again replaces the earlier runs.
-- ``register_champion`` registers a ``ChampionBundle`` as a pyfunc model version of
-  ``foresight-<metric>`` and moves the ``champion`` alias only when the new model is at
-  least as good (mean MASE) as the current champion on the same backtest; otherwise the
-  new version gets ``challenger``.
+  forecasts against actuals. It deletes nothing: a re-run's earlier runs stay until its
+  publish has fully succeeded, then ``retire_earlier_runs`` deletes them, except a run a
+  registered model version was logged in (a champion's), which is kept and tagged.
+- The store (``configure``, ``check_tracking_server``) lives in
+  ``foresight_lib.mlflow_store``, the registry (``register_champion``, ``load_champion``,
+  alias snapshot and rollback) in ``foresight_lib.registry``; both are importable from
+  here too.
 """
 from __future__ import annotations
 
@@ -17,143 +17,77 @@ import json
 import logging
 import math
 import os
-import pickle
-import shutil
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param, ViewType
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from foresight_lib.backtest import TOP_MODELS, BacktestResult, BacktestSpec, finish_backtest
-from foresight_lib.champion import ChampionBundle
-from foresight_lib.errors import ConfigError, DataError, ForesightError
+from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import split_unique_id
+from foresight_lib.mlflow_store import (
+    CHECK_TIMEOUT_S,
+    DEFAULT_DIR_ENV,
+    DEFAULT_EXPERIMENT,
+    HTTP_MAX_RETRIES,
+    HTTP_TIMEOUT_S,
+    _client,
+    _experiment_id,
+    _redact,
+    apply_http_limits,
+    check_tracking_server,
+    configure,
+)
 from foresight_lib.models import ENSEMBLE
 from foresight_lib.plots import pick_series, plot_forecasts, plot_leaderboard
+from foresight_lib.registry import (
+    BUNDLE_ARTIFACT,
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    EXTRA_REQUIREMENTS,
+    METRIC_TAG,
+    MODEL_TAG,
+    ForesightPyfunc,
+    RegistryError,
+    champion_versions,
+    discard_versions,
+    load_bundle,
+    load_champion,
+    register_champion,
+    registered_model_name,
+    restore_aliases,
+    snapshot_aliases,
+    source_versions,
+    versions_from_run,
+)
+
+__all__ = [
+    "BUNDLE_ARTIFACT", "CHALLENGER_ALIAS", "CHAMPION_ALIAS", "CHECK_TIMEOUT_S", "DEFAULT_DIR_ENV",
+    "DEFAULT_EXPERIMENT", "EXTRA_REQUIREMENTS", "HTTP_MAX_RETRIES", "HTTP_TIMEOUT_S", "LOGICAL_DATE_TAG",
+    "METRIC_TAG", "MODEL_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "ForesightPyfunc", "RegistryError", "_redact",
+    "apply_http_limits", "champion_versions", "check_tracking_server", "configure", "discard_versions",
+    "load_bundle", "load_champion", "log_nightly", "model_params", "register_champion", "registered_model_name",
+    "restore_aliases", "retire_earlier_runs", "snapshot_aliases", "source_versions", "versions_from_run",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXPERIMENT = "foresight"
-DEFAULT_DIR_ENV = "FORESIGHT_MLFLOW_DIR"
-"""Folder of the embedded default (SQLite file + artifacts); ``./mlflow`` when unset."""
 RUN_KEY_TAG = "foresight.run_id"
 LOGICAL_DATE_TAG = "foresight.logical_date"
-METRIC_TAG = "foresight.metric"
-MODEL_TAG = "foresight.model"
-CHAMPION_ALIAS = "champion"
-CHALLENGER_ALIAS = "challenger"
-BUNDLE_ARTIFACT = "bundle"
+SUPERSEDED_TAG = "foresight.superseded_by"
+"""On an earlier run kept by ``retire_earlier_runs``: the parent run that replaced it."""
+REGISTERED_TAG = "foresight.registered_versions"
+"""On such a run: the registered versions that keep it (``foresight-cpu/3,…``)."""
+PARENT_TAG = "mlflow.parentRunId"
 HORIZON_METRICS = ("mae", "rmse", "smape", "mase", "coverage_80", "coverage_95", "width_80", "width_95")
 MAX_PARAM_CHARS = 500
-EXTRA_REQUIREMENTS = {"arima": ["statsmodels"], "ets": ["statsmodels"], "prophet": ["prophet"], "lstm": ["torch"]}
-
-_state: dict[str, str] = {}
-
-
-# ---------------------------------------------------------------------------
-# Configuration
-
-
-def configure(tracking_uri: str | None = None, artifact_location: str | None = None,
-              experiment: str = DEFAULT_EXPERIMENT, root: str | Path | None = None) -> str:
-    """Point MLflow (tracking and registry) at a store and an experiment; create what is missing.
-
-    Args:
-        tracking_uri: ``sqlite:///path.db``, ``postgresql://…``, ``http(s)://server``, or a
-            plain path to a ``.db`` file. Default: ``MLFLOW_TRACKING_URI`` if set, else a
-            SQLite file under ``root``.
-        artifact_location: where a new experiment keeps artifacts: a folder, ``file://``
-            or ``s3://`` URI. Default: ``<root>/artifacts`` for a local store.
-        experiment: experiment name.
-        root: folder of the embedded default (``$FORESIGHT_MLFLOW_DIR`` or ``./mlflow``).
-
-    Returns:
-        The experiment id.
-
-    Raises:
-        ConfigError: the store cannot be reached or the experiment not created.
-    """
-    root_dir = Path(root or os.environ.get(DEFAULT_DIR_ENV) or "mlflow").expanduser().resolve()
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root_dir / 'mlflow.db'}"
-    uri = _normalise_tracking_uri(uri)
-    local_store = uri.startswith("sqlite:")
-    if artifact_location is None and local_store:
-        artifact_location = str(root_dir / "artifacts")
-    location = _normalise_artifact_location(artifact_location) if artifact_location else None
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(uri, uri)
-    try:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-            log.info("created MLflow experiment %s (%s) at %s, artifacts %s", experiment, experiment_id, uri, location)
-        else:
-            experiment_id = exp.experiment_id
-            if exp.lifecycle_stage == "deleted":
-                client.restore_experiment(experiment_id)
-                log.info("restored deleted MLflow experiment %s", experiment)
-    except MlflowException as exc:
-        raise ConfigError(
-            f"MLflow tracking store {_redact(uri)} is not usable ({exc.message}); "
-            "check mlflow.tracking_uri in the config (or MLFLOW_TRACKING_URI)"
-        ) from exc
-    mlflow.set_experiment(experiment_id=experiment_id)
-    _state.update(tracking_uri=uri, experiment_id=experiment_id, experiment=experiment)
-    return experiment_id
-
-
-def _normalise_tracking_uri(uri: str) -> str:
-    if "://" not in uri and not uri.startswith("sqlite:"):
-        path = Path(uri).expanduser().resolve()
-        if path.suffix not in (".db", ".sqlite", ".sqlite3"):
-            path = path / "mlflow.db"
-        uri = f"sqlite:///{path}"
-    if uri.startswith("sqlite:///"):
-        db = uri[len("sqlite:///"):]
-        if db and db != ":memory:":
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
-def _normalise_artifact_location(location: str) -> str:
-    parsed = urlparse(location)
-    if parsed.scheme in ("", "file"):
-        path = Path(parsed.path if parsed.scheme == "file" else location).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path.as_uri()
-    return location
-
-
-def _redact(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.password:
-        return uri.replace(f":{parsed.password}@", ":***@")
-    return uri
-
-
-def _experiment_id(experiment_id: str | None) -> str:
-    if experiment_id:
-        return experiment_id
-    if "experiment_id" not in _state:
-        configure()
-    return _state["experiment_id"]
-
-
-def _client() -> MlflowClient:
-    return MlflowClient(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
 
 
 # ---------------------------------------------------------------------------
@@ -168,8 +102,9 @@ def log_nightly(
 ) -> dict:
     """Log one nightly run: a parent run and a nested child run per model.
 
-    The earlier runs logged under the same ``run_key`` are deleted once the new ones are
-    complete, so one DAG run keeps exactly one parent run.
+    Earlier runs of the same ``run_key`` are left alone: the publish calls
+    ``retire_earlier_runs`` once it has fully succeeded, so that a failed or killed re-run
+    never deletes the run behind the current champion.
 
     Args:
         run_key: the DAG run's key (Airflow run id or date key); tag ``foresight.run_id``.
@@ -190,7 +125,6 @@ def log_nightly(
     result = _as_result(result_or_parts, spec)
     client = _client()
     exp_id = _experiment_id(experiment_id)
-    earlier = _runs_of(client, exp_id, run_key)
     metric = metric or ",".join(sorted({split_unique_id(uid)[0] for uid in result.series}))
     base_tags = {RUN_KEY_TAG: run_key, METRIC_TAG: metric}
     if logical_date:
@@ -212,10 +146,6 @@ def log_nightly(
             client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(parent_id, "FINISHED")
-    for run in earlier:
-        client.delete_run(run.info.run_id)
-    if earlier:
-        log.info("replaced %d earlier MLflow run(s) of run key %s", len(earlier), run_key)
     log.info("logged MLflow parent run %s with %d child run(s) for %s", parent_id, len(children), run_key)
     return {"parent_run_id": parent_id, "child_run_ids": children}
 
@@ -242,6 +172,72 @@ def _runs_of(client: MlflowClient, experiment_id: str, run_key: str) -> list:
         token = page.token
         if not token:
             return runs
+
+
+def retire_earlier_runs(run_key: str, keep_parent_run_id: str, experiment_id: str | None = None) -> dict:
+    """Delete the earlier runs of ``run_key`` once its publish has fully succeeded.
+
+    Deletes every parent run of ``run_key`` but ``keep_parent_run_id``, with its child
+    runs, except a parent that is the source of a registered model version (the run a
+    champion or challenger was logged in, whatever its name): that run and its children
+    are kept, tagged ``foresight.superseded_by=<keep_parent_run_id>`` and
+    ``foresight.registered_versions``, so that ``models:/…@champion`` never points at a
+    deleted run. Runs are soft-deleted (``mlflow gc`` purges them).
+
+    Args:
+        run_key: the DAG run's key (tag ``foresight.run_id``).
+        keep_parent_run_id: the parent run of the publish that succeeded.
+        experiment_id: default: the configured experiment.
+
+    Returns:
+        ``{"deleted": [run ids], "kept": {run id: ["<model>/<version>", …]}}``.
+
+    Raises:
+        ConfigError: ``keep_parent_run_id`` is not a parent run of ``run_key``.
+        RegistryError: the registry cannot be searched (then nothing is deleted).
+    """
+    client = _client()
+    exp_id = _experiment_id(experiment_id)
+    runs = _runs_of(client, exp_id, run_key)
+    parents = {r.info.run_id for r in runs if PARENT_TAG not in r.data.tags}
+    if keep_parent_run_id not in parents:
+        raise ConfigError(
+            f"MLflow run {keep_parent_run_id} is not an active parent run of run key {run_key} in experiment "
+            f"{exp_id}; pass the parent_run_id that log_nightly returned for this run key"
+        )
+    earlier = parents - {keep_parent_run_id}
+    if not earlier:
+        return {"deleted": [], "kept": {}}
+    sources = source_versions(earlier)
+    children: dict[str, list[str]] = {}
+    for run in runs:
+        parent = run.data.tags.get(PARENT_TAG)
+        if parent in earlier:
+            children.setdefault(parent, []).append(run.info.run_id)
+    deleted: list[str] = []
+    kept: dict[str, list[str]] = {}
+    for parent in sorted(earlier):
+        family = [*children.get(parent, []), parent]
+        if parent in sources:
+            versions = [f"{name}/{number}" for name, number in sorted(sources[parent])]
+            for run_id in family:
+                client.set_tag(run_id, SUPERSEDED_TAG, keep_parent_run_id)
+            client.set_tag(parent, REGISTERED_TAG, ",".join(versions))
+            kept[parent] = versions
+            log.info("kept earlier MLflow run %s of run key %s: registered versions %s were logged in it",
+                     parent, run_key, versions)
+            continue
+        for run_id in family:
+            try:
+                client.delete_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue
+            deleted.append(run_id)
+    log.info("retired earlier MLflow runs of run key %s: %d deleted, %d parent(s) kept for their registered "
+             "versions", run_key, len(deleted), len(kept))
+    return {"deleted": deleted, "kept": kept}
 
 
 def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, config: dict,
@@ -305,7 +301,7 @@ def _local_path(where: str) -> Path | None:
 
 def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_tags: dict, result: BacktestResult,
                model: str, tmp: Path, plot_series: int) -> str:
-    tags = {**base_tags, MODEL_TAG: model, "mlflow.parentRunId": parent_id,
+    tags = {**base_tags, MODEL_TAG: model, PARENT_TAG: parent_id,
             "foresight.is_champion": str(model == result.champion).lower()}
     run = client.create_run(experiment_id, run_name=model, tags=tags)
     run_id = run.info.run_id
@@ -398,207 +394,3 @@ def _param_value(value: Any) -> str:
 
 def _records(board: pd.DataFrame) -> list[dict]:
     return json.loads(board.to_json(orient="records"))
-
-
-# ---------------------------------------------------------------------------
-# The registered champion
-
-
-class ForesightPyfunc(mlflow.pyfunc.PythonModel):
-    """The champion as an MLflow pyfunc model: recent history in, forecasts with intervals out.
-
-    ``predict(model_input, params={"horizons": "5m,15m,30m"})``: ``model_input`` is a long
-    frame ``unique_id, ds, y`` (timestamps as UTC, naive or aware, or ISO strings); the
-    result is a forecast frame with every step up to the longest horizon.
-    """
-
-    def __init__(self) -> None:
-        self.bundle: ChampionBundle | None = None
-
-    def load_context(self, context) -> None:
-        with open(context.artifacts[BUNDLE_ARTIFACT], "rb") as fh:
-            self.bundle = pickle.load(fh)
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if self.bundle is None:
-            raise ConfigError("the champion bundle is not loaded; load the model with mlflow.pyfunc.load_model")
-        params = params or {}
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input)
-        horizons = params.get("horizons") or None
-        return self.bundle.forecast(model_input, horizons=horizons)
-
-
-def registered_model_name(metric: str, name_prefix: str = "foresight") -> str:
-    return f"{name_prefix}-{metric}"
-
-
-def load_bundle(model_uri: str) -> ChampionBundle:
-    """The ``ChampionBundle`` inside a registered pyfunc model (e.g. ``models:/foresight-cpu@champion``)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
-
-
-def load_champion(metric: str, name_prefix: str = "foresight", alias: str = CHAMPION_ALIAS) -> ChampionBundle | None:
-    """The bundle the alias points at, or None when there is none yet."""
-    name = registered_model_name(metric, name_prefix)
-    if _alias_version(_client(), name, alias) is None:
-        return None
-    return load_bundle(f"models:/{name}@{alias}")
-
-
-def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    try:
-        return client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        return None
-
-
-def register_champion(
-    bundle: ChampionBundle, metric: str, new_score: float | None = None,
-    current_score_fn: Callable[[ChampionBundle], float] | None = None, *,
-    name_prefix: str = "foresight", run_key: str | None = None, parent_run_id: str | None = None,
-    experiment_id: str | None = None,
-) -> dict:
-    """Register ``bundle`` as a new version of ``<name_prefix>-<metric>`` and set its alias.
-
-    The ``champion`` alias moves to the new version when there is no champion yet, or when
-    ``new_score`` <= the current champion's mean MASE on the same backtest
-    (``current_score_fn(current_bundle)``); otherwise the new version becomes the
-    ``challenger``. When the current champion cannot be scored on this backtest (another
-    frequency, an unloadable model), the new version takes over and the reason is tagged.
-
-    Args:
-        bundle: the new champion candidate.
-        metric: the resource metric (``cpu``, ``memory``…), part of the model's name.
-        new_score: its mean MASE on this backtest (default: ``bundle.mean_mase``).
-        current_score_fn: scores the current champion's bundle on this backtest (default:
-            ``score_on`` the frame and spec ``bundle`` was built from).
-        run_key: the DAG run's key, tagged on the version.
-        parent_run_id: the nightly parent run to log the model in (default: a new run).
-
-    Returns:
-        ``version``, ``alias``, ``previous_version``, ``new_mean_mase``, ``champion_mean_mase``,
-        ``registered_model``, ``model`` and ``reason``.
-    """
-    client = _client()
-    name = registered_model_name(metric, name_prefix)
-    score = float(bundle.mean_mase if new_score is None else new_score)
-    if current_score_fn is None:
-        if bundle._eval_frame is None or bundle.spec is None:
-            raise ConfigError(
-                "no way to score the current champion: pass current_score_fn, or build the bundle with "
-                "ChampionBundle.from_result(result, model, frame) in this process"
-            )
-        frame, spec = bundle._eval_frame, bundle.spec
-        current_score_fn = lambda champ: champ.score_on(frame, spec)  # noqa: E731
-    previous = _alias_version(client, name, CHAMPION_ALIAS)
-    current_score, reason = None, None
-    if previous is None:
-        reason = "first registration"
-    else:
-        current_score, reason = _score_current(name, current_score_fn)
-    if previous is None:
-        alias = CHAMPION_ALIAS
-    elif current_score is not None and math.isfinite(current_score):
-        alias = CHAMPION_ALIAS if math.isfinite(score) and score <= current_score else CHALLENGER_ALIAS
-        reason = (f"mean MASE {score:.6g} {'<=' if alias == CHAMPION_ALIAS else '>'} "
-                  f"champion v{previous}'s {current_score:.6g} on the same backtest")
-    else:
-        alias = CHAMPION_ALIAS if math.isfinite(score) else CHALLENGER_ALIAS
-
-    info, run_id = _log_model(bundle, metric, parent_run_id, experiment_id)
-    tags = {
-        "mean_mase": _fmt(score), "model": bundle.model, "run_id": run_key or "", "mlflow_run_id": run_id,
-        "champion_mean_mase": _fmt(current_score), "previous_champion": previous or "", "decision": alias,
-        "reason": reason or "", "series": str(len(bundle.series)), "horizons": ",".join(bundle.horizons),
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
-    client.set_registered_model_alias(name, alias, mv.version)
-    if not client.get_registered_model(name).description:
-        client.update_registered_model(
-            name, description=f"Foresight champion for {metric}: given recent history (unique_id, ds, y), "
-                              "forecasts with intervals. Alias 'champion' = best by mean MASE; 'challenger' = "
-                              "the latest that did not beat it.",
-        )
-    log.info("registered %s v%s (%s, mean MASE %s) as %s: %s", name, mv.version, bundle.model, _fmt(score),
-             alias, reason)
-    return {
-        "registered_model": name, "version": int(mv.version), "alias": alias,
-        "previous_version": int(previous) if previous is not None else None,
-        "new_mean_mase": _finite(score), "champion_mean_mase": _finite(current_score),
-        "model": bundle.model, "reason": reason,
-    }
-
-
-def _score_current(name: str, current_score_fn: Callable[[ChampionBundle], float]) -> tuple[float | None, str]:
-    try:
-        champion = load_bundle(f"models:/{name}@{CHAMPION_ALIAS}")
-    except Exception as exc:  # noqa: BLE001 - an unloadable champion is replaced, with the reason kept
-        log.warning("current champion of %s cannot be loaded (%s); the new version takes over", name, exc)
-        return None, f"current champion could not be loaded: {type(exc).__name__}: {exc}"[:500]
-    try:
-        value = float(current_score_fn(champion))
-    except ForesightError as exc:
-        log.warning("current champion of %s cannot be scored on this backtest (%s); the new version takes over",
-                    name, exc)
-        return None, f"current champion not comparable: {exc}"[:500]
-    if not math.isfinite(value):
-        return None, "current champion's score on this backtest is not finite"
-    return value, ""
-
-
-def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, experiment_id: str | None):
-    with tempfile.TemporaryDirectory(prefix="foresight-champion-") as tmp:
-        path = Path(tmp) / "bundle.pkl"
-        with open(path, "wb") as fh:
-            pickle.dump(bundle, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        code = Path(tmp) / "code" / "foresight_lib"
-        shutil.copytree(Path(__file__).resolve().parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        example = bundle.example if bundle.example is not None else None
-        nested = mlflow.active_run() is not None
-        if parent_run_id:
-            run_ctx = mlflow.start_run(run_id=parent_run_id, nested=nested)
-        else:
-            run_ctx = mlflow.start_run(experiment_id=_experiment_id(experiment_id), nested=nested,
-                                       run_name=f"register {metric}")
-        with run_ctx as run, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            info = mlflow.pyfunc.log_model(
-                name=f"champion-{metric}", python_model=ForesightPyfunc(), artifacts={BUNDLE_ARTIFACT: str(path)},
-                signature=_signature(bundle, example), input_example=example,
-                pip_requirements=_requirements(bundle), code_paths=[str(code)],
-                tags={MODEL_TAG: bundle.model, METRIC_TAG: metric},
-            )
-            return info, run.info.run_id
-
-
-def _signature(bundle: ChampionBundle, example: pd.DataFrame | None) -> ModelSignature:
-    inputs = Schema([ColSpec("string", "unique_id"), ColSpec(AnyType(), "ds"), ColSpec("double", "y")])
-    params = ParamSchema([ParamSpec("horizons", "string", ",".join(bundle.horizons))])
-    outputs = None
-    if example is not None and not example.empty:
-        outputs = infer_signature(example, bundle.forecast(example)).outputs
-    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
-
-
-def _requirements(bundle: ChampionBundle) -> list[str]:
-    names = ["mlflow", "numpy", "pandas", "scipy", "cloudpickle"]
-    for member in bundle.members:
-        names.extend(EXTRA_REQUIREMENTS.get(member, []))
-    pins = []
-    for pkg in dict.fromkeys(names):
-        try:
-            pins.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            pins.append(pkg)
-    return pins
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -102,16 +102,25 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
     assert ensemble.data.params["model.members"] == "naive,seasonal_naive"
 
 
-def test_relogging_the_same_run_key_leaves_one_parent(store, frame, spec, result):
+def test_relogging_the_same_run_key_leaves_one_parent_once_retired(store, frame, spec, result):
     key = "manual__2024-03-05"
     first = tracking.log_nightly(key, result, {}, {}, None)
     parts = [backtest_part(frame, spec, models=["naive", "seasonal_naive"])]
     second = tracking.log_nightly(key, parts, {}, {}, None, spec=spec)
+    # until the publish has succeeded, the earlier attempt stays
+    parents = [r for r in active_runs(store["client"], store["experiment_id"], key)
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert {r.info.run_id for r in parents} == {first["parent_run_id"], second["parent_run_id"]}
+
+    retired = tracking.retire_earlier_runs(key, second["parent_run_id"])
+
     runs = active_runs(store["client"], store["experiment_id"], key)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.run_id for r in parents] == [second["parent_run_id"]]
     assert len(runs) == 1 + len(MODELS)
     assert store["client"].get_run(first["parent_run_id"]).info.lifecycle_stage == "deleted"
+    assert sorted(retired["deleted"]) == sorted([first["parent_run_id"], *first["child_run_ids"].values()])
+    assert retired["kept"] == {}
     with pytest.raises(ConfigError, match="BacktestSpec"):
         tracking.log_nightly(key, parts, {}, {}, None)
 

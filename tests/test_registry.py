@@ -1,0 +1,370 @@
+"""The MLflow side of a safe publish, on a real local MLflow store (SQLite) and real servers.
+
+- a re-run never deletes the run a champion was logged in (``retire_earlier_runs``);
+- snapshot -> register -> restore leaves the aliases exactly as they were, and
+  ``discard_versions`` leaves no orphan version;
+- ``check_tracking_server`` fails within its deadline whatever the server does, and
+  MLflow's own HTTP client gives up in bounded time.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from conftest import make_daily_series
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from prom_server import ScriptedServer, free_port, wait_for
+
+from foresight_lib import mlflow_store, registry, tracking
+from foresight_lib.backtest import BacktestSpec, run_backtest
+from foresight_lib.champion import ChampionBundle
+from foresight_lib.errors import ConfigError, SourceError
+
+MODELS = ["naive", "seasonal_naive"]
+SECRET = "s3cr3t-pw"
+MARGIN_S = 3.0
+"""Slack over a deadline for a loaded 2-core machine."""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-registry")
+    experiment_id = tracking.configure(root=root, experiment="foresight-registry-test")
+    return {"root": root, "experiment_id": experiment_id, "client": MlflowClient()}
+
+
+@pytest.fixture(scope="module")
+def backtest():
+    frame = make_daily_series(days=4, n_series=2, seed=11)
+    spec = BacktestSpec(models=MODELS, n_jobs=1, history_days=2, future=True, keep_models=True)
+    result = run_backtest(frame, spec)
+    return {"result": result, "bundle": ChampionBundle.from_result(result, "naive", frame)}
+
+
+@pytest.fixture
+def elsewhere(store):
+    """A test that points MLflow at another store; the module's store is set back after it."""
+    yield
+    root = store["root"]
+    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root=root, experiment="foresight-registry-test")
+
+
+def nightly(key: str, backtest) -> str:
+    return tracking.log_nightly(key, backtest["result"], {}, {}, None)["parent_run_id"]
+
+
+def register(backtest, metric: str, score: float, current: float, parent: str) -> dict:
+    """A registration with the scores given, so the alias rule's outcome is known in advance."""
+    return registry.register_champion(backtest["bundle"], metric, new_score=score,
+                                      current_score_fn=lambda champ: current, run_key="k", parent_run_id=parent)
+
+
+def stage(client: MlflowClient, run_id: str) -> str:
+    return client.get_run(run_id).info.lifecycle_stage
+
+
+def children_of(client: MlflowClient, experiment_id: str, parent: str) -> list[str]:
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
+                              run_view_type=ViewType.ALL)
+    return [r.info.run_id for r in runs]
+
+
+# ---------------------------------------------------------------------------
+# A re-run keeps the champion's run
+
+
+def test_rerun_keeps_the_run_behind_the_champion_and_deletes_the_others(store, backtest):
+    client, exp = store["client"], store["experiment_id"]
+    key = "scheduled__2024-03-04T00:00:00+00:00"
+    first = nightly(key, backtest)
+    champion = register(backtest, "cpu", 1.0, 0.0, first)
+    assert champion["alias"] == "champion"
+    killed = nightly(key, backtest)  # a re-run killed before it registered anything
+    rerun = nightly(key, backtest)
+    challenger = register(backtest, "cpu", 2.0, 1.0, rerun)  # the re-run only produced a challenger
+    assert challenger["alias"] == "challenger"
+    # logging deletes nothing any more: every attempt is still there until the publish succeeded
+    assert {stage(client, run) for run in (first, killed, rerun)} == {"active"}
+
+    out = tracking.retire_earlier_runs(key, rerun)
+
+    assert out["kept"] == {first: [f"foresight-cpu/{champion['version']}"]}
+    killed_family = [*children_of(client, exp, killed), killed]
+    assert sorted(out["deleted"]) == sorted(killed_family)
+    assert len(killed_family) == 1 + len(MODELS)
+    assert {stage(client, run) for run in killed_family} == {"deleted"}
+    for run in [first, *children_of(client, exp, first)]:
+        kept = client.get_run(run)
+        assert kept.info.lifecycle_stage == "active"
+        assert kept.data.tags[tracking.SUPERSEDED_TAG] == rerun
+    assert stage(client, rerun) == "active"
+    mv = client.get_model_version_by_alias("foresight-cpu", "champion")
+    assert mv.run_id == first and stage(client, mv.run_id) == "active"
+    model = mlflow.pyfunc.load_model("models:/foresight-cpu@champion")
+    history = make_daily_series(days=1, n_series=2, seed=11).groupby("unique_id").tail(6)
+    assert len(model.predict(history, params={"horizons": "5m"})) == 2
+    # a second retire has nothing left to delete, and keeps the champion's run
+    again = tracking.retire_earlier_runs(key, rerun)
+    assert again["deleted"] == [] and set(again["kept"]) == {first}
+
+
+def test_retire_refuses_a_run_that_is_not_a_parent_of_the_key(store, backtest):
+    parent = nightly("manual__2024-03-06", backtest)
+    with pytest.raises(ConfigError, match="not an active parent run of run key other"):
+        tracking.retire_earlier_runs("other", parent)
+    assert tracking.retire_earlier_runs("manual__2024-03-06", parent) == {"deleted": [], "kept": {}}
+
+
+# ---------------------------------------------------------------------------
+# Snapshot, restore, discard
+
+
+def test_failed_publish_restores_aliases_exactly_and_leaves_no_orphan_version(store, backtest):
+    client = store["client"]
+    before_run = nightly("manual__2024-03-07", backtest)
+    v1 = register(backtest, "mem", 1.0, 0.0, before_run)["version"]
+    v2 = register(backtest, "mem", 3.0, 1.0, before_run)["version"]
+    snapshot = json.loads(json.dumps(registry.snapshot_aliases(["mem", "disk"], "foresight-")))
+    assert snapshot == {"foresight-disk": {"champion": None, "challenger": None},
+                        "foresight-mem": {"champion": v1, "challenger": v2}}
+    assert registry.champion_versions(["mem", "disk"], "foresight") == {"disk": None, "mem": v1}
+
+    attempt = nightly("manual__2024-03-08", backtest)  # the publish that fails after registering
+    v3 = register(backtest, "mem", 0.5, 1.0, attempt)
+    disk = register(backtest, "disk", 1.0, 0.0, attempt)
+    assert v3["alias"] == "champion" and disk["alias"] == "champion"
+    assert registry.champion_versions(["mem", "disk"]) == {"disk": disk["version"], "mem": v3["version"]}
+
+    registry.restore_aliases(snapshot)
+
+    assert registry.snapshot_aliases(["mem", "disk"]) == snapshot
+    assert client.get_registered_model("foresight-disk").aliases == {}
+    created = registry.versions_from_run(attempt, "foresight")
+    assert created == [("foresight-disk", disk["version"]), ("foresight-mem", v3["version"])]
+    out = registry.discard_versions([*[list(v) for v in created], ("foresight-mem", v1), ("foresight-mem", 99)])
+    assert out["deleted"] == [["foresight-disk", disk["version"]], ["foresight-mem", v3["version"]]]
+    assert out["kept"] == [["foresight-mem", v1, ["champion"]]]
+    assert registry.versions_from_run(attempt) == []
+    assert sorted(int(mv.version) for mv in client.search_model_versions("name = 'foresight-mem'")) == [v1, v2]
+    for name, number in created:
+        with pytest.raises(MlflowException, match="not found"):
+            client.get_model_version(name, str(number))
+    assert registry.load_champion("mem") is not None
+    assert int(client.get_model_version_by_alias("foresight-mem", "challenger").version) == v2
+    # the failed attempt's run is no longer a source: a later successful publish deletes it
+    assert registry.source_versions([attempt, before_run]) == {before_run: [("foresight-mem", v1),
+                                                                            ("foresight-mem", v2)]}
+
+
+def test_restore_reports_an_alias_it_cannot_set(store, backtest):
+    parent = nightly("manual__2024-03-09", backtest)
+    version = register(backtest, "net", 1.0, 0.0, parent)["version"]
+    with pytest.raises(registry.RegistryError, match=r"foresight-net@challenger -> 99"):
+        registry.restore_aliases({"foresight-net": {"champion": version, "challenger": 99}})
+    assert registry.champion_versions(["net"]) == {"net": version}
+
+
+def test_a_registry_that_fails_is_not_taken_for_no_champion(store, backtest, http_limits):
+    mlflow_store.apply_http_limits(1, 0)
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        mlflow.set_registry_uri(dead)
+        started = time.monotonic()
+        with pytest.raises(MlflowException):
+            registry.register_champion(backtest["bundle"], "cpu", new_score=0.0, current_score_fn=lambda c: 1.0)
+        with pytest.raises(registry.RegistryError, match="cannot read the aliases of registered model foresight-cpu"):
+            registry.snapshot_aliases(["cpu"])
+        assert time.monotonic() - started < 2 * MARGIN_S
+    finally:
+        mlflow.set_registry_uri(mlflow.get_tracking_uri())
+
+
+# ---------------------------------------------------------------------------
+# Fail fast on a dead store
+
+
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers, or answers one byte at a time."""
+
+    def __init__(self, trickle_s: float | None = None):
+        self.trickle_s = trickle_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.accepts = 0
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepts += 1
+            self.conns.append(conn)
+            if self.trickle_s is not None:
+                threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        payload = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 100_000
+        for i in range(len(payload)):
+            if self.stop.wait(self.trickle_s):
+                return
+            try:
+                conn.sendall(payload[i:i + 1])
+            except OSError:
+                return
+
+    def __enter__(self) -> SilentServer:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for conn in self.conns:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def http_limits(monkeypatch):
+    """MLflow's HTTP limits as the user left them (unset), whatever earlier tests configured."""
+    for name in (mlflow_store.HTTP_TIMEOUT_ENV, mlflow_store.HTTP_RETRIES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mlflow_store, "_own_env", {})
+
+
+def with_password(url: str) -> str:
+    return url.replace("http://", f"http://foresight:{SECRET}@")
+
+
+def assert_fails_fast(uri: str, timeout_s: float, match: str) -> str:
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=match) as caught:
+        tracking.check_tracking_server(uri, timeout_s=timeout_s)
+    assert time.monotonic() - started < timeout_s + MARGIN_S
+    message = str(caught.value)
+    assert SECRET not in message and "***" in message
+    assert "mlflow.tracking_uri" in message
+    return message
+
+
+def test_check_fails_fast_on_a_refused_port():
+    port = free_port()
+    message = assert_fails_fast(with_password(f"http://127.0.0.1:{port}"), 5, "cannot be reached")
+    assert f"127.0.0.1:{port}" in message
+
+
+@pytest.mark.parametrize("trickle_s", [None, 0.05], ids=["silent", "trickling"])
+def test_check_fails_fast_on_a_server_that_never_answers(trickle_s):
+    with SilentServer(trickle_s) as server:
+        message = assert_fails_fast(with_password(server.url), 1.5, r"did not answer within 1.5 s")
+        assert server.url.removeprefix("http://") in message
+        assert server.accepts >= 1
+
+
+def test_check_names_refused_credentials_without_showing_them(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "foresight")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    answer = lambda path, fields: (200, "OK") if path == "/health" else (401, '{"error_code": "UNAUTHENTICATED"}')
+    with ScriptedServer(answer) as server:
+        with pytest.raises(SourceError, match="refused the credentials") as caught:
+            tracking.check_tracking_server(server.url, timeout_s=5)
+    assert SECRET not in str(caught.value) and "MLFLOW_TRACKING_PASSWORD" in str(caught.value)
+    assert [path for path, _ in server.requests] == ["/health", "/api/2.0/mlflow/experiments/search"]
+    assert server.requests[1][1]["_authorization"].startswith("Basic ")
+
+
+def test_check_of_local_and_database_stores(tmp_path, elsewhere):
+    tracking.check_tracking_server(f"sqlite:///{tmp_path / 'new' / 'folder' / 'mlflow.db'}", timeout_s=5)
+    assert (tmp_path / "new" / "folder").is_dir()
+    tracking.configure(root=tmp_path / "existing", experiment="check")
+    tracking.check_tracking_server(f"sqlite:///{tmp_path / 'existing' / 'mlflow.db'}", timeout_s=5)
+    tracking.check_tracking_server(str(tmp_path / "plain"), timeout_s=5)
+
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(SourceError, match="cannot be created or written"):
+        tracking.check_tracking_server(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", timeout_s=5)
+    (tmp_path / "broken.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SourceError, match="not a usable SQLite database"):
+        tracking.check_tracking_server(f"sqlite:///{tmp_path / 'broken.db'}", timeout_s=5)
+
+    port = free_port()
+    message = assert_fails_fast(f"postgresql://foresight:{SECRET}@127.0.0.1:{port}/mlflow", 5,
+                                "postgresql://foresight:\\*\\*\\*@127.0.0.1")
+    assert "install" in message or "cannot be reached" in message
+
+
+def test_http_limits_bound_mlflow_and_keep_what_the_user_set(http_limits, monkeypatch):
+    assert mlflow_store.apply_http_limits(1, 1) == {"MLFLOW_HTTP_REQUEST_TIMEOUT": "1",
+                                                    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    with SilentServer() as server:
+        started = time.monotonic()
+        with pytest.raises(MlflowException, match="(?i)timed? ?out"):
+            MlflowClient(server.url).search_experiments(max_results=1)
+        # at most 2 tries of 1 s (no back-off before the first retry), not 8 tries of 120 s
+        assert time.monotonic() - started < 2 + MARGIN_S
+        assert 1 <= server.accepts <= 2
+    assert mlflow_store.apply_http_limits(30, 2)["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"  # its own value moves
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    assert mlflow_store.apply_http_limits(30, 2)["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # the user's stays
+    with pytest.raises(ConfigError, match="http_timeout_s"):
+        mlflow_store.apply_http_limits(0, 2)
+
+
+# ---------------------------------------------------------------------------
+# A real MLflow server
+
+
+@pytest.mark.slow
+def test_real_mlflow_server_passes_then_fails_fast_once_it_dies(tmp_path, http_limits, elsewhere):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", str(tmp_path / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: the server and its workers
+    )
+    try:
+        wait_for(lambda: _up(url, server, tmp_path / "server.log"), timeout=90, what=f"mlflow server at {url}")
+        tracking.check_tracking_server(url, timeout_s=10)
+        experiment_id = tracking.configure(url, experiment="foresight-server", http_timeout_s=2, http_max_retries=1)
+        run = MlflowClient(url).create_run(experiment_id)
+        os.killpg(server.pid, signal.SIGKILL)  # the server dies mid-run
+        server.wait(timeout=30)
+        assert_fails_fast(with_password(url), 3, "cannot be reached")
+        started = time.monotonic()
+        with pytest.raises(MlflowException):
+            MlflowClient(url).log_param(run.info.run_id, "after", "death")
+        assert time.monotonic() - started < 2 * 2 + 2 + MARGIN_S  # two tries, one short back-off
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        log.close()
+
+
+def _up(url: str, server: subprocess.Popen, log: Path) -> bool:
+    if server.poll() is not None:
+        raise RuntimeError(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+    try:
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
