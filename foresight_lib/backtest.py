@@ -1,41 +1,65 @@
-"""The backtest runner: the evaluation protocol of DESIGN.md, for every model.
+"""The backtest: the evaluation protocol of DESIGN.md, for every model.
 
 Per series the last ``test_days`` are held out and each model is fitted once on the
 ``history_days`` before them. From a cutoff every ``stride`` across the held-out
 part it forecasts 1..H steps, conditioned on the actuals up to the cutoff, with no
 refit. Local models run in parallel across series (one process per core); global
 models (the LSTM) are fitted once across all series. A model that fails on a series
-is replaced there by the fallback model, and the report counts it.
+is replaced there by the fallback model, and the report counts it; so is a model whose
+forecasts are not finite, so that no NaN or infinity ever leaves the backtest.
 
 The ensemble needs errors that the test day has not seen: the base models are also
 fitted on the history minus its last day and forecast that day with the same
 protocol; those errors set the ensemble's weights and interval widths per step.
+
+Every forecast that leaves the backtest is finite, and every series or model left out of
+the scores is listed with its reason (``skipped``, ``unscored``, ``skipped_models``).
+Fitting and forecasting live in :mod:`foresight_lib.backtest_runner`, the ensemble's
+arithmetic in :mod:`foresight_lib.ensemble`.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 
 import numpy as np
 import pandas as pd
 
+from foresight_lib.backtest_runner import (
+    _check_forecast,
+    _fallback_forecast,
+    _forecast_all,
+    _LocalOutcome,
+    _LocalTask,
+    _merge_outcome,
+    _run_local,
+)
+from foresight_lib.ensemble import TOP_MODELS, EnsembleWeights, fit_ensemble_weights
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import LEVELS, check_series_frame
 from foresight_lib.horizons import horizon_steps, parse_horizons, season_length, to_timedelta
-from foresight_lib.metrics import champion, evaluate, leaderboard, seasonal_naive_scale
-from foresight_lib.models import ENSEMBLE, FALLBACK_MODEL, check_model_names, make_model, model_class
-from foresight_lib.models.base import Forecast, GlobalForecaster
+from foresight_lib.metrics import champion, evaluate, leaderboard, mase_scales
+from foresight_lib.models import ENSEMBLE, FALLBACK_MODEL, check_model_names, model_class
+from foresight_lib.models.base import Forecast
+
+__all__ = [
+    "MAX_ABS_VALUE", "MIN_TRAIN_SEASONS", "TOP_MODELS", "BacktestPart", "BacktestResult", "BacktestSpec",
+    "EnsembleWeights", "SeriesSplit", "backtest_part", "finish_backtest", "fit_ensemble_weights",
+    "forecast_frame", "run_backtest", "split_series",
+    # kept importable here for backtest parts pickled before the runner had its own module
+    "_LocalOutcome", "_LocalTask", "_run_local",
+]
 
 log = logging.getLogger(__name__)
 
 MIN_TRAIN_SEASONS = 2.0
 """Least history, in seasons (days), a series needs before its held-out part."""
+MAX_ABS_VALUE = 1e18
+"""Largest magnitude a backtested value may have: far above any plausible resource value
+(validation quarantines absurd ones from ``validation.max_abs_value``, 1e15 by default) and
+far below where squared errors overflow. A series beyond it is skipped with its reason."""
 
 
 @dataclass
@@ -123,10 +147,19 @@ class BacktestResult:
     """(model, unique_id) -> fitted local model, and model -> fitted global model."""
     ensemble_weights: dict = field(default_factory=dict)
     scales: dict[str, float] = field(default_factory=dict)
-    """MASE scale per series: in-sample MAE of the one-day seasonal naive on the training part."""
+    """MASE scale per series: in-sample MAE of the one-day seasonal naive on the training part,
+    guarded (:func:`foresight_lib.metrics.mase_scale`); NaN for a series that is not scored."""
+    scale_notes: dict[str, str] = field(default_factory=dict)
+    """Series whose MASE scale was guarded (floored, or not scored) -> why."""
+    unscored: list[dict] = field(default_factory=list)
+    """Series backtested but left out of the scores (no usable MASE scale), with the reason."""
+    skipped_models: list[dict] = field(default_factory=list)
+    """Models of the spec missing from the leaderboard, with the reason (normally none)."""
+    validation_fallbacks: list[dict] = field(default_factory=list)
+    """Fallbacks on the ensemble's validation day (``fallbacks`` holds the held-out day's only)."""
 
     def report(self) -> dict:
-        """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks."""
+        """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks, MASE guards."""
         return {
             "champion": self.champion,
             "leaderboard": self.leaderboard.to_dict(orient="records"),
@@ -136,8 +169,18 @@ class BacktestResult:
             "fit_seconds": {k: round(v, 3) for k, v in self.fit_seconds.items()},
             "predict_seconds": {k: round(v, 3) for k, v in self.predict_seconds.items()},
             "skipped": self.skipped,
+            "skipped_models": self.skipped_models,
+            "unscored": self.unscored,
+            "mase_guard": [
+                {"unique_id": uid, "scale": self.scales.get(uid), "scored": uid not in {u["unique_id"] for u in
+                                                                                         self.unscored},
+                 "reason": note}
+                for uid, note in self.scale_notes.items()
+            ],
             "fallbacks": self.fallbacks,
-            "fallback_counts": _count_by(self.fallbacks, "model"),
+            "fallback_counts": _count_series(self.fallbacks),
+            "validation_fallbacks": self.validation_fallbacks,
+            "validation_fallback_counts": _count_series(self.validation_fallbacks),
             "protocol": {
                 "freq": self.spec.freq, "horizons": self.spec.horizons,
                 "test_days": self.spec.test_days, "history_days": self.spec.history_days,
@@ -147,11 +190,12 @@ class BacktestResult:
         }
 
 
-def _count_by(rows: list[dict], key: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row[key]] = counts.get(row[key], 0) + 1
-    return counts
+def _count_series(fallbacks: list[dict]) -> dict[str, int]:
+    """Model -> number of distinct series it fell back on."""
+    seen: dict[str, set[str]] = {}
+    for row in fallbacks:
+        seen.setdefault(row["model"], set()).add(row["unique_id"])
+    return {model: len(ids) for model, ids in seen.items()}
 
 
 def split_series(df: pd.DataFrame, spec: BacktestSpec) -> tuple[list[SeriesSplit], list[dict]]:
@@ -193,6 +237,22 @@ def split_series(df: pd.DataFrame, spec: BacktestSpec) -> tuple[list[SeriesSplit
                 "reason": f"{missing} missing value(s) left after gap filling in the backtest window",
             })
             continue
+        if np.isinf(y_window).any():
+            skipped.append({
+                "unique_id": uid,
+                "reason": (f"{int(np.isinf(y_window).sum())} infinite value(s) in the backtest window; validation "
+                           "quarantines such series (validation.max_non_finite_share)"),
+            })
+            continue
+        if (np.abs(y_window) > MAX_ABS_VALUE).any():
+            worst = float(y_window[np.argmax(np.abs(y_window))])
+            skipped.append({
+                "unique_id": uid,
+                "reason": (f"{int((np.abs(y_window) > MAX_ABS_VALUE).sum())} absurd value(s) beyond "
+                           f"±{MAX_ABS_VALUE:g} in the backtest window (e.g. {worst:.6g}); validation quarantines "
+                           "such series (validation.max_abs_value)"),
+            })
+            continue
         splits.append(SeriesSplit(uid, ds_window, y_window[:n_train], y_window[n_train:]))
     return splits, skipped
 
@@ -202,230 +262,7 @@ def _min_seasons(model: str) -> float:
 
 
 # ---------------------------------------------------------------------------
-# Local models, one series at a time (runs in worker processes)
-
-
-@dataclass
-class _LocalTask:
-    splits: list[SeriesSplit]
-    models: list[str]
-    origins: list[int]
-    h: int
-    levels: tuple[int, ...]
-    season_length: int
-    model_params: dict[str, dict]
-    keep_models: bool
-
-
-@dataclass
-class _LocalOutcome:
-    forecasts: dict[tuple[str, str], Forecast]
-    fit_seconds: dict[str, float]
-    predict_seconds: dict[str, float]
-    fallbacks: list[dict]
-    models: dict
-
-
-def _run_local(task: _LocalTask) -> _LocalOutcome:
-    """Fit and forecast every local model on every series of ``task``."""
-    _limit_threads()
-    out = _LocalOutcome({}, {}, {}, [], {})
-    for split in task.splits:
-        for name in task.models:
-            forecast, model, seconds = _fit_forecast(name, split, task, out)
-            out.forecasts[(name, split.unique_id)] = forecast
-            if task.keep_models and model is not None:
-                out.models[(name, split.unique_id)] = model
-            out.fit_seconds[name] = out.fit_seconds.get(name, 0.0) + seconds[0]
-            out.predict_seconds[name] = out.predict_seconds.get(name, 0.0) + seconds[1]
-    return out
-
-
-def _fit_forecast(name: str, split: SeriesSplit, task: _LocalTask, out: _LocalOutcome):
-    """One model on one series; on failure the fallback's forecast, recorded in ``out``."""
-    train_ds = split.ds[: len(split.train)]
-    t0 = time.perf_counter()
-    try:
-        with np.errstate(all="ignore"):
-            model = make_model(name, **task.model_params.get(name, {}))
-            model.fit(split.train, task.season_length, ds=train_ds)
-            t1 = time.perf_counter()
-            forecast = model.forecast_origins(split.test, task.origins, task.h, task.levels)
-        _check_forecast(forecast, len(task.origins), task.h)
-        return forecast, model, (t1 - t0, time.perf_counter() - t1)
-    except Exception as exc:  # noqa: BLE001 - any model failure falls back, and is reported
-        elapsed = time.perf_counter() - t0
-        reason = f"{type(exc).__name__}: {exc}".strip()[:500]
-        log.warning("model %s failed on %s (%s); using %s", name, split.unique_id, reason, FALLBACK_MODEL)
-        log.debug("%s", traceback.format_exc())
-        out.fallbacks.append({"model": name, "unique_id": split.unique_id, "error": reason})
-        fallback = _fallback_forecast(split, task.season_length, task.origins, task.h, task.levels)
-        return fallback, None, (elapsed, 0.0)
-
-
-def _fallback_forecast(split: SeriesSplit, m: int, origins, h, levels) -> Forecast:
-    name = FALLBACK_MODEL if len(split.train) > m else "naive"
-    model = make_model(name).fit(split.train, m)
-    return model.forecast_origins(split.test, origins, h, levels)
-
-
-def _check_forecast(forecast: Forecast, n_origins: int, h: int) -> None:
-    for key, values in forecast.items():
-        if values.shape != (n_origins, h):
-            raise ValueError(f"forecast '{key}' has shape {values.shape}, expected {(n_origins, h)}")
-        if not np.isfinite(values).all():
-            raise ValueError(f"forecast '{key}' has non-finite values")
-
-
-def _limit_threads() -> None:
-    """One BLAS/OpenMP/torch thread per worker: the workers already fill the cores."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        pass
-
-
-def _n_workers(n_jobs: int, n_series: int) -> int:
-    cores = os.cpu_count() or 1
-    workers = cores if n_jobs <= 0 else n_jobs
-    return max(1, min(workers, n_series))
-
-
-def _run_local_models(
-    splits: list[SeriesSplit], models: list[str], origins: list[int], spec: BacktestSpec,
-    progress: Callable[[int], None] | None,
-) -> _LocalOutcome:
-    total = _LocalOutcome({}, {}, {}, [], {})
-    if not models or not splits:
-        return total
-    make_task = lambda chunk: _LocalTask(  # noqa: E731
-        chunk, models, origins, spec.max_steps, spec.levels, spec.season_length,
-        spec.model_params, spec.keep_models,
-    )
-    workers = _n_workers(spec.n_jobs, len(splits))
-    if workers == 1:
-        outcomes = []
-        for split in splits:
-            outcomes.append(_run_local(make_task([split])))
-            if progress:
-                progress(1)
-    else:
-        chunks = [[s] for s in splits]
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            outcomes = []
-            for outcome in pool.map(_run_local, [make_task(c) for c in chunks]):
-                outcomes.append(outcome)
-                if progress:
-                    progress(1)
-    for outcome in outcomes:
-        _merge_outcome(total, outcome)
-    return total
-
-
-def _run_global_model(
-    name: str, splits: list[SeriesSplit], origins: list[int], spec: BacktestSpec, total: _LocalOutcome
-) -> None:
-    """Fit a global model on all series at once and forecast them; fall back per series on failure."""
-    t0 = time.perf_counter()
-    try:
-        model = make_model(name, **spec.model_params.get(name, {}))
-        model.fit_many([s.train for s in splits], spec.season_length)
-        t1 = time.perf_counter()
-        results = model.forecast_origins_many(
-            [s.train for s in splits], [s.test for s in splits], origins, spec.max_steps, spec.levels
-        )
-        for split, forecast in zip(splits, results, strict=True):
-            _check_forecast(forecast, len(origins), spec.max_steps)
-            total.forecasts[(name, split.unique_id)] = forecast
-        total.fit_seconds[name] = total.fit_seconds.get(name, 0.0) + (t1 - t0)
-        total.predict_seconds[name] = total.predict_seconds.get(name, 0.0) + (time.perf_counter() - t1)
-        if spec.keep_models:
-            total.models[name] = model
-    except Exception as exc:  # noqa: BLE001 - a failed global model falls back on every series
-        reason = f"{type(exc).__name__}: {exc}".strip()[:500]
-        log.warning("global model %s failed (%s); using %s on every series", name, reason, FALLBACK_MODEL)
-        total.fit_seconds[name] = total.fit_seconds.get(name, 0.0) + (time.perf_counter() - t0)
-        for split in splits:
-            total.fallbacks.append({"model": name, "unique_id": split.unique_id, "error": reason})
-            total.forecasts[(name, split.unique_id)] = _fallback_forecast(
-                split, spec.season_length, origins, spec.max_steps, spec.levels
-            )
-
-
-def _forecast_all(
-    splits: list[SeriesSplit], spec: BacktestSpec, origins: list[int],
-    progress: Callable[[int], None] | None = None,
-) -> _LocalOutcome:
-    local = [m for m in spec.base_models if not issubclass(model_class(m), GlobalForecaster)]
-    global_ = [m for m in spec.base_models if issubclass(model_class(m), GlobalForecaster)]
-    total = _run_local_models(splits, local, origins, spec, progress)
-    for name in global_:
-        _run_global_model(name, splits, origins, spec, total)
-    return total
-
-
-# ---------------------------------------------------------------------------
 # Ensemble
-
-
-@dataclass
-class EnsembleWeights:
-    """Per step: the weight of each base model and the interval half-widths."""
-
-    models: list[str]
-    weights: np.ndarray
-    """Shape (h, n_models), rows sum to 1."""
-    half_widths: dict[int, np.ndarray]
-    """Level -> shape (h,) half-width from the validation errors."""
-
-    def combine(self, forecasts: dict[str, Forecast], levels: Sequence[int]) -> Forecast:
-        stacked = np.stack([forecasts[m]["mean"] for m in self.models], axis=-1)
-        mean = np.einsum("ohm,hm->oh", stacked, self.weights)
-        out: Forecast = {"mean": mean}
-        for level in levels:
-            out[f"lo-{level}"] = mean - self.half_widths[level]
-            out[f"hi-{level}"] = mean + self.half_widths[level]
-        return out
-
-
-TOP_MODELS = 3
-
-
-def fit_ensemble_weights(
-    val_forecasts: dict[str, Forecast], y_val: np.ndarray, origins: Sequence[int], h: int,
-    levels: Sequence[int],
-) -> EnsembleWeights:
-    """Inverse-squared-MAE weights of the best ``TOP_MODELS`` models per step, and
-    split-conformal interval half-widths from the combined validation errors."""
-    models = list(val_forecasts)
-    actual = _actuals_matrix(y_val, origins, h)
-    mae_by_model = np.stack(
-        [np.mean(np.abs(val_forecasts[m]["mean"] - actual), axis=0) for m in models], axis=-1
-    )  # (h, n_models)
-    weights = np.zeros_like(mae_by_model)
-    for step in range(h):
-        order = np.argsort(mae_by_model[step])[:TOP_MODELS]
-        inv = 1.0 / np.maximum(mae_by_model[step, order], 1e-12) ** 2
-        weights[step, order] = inv / inv.sum()
-    ens = EnsembleWeights(models, weights, {})
-    combined = np.einsum(
-        "ohm,hm->oh", np.stack([val_forecasts[m]["mean"] for m in models], axis=-1), weights
-    )
-    abs_err = np.abs(actual - combined)
-    n = abs_err.shape[0]
-    for level in levels:
-        # finite-sample conformal quantile
-        q = min(1.0, np.ceil((n + 1) * level / 100.0) / n)
-        ens.half_widths[level] = np.quantile(abs_err, q, axis=0, method="higher")
-    return ens
-
-
-def _actuals_matrix(y_future: np.ndarray, origins: Sequence[int], h: int) -> np.ndarray:
-    return np.stack([y_future[o : o + h] for o in origins])
 
 
 def _validation_splits(splits: list[SeriesSplit], spec: BacktestSpec) -> tuple[list[SeriesSplit], list[int]]:
@@ -443,9 +280,15 @@ def _validation_splits(splits: list[SeriesSplit], spec: BacktestSpec) -> tuple[l
 
 def _ensemble_forecasts(
     splits: list[SeriesSplit], spec: BacktestSpec, test_forecasts: dict, val_forecasts: dict,
+    fallbacks: list[dict],
 ) -> dict[str, EnsembleWeights]:
-    """Validation-day weights per series, then the ensemble's forecasts into ``test_forecasts``."""
+    """Validation-day weights per series, then the ensemble's forecasts into ``test_forecasts``.
+
+    A series whose combination is not finite gets the fallback's forecasts instead (and
+    no weights), recorded in ``fallbacks`` like any failed model.
+    """
     _, val_origins = _validation_splits(splits, spec)
+    origins = spec.origins + ([spec.test_steps] if spec.future else [])
     val_steps = spec.season_length
     weights: dict[str, EnsembleWeights] = {}
     bases = spec.base_models
@@ -461,8 +304,18 @@ def _ensemble_forecasts(
                     [(test_forecasts[(m, uid)][f"hi-{level}"][0] - test_forecasts[(m, uid)][f"lo-{level}"][0]) / 2
                      for m in bases], axis=0,
                 )
+        with np.errstate(all="ignore"):
+            combined = ens.combine({m: test_forecasts[(m, uid)] for m in bases}, spec.levels)
+        try:
+            _check_forecast(combined, len(origins), spec.max_steps)
+        except ValueError as exc:
+            log.warning("ensemble failed on %s (%s); using %s", uid, exc, FALLBACK_MODEL)
+            fallbacks.append({"model": ENSEMBLE, "unique_id": uid, "error": f"ValueError: {exc}"})
+            test_forecasts[(ENSEMBLE, uid)] = _fallback_forecast(split, spec.season_length, origins,
+                                                                  spec.max_steps, spec.levels)
+            continue
         weights[uid] = ens
-        test_forecasts[(ENSEMBLE, uid)] = ens.combine({m: test_forecasts[(m, uid)] for m in bases}, spec.levels)
+        test_forecasts[(ENSEMBLE, uid)] = combined
     return weights
 
 
@@ -584,12 +437,11 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
     ensemble_weights: dict = {}
     if ENSEMBLE in spec.models:
         t0 = time.perf_counter()
-        ensemble_weights = _ensemble_forecasts(splits, spec, total.forecasts, val.forecasts)
+        ensemble_weights = _ensemble_forecasts(splits, spec, total.forecasts, val.forecasts, total.fallbacks)
         for name, seconds in val.fit_seconds.items():
             total.fit_seconds[f"{name}@validation"] = seconds
         total.fit_seconds[ENSEMBLE] = time.perf_counter() - t0
         total.predict_seconds[ENSEMBLE] = 0.0
-        total.fallbacks.extend({**f, "phase": "ensemble validation"} for f in val.fallbacks)
 
     freq = to_timedelta(spec.freq)
     n_scored = len(spec.origins)
@@ -600,26 +452,53 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
         last = {k: {kk: vv[n_scored:] for kk, vv in v.items()} for k, v in total.forecasts.items()}
         future = forecast_frame(last, splits, [spec.test_steps], spec.max_steps, spec.levels, spec.models, freq, False)
 
-    scales = {s.unique_id: seasonal_naive_scale(s.train, spec.season_length) for s in splits}
+    for name, frame in (("backtest", forecasts), ("future", future)):
+        _check_finite(frame, name)
+
+    scales, notes = mase_scales({s.unique_id: s.train for s in splits}, spec.season_length)
+    unscored = [{"unique_id": uid, "reason": notes[uid]} for uid in ids if not np.isfinite(scales[uid])]
+    for row in unscored:
+        log.warning("series %s is not scored: %s", row["unique_id"], row["reason"])
+    if len(unscored) == len(ids):
+        reasons = "; ".join(f"{r['unique_id']}: {r['reason']}" for r in unscored[:5])
+        raise DataError(f"no series can be scored ({len(ids)} backtested, none with a usable MASE scale): {reasons}")
     per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)
-    board = leaderboard(per_series, spec.horizons)
+    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons), spec.models)
     return BacktestResult(
         forecasts=forecasts, per_series=per_series, leaderboard=board, champion=champion(board),
         series=ids, skipped=parts[0].skipped, fallbacks=total.fallbacks,
         fit_seconds=total.fit_seconds, predict_seconds=total.predict_seconds,
         seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,
         future_forecasts=future, models=total.models, ensemble_weights=ensemble_weights, scales=scales,
+        scale_notes=notes, unscored=unscored, skipped_models=skipped_models, validation_fallbacks=val.fallbacks,
     )
 
 
-def _merge_outcome(total: _LocalOutcome, outcome: _LocalOutcome) -> None:
-    total.forecasts.update(outcome.forecasts)
-    total.models.update(outcome.models)
-    total.fallbacks.extend(outcome.fallbacks)
-    for name, seconds in outcome.fit_seconds.items():
-        total.fit_seconds[name] = total.fit_seconds.get(name, 0.0) + seconds
-    for name, seconds in outcome.predict_seconds.items():
-        total.predict_seconds[name] = total.predict_seconds.get(name, 0.0) + seconds
+def _check_finite(frame: pd.DataFrame | None, name: str) -> None:
+    """No NaN or infinity may leave the backtest (every model's failures were replaced by the fallback)."""
+    if frame is None or frame.empty:
+        return
+    columns = [c for c in frame.columns if c == "yhat" or c.startswith(("yhat_lo_", "yhat_hi_"))]
+    bad = ~np.isfinite(frame[columns].to_numpy(dtype="float64"))
+    if bad.any():
+        rows = frame[bad.any(axis=1)]
+        raise DataError(f"{int(bad.sum())} non-finite {name} forecast value(s), e.g. model {rows['model'].iloc[0]} "
+                        f"on {rows['unique_id'].iloc[0]}; this is a bug in the fallback of foresight_lib.backtest")
+
+
+def _ranked(board: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """The leaderboard without models that have no finite score, and a skip entry for each of them."""
+    means = board.groupby("model")["mase"].mean()
+    skipped = []
+    for model in models:
+        if model not in means.index:
+            skipped.append({"model": model, "reason": "no scored forecasts (every series it forecast was left out)"})
+        elif not np.isfinite(means[model]):
+            skipped.append({"model": model, "reason": "its mean MASE is not finite"})
+    for row in skipped:
+        log.warning("model %s left out of the leaderboard: %s", row["model"], row["reason"])
+    dropped = {row["model"] for row in skipped}
+    return board[~board["model"].isin(dropped)].reset_index(drop=True), skipped
 
 
 def run_backtest(

@@ -8,6 +8,7 @@ else the repository root.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -135,11 +136,22 @@ class FeaturesConfig(_Section):
 
 
 class RangeConfig(_Section):
-    """Allowed values of one metric; ``mostly`` is the share of a series' rows that must be in range."""
+    """Allowed values of one metric; ``mostly`` is the share of a series' rows that must be in range.
+
+    A bound left out is open on that side, except that ``validation.max_abs_value`` always
+    caps the magnitude, so that no metric accepts absurd values such as 1e300.
+    """
 
     min: float | None = None
     max: float | None = None
     mostly: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"a bound must be a finite number, got {value}; leave it out for no explicit bound")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeConfig:
@@ -148,12 +160,24 @@ class RangeConfig(_Section):
         return self
 
 
+DEFAULT_MAX_ABS_VALUE = 1e15
+"""Largest magnitude a value may have where no range rule sets a bound (``validation.max_abs_value``)."""
+
+
 def _default_ranges() -> dict[str, RangeConfig]:
+    """The ranges of include/foresight.yaml (where each limit is explained)."""
     return {
         "*cpu_utilization*": RangeConfig(min=0, max=100, mostly=0.99),
-        "*cpu*percent*": RangeConfig(min=0),
+        "*cpu*percent*": RangeConfig(min=0, max=1e5),
         "*_percent": RangeConfig(min=0, max=100, mostly=0.99),
         "*_ratio": RangeConfig(min=0, max=1, mostly=0.99),
+        "*_total": RangeConfig(min=0, max=1.9e19),
+        "*_cores": RangeConfig(min=0, max=1e6),
+        "*_mhz": RangeConfig(min=0, max=1e10),
+        "*bytes_per_second": RangeConfig(min=0, max=1e14),
+        "*_kbps": RangeConfig(min=0, max=1e11),
+        "*_bytes": RangeConfig(min=0, max=1e16),
+        "*_kb": RangeConfig(min=0, max=1e13),
         "*": RangeConfig(min=0),
     }
 
@@ -164,8 +188,23 @@ class ValidationConfig(_Section):
     max_failed_share: float = Field(0.3, ge=0, le=1)
     min_completeness: float = Field(0.8, ge=0, le=1)
     max_null_share: float = Field(0.2, ge=0, le=1)
+    max_non_finite_share: float = Field(0.0, ge=0, le=1)
+    """Share of +inf/-inf values a series may have; tolerated ones become NaN (0: any quarantines it)."""
+    max_abs_value: float = Field(DEFAULT_MAX_ABS_VALUE, gt=0)
+    """Absurd magnitude: any value beyond it quarantines its series, unless its range rule allows more;
+    also the bound of a metric whose rule has no ``max`` (or ``min``)."""
+    min_relative_std: float = Field(1e-6, ge=0)
+    """A series whose standard deviation is at most this share of its mean absolute value is
+    quarantined as constant (nothing to forecast, MASE undefined); 0: exactly constant only."""
     ranges: dict[str, RangeConfig] = Field(default_factory=_default_ranges)
     suite_dir: str = "include/gx"
+
+    @field_validator("max_abs_value", "min_relative_std")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
 
 
 class MlflowConfig(_Section):
@@ -173,11 +212,29 @@ class MlflowConfig(_Section):
     artifact_location: str = "var/mlflow/artifacts"
     experiment: str = Field("foresight-nightly", min_length=1)
     model_name_prefix: str = "foresight-"
+    check_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Seconds the tracking store may take to answer the check at extract (fail fast, before training)."""
+    http_timeout_s: int = Field(30, ge=1, le=600)
+    """Seconds MLflow's HTTP client waits per try on a tracking server (``MLFLOW_HTTP_REQUEST_TIMEOUT``)."""
+    http_max_retries: int = Field(2, ge=0, le=10)
+    """Retries of a failed request to a tracking server (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``)."""
 
 
 class PublishConfig(_Section):
     pushgateway_url: str | None = None
     forecast_horizon_steps: int | None = Field(None, ge=1)
+    latest: Literal["auto", "always", "never"] = "auto"
+    """Whether a run moves ``latest/`` and the champion aliases: ``auto`` only when it is the newest
+    run with the configured models; ``always`` / ``never`` for one run (the DAG's ``publish`` parameter)."""
+    lock_timeout: str = "12h"
+    """After how long a run's lock of its date is taken over by another run (its holder presumed dead)."""
+    wait: str = "10m"
+    """How long a publish waits for another publish under the same data root to end."""
+
+    @field_validator("lock_timeout", "wait")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _checked(duration_seconds, value)
 
 
 class RightsizingConfig(_Section):

@@ -6,21 +6,27 @@ Three suites, kept as JSON in ``validation.suite_dir`` (``include/gx``):
   means the frame as a whole is unusable: every series fails.
 - ``foresight.rows`` on the whole frame, plus one value-range expectation per rule of
   ``validation.ranges``: duplicate ``(unique_id, ds)``, missing or backwards timestamps,
-  values out of range, series unknown to the series table. Failing rows are mapped back to
-  their series through GX's ``unexpected_index_list`` (``result_format`` COMPLETE).
+  infinite values, absurd magnitudes (beyond ``validation.max_abs_value``), values out of
+  range, series unknown to the series table. Failing rows are mapped back to their series
+  through GX's ``unexpected_index_list`` (``result_format`` COMPLETE). Each bad value is
+  counted once: an infinity only as infinite, an absurd value only as absurd.
 - ``foresight.series`` on a one-row-per-series table computed from the frame: enough rows,
-  completeness on the frequency grid, share of NaN values.
+  completeness on the frequency grid, share of NaN values, constant series.
+
+Out-of-range and infinite values within a series' tolerance (the rule's ``mostly``,
+``validation.max_non_finite_share``) become NaN; more quarantine the series. An absurd
+magnitude is never tolerated.
 
 The suites run once each on an ephemeral GX context (no project folder is needed), so a
 few hundred series take a few seconds. A series with any failure is quarantined with its
-reasons; the run fails (:class:`ValidationFailed`) only when the share of failed series
-exceeds ``validation.max_failed_share``. The outcome, with a self-contained HTML report,
-is attached to that exception as ``exc.outcome`` so the caller can still store it.
+reasons; the run fails (:class:`ValidationFailed`) when the share of failed series exceeds
+``validation.max_failed_share`` (series quarantined only for being constant are left out
+of that share: they are not broken data) or when no series passes. The outcome, with a
+self-contained HTML report, is attached to that exception as ``exc.outcome`` so the
+caller can still store it.
 """
 from __future__ import annotations
 
-import fnmatch
-import html
 import json
 import logging
 import os
@@ -37,6 +43,19 @@ from foresight_lib.config import ForesightConfig, ValidationConfig, foresight_ho
 from foresight_lib.errors import ConfigError, DataError, ValidationFailed
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import to_timedelta
+from foresight_lib.ranges import (
+    clip_to_physical_range,
+    magnitude_cap,
+    match_range_rule,
+    physical_bounds,
+    validation_settings,
+)
+from foresight_lib.validation_report import render_html
+
+__all__ = [
+    "REASON_COLUMN", "SUITES", "ValidationOutcome", "clip_to_physical_range", "load_suite_spec",
+    "match_range_rule", "physical_bounds", "render_html", "validate_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +96,8 @@ class ValidationOutcome:
 
 
 def _settings(cfg: ForesightConfig | ValidationConfig | None, freq: str | None) -> tuple[ValidationConfig, str]:
-    if isinstance(cfg, ForesightConfig):
-        return cfg.validation, freq or cfg.freq
-    if cfg is None:
-        cfg = ValidationConfig()
-    if not isinstance(cfg, ValidationConfig):
-        raise ConfigError(
-            f"validation settings must be a ForesightConfig or ValidationConfig, got {type(cfg).__name__}")
-    return cfg, freq or "5min"
+    vcfg = validation_settings(cfg)
+    return vcfg, freq or (cfg.freq if isinstance(cfg, ForesightConfig) else "5min")
 
 
 def load_suite_spec(suite_dir: str | os.PathLike, name: str) -> dict[str, Any]:
@@ -103,16 +116,6 @@ def load_suite_spec(suite_dir: str | os.PathLike, name: str) -> dict[str, Any]:
         raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
 
 
-def match_range_rule(metric: str, rules: dict[str, Any]) -> str | None:
-    """The key of ``rules`` that applies to ``metric``: an exact name, else the first matching pattern."""
-    if metric in rules:
-        return metric
-    for key in rules:
-        if fnmatch.fnmatchcase(metric, key):
-            return key
-    return None
-
-
 class _Runner:
     """One ephemeral GX context running suites on pandas frames."""
 
@@ -120,6 +123,9 @@ class _Runner:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        # GX pins this logger to INFO for a notice about temporary folders; let the application decide
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.NOTSET)
 
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
@@ -225,19 +231,22 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
     work = _prepare(raw, series_table, vcfg)
     used_rules = [k for k in vcfg.ranges if (work["range_rule"] == k).any()]
     row_suite = _suite(gx, specs["foresight_rows"], _range_expectations(vcfg.ranges, used_rules))
-    checked = work[["unique_id", "ds", "y", "ds_step_s", "in_series_table", "range_rule"]].astype(
+    checked = work[["unique_id", "ds", "y_in_scale", "ds_step_s", "in_series_table", "range_rule",
+                    "y_not_infinite", "y_share_of_cap"]].rename(columns={"y_in_scale": "y"}).astype(
         {"unique_id": "category", "range_rule": "category"})
     row_results = runner.run(row_suite, checked)
 
     per_series = _series_stats(work, series_table, freq)
     series_results = runner.run(_suite(gx, specs["foresight_series"]), per_series,
-                                {"min_completeness": vcfg.min_completeness, "max_null_share": vcfg.max_null_share})
+                                {"min_completeness": vcfg.min_completeness, "max_null_share": vcfg.max_null_share,
+                                 "min_relative_std": vcfg.min_relative_std})
 
     reasons, checks, nulled = _collect_reasons(work, per_series, row_results, series_results, vcfg)
     outcome = _build_outcome(work, per_series, series_table, reasons, checks, nulled,
                              schema_results + row_results + series_results, vcfg, freq, started)
-    log.info("validated %d series in %.1f s: %d quarantined (%.0f%%)", outcome.summary["series_total"],
-             outcome.summary["seconds"], outcome.summary["series_failed"], 100 * outcome.summary["failed_share"])
+    log.info("validated %d series in %.1f s: %d quarantined (%d only constant; %.0f%% failed)",
+             outcome.summary["series_total"], outcome.summary["seconds"], outcome.summary["series_failed"],
+             outcome.summary["series_constant_only"], 100 * outcome.summary["failed_share"])
     if raise_on_failure and not outcome.passed:
         raise _failed(outcome)
     return outcome
@@ -245,6 +254,10 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
 
 def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: ValidationConfig) -> pd.DataFrame:
     """The frame GX checks: contract columns plus ``metric``, ``range_rule``, ``ds_step_s``, ``in_series_table``.
+
+    Value checks see each bad value once: ``y_not_infinite`` flags ±inf, ``y_share_of_cap``
+    is ``|y|`` over the metric's magnitude cap (NaN for ±inf), and ``y_in_scale``, what the
+    range rules check, is ``y`` without infinities and absurd values.
 
     Per-series values are computed on factorized ids (``_code``), which is much faster than
     mapping string columns row by row.
@@ -264,11 +277,20 @@ def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: Validat
         known = np.ones(len(ids), dtype=bool)
     metrics = [metric_of.get(uid) or split_unique_id(uid)[0] for uid in ids]
     rule_of = {m: match_range_rule(m, vcfg.ranges) or "" for m in set(metrics)}
+    cap_of = {key: magnitude_cap(vcfg.ranges.get(key), vcfg) for key in set(rule_of.values())}
     work["_code"] = codes
     work["in_series_table"] = known[codes]
     work["metric"] = np.asarray(metrics, dtype=object)[codes]
     work["range_rule"] = np.asarray([rule_of[m] for m in metrics], dtype=object)[codes]
     work["ds_step_s"] = work.groupby("_code", sort=False)["ds"].diff().dt.total_seconds()
+    y = work["y"].to_numpy()
+    infinite = np.isinf(y)
+    cap = np.asarray([cap_of[rule_of[m]] for m in metrics], dtype="float64")[codes]
+    with np.errstate(invalid="ignore"):
+        share = np.where(infinite, np.nan, np.abs(y) / cap)
+    work["y_not_infinite"] = ~infinite
+    work["y_share_of_cap"] = share
+    work["y_in_scale"] = np.where(infinite | (share > 1), np.nan, y)
     work.attrs["ids"] = ids
     return work
 
@@ -319,7 +341,41 @@ def _series_stats(work: pd.DataFrame, series_table: pd.DataFrame | None, freq: s
         })], ignore_index=True)
     table["null_share"] = np.where(table["rows"] > 0, table["nulls"] / table["rows"].clip(lower=1), 1.0)
     table["completeness"] = np.where(table["expected"] > 0, table["present"] / table["expected"].clip(lower=1), 0.0)
-    return table
+    spread = _spread(work, n)
+    if extra:
+        spread = pd.concat([spread, pd.DataFrame(np.nan, index=range(len(extra)), columns=spread.columns)],
+                           ignore_index=True)
+    return pd.concat([table, spread], axis=1)
+
+
+def _spread(work: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Per series (by code): how far its finite values spread, for the constant-series check.
+
+    ``relative_std`` is the standard deviation over the mean absolute value (0 for an
+    all-zero series, NaN with fewer than two finite values, which other checks catch).
+    Deviations are taken from each series' mean first (two passes), so large levels with
+    tiny changes (memory in bytes) do not lose them to rounding.
+    """
+    y = work["y"].to_numpy()
+    codes = work["_code"].to_numpy()
+    fin = np.isfinite(y)
+    yc, cc = y[fin], codes[fin]
+    count = np.bincount(cc, minlength=n).astype("float64")
+    with np.errstate(all="ignore"):
+        mean = np.bincount(cc, weights=yc, minlength=n) / count
+        dev = yc - mean[cc]
+        std = np.sqrt(np.bincount(cc, weights=dev * dev, minlength=n) / count)
+        mean_abs = np.bincount(cc, weights=np.abs(yc), minlength=n) / count
+        relative = np.where(mean_abs > 0, std / mean_abs, np.where(std > 0, np.inf, 0.0))
+    first = np.full(n, np.nan)
+    if len(cc):
+        order = np.unique(cc, return_index=True)
+        first[order[0]] = yc[order[1]]
+    return pd.DataFrame({
+        "values": count.astype(np.int64), "std": np.where(count >= 2, std, np.nan),
+        "mean_abs": np.where(count >= 1, mean_abs, np.nan), "first_value": first,
+        "relative_std": np.where(count >= 2, relative, np.nan),
+    })
 
 
 def _collect_reasons(work, per_series, row_results, series_results, vcfg):
@@ -343,17 +399,16 @@ def _collect_reasons(work, per_series, row_results, series_results, vcfg):
                     add(uid, check, f"{check} check could not run: {res['exception_info']['exception_message']}")
             continue
         counts = Counter(_series_of(items, work))
-        if check == "range":
-            allowed = 1.0 - float(meta.get("mostly", 1.0))
+        if check in ("range", "non_finite", "magnitude"):
+            allowed = {"range": 1.0 - float(meta.get("mostly", 1.0)), "non_finite": vcfg.max_non_finite_share,
+                       "magnitude": 0.0}[check]
             idx = np.asarray(items, dtype=np.int64) if not isinstance(items[0], dict) else None
-            bad_values = work.loc[idx, ["unique_id", "y"]] if idx is not None else None
+            bad_values = work.loc[idx, ["unique_id", "y", "metric"]] if idx is not None else None
             for uid, count in counts.items():
                 share = count / rows_of[uid]
+                mine = bad_values[bad_values["unique_id"] == uid] if bad_values is not None else None
                 if share > allowed + 1e-12:
-                    example = ""
-                    if bad_values is not None:
-                        example = f", e.g. {bad_values.loc[bad_values['unique_id'] == uid, 'y'].iloc[0]:.6g}"
-                    add(uid, check, f"{meta['reason']}: {count} of {rows_of[uid]} rows ({share:.1%}){example}")
+                    add(uid, check, _value_reason(check, meta, count, rows_of[uid], share, allowed, mine, vcfg))
                 elif idx is not None:
                     nulled.append(bad_values.index[bad_values["unique_id"] == uid].to_numpy())
             continue
@@ -377,11 +432,44 @@ def _collect_reasons(work, per_series, row_results, series_results, vcfg):
                           f"({row['nulls']} of {row['rows']})")
             elif check == "too_short":
                 detail = f"{row['rows']} row(s) in the window" if row["rows"] else "no rows in the window"
+            elif check == "constant":
+                detail = (f"all {int(row['values'])} finite values are {row['first_value']:.6g}" if row["std"] == 0
+                          else f"standard deviation {row['std']:.3g} is {row['relative_std']:.2g} of the mean "
+                               f"absolute value {row['mean_abs']:.6g}")
+                detail += f" (validation.min_relative_std {vcfg.min_relative_std:g})"
             else:
                 detail = check
             add(uid, check, f"{meta.get('reason', check)}: {detail}")
     nulled_idx = np.concatenate(nulled) if nulled else np.empty(0, dtype=np.int64)
     return dict(reasons), dict(checks), nulled_idx
+
+
+def _value_reason(check: str, meta: dict, count: int, rows: int, share: float, allowed: float,
+                  bad: pd.DataFrame | None, vcfg: ValidationConfig) -> str:
+    """Why a series' bad values quarantine it: which bound, how many, the tolerance, an example."""
+    first = None if bad is None or bad.empty else bad.iloc[0]
+    example = "" if first is None else f", e.g. {first['y']:.6g}"
+    if check == "non_finite":
+        return (f"{meta.get('reason', check)}: {count} of {rows} rows ({share:.1%}) > allowed {allowed:.1%} "
+                f"(validation.max_non_finite_share){example}")
+    if check == "magnitude":
+        cap = "" if first is None else f" ±{_cap(first, vcfg):g}"
+        return (f"{meta.get('reason', check)}: {count} of {rows} rows beyond{cap} "
+                f"(validation.max_abs_value; never tolerated){example}")
+    rule = vcfg.ranges.get(meta.get("rule"))
+    text = meta["reason"]
+    if rule is not None and bad is not None and not bad.empty:
+        below = rule.min is not None and bool((bad["y"] < rule.min).all())
+        above = rule.max is not None and bool((bad["y"] > rule.max).all())
+        if below or above:
+            side, bound = ("below", rule.min) if below else ("above", rule.max)
+            text = f"values {side} {bound:g} (range rule '{meta['rule']}')"
+    return f"{text}: {count} of {rows} rows ({share:.1%}){example}"
+
+
+def _cap(row, vcfg: ValidationConfig) -> float:
+    key = match_range_rule(str(row["metric"]), vcfg.ranges)
+    return magnitude_cap(vcfg.ranges.get(key) if key is not None else None, vcfg)
 
 
 def _label(step_s: float) -> str:
@@ -434,16 +522,19 @@ def _build_outcome(work, per_series, series_table, reasons, checks, nulled, resu
 def _summary(all_ids, reasons, checks, rows, rows_valid, rows_quarantined, nulled, results, vcfg, freq, started):
     total = len(all_ids)
     failed = len(reasons)
-    share = failed / total if total else 1.0
+    constant_only = sum(1 for names in checks.values() if set(names) == {"constant"})
+    share = (failed - constant_only) / total if total else 1.0
     by_check = Counter(check for names in checks.values() for check in dict.fromkeys(names))
     worst = sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:5]
     return {
-        "passed": share <= vcfg.max_failed_share,
+        "passed": share <= vcfg.max_failed_share and failed < total,
         "series_total": total, "series_failed": failed, "series_passed": total - failed,
+        "series_constant_only": constant_only,
         "failed_share": round(share, 6), "max_failed_share": vcfg.max_failed_share,
         "rows_total": rows, "rows_valid": rows_valid, "rows_quarantined": rows_quarantined,
         "values_nulled": nulled, "min_completeness": vcfg.min_completeness,
-        "max_null_share": vcfg.max_null_share, "freq": freq,
+        "max_null_share": vcfg.max_null_share, "max_non_finite_share": vcfg.max_non_finite_share,
+        "max_abs_value": vcfg.max_abs_value, "min_relative_std": vcfg.min_relative_std, "freq": freq,
         "expectations_evaluated": len(results),
         "expectations_failed": sum(1 for r in results if not r["success"]),
         "failed_expectations": _failed_expectations(results),
@@ -482,11 +573,17 @@ def _schema_failure(raw, results, vcfg, freq, started) -> ValidationOutcome:
 
 def _failed(outcome: ValidationOutcome) -> ValidationFailed:
     s = outcome.summary
-    lines = [
-        f"{s['series_failed']} of {s['series_total']} series failed validation "
-        f"({s['failed_share']:.0%} > allowed {s['max_failed_share']:.0%})"
-        if not s.get("schema_failed") else "the frame's schema is wrong, so no series can be validated",
-    ]
+    counted = s["series_failed"] - s.get("series_constant_only", 0)
+    if s.get("schema_failed"):
+        first = "the frame's schema is wrong, so no series can be validated"
+    elif s["failed_share"] <= s["max_failed_share"]:
+        first = f"no series passed validation (all {s['series_total']} quarantined)"
+    else:
+        first = (f"{counted} of {s['series_total']} series failed validation "
+                 f"({s['failed_share']:.0%} > allowed {s['max_failed_share']:.0%})")
+    if s.get("series_constant_only"):
+        first += f"; {s['series_constant_only']} constant series also quarantined (not counted)"
+    lines = [first]
     failed = s["failed_expectations"][:5]
     if failed:
         lines.append("failed expectations: " + "; ".join(
@@ -500,83 +597,3 @@ def _failed(outcome: ValidationOutcome) -> ValidationFailed:
     exc = ValidationFailed("\n".join(lines))
     exc.outcome = outcome
     return exc
-
-
-# -- HTML report ---------------------------------------------------------------------------------
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;width:100%;font-size:.9em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}.ok{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
-code{font-size:.9em;background:#f6f8fa;padding:1px 4px}.muted{color:#666}
-.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em}
-.card b{display:block;font-size:1.4em}
-"""
-
-
-def _fmt(value: Any, limit: int = 200) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return html.escape(text if len(text) <= limit else text[:limit] + " …")
-
-
-def render_html(outcome: ValidationOutcome) -> str:
-    """A self-contained HTML page: summary, every expectation with its result, quarantined series."""
-    s = outcome.summary
-    status = "PASSED" if s.get("passed") else "FAILED"
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Foresight data validation</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>Foresight data validation — <span class='{'ok' if s.get('passed') else 'fail'}'>{status}</span></h1>",
-        "<p class='muted'>Great Expectations suites: " + ", ".join(
-            f"<code>{html.escape(n)}</code>" for n in dict.fromkeys(r.get("suite") for r in outcome.results)) + "</p>",
-        "<div class='cards'>",
-        *(f"<div class='card'><b>{_fmt(v)}</b>{html.escape(k)}</div>" for k, v in (
-            ("series", s.get("series_total")), ("quarantined", s.get("series_failed")),
-            ("failed share", f"{s.get('failed_share', 0):.1%}"),
-            ("allowed share", f"{s.get('max_failed_share', 0):.0%}"),
-            ("rows", s.get("rows_total")), ("values set to NaN", s.get("values_nulled")),
-            ("expectations failed", f"{s.get('expectations_failed')} / {s.get('expectations_evaluated')}"),
-        )),
-        "</div>",
-        "<h2>Expectations</h2><table><tr><th>suite</th><th>expectation</th><th>arguments</th><th>result</th>"
-        "<th>observed</th><th>unexpected</th><th>sample of unexpected values</th></tr>",
-    ]
-    for res in outcome.results:
-        cfg = res["expectation_config"]
-        kwargs = {k: v for k, v in cfg["kwargs"].items() if k != "batch_id"}
-        meta = cfg.get("meta") or {}
-        result = res.get("result") or {}
-        exc = res.get("exception_info") or {}
-        observed = result.get("observed_value")
-        if exc.get("raised_exception"):
-            observed = f"error: {exc.get('exception_message')}"
-        unexpected = ""
-        if result.get("unexpected_count") is not None:
-            unexpected = f"{result['unexpected_count']} ({result.get('unexpected_percent') or 0:.3g}%)"
-        ok = res["success"]
-        parts.append(
-            f"<tr><td>{_fmt(res.get('suite'))}</td><td><code>{_fmt(cfg['type'])}</code>"
-            f"<div class='muted'>{_fmt(meta.get('reason'))}</div></td><td>{_fmt(kwargs, 300)}</td>"
-            f"<td class='{'ok' if ok else 'fail'}'>{'success' if ok else 'failed'}</td>"
-            f"<td>{_fmt(observed)}</td><td>{_fmt(unexpected)}</td>"
-            f"<td>{_fmt(result.get('partial_unexpected_list'))}</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append(f"<h2>Quarantined series ({len(outcome.reasons)})</h2>")
-    if outcome.reasons:
-        parts.append("<table><tr><th>unique_id</th><th>reasons</th></tr>")
-        for uid in sorted(outcome.reasons):
-            items = "".join(f"<li>{html.escape(r)}</li>" for r in outcome.reasons[uid])
-            parts.append(f"<tr><td><code>{html.escape(uid)}</code></td><td><ul>{items}</ul></td></tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p class='ok'>No series was quarantined.</p>")
-    parts.append(
-        f"<p class='muted'>Thresholds: min completeness {s.get('min_completeness')}, max NaN share "
-        f"{s.get('max_null_share')}, frequency grid {html.escape(str(s.get('freq')))}; validated in "
-        f"{s.get('seconds')} s.</p></body></html>"
-    )
-    return "\n".join(parts)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,11 +14,11 @@ CPU_FILES = ["ec2_cpu_utilization_24ae8d.csv", "ec2_cpu_utilization_53ea38.csv",
 
 
 @pytest.fixture
-def nab_slice(tmp_path, shared_data):
+def nab_slice(tmp_path, nab_data):
     folder = tmp_path / "nab"
     folder.mkdir()
     for name in CPU_FILES:
-        shutil.copy(shared_data / "nab_aws" / "realAWSCloudwatch" / name, folder / name)
+        shutil.copy(nab_data / "nab_aws" / "realAWSCloudwatch" / name, folder / name)
     return folder
 
 
@@ -118,3 +119,58 @@ def test_no_usable_series_exits_2(tmp_path, capsys):
     assert err[0].startswith("loaded 1 series (100 rows)")
     assert err[-1].startswith("foresight backtest: error: no series can be backtested")
     assert "too short" in err[-1]
+
+
+def test_broken_series_are_validated_out_before_scoring(tmp_path, nab_slice, capsys):
+    absurd, infinite, kept = (nab_slice / name for name in CPU_FILES)
+    frame = pd.read_csv(absurd)
+    frame.loc[len(frame) - 600, "value"] = 1e300
+    frame.to_csv(absurd, index=False)
+    frame = pd.read_csv(infinite)
+    frame.loc[len(frame) - 600:len(frame) - 596, "value"] = float("inf")
+    frame.to_csv(infinite, index=False)
+    frame.assign(value=0.0).to_csv(nab_slice / "ec2_cpu_utilization_c0ffee.csv", index=False)
+
+    code, report_path, forecasts_path = run_backtest_cli(tmp_path, nab_slice, "--models",
+                                                         "naive,seasonal_naive,ensemble")
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    skipped = {row["unique_id"]: row for row in report["skipped"]}
+    assert all(row["stage"] == "validate" for row in skipped.values())
+    assert "absurd values: 1 of" in skipped["cpu_utilization/24ae8d"]["reason"]
+    assert "infinite values (+inf/-inf): 5 of" in skipped["cpu_utilization/53ea38"]["reason"]
+    assert "constant series" in skipped["cpu_utilization/c0ffee"]["reason"]
+    assert report["series_ids"] == [f"cpu_utilization/{kept.stem.rsplit('_', 1)[1]}"]
+    assert report["validation"]["series_failed"] == 3 and report["validation"]["series_constant_only"] == 1
+    assert any("completeness" in text for text in report["validation"]["not_checked"])
+    assert {r["model"] for r in report["leaderboard"]} == {"naive", "seasonal_naive", "ensemble"}
+    assert all(r["mase"] is not None and r["mase"] > 0 for r in report["leaderboard"])
+    forecasts = pd.read_parquet(forecasts_path)
+    values = forecasts[[c for c in forecasts.columns if c.startswith("yhat")]].to_numpy()
+    assert np.isfinite(values).all() and set(forecasts["unique_id"]) == {"cpu_utilization/5f5533"}
+    assert "skipped: 3 at validate" in capsys.readouterr().out
+    # when nothing is left, the command says why in one line
+    for path in list(nab_slice.glob("*.csv")):
+        if path.name != absurd.name:
+            path.unlink()
+    code, _, _ = run_backtest_cli(tmp_path, nab_slice)
+    assert code == 2
+    assert "no series passed validation (1 quarantined): cpu_utilization/24ae8d: absurd values" in \
+        capsys.readouterr().err
+
+
+def test_fallback_counts_are_exact_with_the_ensemble(tmp_path, nab_slice, capsys, monkeypatch):
+    from foresight_lib import models
+
+    monkeypatch.setitem(models.MODEL_PATHS, "failing", "fake_models:FailingForecaster")
+    monkeypatch.setattr(models, "ALL_MODELS", [*models.MODEL_PATHS, models.ENSEMBLE])
+    code, report_path, _ = run_backtest_cli(tmp_path, nab_slice, "--models", "failing,seasonal_naive,ensemble")
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["fallback_counts"] == {"failing": 3}
+    assert report["validation_fallback_counts"] == {"failing": 3}
+    assert len(report["fallbacks"]) == 3 and {f["unique_id"] for f in report["fallbacks"]} == set(report["series_ids"])
+    assert {r["model"] for r in report["leaderboard"]} == {"failing", "seasonal_naive", "ensemble"}
+    out = capsys.readouterr().out
+    assert "fallbacks (seasonal naive used instead): failing on 3 series" in out
+    assert "fallbacks on the ensemble's validation day: failing on 3 series" in out

@@ -49,7 +49,8 @@ def test_default_file_matches_model_defaults():
     for key in ("schedule", "source", "freq", "horizons", "models", "test_days", "history_days", "stride",
                 "levels", "features", "publish", "rightsizing"):
         assert from_file[key] == from_code[key], key
-    assert from_file["validation"]["ranges"] == from_code["validation"]["ranges"]
+    assert {k: v for k, v in from_file["validation"].items() if k != "suite_dir"} == \
+        {k: v for k, v in from_code["validation"].items() if k != "suite_dir"}
 
 
 def test_empty_file_gives_defaults(tmp_path):
@@ -173,3 +174,25 @@ def test_deep_merge_does_not_mutate():
     merged = deep_merge(base, {"a": {"b": 2}, "e": 3})
     assert merged == {"a": {"b": 2, "c": [1]}, "d": 1, "e": 3}
     assert base == {"a": {"b": 1, "c": [1]}, "d": 1}
+
+
+def test_validation_guards_have_defaults_and_reject_bad_values(tmp_path):
+    cfg = load_config()
+    v = cfg.validation
+    assert (v.max_non_finite_share, v.max_abs_value, v.min_relative_std) == (0.0, 1e15, 1e-6)
+    # every default rule is bounded on both sides or falls back to max_abs_value, so 1e300 always fails
+    assert all(rule.min == 0 for rule in v.ranges.values())
+    assert v.ranges["*_cores"].max == 1e6 and v.ranges["*_bytes"].max == 1e16 and v.ranges["*"].max is None
+    path = write(tmp_path, (
+        "validation:\n  max_abs_value: .inf\n  min_relative_std: -1\n  max_non_finite_share: 2\n"
+        "  ranges: {cpu: {max: .nan}, mem: {min: -.inf}}\n"
+    ))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "validation.max_abs_value: must be a finite number" in text
+    assert "validation.min_relative_std" in text and "validation.max_non_finite_share" in text
+    assert "validation.ranges.cpu.max: a bound must be a finite number" in text
+    assert "validation.ranges.mem.min: a bound must be a finite number" in text
+    cfg = load_config(overrides={"validation": {"max_abs_value": 1e18, "min_relative_std": 0}})
+    assert cfg.validation.max_abs_value == 1e18 and cfg.validation.min_relative_std == 0

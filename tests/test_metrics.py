@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from foresight_lib import metrics
+from foresight_lib.errors import DataError
 
 
 def test_point_metrics_match_hand_computed_values():
@@ -54,3 +55,72 @@ def test_evaluate_scores_only_the_horizon_step_and_leaderboard_ranks_by_mase():
     assert board["model"].iloc[0] == "good"
     assert list(board["horizon"][:2]) == ["5m", "15m"]
     assert metrics.champion(board) == "good"
+
+
+def test_seasonal_naive_scale_flat_series_stays_positive_for_model_scaling():
+    # the unguarded scale models normalise by (the LSTM) never divides by zero
+    assert metrics.seasonal_naive_scale(np.zeros(20), 4) > 0
+
+
+def test_mase_scale_is_the_seasonal_naive_mae_for_a_regular_series():
+    rng = np.random.default_rng(1)
+    y = 10 + np.tile(np.arange(4.0), 5) + rng.normal(0, 0.1, 20)
+    scale = metrics.mase_scale(y, 4)
+    assert scale.note is None and scale.scorable
+    assert scale.value == pytest.approx(np.mean(np.abs(y[4:] - y[:-4])))
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    (np.zeros(40), "constant training part (every value 0)"),
+    (np.full(40, 7.5), "constant training part (every value 7.5)"),
+    (np.r_[np.ones(39), np.inf], "1 non-finite training value(s)"),
+    (np.r_[np.ones(39), np.nan], "1 non-finite training value(s)"),
+    (np.ones(1), "1 training value(s)"),
+])
+def test_mase_scale_refuses_series_it_cannot_score(values, words):
+    scale = metrics.mase_scale(values, 4)
+    assert not scale.scorable and np.isnan(scale.value)
+    assert words in scale.note and "not scored" in scale.note
+
+
+def test_mase_scale_floors_a_near_constant_series_at_its_level():
+    level = 2e9  # memory in bytes that moved by one byte once: seasonal-naive MAE ~ 1e-2
+    y = np.full(40, level)
+    y[20:] += 1.0
+    scale = metrics.mase_scale(y, 4)
+    floor = metrics.MASE_MIN_RELATIVE_SCALE * level
+    assert scale.scorable and scale.value == pytest.approx(floor, rel=1e-6)
+    assert "below 1e-06 x the mean level" in scale.note
+    # an exactly periodic series has a zero seasonal-naive MAE: the lag-1 MAE stands in
+    periodic = np.tile([1.0, 3.0], 20)
+    scale = metrics.mase_scale(periodic, 2)
+    assert scale.value == pytest.approx(2.0) and "lag-1" in scale.note
+
+
+def test_evaluate_leaves_out_unscorable_series_and_every_score_is_finite():
+    rows = []
+    for uid, actual in (("cpu/a", 10.0), ("cpu/zero", 0.0)):
+        for model, err in (("good", 1.0), ("bad", 3.0)):
+            for cutoff in range(3):
+                rows.append({"unique_id": uid, "cutoff": cutoff, "step": 1, "model": model, "y": actual,
+                             "yhat": actual + (err if uid == "cpu/a" else 0.0),
+                             "yhat_lo_80": 0.0, "yhat_hi_80": 20.0, "yhat_lo_95": 0.0, "yhat_hi_95": 20.0})
+    frame = pd.DataFrame(rows)
+    scales, notes = metrics.mase_scales({"cpu/a": np.arange(10.0), "cpu/zero": np.zeros(10)}, 4)
+    assert set(notes) == {"cpu/zero"}
+    per_series = metrics.evaluate(frame, scales, {"5m": 1})
+    assert set(per_series["unique_id"]) == {"cpu/a"}  # the all-zero series would score MASE 0 for both
+    assert np.isfinite(per_series[["mae", "rmse", "smape", "mase"]].to_numpy()).all()
+    board = metrics.leaderboard(per_series, ["5m"]).set_index("model")
+    assert board.loc["good", "mase"] == pytest.approx(1.0 / 4.0)  # lag-4 MAE of 0..9 is 4
+    assert board.loc["bad", "mase"] == pytest.approx(3.0 / 4.0)
+    empty = metrics.evaluate(frame, {"cpu/a": float("nan"), "cpu/zero": 0.0}, {"5m": 1})
+    assert empty.empty and "mase" in empty.columns
+
+
+def test_champion_without_any_finite_score_is_a_clear_error():
+    board = pd.DataFrame({"model": ["a", "b"], "horizon": ["5m", "5m"], "mase": [np.nan, np.nan]})
+    with pytest.raises(DataError, match="no model has a finite mean MASE"):
+        metrics.champion(board)
+    board.loc[1, "mase"] = 0.7
+    assert metrics.champion(board) == "b"

@@ -1,6 +1,7 @@
 """Great Expectations validation: quarantine exactly the broken series, fail over the threshold."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_daily_series
@@ -103,7 +104,7 @@ def test_over_threshold_raises_with_outcome_attached():
         validate_frame(frame, cfg=ValidationConfig(max_failed_share=0.3))
     text = str(err.value)
     assert "2 of 4 series failed validation (50% > allowed 30%)" in text
-    assert "expect_column_values_to_be_between(y, *)" in text
+    assert "expect_column_values_to_be_between(y, *_cores)" in text
     assert ids[0] in text and "values below 0" in text
     outcome = err.value.outcome
     assert not outcome.passed and set(outcome.reasons) == set(ids[:2])
@@ -121,9 +122,13 @@ def test_range_rules_per_metric_with_tolerance():
     frame.loc[rows0[:2], "y"] = 101.0  # 2 of 288 rows (0.7 %): tolerated, set to NaN
     rows1 = frame.index[frame["unique_id"] == ids[1]]
     frame.loc[rows1[:10], "y"] = 250.0  # 10 of 288 rows (3.5 %): quarantined
-    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=0.5))
-    assert list(outcome.reasons) == [ids[1]]
-    assert "values outside [0, 100] (range rule '*cpu_utilization*'): 10 of 288 rows" in outcome.reasons[ids[1]][0]
+    rows2 = frame.index[frame["unique_id"] == ids[2]]
+    frame.loc[rows2[:4], "y"] = 250.0  # above and below: 8 of 288 rows
+    frame.loc[rows2[4:8], "y"] = -1.0
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=1.0))
+    assert list(outcome.reasons) == [ids[1], ids[2]]
+    assert "values above 100 (range rule '*cpu_utilization*'): 10 of 288 rows" in outcome.reasons[ids[1]][0]
+    assert "values outside [0, 100] (range rule '*cpu_utilization*'): 8 of 288 rows" in outcome.reasons[ids[2]][0]
     assert outcome.summary["values_nulled"] == 2
     valid0 = outcome.valid[outcome.valid["unique_id"] == ids[0]]
     assert valid0["y"].isna().sum() == 2 and len(valid0) == 288
@@ -214,3 +219,132 @@ def test_bitbrains_through_the_loader(shared_data):
     assert all("duplicate timestamps" in texts[0] for texts in outcome.reasons.values())
     assert outcome.summary["series_total"] == 8 and outcome.passed
     assert set(outcome.series["entity"]) == {"vm40", "vm60", "vm80"}
+
+
+def test_infinite_values_quarantine_the_series_or_become_nan_within_tolerance():
+    frame = clean_frame(n_series=4)
+    ids = sorted(frame["unique_id"].unique())
+    rows = frame.index[frame["unique_id"] == ids[0]]
+    frame.loc[rows[100:105], "y"] = np.inf
+    rows = frame.index[frame["unique_id"] == ids[1]]
+    frame.loc[rows[7], "y"] = -np.inf  # below the rule's min too, but reported once, as infinite
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=1.0))
+    got = reasons_of(outcome)
+    assert set(got) == {ids[0], ids[1]}
+    assert "infinite values (+inf/-inf): 5 of 576 rows (0.9%) > allowed 0.0%" in got[ids[0]]
+    assert "1 of 576 rows" in got[ids[1]] and "below 0" not in got[ids[1]]
+    assert outcome.summary["series_failed_by_check"] == {"non_finite": 2}
+    assert np.isinf(outcome.quarantine["y"]).sum() == 6 and not np.isinf(outcome.valid["y"]).any()
+    # within validation.max_non_finite_share the infinities become NaN, like tolerated out-of-range values
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_non_finite_share=0.005))
+    assert list(outcome.reasons) == [ids[0]]  # 5 of 576 (0.87 %) is still too many
+    kept = outcome.valid[outcome.valid["unique_id"] == ids[1]]
+    assert len(kept) == 576 and kept["y"].isna().sum() == 1 and outcome.summary["values_nulled"] == 1
+
+
+def test_absurd_values_quarantine_even_where_the_range_rule_tolerates():
+    frame = clean_frame(n_series=3)
+    frame["unique_id"] = frame["unique_id"].str.replace("cpu_cores/", "cpu_utilization/")
+    ids = sorted(frame["unique_id"].unique())
+    frame.loc[frame.index[frame["unique_id"] == ids[0]][50], "y"] = 1e300  # the rule tolerates 1 % above 100
+    frame.loc[frame.index[frame["unique_id"] == ids[1]][50], "y"] = 150.0
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=1.0))
+    got = reasons_of(outcome)
+    assert list(got) == [ids[0]]
+    assert "absurd values: 1 of 576 rows beyond ±1e+15 (validation.max_abs_value; never tolerated), e.g. 1e+300" \
+        in got[ids[0]]
+    assert "range rule" not in got[ids[0]]  # the same value is not reported twice
+    assert outcome.summary["values_nulled"] == 1  # the tolerated 150
+
+
+def test_max_abs_value_applies_without_any_rule_and_rules_may_allow_more():
+    frame = clean_frame(n_series=3)
+    ids = sorted(frame["unique_id"].unique())
+    frame.loc[frame.index[frame["unique_id"] == ids[0]][9], "y"] = -1e300
+    frame.loc[frame.index[frame["unique_id"] == ids[1]][9], "y"] = 5e16
+    no_rules = ValidationConfig(ranges={}, max_failed_share=1.0)
+    got = reasons_of(validate_frame(frame, cfg=no_rules))
+    assert set(got) == {ids[0], ids[1]} and "e.g. -1e+300" in got[ids[0]] and "e.g. 5e+16" in got[ids[1]]
+    wide = ValidationConfig(ranges={"cpu_*": {"min": 0, "max": 1e17}}, max_failed_share=1.0)
+    got = reasons_of(validate_frame(frame, cfg=wide))
+    assert set(got) == {ids[0]} and "beyond ±1e+17" in got[ids[0]]
+
+
+def test_constant_series_are_quarantined_and_not_counted_as_failures():
+    frame = clean_frame(n_series=5)
+    ids = sorted(frame["unique_id"].unique())
+    zero, flat, near, lively = ids[:4]
+    frame.loc[frame["unique_id"] == zero, "y"] = 0.0
+    frame.loc[frame["unique_id"] == flat, "y"] = 4.0
+    rows = frame.index[frame["unique_id"] == near]
+    frame.loc[rows, "y"] = 2e5 + np.arange(len(rows)) % 2 * 0.1  # relative std 2.5e-7: flat up to rounding
+    rows = frame.index[frame["unique_id"] == lively]
+    frame.loc[rows, "y"] = 1.0 + np.arange(len(rows)) % 2 * 1e-4  # like the flattest real pod memory
+    outcome = validate_frame(frame, cfg=ValidationConfig(max_failed_share=0.0))
+    got = reasons_of(outcome)
+    assert set(got) == {zero, flat, near}
+    assert "constant series" in got[zero] and "all 576 finite values are 0" in got[zero]
+    assert "all 576 finite values are 4" in got[flat]
+    assert "standard deviation 0.05 is 2.5e-07 of the mean absolute value 200000" in got[near]
+    summary = outcome.summary
+    assert summary["series_failed"] == 3 and summary["series_constant_only"] == 3
+    assert summary["failed_share"] == 0 and outcome.passed  # constant is not broken data
+    # with a threshold of 0 only exactly constant series go
+    got = reasons_of(validate_frame(frame, cfg=ValidationConfig(min_relative_std=0.0)))
+    assert set(got) == {zero, flat}
+    # a series that is also broken counts; a run where nothing passes fails
+    only_constant = frame[frame["unique_id"].isin([zero, flat])]
+    with pytest.raises(ValidationFailed, match="no series passed validation") as err:
+        validate_frame(only_constant, cfg=ValidationConfig())
+    assert "2 constant series also quarantined (not counted)" in str(err.value)
+
+
+def test_real_bitbrains_vms_lose_only_their_constant_series(shared_data):
+    """Only genuinely constant series are newly quarantined in the real data sets."""
+    from foresight_lib.loaders import load_series
+
+    loaded = load_series(shared_data / "bitbrains_rnd" / "2013-8" / "[468]0.csv", "bitbrains")
+    outcome = validate_frame(loaded.frame, loaded.series, load_config())
+    values = loaded.frame.groupby("unique_id")["y"]
+    spread = values.std(ddof=0) / values.apply(lambda y: y.abs().mean())
+    flat = set(spread.index[spread.fillna(0) <= 1e-6])
+    assert flat and {uid.split("/")[0] for uid in flat} <= {"cpu_capacity_mhz", "cpu_cores", "memory_provisioned_kb",
+                                                             "disk_read_kbps", "net_rx_kbps", "net_tx_kbps"}
+    assert set(outcome.reasons) == flat
+    assert all(texts[0].startswith("constant series") for texts in outcome.reasons.values())
+    assert outcome.passed and outcome.summary["failed_share"] == 0
+    usage = outcome.valid[outcome.valid["unique_id"].str.startswith(("cpu_usage", "memory_usage"))]
+    assert usage["unique_id"].nunique() == 9  # every usage series (CPU MHz and %, memory) of the three VMs
+
+
+def test_clip_to_physical_range_bounds_every_forecast_value():
+    from foresight_lib.validation import clip_to_physical_range, physical_bounds
+
+    cfg = load_config()
+    forecasts = pd.DataFrame({
+        "unique_id": ["mem/a", "mem/a", "container_cpu_usage_cores/b", "custom_thing/c"],
+        "model": "ets", "step": [1, 2, 1, 1],
+        "yhat": [-5.0, 3e16, 2.0, -7.0],
+        "yhat_lo_80": [-9.0, 2e16, -1.0, -8.0], "yhat_hi_80": [1.0, 4e16, 2e6, -6.0],
+        "yhat_lo_95": [-12.0, 1e16, -2.0, -9.0], "yhat_hi_95": [4.0, 5e16, 3e6, -5.0],
+    })
+    series = pd.DataFrame({"unique_id": ["mem/a", "container_cpu_usage_cores/b"],
+                           "metric": ["container_memory_working_set_bytes", "container_cpu_usage_cores"]})
+    out = clip_to_physical_range(forecasts, series, cfg)
+    assert physical_bounds("container_memory_working_set_bytes", cfg) == (0.0, 1e16)
+    values = ["yhat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
+    mem = out[out["unique_id"] == "mem/a"][values].to_numpy()
+    assert mem.min() == 0.0 and mem.max() == 1e16  # never negative usage, never beyond the rule's max
+    cpu = out[out["unique_id"] == "container_cpu_usage_cores/b"].iloc[0]
+    assert (cpu["yhat_lo_80"], cpu["yhat"], cpu["yhat_hi_80"], cpu["yhat_hi_95"]) == (0.0, 2.0, 1e6, 1e6)
+    assert (out.loc[3, values] == 0.0).all()  # the catch-all rule "*" has min 0, even without a series row
+    assert (out["yhat_lo_95"] <= out["yhat"]).all() and (out["yhat"] <= out["yhat_hi_95"]).all()
+    assert list(out.columns) == list(forecasts.columns) and forecasts.loc[0, "yhat"] == -5.0  # a copy
+    # a metric whose rule has no min keeps negative values, down to -max_abs_value
+    signed = ValidationConfig(ranges={"temperature_*": {"max": 200}}, max_abs_value=1e3)
+    one = forecasts.iloc[[0]].assign(unique_id="temperature_c/x", yhat=-5e3)
+    assert clip_to_physical_range(one, None, signed)["yhat"].iloc[0] == -1e3
+    broken = forecasts.copy()
+    broken.loc[2, "yhat_hi_95"] = np.inf
+    with pytest.raises(DataError, match=r"1 forecast value\(s\) are NaN or infinite .*yhat_hi_95.*container_cpu"):
+        clip_to_physical_range(broken, series, cfg)

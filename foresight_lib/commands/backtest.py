@@ -1,9 +1,16 @@
-"""``foresight backtest``: load data, prepare it, backtest models, print the leaderboard.
+"""``foresight backtest``: load data, validate and prepare it, backtest models, print the leaderboard.
 
 The same evaluation protocol as the DAG's evaluate step and the benchmarks (DESIGN.md):
 the last ``--test-days`` of every series held out, each model fitted once on the
-``--history-days`` before, forecasts from a cutoff every ``--stride``. Writes the JSON
-report and the forecast frame (with the actuals in ``y``) atomically.
+``--history-days`` before, forecasts from a cutoff every ``--stride``. Before that, the
+pipeline's validation (the ``validation`` settings of the configuration) quarantines
+broken series: duplicates, backwards timestamps, infinite or absurd values, values out
+of range, too many NaN, constant series. Two things are not checked as the pipeline does:
+completeness on a common grid (files may cover different periods; ``--max-filled-share``
+bounds each series' gaps instead), and the share of failed series (quarantined series are
+skipped; the command fails only when none is left). Writes the JSON report and the
+forecast frame (with the actuals in ``y``) atomically; every series or model left out is
+in the report's ``skipped`` with its stage and reason.
 """
 from __future__ import annotations
 
@@ -16,10 +23,19 @@ from pathlib import Path
 import pandas as pd
 
 from foresight_lib.backtest import BacktestResult, BacktestSpec, run_backtest
+from foresight_lib.config import load_config
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.features import FeatureResult, prepare_series
 from foresight_lib.loaders import FORMATS, LoadResult, atomic_write, load_series, save_frame
 from foresight_lib.models import ALL_MODELS, DEFAULT_MODELS
+from foresight_lib.validation import ValidationOutcome, validate_frame
+
+NOT_CHECKED = [
+    "completeness on a common grid: files may cover different periods; --max-filled-share bounds each "
+    "series' gaps instead",
+    "the share of failed series (validation.max_failed_share): quarantined series are skipped, and the "
+    "command fails only when no series is left",
+]
 
 
 def register(subparsers) -> None:
@@ -44,6 +60,9 @@ def register(subparsers) -> None:
     parser.add_argument("--gap-limit", default="1h", help="longest gap filled by interpolation")
     parser.add_argument("--max-filled-share", type=float, default=0.2,
                         help="drop a series with more than this share of filled points")
+    parser.add_argument("--config", default=None,
+                        help="configuration whose validation settings apply (default: $FORESIGHT_CONFIG or "
+                             "include/foresight.yaml)")
     parser.add_argument("--output", default="report.json", help="JSON report")
     parser.add_argument("--forecasts-out", default="forecasts.parquet", help="forecast frame with actuals (Parquet)")
     parser.set_defaults(func=run)
@@ -59,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.forecasts_out).lower().endswith(".parquet"):
         raise ConfigError(f"--forecasts-out {args.forecasts_out}: end the name with .parquet")
 
+    vcfg = load_config(args.config).validation.model_copy(update={"min_completeness": 0.0, "max_failed_share": 1.0})
+
     loaded = load_series(args.input, args.format, _split(args.metrics) if args.metrics else None)
     if loaded.frame.empty:
         raise DataError(f"{args.input}: no series found (metrics: {args.metrics or 'all'}); check --metrics")
-    prepared = prepare_series(loaded.frame, loaded.series, freq=args.freq, gap_limit=args.gap_limit,
+    validated = validate(loaded, vcfg, args.freq)
+    prepared = prepare_series(validated.valid, validated.series, freq=args.freq, gap_limit=args.gap_limit,
                               max_filled_share=args.max_filled_share)
     if prepared.frame.empty:
         reasons = "; ".join(f"{d['unique_id']}: {d['reason']}" for d in prepared.dropped[:3])
@@ -72,13 +94,30 @@ def run(args: argparse.Namespace) -> int:
           f"{prepared.series.shape[0]} on the {args.freq} grid", file=sys.stderr)
 
     result = _run_with_progress(frame, spec)
-    report = build_report(result, loaded, prepared, args)
+    report = build_report(result, loaded, prepared, args, validated)
     atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n"))
     save_frame(result.forecasts, args.forecasts_out)
     print(format_leaderboard(result))
     print(_summary(report))
     print(f"wrote {args.output} and {args.forecasts_out}")
     return 0
+
+
+def validate(loaded: LoadResult, vcfg, freq: str) -> ValidationOutcome:
+    """The pipeline's validation of the loaded frame, quarantined series left out (see NOT_CHECKED).
+
+    Raises:
+        DataError: the frame's schema is wrong, or every series was quarantined (the first
+            reasons are listed).
+    """
+    outcome = validate_frame(loaded.frame, loaded.series, vcfg, freq=freq, raise_on_failure=False)
+    if outcome.summary.get("schema_failed"):
+        texts = next(iter(outcome.reasons.values()), ["schema"])
+        raise DataError(f"the loaded frame's schema is wrong: {'; '.join(texts)}; check --format")
+    if outcome.summary["series_passed"] == 0:
+        reasons = "; ".join(f"{uid}: {'; '.join(texts)}" for uid, texts in list(outcome.reasons.items())[:3])
+        raise DataError(f"no series passed validation ({outcome.summary['series_total']} quarantined): {reasons}")
+    return outcome
 
 
 def _split(text: str) -> list[str]:
@@ -101,13 +140,28 @@ def _run_with_progress(frame: pd.DataFrame, spec: BacktestSpec) -> BacktestResul
 
 
 def build_report(result: BacktestResult, loaded: LoadResult, prepared: FeatureResult,
-                 args: argparse.Namespace) -> dict:
-    """The runner's report plus the input, the features summary and every skip with its stage."""
+                 args: argparse.Namespace, validated: ValidationOutcome | None = None) -> dict:
+    """The runner's report plus the input, validation, the features summary and every skip with its stage.
+
+    Stages: ``load`` (a file), ``validate`` (a quarantined series), ``features``,
+    ``backtest`` (too short, gappy, non-finite), ``score`` (a series without a usable MASE
+    scale, or a model without a finite score).
+    """
     report = result.report()
     skipped = [{"stage": "load", **row} for row in loaded.skipped]
+    if validated is not None:
+        skipped += [{"stage": "validate", "unique_id": uid, "reason": "; ".join(texts)}
+                    for uid, texts in validated.reasons.items()]
     skipped += [{"stage": "features", **row} for row in prepared.dropped]
     skipped += [{"stage": "backtest", **row} for row in report["skipped"]]
+    skipped += [{"stage": "score", **row} for row in report["unscored"]]
+    skipped += [{"stage": "score", **row} for row in report["skipped_models"]]
     report["skipped"] = skipped
+    if validated is not None:
+        keep = ("series_total", "series_failed", "series_passed", "series_constant_only", "values_nulled",
+                "series_failed_by_check", "max_null_share", "max_non_finite_share", "max_abs_value",
+                "min_relative_std")
+        report["validation"] = {**{k: validated.summary.get(k) for k in keep}, "not_checked": NOT_CHECKED}
     report["input"] = {
         "path": str(args.input), "format": args.format, "metrics": args.metrics,
         "series_loaded": int(loaded.series.shape[0]), "rows_loaded": len(loaded.frame),
@@ -178,7 +232,8 @@ def _summary(report: dict) -> str:
         parts = ", ".join(f"{n} at {stage}" for stage, n in by_stage.items())
         lines.append(f"skipped: {parts} (reasons under 'skipped' in the report)")
         for row in report["skipped"][:5]:
-            what = row.get("unique_id") or Path(row.get("file", "?")).name
+            what = row.get("unique_id") or (f"model {row['model']}" if row.get("model")
+                                            else Path(row.get("file", "?")).name)
             lines.append(f"  {row['stage']}: {what}: {row['reason'][:160]}")
         if len(report["skipped"]) > 5:
             lines.append(f"  ... and {len(report['skipped']) - 5} more")
@@ -186,4 +241,11 @@ def _summary(report: dict) -> str:
     if counts:
         parts = ", ".join(f"{model} on {n} series" for model, n in counts.items())
         lines.append(f"fallbacks (seasonal naive used instead): {parts}")
+    counts = report.get("validation_fallback_counts") or {}
+    if counts:
+        parts = ", ".join(f"{model} on {n} series" for model, n in counts.items())
+        lines.append(f"fallbacks on the ensemble's validation day: {parts}")
+    guarded = [g for g in report.get("mase_guard") or [] if g.get("scored")]
+    if guarded:
+        lines.append(f"MASE scale guarded on {len(guarded)} series (see 'mase_guard' in the report)")
     return "\n".join(lines) if lines else "skipped: none; fallbacks: none"
