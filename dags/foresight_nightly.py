@@ -11,8 +11,13 @@ run folder and then to `latest`).
 **Trigger with parameters** to choose metrics, models and horizons; `overrides`
 takes any other setting of `include/foresight.yaml` (e.g. `{"history_days": 3}`).
 A backfill of a past date only sees data up to that date, and a re-run of a date
-replaces exactly that date's run folder and MLflow run. A failed run leaves the
-previous champion and the published forecasts in place.
+replaces exactly that date's run folder and MLflow run, once it has succeeded; two runs
+of one date never run at once (the second fails naming the first). A failed run leaves
+the previous run folder, champion and published forecasts in place. **Publish**: only
+the newest run with the configured models, metrics and horizons replaces the published
+forecasts and moves the champions (`auto`); a backfill of an older date or an ad-hoc
+run stays in its run folder and MLflow unless triggered with `always`. The teardown
+task **release** frees the date's lock however the run ended.
 
 Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
 `foresight-nightly`) and `<data_root>/latest`.
@@ -23,7 +28,15 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
-from foresight_dags.common import SETTINGS, build_features, default_args, prometheus_connection, section, validate
+from foresight_dags.common import (
+    SETTINGS,
+    build_features,
+    default_args,
+    prometheus_connection,
+    release,
+    section,
+    validate,
+)
 
 ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "ensemble"]
 SOURCE = section("source")
@@ -55,6 +68,12 @@ SOURCE = section("source")
         "overrides": Param(
             {}, type="object", title="Other settings",
             description="Any other setting of include/foresight.yaml, e.g. {\"history_days\": 3}.",
+        ),
+        "publish": Param(
+            "auto", type="string", enum=["auto", "always", "never"], title="Publish",
+            description="auto: replace the published forecasts and champions only if this is the newest run with "
+                        "the configured models, metrics and horizons (a backfill of an older date or an ad-hoc "
+                        "run stays in its run folder and MLflow); always / never: for this run.",
         ),
     },
 )
@@ -94,9 +113,10 @@ def foresight_nightly():
 
         return pipeline.publish(run)
 
-    features = build_features(validate(extract()))
+    run = extract()
+    features = build_features(validate(run))
     trained = train.partial(run=features).expand(model=select_models(features))
-    publish(evaluate(features, trained))
+    publish(evaluate(features, trained)) >> release(run)
 
 
 nightly = foresight_nightly()

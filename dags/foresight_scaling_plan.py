@@ -19,7 +19,14 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from foresight_dags.common import build_features, default_args, prometheus_connection, section, validate
+from foresight_dags.common import (
+    build_features,
+    default_args,
+    prometheus_connection,
+    release,
+    section,
+    validate,
+)
 
 RIGHTSIZING = section("rightsizing")
 
@@ -68,7 +75,8 @@ def foresight_scaling_plan():
 
         return scaling_plan.publish(run)
 
-    publish(size_windows(build_features(validate(extract()))))
+    run = extract()
+    publish(size_windows(build_features(validate(run)))) >> release(run)
 
 
 scaling_plan = foresight_scaling_plan()

@@ -1,5 +1,6 @@
 """What the Foresight DAG files share: the settings their shape needs, retries, the Prometheus connection
-and the tasks both DAGs run (``validate``, ``build_features``: the nightly's steps, reused by the scaling plan).
+and the tasks both DAGs run (``validate``, ``build_features``: the nightly's steps, reused by the scaling plan;
+``release``: the teardown that frees the date's lock however the run ended).
 
 Read at parse time, so it imports only yaml, the Airflow SDK and the pandas-free
 ``foresight_lib.durations``; every task body imports what it needs itself.
@@ -11,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, task
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, task, teardown
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ForesightError
@@ -56,6 +57,7 @@ NO_RETRY = ExceptionRetryPolicy(
                 "foresight_lib.errors.ConfigError",
                 "foresight_lib.errors.DataError",
                 "foresight_lib.errors.ValidationFailed",
+                "foresight_lib.errors.RunLocked",
             ],
             action=RetryAction.FAIL,
             reason="fix the settings or the data, then clear the task",
@@ -102,3 +104,15 @@ def build_features(run: dict) -> dict:
     from foresight_lib import pipeline
 
     return pipeline.build_features(run)
+
+
+def release_lock(run: dict) -> bool:
+    """Release the date's lock when the run ends, failed or not (a teardown: the run keeps its state)."""
+    from foresight_lib import pipeline
+
+    return pipeline.release(run)
+
+
+def release(run):
+    """The ``release`` teardown task of one DAG (a fresh one per DAG: a teardown task object is used once)."""
+    return teardown(task(task_id="release")(release_lock))(run)

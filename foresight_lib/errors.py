@@ -32,3 +32,7 @@ class ValidationFailed(ForesightError):
 
 class SourceError(ForesightError):
     """A metrics source (Prometheus, S3, files) could not be read."""
+
+
+class RunLocked(ForesightError):
+    """Another run of the same date holds its lock (or took it over from this one)."""

@@ -1,17 +1,23 @@
 """The nightly pipeline's steps, one function per DAG task.
 
-extract → validate → build_features → train (once per model) → evaluate → publish.
+extract → validate → build_features → train (once per model) → evaluate → publish,
+and ``release`` as the DAG's teardown.
 
-Every step takes and returns small things (the run dict: run key, run id, settings
-overrides, a few counts) and keeps its data in the run folder (``RunStore``), so a
-DAG passes nothing bigger than that through XCom. The run folder is keyed by the
-end of the run's data interval, not by the Airflow run id: a backfill, a catch-up
-and a manual re-run of the same date share one folder, and ``extract`` starts by
-emptying it, so a re-run replaces exactly its own date.
+Every step takes and returns small things (the run dict: run key, attempt, run id,
+settings overrides, a few counts) and keeps its data in the run's attempt folder
+(``RunStore(..., attempt=…)`` under ``staging/``), so a DAG passes nothing bigger than
+that through XCom. The run is keyed by the end of its data interval, not by the Airflow
+run id: a backfill, a catch-up and a manual re-run of the same date make one date's run
+folder ``runs/<date>``, and only one of them at a time (``extract`` takes the date's
+lock, ``foresight_lib.run_lock``; a second run fails at once naming the first).
 
-Nothing is published until ``publish`` has logged to MLflow and registered the
-champions: only then are the run's forecasts copied to ``latest``. A run that fails
-anywhere before leaves the previous champion aliases and published forecasts alone.
+Nothing is published until ``publish``: it logs the MLflow runs, then registers the
+champions, makes the attempt the date's run folder and switches ``latest/`` as one
+transaction (``foresight_lib.publishing``). A run that fails anywhere leaves the
+previous run folder, champion aliases and published forecasts as they were. Only the
+newest run with the configured models reaches ``latest/`` and the aliases (a backfill
+of an older date or an ad-hoc trigger stays in its run folder and MLflow) unless its
+``publish`` parameter says ``always``.
 
 ``run_nightly`` runs every step in this process (tests, ``make run`` summaries);
 ``python -m foresight_lib.pipeline summary`` prints what the last run published.
@@ -43,7 +49,9 @@ RUN_KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
 RAW, SERIES, VALIDATED, QUARANTINE = "raw", "series", "validated", "quarantine"
 FEATURES, FEATURE_SERIES = "features", "features_series"
 LEADERBOARD, PER_SERIES, BACKTEST_FORECASTS, FORECASTS = "leaderboard", "per_series", "backtest_forecasts", "forecasts"
-RECOMMENDATIONS = "recommendations"
+RECOMMENDATIONS, ACTUALS = "recommendations", "actuals"
+ACTUAL_TAIL = pd.Timedelta("1D")
+"""The latest actuals published beside the forecasts (for the anomaly flags and charts)."""
 VALIDATION_HTML = "validation/report.html"
 RESULT = "backtest_result.pkl"
 
@@ -76,6 +84,8 @@ def overrides_from_params(params: dict | None) -> dict:
     overrides = _deep_copy(params.get("overrides") or {})
     if not isinstance(overrides, dict):
         raise ConfigError(f"the 'overrides' parameter must be an object of settings, got {type(overrides).__name__}")
+    if params.get("publish"):
+        overrides["publish"] = {**(overrides.get("publish") or {}), "latest": params["publish"]}
     if params.get("models"):
         overrides["models"] = list(params["models"])
     if params.get("horizons"):
@@ -98,17 +108,39 @@ def load_run_config(overrides: dict | None = None):
 
 
 def open_run(run: dict):
-    """Settings and run folder of a run dict returned by a previous step."""
+    """Settings and attempt folder of a run dict returned by a previous step.
+
+    Raises:
+        RunLocked: another run of the same date took the date's lock over from this one.
+    """
     from foresight_lib.storage import RUNS, RunStore
 
     if not isinstance(run, dict) or "run_key" not in run:
-        raise ConfigError(f"expected the run dict returned by the previous step, got {run!r}")
+        raise ConfigError(f"expected the run dict returned by the previous step, got {_redact(run)!r}")
     cfg = load_run_config(run.get("overrides"))
-    return cfg, RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS)
+    store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run.get("attempt"))
+    if run.get("attempt"):
+        run_lock(cfg, store).check(run["attempt"])
+    return cfg, store
+
+
+def run_lock(cfg, store):
+    """The lock of the store's date under its data root (``foresight_lib.run_lock``)."""
+    from foresight_lib.run_lock import RunLock
+
+    return RunLock(store, store.folder, store.safe_id, _duration(cfg.publish.lock_timeout))
+
+
+def new_attempt() -> str:
+    """A sortable, unique name for one attempt at a run: ``20240315T020312Z-1a2b3c``."""
+    import uuid
+
+    return f"{pd.Timestamp.now(tz='UTC').strftime(RUN_KEY_FORMAT)}-{uuid.uuid4().hex[:6]}"
 
 
 def _config_dict(cfg) -> dict:
-    return cfg.to_dict()
+    """The settings as stored (run.json, MLflow params and artifacts): secrets replaced by ``***``."""
+    return _redact(cfg.to_dict())
 
 
 def base_models(cfg) -> list[str]:
@@ -228,8 +260,9 @@ def _read_prometheus(cfg, start, end, connection):
 
 def extract(run_id: str | None, data_interval_start, data_interval_end, params: dict | None = None,
             overrides: dict | None = None,
-            connection: dict | Callable[[], dict | None] | None = None, folder: str | None = None) -> dict:
-    """Read the run's window of data from the configured source into a fresh run folder.
+            connection: dict | Callable[[], dict | None] | None = None, folder: str | None = None,
+            owner_pid: int | None = None) -> dict:
+    """Take the date's lock and read the run's window of data into a fresh attempt folder.
 
     Args:
         run_id: the Airflow run id (kept for MLflow tags; the folder is keyed by the date).
@@ -240,32 +273,69 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
             only when the source is Prometheus).
         folder: the data root's folder of this kind of run (default ``runs``; the scaling
             plan's runs go to ``plans``).
+        owner_pid: the process that runs every step (in-process runs), so that its lock is
+            known to be dead once that process is; None for Airflow, whose tasks are processes
+            of their own.
 
     Returns:
-        The run dict every later step takes: ``run_key``, ``run_id``, ``overrides``, the
-        window and counts.
+        The run dict every later step takes: ``run_key``, ``attempt``, ``run_id``,
+        ``overrides``, the window and counts.
+
+    Raises:
+        RunLocked: another run of the same date is in progress.
+        SourceError: the source or (for the nightly run) the MLflow tracking server cannot
+            be reached; found here, before any training.
     """
-    merged = _merge(overrides_from_params(params), _deep_copy(overrides or {}))
+    from foresight_lib.publishing import ad_hoc_differences
+    from foresight_lib.storage import RUNS, RunStore
+
+    extra = _deep_copy(overrides or {})
+    merged = _merge(overrides_from_params(params), extra)
     cfg = load_run_config(merged)
     start, end = extract_window(data_interval_end, cfg)
     run_key = run_key_for(end)
+    run_id = run_id or f"local__{run_key}"
+    attempt = new_attempt()
+    store = RunStore(cfg.data_root, run_key, folder=folder or RUNS, attempt=attempt)
+    lock = run_lock(cfg, store)
+    lock.acquire(run_id, attempt, owner_pid=owner_pid)
+    try:
+        if store.folder == RUNS:
+            from foresight_lib.mlflow_store import check_tracking_server
+
+            check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
+        frame, series, info = _read_source(cfg, start, end, connection)
+        store.write_frame(RAW, frame)
+        store.write_frame(SERIES, series)
+        run = {
+            "run_key": run_key, "attempt": attempt, "run_id": run_id, "overrides": merged, "folder": store.folder,
+            "data_interval_start": _utc(data_interval_start).isoformat() if data_interval_start is not None else None,
+            "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
+            "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
+            "ad_hoc": ad_hoc_differences(params, load_run_config(extra)), "owner_pid": owner_pid,
+        }
+        store.write_json("run.json", _redact({**run, "config": _config_dict(cfg)}))
+    except BaseException:
+        lock.release(attempt)
+        raise
+    log.info("extracted %d rows of %d series for run %s, attempt %s (%s .. %s)", len(frame), run["series"],
+             run_key, attempt, start, end)
+    return run
+
+
+def release(run: dict | None) -> bool:
+    """Release the date's lock if this run still holds it (the DAG's teardown; safe to call twice).
+
+    Returns:
+        True when the lock was released here.
+    """
+    if not isinstance(run, dict) or not run.get("attempt"):
+        return False
     from foresight_lib.storage import RUNS, RunStore
 
-    store = RunStore(cfg.data_root, run_key, folder=folder or RUNS)
-    store.reset()
-    frame, series, info = _read_source(cfg, start, end, connection)
-    store.write_frame(RAW, frame)
-    store.write_frame(SERIES, series)
-    run = {
-        "run_key": run_key, "run_id": run_id or f"local__{run_key}", "overrides": merged, "folder": store.folder,
-        "data_interval_start": _utc(data_interval_start).isoformat() if data_interval_start is not None else None,
-        "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
-        "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
-    }
-    store.write_json("run.json", {**run, "config": _config_dict(cfg)})
-    log.info("extracted %d rows of %d series for run %s (%s .. %s)", len(frame), run["series"], run_key,
-             start, end)
-    return run
+    cfg = load_run_config(run.get("overrides"))
+    store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run["attempt"])
+    return run_lock(cfg, store).release(run["attempt"])
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -373,8 +443,13 @@ def train(run: dict, model: str) -> dict:
 
 
 def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
-    """Merge the models' parts, add the ensemble, score and rank; write the results to the run folder."""
+    """Merge the models' parts, add the ensemble, score and rank; write the results to the run folder.
+
+    The forecasts to publish are clipped to each metric's physical range (no negative lower
+    bound for usage); a non-finite one is an error, never published.
+    """
     from foresight_lib.backtest import finish_backtest
+    from foresight_lib.validation import clip_to_physical_range
 
     cfg, store = open_run(run)
     spec = backtest_spec(cfg)
@@ -386,7 +461,7 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     store.write_frame(LEADERBOARD, result.leaderboard)
     store.write_frame(PER_SERIES, result.per_series)
     store.write_frame(BACKTEST_FORECASTS, result.forecasts)
-    store.write_frame(FORECASTS, result.future_forecasts)
+    store.write_frame(FORECASTS, clip_to_physical_range(result.future_forecasts, store.read_frame(FEATURE_SERIES), cfg))
     store.write_json("backtest_report.json", result.report())
     store.write_bytes(RESULT, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     board = result.leaderboard.groupby("model", sort=False)["mase"].mean()
@@ -426,23 +501,29 @@ def _metric_ids(result, series: pd.DataFrame, metric: str) -> list[str]:
 
 
 def publish(run: dict) -> dict:
-    """MLflow runs, champion registration per metric, then the forecasts to ``latest``.
+    """MLflow runs, then champions, the run folder and ``latest/`` as one transaction.
 
-    The parent MLflow run of the same date is replaced. The copy to ``latest`` is the
-    last thing done, so a failure before it leaves the published forecasts unchanged.
+    The MLflow parent and child runs are logged first (a failure there changes nothing
+    published). Then, holding the data root's publish lock: an interrupted earlier
+    publish is finished or undone, ``publishing.decide`` says whether this run may move
+    ``latest/`` and the aliases, and ``publishing.run_transaction`` registers the
+    champions, makes the attempt the date's run folder and switches ``latest/``, or
+    rolls all of it back. Only then are the date's earlier MLflow runs retired (never one
+    behind a registered version) and its failed attempts removed.
     """
     from foresight_lib import champion as champion_mod
-    from foresight_lib import tracking
+    from foresight_lib import publishing, registry, tracking
 
     cfg, store = open_run(run)
     result = pickle.loads(store.read_bytes(RESULT))
     features = store.read_frame(FEATURES)
     feature_series = store.read_frame(FEATURE_SERIES)
-    config = _param_safe(_config_dict(cfg))
     _recommend(cfg, store, features, feature_series)
+    store.write_frame(ACTUALS, latest_actuals(features))
     tracking.configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
-        experiment=cfg.mlflow.experiment,
+        experiment=cfg.mlflow.experiment, http_timeout_s=cfg.mlflow.http_timeout_s,
+        http_max_retries=cfg.mlflow.http_max_retries,
     )
     artifacts = {
         name: store.uri(name)
@@ -451,32 +532,89 @@ def publish(run: dict) -> dict:
         if store.exists(name)
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
-    parent = tracking.log_nightly(run["run_key"], result, config, artifacts, validation_html,
+    parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
                                   logical_date=run.get("data_interval_end"))
-
-    registrations = {}
-    for metric, model_name in metric_champions(result, feature_series).items():
-        frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
-        bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame)
-        registrations[metric] = _jsonable(champion_mod.register_champion(
-            bundle, metric, name_prefix=_name_prefix(cfg), run_key=run["run_key"],
-            parent_run_id=parent["parent_run_id"],
-        ))
-
-    published = [FORECASTS, LEADERBOARD, RECOMMENDATIONS]
+    champions = metric_champions(result, feature_series)
+    prefix = _name_prefix(cfg)
     summary = {
-        "run_key": run["run_key"], "run_id": run.get("run_id"), "champion": result.champion,
+        "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
+        "data_interval_end": run.get("data_interval_end"), "champion": result.champion,
         "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
-        "registrations": registrations, "mlflow_parent_run": parent["parent_run_id"],
-        "mlflow_tracking_uri": cfg.mlflow.tracking_uri, "run_folder": store.uri(""),
-        "series": len(result.series), "forecast_rows": int(len(result.future_forecasts)),
+        "mlflow_parent_run": parent["parent_run_id"], "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
+        "run_folder": store.committed().uri(""), "series": len(result.series),
+        "forecast_rows": int(len(result.future_forecasts)),
     }
-    store.write_json("summary.json", summary)
-    store.publish_latest([*published, "summary.json"])
-    pushed = push_latest(cfg)
-    log.info("published run %s: champion %s, %s", run["run_key"], result.champion, registrations)
-    out = {k: summary[k] for k in ("run_key", "champion", "registrations", "mlflow_parent_run", "forecast_rows")}
+
+    def register(tx) -> dict:
+        registrations = {}
+        for metric, model_name in champions.items() if summary["published"] else ():
+            frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
+            bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame)
+            registration = champion_mod.register_champion(
+                bundle, metric, name_prefix=prefix, run_key=run["run_key"], parent_run_id=parent["parent_run_id"],
+            )
+            tx.registered(registration["registered_model"], registration["version"])
+            registrations[metric] = _jsonable(registration)
+        summary["registrations"] = registrations
+        summary["champion_versions"] = registry.champion_versions(list(champions), prefix)
+        store.write_json("summary.json", summary)
+        return registrations
+
+    lock, token = publishing.publish_lock(store, _duration(cfg.publish.lock_timeout), _duration(cfg.publish.wait),
+                                          run.get("run_id") or run["run_key"], run.get("owner_pid"))
+    try:
+        publishing.recover(store)
+        publishing.remove_temp_files(store)
+        go, why = publishing.decide(cfg.publish.latest, run["data_interval_end"], run.get("ad_hoc") or [], store)
+        summary.update(published=go, publish_reason=why)
+        aliases = registry.snapshot_aliases(list(champions), prefix) if go else {}
+        names = [FORECASTS, LEADERBOARD, RECOMMENDATIONS, ACTUALS, "summary.json"] if go else []
+        registrations = publishing.run_transaction(store, aliases, register, names,
+                                                   {"data_interval_end": run["data_interval_end"]},
+                                                   source_run_id=parent["parent_run_id"], name_prefix=prefix)
+    finally:
+        lock.release(token)
+    _after_publish(cfg, run, store, parent["parent_run_id"])
+    pushed = push_latest(cfg) if go else None
+    log.info("published run %s (%s): champion %s, %s", run["run_key"], why, result.champion, registrations)
+    out = {k: summary[k] for k in ("run_key", "champion", "published", "publish_reason", "registrations",
+                                   "mlflow_parent_run", "forecast_rows")}
     return {**out, "pushgateway": pushed} if pushed else out
+
+
+def _after_publish(cfg, run: dict, store, parent_run_id: str | None) -> None:
+    """Tidy up once the publish has succeeded: earlier MLflow runs, failed attempts, the date's lock."""
+    if parent_run_id:
+        from foresight_lib import tracking
+
+        try:
+            tracking.retire_earlier_runs(run["run_key"], parent_run_id)
+        except Exception as exc:  # noqa: BLE001 - the publish stands; the next run retires them
+            log.warning("could not retire the earlier MLflow runs of %s: %s", run["run_key"], exc)
+    removed = store.committed().remove_attempts()
+    if removed:
+        log.info("removed %d earlier attempt folder(s) of %s", len(removed), run["run_key"])
+    run_lock(cfg, store).release(run["attempt"])
+
+
+def latest_actuals(features: pd.DataFrame) -> pd.DataFrame:
+    """The last day of actuals per series, published with the forecasts (no need to read the run folder)."""
+    frame = features[["unique_id", "ds", "y"]]
+    last = frame.groupby("unique_id", sort=False)["ds"].transform("max")
+    return frame[frame["ds"] > last - ACTUAL_TAIL].reset_index(drop=True)
+
+
+def _duration(text: str) -> pd.Timedelta:
+    from foresight_lib.durations import duration_seconds
+
+    return pd.Timedelta(seconds=duration_seconds(text))
+
+
+def _redact(value: Any) -> Any:
+    """Settings or a run dict as they may be stored: credentials in URLs and secret-looking keys masked."""
+    from foresight_lib.redaction import redact_config
+
+    return redact_config(value)
 
 
 _PARAM_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
@@ -547,14 +685,19 @@ def push_latest(cfg) -> dict | None:
 
 
 def run_nightly(logical_date, config_overrides: dict | None = None, params: dict | None = None) -> dict:
-    """Every step for one date, in this process, as the DAG would run them."""
+    """Every step for one date, in this process, as the DAG would run them (the lock released in the end)."""
+    import os
+
     run = extract(f"local__{run_key_for(logical_date)}", None, logical_date, params=params,
-                  overrides=config_overrides)
-    run = validate(run)
-    run = build_features(run)
-    trained = [train(run, model) for model in run["models"]]
-    run = evaluate(run, trained)
-    return publish(run)
+                  overrides=config_overrides, owner_pid=os.getpid())
+    try:
+        run = validate(run)
+        run = build_features(run)
+        trained = [train(run, model) for model in run["models"]]
+        run = evaluate(run, trained)
+        return publish(run)
+    finally:
+        release(run)
 
 
 def latest_summary(overrides: dict | None = None) -> dict:
@@ -563,13 +706,13 @@ def latest_summary(overrides: dict | None = None) -> dict:
     Raises:
         DataError: nothing was published yet under the configured data root.
     """
-    from foresight_lib.storage import DataRoot, RunStore
+    from foresight_lib.storage import LATEST, DataRoot
 
     cfg = load_run_config(overrides)
-    manifest = DataRoot(cfg.data_root).latest_manifest()
-    if manifest is None:
+    root = DataRoot(cfg.data_root)
+    if root.latest_manifest() is None:
         raise DataError(f"nothing published yet under {cfg.data_root}; run the nightly DAG first (make run)")
-    return RunStore(cfg.data_root, manifest["run_id"]).read_json("summary.json")
+    return json.loads(root._read(root._join(LATEST, "summary.json"), "the published summary"))
 
 
 def format_summary(summary: dict) -> str:

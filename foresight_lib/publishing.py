@@ -111,6 +111,10 @@ class Journal:
     attempt: str
     aliases: dict = field(default_factory=dict)
     versions: list[list] = field(default_factory=list)
+    source_run_id: str | None = None
+    """The MLflow run the new versions are logged from: a version registered but not yet
+    journalled when the process died is found through it."""
+    name_prefix: str | None = None
     phase: str = "registering"
     promoted: dict | None = None
     staged: list[list[str]] = field(default_factory=list)
@@ -120,8 +124,8 @@ class Journal:
         return root._join(LOCKS, JOURNAL)
 
     def save(self) -> None:
-        data = {k: getattr(self, k) for k in ("run_key", "attempt", "aliases", "versions", "phase", "promoted",
-                                               "staged")}
+        data = {k: getattr(self, k) for k in ("run_key", "attempt", "aliases", "versions", "source_run_id",
+                                               "name_prefix", "phase", "promoted", "staged")}
         self.root._write_atomic(self.path(self.root), json.dumps(data, indent=2, default=str).encode("utf-8"))
 
     @classmethod
@@ -147,8 +151,11 @@ def _undo(journal: Journal) -> None:
     root = journal.root
     if journal.aliases:
         _registry().restore_aliases(journal.aliases)
-    if journal.versions:
-        _registry().discard_versions([(name, int(version)) for name, version in journal.versions])
+    versions = [(name, int(version)) for name, version in journal.versions]
+    if journal.source_run_id and journal.name_prefix:
+        versions += _registry().versions_from_run(journal.source_run_id, journal.name_prefix)
+    if versions:
+        _registry().discard_versions(list(dict.fromkeys(versions)))
     for _name, tmp, _target in journal.staged:
         root._delete_quietly(tmp)
     if journal.promoted and root.scheme != "s3":
@@ -220,8 +227,10 @@ class Transaction:
     journal: Journal
 
     @classmethod
-    def begin(cls, attempt: RunStore, aliases: dict) -> Transaction:
-        journal = Journal(root=attempt, run_key=attempt.run_id, attempt=attempt.attempt or "", aliases=aliases)
+    def begin(cls, attempt: RunStore, aliases: dict, source_run_id: str | None = None,
+              name_prefix: str | None = None) -> Transaction:
+        journal = Journal(root=attempt, run_key=attempt.run_id, attempt=attempt.attempt or "", aliases=aliases,
+                          source_run_id=source_run_id, name_prefix=name_prefix)
         journal.save()
         return cls(attempt, journal)
 
@@ -257,13 +266,16 @@ class Transaction:
 
 def run_transaction(attempt: RunStore, aliases: dict, register: Callable[[Transaction], Any],
                     latest_names: list[str], manifest_extra: dict | None,
-                    manifest_name: str = MANIFEST) -> Any:
+                    manifest_name: str = MANIFEST, source_run_id: str | None = None,
+                    name_prefix: str | None = None) -> Any:
     """Register, promote and switch ``latest/`` as one transaction; returns what ``register`` returned.
 
-    ``register(tx)`` moves the aliases and reports each new version with ``tx.registered``.
-    ``latest_names`` empty: the run folder is promoted but ``latest/`` is left alone.
+    ``register(tx)`` moves the aliases and reports each new version with ``tx.registered``;
+    ``source_run_id`` (the MLflow run the versions are logged from) lets an undo find a
+    version registered just before the process died. ``latest_names`` empty: the run
+    folder is promoted but ``latest/`` is left alone.
     """
-    tx = Transaction.begin(attempt, aliases)
+    tx = Transaction.begin(attempt, aliases, source_run_id, name_prefix)
     try:
         registered = register(tx)
         tx.promote()

@@ -26,15 +26,12 @@ from typing import Any
 
 import pandas as pd
 
-from foresight_lib.errors import ForesightError, SourceError
+from foresight_lib.errors import ForesightError, RunLocked, SourceError
 
 log = logging.getLogger(__name__)
 
 LOCKS = "locks"
-
-
-class RunLocked(ForesightError):
-    """Another run of the same date holds the lock (or took it over from this one)."""
+__all__ = ["LOCKS", "LockOwner", "RunLock", "RunLocked"]
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,10 @@ PLAN_MANIFEST = "_plan_manifest.json"
 
 
 def extract(run_id: str | None, data_interval_end, params: dict | None = None, overrides: dict | None = None,
-            connection: dict | Callable[[], dict | None] | None = None) -> dict:
+            connection: dict | Callable[[], dict | None] | None = None, owner_pid: int | None = None) -> dict:
     """The nightly's extract into a plan run folder: the same window of history up to ``data_interval_end``."""
     return pipeline.extract(run_id, None, data_interval_end, params=params, overrides=overrides,
-                            connection=connection, folder=PLAN_FOLDER)
+                            connection=connection, folder=PLAN_FOLDER, owner_pid=owner_pid)
 
 
 def size_windows(run: dict) -> dict:
@@ -60,23 +60,53 @@ def size_windows(run: dict) -> dict:
 
 
 def publish(run: dict) -> dict:
-    """The plan to ``latest/scaling_plan.parquet`` (its own manifest), old plan folders pruned, then the push."""
+    """The plan to ``latest/scaling_plan.parquet`` (its own manifest), old plan folders pruned, then the push.
+
+    Under the data root's publish lock, as one transaction with the attempt becoming the
+    interval's plan folder (``foresight_lib.publishing``); an older interval than the
+    published plan's is kept in its folder only.
+    """
+    from foresight_lib import publishing
+
     cfg, store = pipeline.open_run(run)
-    store.publish_latest([SCALING_PLAN], manifest_name=PLAN_MANIFEST)
-    pruned = store.prune_siblings(cfg.rightsizing.plan_keep_runs)
-    pushed = pipeline.push_latest(cfg)
+    lock, token = publishing.publish_lock(store, pipeline._duration(cfg.publish.lock_timeout),
+                                          pipeline._duration(cfg.publish.wait), run.get("run_id") or run["run_key"],
+                                          run.get("owner_pid"))
+    try:
+        publishing.recover(store)
+        publishing.remove_temp_files(store)
+        published = store.latest_manifest(PLAN_MANIFEST) or {}
+        newer = not published.get("data_interval_end") or (
+            pd.Timestamp(run["data_interval_end"]) >= pd.Timestamp(published["data_interval_end"]))
+        publishing.run_transaction(store, {}, lambda tx: None, [SCALING_PLAN] if newer else [],
+                                   {"data_interval_end": run["data_interval_end"]}, manifest_name=PLAN_MANIFEST)
+    finally:
+        lock.release(token)
+    if not newer:
+        log.info("plan of %s kept in its folder only: latest/ holds the plan of %s", run["run_key"],
+                 published.get("data_interval_end"))
+    committed = store.committed()
+    committed.remove_attempts()
+    pruned = committed.prune_siblings(cfg.rightsizing.plan_keep_runs)
+    pipeline.release(run)
+    pushed = pipeline.push_latest(cfg) if newer else None
     out = {"run_key": run["run_key"], "windows": run.get("windows"), "sized": run.get("sized"),
            "first_window": run.get("first_window"), "pruned": len(pruned)}
     return {**out, "pushgateway": pushed} if pushed else out
 
 
 def run_plan(data_interval_end, config_overrides: dict | None = None, params: dict | None = None) -> dict:
-    """Every step for one interval end, in this process, as the DAG would run them."""
+    """Every step for one interval end, in this process, as the DAG would run them (the lock released in the end)."""
+    import os
+
     run = extract(f"local__{pipeline.run_key_for(data_interval_end)}", data_interval_end, params=params,
-                  overrides=config_overrides)
-    run = pipeline.validate(run)
-    run = pipeline.build_features(run)
-    return publish(size_windows(run))
+                  overrides=config_overrides, owner_pid=os.getpid())
+    try:
+        run = pipeline.validate(run)
+        run = pipeline.build_features(run)
+        return publish(size_windows(run))
+    finally:
+        pipeline.release(run)
 
 
 def latest_summary(overrides: dict | None = None) -> str:

@@ -399,6 +399,11 @@ class RunStore(DataRoot):
                 removed.append(name)
             except OSError as exc:
                 log.warning("cannot delete attempt folder %s: %s", self._uri(f"{parent}/{name}"), exc)
+        if self.scheme != "s3" and not self.attempts() and not spared - {None}:
+            try:
+                os.rmdir(parent)  # only when empty: a promotion's kept-aside folder stays
+            except OSError:
+                pass
         return removed
 
     def prune_siblings(self, keep: int) -> list[str]:

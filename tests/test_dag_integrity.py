@@ -36,7 +36,7 @@ PARSE = """
         tasks = {}
         for t in dag.tasks:
             tasks[t.task_id] = {"retries": t.retries, "backoff": t.retry_exponential_backoff,
-                                "retry_delay_s": t.retry_delay.total_seconds(),
+                                "retry_delay_s": t.retry_delay.total_seconds(), "teardown": bool(t.is_teardown),
                                 "mapped": any(c.__name__ == "MappedOperator" for c in type(t).__mro__)}
         dags[dag_id] = {"tags": sorted(dag.tags), "doc_md": dag.doc_md, "catchup": dag.catchup,
                         "schedule": getattr(dag.timetable, "expression", None) or str(dag.timetable), "tasks": tasks,
@@ -82,7 +82,7 @@ def test_nightly_shape(parsed):
     dag = parsed["dags"]["foresight_nightly"]
     assert dag["catchup"] is False
     assert dag["schedule"] == SCHEDULE
-    assert set(dag["params"]) >= {"metrics", "models", "horizons"}
+    assert set(dag["params"]) >= {"metrics", "models", "horizons", "publish"}
     up = dag["upstream"]
     assert up["extract"] == []
     assert up["validate"] == ["extract"]
@@ -92,6 +92,8 @@ def test_nightly_shape(parsed):
     assert dag["tasks"]["train"]["mapped"] is True
     assert up["evaluate"] == ["build_features", "train"]
     assert up["publish"] == ["evaluate"]
+    assert up["release"] == ["extract", "publish"]
+    assert dag["tasks"]["release"]["teardown"] is True, "the lock is released however the run ended"
     assert "Foresight nightly" in dag["doc_md"]
 
 
@@ -101,7 +103,9 @@ def test_scaling_plan_shape(parsed):
     assert dag["schedule"] == PLAN_SCHEDULE
     assert set(dag["params"]) >= {"metrics", "overrides"}
     assert dag["upstream"] == {"extract": [], "validate": ["extract"], "build_features": ["validate"],
-                               "size_windows": ["build_features"], "publish": ["size_windows"]}
+                               "size_windows": ["build_features"], "publish": ["size_windows"],
+                               "release": ["extract", "publish"]}
+    assert dag["tasks"]["release"]["teardown"] is True
     assert "Foresight scaling plan" in dag["doc_md"]
 
 

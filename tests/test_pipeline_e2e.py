@@ -21,7 +21,7 @@ FIRST_DATE = "2024-03-15T02:00:00"
 FAILED_DATE = "2024-03-16T02:00:00"
 REAL_DATE = "2024-05-01T02:00:00"
 NAB_FILES = ["ec2_cpu_utilization_5f5533.csv", "ec2_cpu_utilization_77c1ca.csv", "ec2_cpu_utilization_825cc2.csv"]
-TASKS = {"extract", "validate", "build_features", "select_models", "evaluate", "publish"}
+TASKS = {"extract", "validate", "build_features", "select_models", "evaluate", "publish", "release"}
 
 
 FAST_MODELS = ["naive", "seasonal_naive", "ets", "ensemble"]
@@ -29,13 +29,16 @@ FAST_MODELS = ["naive", "seasonal_naive", "ets", "ensemble"]
 
 
 def _conf(root: Path, **overrides) -> dict:
-    """Trigger parameters: fast models, three days of history, everything under ``root``."""
+    """Trigger parameters: fast models, three days of history, everything under ``root``, published.
+
+    Settings overridden at trigger time make an ad-hoc run, which publishes only when told so.
+    """
     settings = {
         "history_days": 3, "data_root": str(root / "data"),
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_location": str(root / "artifacts")},
         **overrides,
     }
-    return {"models": FAST_MODELS, "horizons": ["5m", "15m", "30m"], "overrides": settings}
+    return {"models": FAST_MODELS, "horizons": ["5m", "15m", "30m"], "overrides": settings, "publish": "always"}
 
 
 def _config(conf: dict):
@@ -94,7 +97,7 @@ def demo(env, tmp_path_factory):
     impossible = {"min": 1e15, "max": 1e16, "mostly": 1.0}
     failing = _conf(root, validation={
         "max_failed_share": 0.3,
-        "ranges": {k: impossible for k in ("*cpu_utilization*", "*_percent", "*_ratio", "*")},
+        "ranges": {k: impossible for k in [*load_config().validation.ranges, "*"]},
     })
     state["failed"] = dag_test(env, FAILED_DATE, failing)
     state["champions_after"] = _champion_versions(cfg.mlflow.tracking_uri)
@@ -168,11 +171,10 @@ def test_same_date_twice_gives_same_forecasts_and_one_run_folder(demo):
     again = demo["store"].read_frame(pipeline.FORECASTS)
     pd.testing.assert_frame_equal(again, demo["first_forecasts"])
     runs = Path(demo["cfg"].data_root) / "runs"
-    folders = sorted(p.name for p in runs.iterdir() if not p.name.startswith("."))
-    assert pipeline.run_key_for(FIRST_DATE) in folders
-    assert pipeline.run_key_for(FAILED_DATE) in folders  # the failed run keeps its evidence
-    assert len(folders) == 2, folders
+    folders = sorted(p.name for p in runs.iterdir())
+    assert folders == [pipeline.run_key_for(FIRST_DATE)], "a failed run never becomes a date's run folder"
     assert demo["store"].list_files() == demo["first_files"]
+    assert demo["store"].attempts() == [], "the first attempt's folder was replaced, not kept beside"
 
 
 @pytest.mark.slow
@@ -188,13 +190,18 @@ def test_failed_validation_leaves_champion_and_published_forecasts(demo):
     assert demo["latest_before"] is not None
     assert demo["latest_after"] == demo["latest_before"]
     assert demo["manifest_after"] == demo["manifest_before"]
-    failed_store = RunStore(demo["cfg"].data_root, pipeline.run_key_for(FAILED_DATE))
+    failed_date = RunStore(demo["cfg"].data_root, pipeline.run_key_for(FAILED_DATE))
+    assert failed_date.list_files() == [], "a failed run never becomes the date's run folder"
+    [attempt] = failed_date.attempts()
+    failed_store = RunStore(demo["cfg"].data_root, pipeline.run_key_for(FAILED_DATE), attempt=attempt)
     assert failed_store.exists("validation/report.html"), "the report of the failed validation is kept"
     assert not failed_store.exists(pipeline.FORECASTS)
+    assert tasks["release"] == "success", "the teardown frees the date's lock"
+    assert not (Path(demo["cfg"].data_root) / "locks" / "runs" / f"{pipeline.run_key_for(FAILED_DATE)}.json").exists()
 
 
 PLAN_DATE = "2024-03-15T10:30:00"
-PLAN_TASKS = {"extract", "validate", "build_features", "size_windows", "publish"}
+PLAN_TASKS = {"extract", "validate", "build_features", "size_windows", "publish", "release"}
 
 
 @pytest.fixture(scope="module")
@@ -229,13 +236,13 @@ def test_scaling_plan_dag_resizes_the_windows_between_nightly_runs(demo_plan):
 
 
 @pytest.fixture(scope="module")
-def nab(env, tmp_path_factory, shared_data):
+def nab(env, tmp_path_factory, nab_data):
     """Three NAB EC2 CPU traces (2014) replayed so that they end at the run's date."""
     root = tmp_path_factory.mktemp("nab")
     source = root / "nab"
     source.mkdir()
     for name in NAB_FILES:
-        shutil.copy(shared_data / "nab_aws" / "realAWSCloudwatch" / name, source / name)
+        shutil.copy(nab_data / "nab_aws" / "realAWSCloudwatch" / name, source / name)
     conf = _conf(root, source={"kind": "files", "path": str(source), "format": "nab", "replay": True})
     result = dag_test(env, REAL_DATE, conf)
     cfg = _config(conf)

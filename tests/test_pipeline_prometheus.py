@@ -48,7 +48,8 @@ def _conf(root: Path, url: str, retries: int = 3) -> dict:
             "timeout_s": 5,
         }},
     }
-    return {"models": MODELS, "metrics": METRICS, "horizons": ["5m", "15m", "30m"], "overrides": settings}
+    return {"models": MODELS, "metrics": METRICS, "horizons": ["5m", "15m", "30m"], "overrides": settings,
+            "publish": "always"}
 
 
 def _champions(tracking_uri: str) -> dict[str, str]:
@@ -59,9 +60,9 @@ def _champions(tracking_uri: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def usage(shared_data) -> dict[str, np.ndarray]:
+def usage(nab_data) -> dict[str, np.ndarray]:
     """CPU use in cores per container: nginx = NAB % / 100, app = twice that."""
-    values = pd.read_csv(shared_data / NAB_FILE)["value"].to_numpy("float64")[:POINTS] / 100.0
+    values = pd.read_csv(nab_data / NAB_FILE)["value"].to_numpy("float64")[:POINTS] / 100.0
     return {"nginx": values, "app": 2.0 * values}
 
 

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from foresight_lib import exposition, pipeline, plan, scaling_plan
 from foresight_lib import rightsizing as rs
+from foresight_lib.config import load_config
 from foresight_lib.errors import SourceError, ValidationFailed
 from foresight_lib.storage import DataRoot, RunStore
 
@@ -92,7 +93,9 @@ def test_a_failed_plan_run_leaves_the_previous_plan(tmp_path):
     scaling_plan.run_plan(END, _settings(tmp_path))
     before = (_latest_bytes(tmp_path, "scaling_plan.parquet"), _latest_bytes(tmp_path, scaling_plan.PLAN_MANIFEST))
     impossible = {"min": 1e15, "max": 1e16, "mostly": 1.0}
-    failing = _settings(tmp_path, validation={"max_failed_share": 0.3, "ranges": {"*": impossible}})
+    every_rule = [*load_config().validation.ranges, "*"]
+    failing = _settings(tmp_path, validation={"max_failed_share": 0.3,
+                                              "ranges": {k: impossible for k in every_rule}})
     with pytest.raises(ValidationFailed):
         scaling_plan.run_plan(END + HALF_HOUR, failing)
     after = (_latest_bytes(tmp_path, "scaling_plan.parquet"), _latest_bytes(tmp_path, scaling_plan.PLAN_MANIFEST))
