@@ -435,6 +435,10 @@ class LatestFiles:
         try:
             store = RunStore(self.data_root, run_id)
             if not store.exists("features"):
+                if not store.list_files():
+                    errors.append(f"actuals: no latest/actuals.parquet and the published run's folder {store.uri()} "
+                                  "is gone; the anomaly flags need them (publish again to restore them)")
+                    log.error("%s", errors[-1])
                 return None
             if store.scheme == "file":
                 return pd.read_parquet(store.path("features"), columns=["unique_id", "ds", "y"])

@@ -5,6 +5,7 @@ import gzip
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -194,6 +195,16 @@ def test_a_corrupt_file_is_counted_and_the_rest_still_served(tmp_path):
     body, _ = exposition.metrics_response(str(root))
     assert samples(body, "foresight_exposition_read_errors")[()] == 1
     assert len(samples(body, "foresight_forecast")) == 2 * 2 * 6 * 3
+
+
+def test_actuals_lost_with_the_run_folder_are_a_read_error_not_silence(tmp_path):
+    root = tmp_path / "data"
+    publish(root, "r1", make_forecasts(), make_actuals({SERIES[0]: 60.0, SERIES[1]: 23.0}))
+    assert exposition.LatestFiles(str(root)).snapshot().errors == []
+    shutil.rmtree(root / "runs" / "r1")
+    snapshot = exposition.LatestFiles(str(root)).snapshot()  # what a restarted server reads
+    assert len(snapshot.errors) == 1 and "is gone" in snapshot.errors[0]
+    assert snapshot.forecasts is not None  # the forecasts are still served
 
 
 def test_openmetrics_and_gzip_are_served_when_asked(tmp_path):
