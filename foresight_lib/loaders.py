@@ -177,6 +177,15 @@ def _read_csv(file: Path, **kwargs) -> pd.DataFrame:
     return df
 
 
+def _separator(file: Path) -> str:
+    """The field separator of a text file, from its header line: ``,``, ``;``, tab or ``|``."""
+    with open(file, encoding="utf-8-sig", errors="replace") as fh:
+        header = fh.readline()
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
 def _numeric(values: pd.Series, file: Path, column: str) -> np.ndarray:
     """float64 values; a non-numeric cell raises a ``DataError`` with examples and line numbers."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -296,7 +305,7 @@ def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame,
         if df.empty:
             raise DataError(f"{file}: file has no rows; remove it or re-export the data")
     else:
-        df = _read_csv(file)
+        df = _read_csv(file, sep=_separator(file), encoding="utf-8-sig")
     _require(df, SERIES_COLUMNS, file, "a long-format file")
     df = df.copy()
     df["y"] = _numeric(df["y"], file, "y")
@@ -323,7 +332,7 @@ def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame,
         keep_ids = {r["unique_id"] for r in rows if r["metric"] in metrics}
         rows = [r for r in rows if r["unique_id"] in keep_ids]
         df = df[df["unique_id"].isin(keep_ids)]
-    df = df[df["y"].notna()]
+    # Missing values stay: validation counts them per series (max_null_share) and says so.
     return df[SERIES_COLUMNS], rows, []
 
 

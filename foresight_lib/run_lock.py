@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,8 @@ from foresight_lib.errors import ForesightError, RunLocked, SourceError
 log = logging.getLogger(__name__)
 
 LOCKS = "locks"
+UNREADABLE_GRACE_S = 30.0
+"""A lock object still unreadable this long after its last write is a failed write, not a run."""
 __all__ = ["LOCKS", "LockOwner", "RunLock", "RunLocked"]
 
 
@@ -95,12 +98,24 @@ class RunLock:
             return False
         except OSError as exc:
             raise SourceError(f"cannot create the run lock {self.path}: {exc}; check the data root") from exc
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            self._delete()
+            raise SourceError(f"cannot write the run lock {self.path}: {exc}; free space or fix permissions "
+                              "under the data root") from exc
         return True
 
     def _delete(self) -> None:
         self.store._delete_quietly(self.path)
+
+    def _unreadable_for(self) -> float:
+        """Seconds since an existing but unreadable lock object was last written (0 when absent)."""
+        info = self.store.fs.get_file_info(self.path)
+        if info.mtime is None:
+            return 0.0
+        return (datetime.now(UTC) - info.mtime.astimezone(UTC)).total_seconds()
 
     # -- the protocol -------------------------------------------------------------------
     def stale(self, owner: LockOwner) -> str | None:
@@ -122,13 +137,18 @@ class RunLock:
             RunLocked: another live run of the same date holds it.
         """
         mine = LockOwner.now(run_id, attempt, owner_pid)
-        for _ in range(5):
+        for _ in range(50):
             if self._create(mine):
                 log.info("took the lock of %s for %s", self.run_key, mine.describe())
                 return mine
             other = self.owner()
             if other is None:
-                continue  # released meanwhile
+                if self._unreadable_for() > UNREADABLE_GRACE_S:
+                    log.warning("removing the unreadable lock %s (a write that failed)", self.path)
+                    self._delete()
+                else:
+                    time.sleep(0.2)  # released meanwhile, or being written now
+                continue
             if other.attempt == attempt:
                 return other
             reason = self.stale(other)

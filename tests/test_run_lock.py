@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -40,7 +43,7 @@ def test_the_same_airflow_run_takes_its_lock_over_on_a_retry(tmp_path):
 
 def test_an_in_process_run_is_not_taken_over_while_its_process_lives(tmp_path):
     lock = _lock(tmp_path)
-    lock.acquire("local__x", "a1", owner_pid=__import__("os").getpid())
+    lock.acquire("local__x", "a1", owner_pid=os.getpid())
     with pytest.raises(RunLocked, match="pid"):
         lock.acquire("local__x", "a2", owner_pid=12345)
 
@@ -69,3 +72,14 @@ def test_release_only_by_the_holder(tmp_path):
     assert lock.owner() is None
     with pytest.raises(RunLocked, match="is gone"):
         lock.check("a1")
+
+
+def test_an_unreadable_lock_left_by_a_failed_write_is_removed_after_a_grace_period(tmp_path):
+    lock = _lock(tmp_path)
+    path = Path(lock.path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # what a write that failed on a full disk leaves
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    lock.acquire("r2", "a2")
+    assert lock.owner().attempt == "a2"
