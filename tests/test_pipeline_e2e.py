@@ -131,14 +131,23 @@ def test_demo_run_is_logged_to_mlflow(demo):
     import mlflow
     from mlflow import MlflowClient
 
+    from foresight_lib import registry
+
     cfg = demo["cfg"]
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_registry_uri(cfg.mlflow.tracking_uri)
     client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri, registry_uri=cfg.mlflow.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     key = pipeline.run_key_for(FIRST_DATE)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and key in str(r.data.tags)]
-    assert len(parents) == 1, "a re-run of the same date replaces its parent run"
-    parent = parents[0]
+    current = [r for r in parents if "foresight.superseded_by" not in r.data.tags]
+    assert len(current) == 1, "a re-run of the same date replaces its parent run"
+    parent = current[0]
+    for kept in parents:  # an earlier one stays only as the source of a registered version
+        if kept is not parent:
+            assert kept.data.tags["foresight.superseded_by"] == parent.info.run_id
+            assert registry.versions_from_run(kept.info.run_id, cfg.mlflow.model_name_prefix)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(c.data.tags.get("model", c.info.run_name) for c in children) == sorted(FAST_MODELS)
     for child in children:
