@@ -6,6 +6,11 @@ champion is the ensemble, and the last timestamp each model has seen. Between tw
 nightly trainings it forecasts from fresh actuals by conditioning on the values newer
 than that timestamp, with no refit: exactly what the evaluation protocol measures.
 
+It also records what its training data looked like, per metric (``MetricProfile``:
+unit, scale, sign, counter or gauge), and refuses history that does not match (another
+metric's series, a raw counter, values off by orders of magnitude) instead of
+forecasting nonsense from it; its forecasts of a non-negative metric never go below 0.
+
 ``score_on`` runs an older champion through a newer run's held-out day with the same
 protocol, so that the alias rule compares the current champion and a new model on the
 same backtest. The MLflow side (pyfunc model, registry, aliases) lives in
@@ -24,9 +29,10 @@ import pandas as pd
 
 from foresight_lib.backtest import BacktestResult, BacktestSpec, EnsembleWeights, SeriesSplit, split_series
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.frames import check_series_frame
+from foresight_lib.frames import check_series_frame, split_unique_id
 from foresight_lib.horizons import horizon_steps, parse_horizons, to_timedelta
-from foresight_lib.metrics import evaluate, leaderboard, seasonal_naive_scale
+from foresight_lib.loaders import guess_unit
+from foresight_lib.metrics import evaluate, leaderboard, mase_scales
 from foresight_lib.models import ENSEMBLE, FALLBACK_MODEL, model_class
 from foresight_lib.models.base import Forecast, GlobalForecaster
 
@@ -34,6 +40,88 @@ log = logging.getLogger(__name__)
 
 EXAMPLE_ROWS = 12
 """Rows of recent history kept as the registered model's input example."""
+CHECK_MODES = ("raise", "warn", "off")
+"""What ``forecast`` does with history unlike the training data: refuse it, log a warning, or nothing."""
+DEFAULT_SCALE_FACTOR = 100.0
+"""History whose level is this many times off the training data's is refused."""
+COUNTER_MIN_POINTS = 24
+"""A series rises like a counter only when seen over at least this many points (a gauge may rise for an hour)."""
+COUNTER_SHARE = 0.95
+"""Share of rising steps from which a series is a counter."""
+
+
+class HistoryMismatchError(DataError, ValueError):
+    """The history given to a champion does not look like the metric it was trained on."""
+
+
+@dataclass
+class MetricProfile:
+    """What one metric's training data looked like: the yardstick new history is held against.
+
+    ``median`` of every value, ``high`` the 99th percentile of absolute values, ``low``
+    the quietest series' median absolute value (0 when one sat at zero), ``counter``
+    whether every series rose like a counter, ``series``: unique_id -> (median, high).
+    """
+
+    metric: str
+    unit: str | None
+    median: float
+    high: float
+    low: float
+    minimum: float
+    nonnegative: bool
+    counter: bool
+    series: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, metric: str, values: dict[str, np.ndarray], unit: str | None = None) -> MetricProfile:
+        """The profile of ``values`` (unique_id -> training values) of ``metric``."""
+        clean = {uid: y[np.isfinite(y)] for uid, y in values.items()}
+        clean = {uid: y for uid, y in clean.items() if y.size}
+        if not clean:
+            raise DataError(f"no finite training values of {metric} to profile")
+        pooled = np.concatenate(list(clean.values()))
+        per_series = {uid: (float(np.median(y)), float(np.quantile(np.abs(y), 0.99))) for uid, y in clean.items()}
+        guessed = unit or guess_unit(metric)
+        return cls(
+            metric=metric, unit=None if guessed == "unknown" else guessed, median=float(np.median(pooled)),
+            high=float(np.quantile(np.abs(pooled), 0.99)),
+            low=float(min(np.median(np.abs(y)) for y in clean.values())), minimum=float(pooled.min()),
+            nonnegative=bool(pooled.min() >= 0),
+            counter=all(_counter_share(y) >= COUNTER_SHARE for y in clean.values()),
+            series=per_series,
+        )
+
+    def problems(self, uid: str, y: np.ndarray, factor: float) -> list[str]:
+        """What makes ``y`` (one series' history) unlike this metric's training data; empty when nothing."""
+        y = y[np.isfinite(y)]
+        if not y.size:
+            return []
+        unit = f" {self.unit}" if self.unit else ""
+        out = []
+        high = max(self.high, self.series.get(uid, (0.0, 0.0))[1])
+        if self.nonnegative and y.min() < -1e-9 * max(high, 1.0):
+            out.append(f"values go down to {y.min():.4g}, but {self.metric} was never negative in training")
+        share = _counter_share(y)
+        if not self.counter and share >= COUNTER_SHARE:
+            out.append(f"it rises at {share:.0%} of its steps like a counter (a *_total before rate()), but "
+                       f"{self.metric} was trained as a gauge")
+        level, top = float(np.median(np.abs(y))), float(np.abs(y).max())
+        if high > 0 and level > factor * high:
+            out.append(f"its median {level:.4g} is {level / high:.3g}x the training data's 99th percentile "
+                       f"{high:.4g}{unit} (limit {factor:g}x)")
+        elif self.low > 0 and 0 < top < self.low / factor**2:  # an idle series may sit far below its usual level
+            out.append(f"its largest value {top:.4g} is {self.low / top:.3g}x below the quietest training series' "
+                       f"median {self.low:.4g}{unit} (limit {factor**2:g}x)")
+        return out
+
+
+def _counter_share(y: np.ndarray) -> float:
+    """Share of steps that rise, when ``y`` is long enough and never falls but for a reset; else 0."""
+    steps = np.diff(y[np.isfinite(y)])
+    if steps.size < COUNTER_MIN_POINTS - 1 or (steps < 0).sum() > max(1, steps.size // 50):
+        return 0.0
+    return float((steps > 0).mean())
 
 
 def mean_mase(board: pd.DataFrame, model: str) -> float:
@@ -99,6 +187,10 @@ class ChampionBundle:
     example: pd.DataFrame | None = None
     """A few rows of recent history: the registered model's input example."""
     spec: BacktestSpec | None = None
+    profiles: dict[str, MetricProfile] | None = None
+    """metric -> its training data's profile (None in bundles pickled before profiles existed)."""
+    scale_factor: float = DEFAULT_SCALE_FACTOR
+    """History whose level is this many times off the training data's is refused."""
     _eval_frame: pd.DataFrame | None = field(default=None, repr=False)
     """The frame it was built from; kept in memory only, to score the previous champion on."""
 
@@ -111,7 +203,8 @@ class ChampionBundle:
 
     @classmethod
     def from_result(cls, result: BacktestResult, model_name: str | None = None,
-                    frame: pd.DataFrame | None = None) -> ChampionBundle:
+                    frame: pd.DataFrame | None = None, *, unit: str | None = None,
+                    scale_factor: float = DEFAULT_SCALE_FACTOR) -> ChampionBundle:
         """Freeze ``model_name`` (default: the backtest's champion) from a backtest result.
 
         Args:
@@ -120,6 +213,10 @@ class ChampionBundle:
             model_name: the model to keep.
             frame: the prepared long frame the backtest ran on; only its series are kept
                 (pass a subset, e.g. one metric's series, to build that metric's champion).
+            unit: the unit of the metric's values (default: guessed from its name,
+                ``_cores`` -> cores, ``_bytes`` -> bytes).
+            scale_factor: history whose level is this many times off the training
+                data's is refused at forecast time.
 
         Raises:
             ConfigError: the result kept no models or does not hold ``model_name``.
@@ -148,7 +245,9 @@ class ChampionBundle:
             season_length=spec.season_length, horizon_steps=dict(spec.horizon_steps), max_steps=spec.max_steps,
             history_steps=spec.history_steps, members=list(members), model_params=dict(spec.model_params),
             local_models={}, global_models={}, contexts={}, ensemble_weights={}, last_ds={}, spec=spec,
+            scale_factor=float(scale_factor),
         )
+        seen: dict[str, dict[str, np.ndarray]] = {}
         for member in members:
             if _is_global(member) and member in result.models:
                 bundle.global_models[member] = result.models[member]
@@ -157,6 +256,7 @@ class ChampionBundle:
             y_seen = np.concatenate([split.train, split.test[:seen_test]])
             ds_seen = split.ds[: len(y_seen)]
             bundle.last_ds[uid] = ds_seen[-1]
+            seen.setdefault(split_unique_id(uid)[0], {})[uid] = y_seen
             for member in members:
                 if member in bundle.global_models:
                     bundle.contexts[uid] = y_seen[-bundle.history_steps:].copy()
@@ -170,6 +270,7 @@ class ChampionBundle:
                 bundle.local_models[(member, uid)] = fitted
             if name == ENSEMBLE:
                 bundle.ensemble_weights[uid] = result.ensemble_weights[uid]
+        bundle.profiles = {metric: MetricProfile.of(metric, values, unit) for metric, values in seen.items()}
         ids = set(bundle.last_ds)
         scored = result.per_series[result.per_series["unique_id"].isin(ids)]
         if not scored.empty and name in set(scored["model"]):
@@ -200,13 +301,15 @@ class ChampionBundle:
     # ------------------------------------------------------------------ forecasting
 
     def forecast(self, history: pd.DataFrame, h_steps: int | None = None,
-                 horizons: str | Sequence[str] | None = None, update_state: bool = False) -> pd.DataFrame:
+                 horizons: str | Sequence[str] | None = None, update_state: bool = False, *,
+                 check_history: str = "raise", scale_factor: float | None = None) -> pd.DataFrame:
         """Forecast every series of ``history`` from its newest actual.
 
         Each known series is conditioned on the actuals of ``history`` newer than the last
         timestamp its model has seen (no refit); an unknown series gets a fresh fit of the
         same model class (or the fallback) on ``history``. Missing grid points among the new
-        actuals are interpolated.
+        actuals are interpolated. Forecasts of a metric that was never negative in
+        training are clipped at 0 (bounds included).
 
         Args:
             history: long frame ``unique_id, ds, y`` of recent actuals.
@@ -214,12 +317,17 @@ class ChampionBundle:
                 longest one. Default: the horizons it was trained for.
             update_state: keep the conditioning (serve from it next time) instead of
                 working on copies.
+            check_history: ``raise`` (default): refuse history unlike the training data
+                (see ``check``); ``warn``: log it and forecast anyway; ``off``.
+            scale_factor: how many times off the training level history may be
+                (default: the bundle's, 100).
 
         Returns:
             Forecast frame ``unique_id, cutoff, ds, step, model, yhat, yhat_lo_<L>, yhat_hi_<L>``.
 
         Raises:
             DataError: ``history`` is empty or not a long frame.
+            HistoryMismatchError: ``history`` does not look like the training data.
             ConfigError: the horizons are longer than the ensemble was weighted for.
         """
         h = int(h_steps) if h_steps is not None else self.steps_for(horizons)
@@ -229,6 +337,7 @@ class ChampionBundle:
         df = df[df["y"].notna()]
         if df.empty:
             raise DataError("history has no actuals; pass recent rows of unique_id, ds, y for the series to forecast")
+        self.check(df, check_history, scale_factor)
         frames = []
         for uid, group in df.groupby("unique_id", sort=True):
             ds = pd.DatetimeIndex(group["ds"])
@@ -247,8 +356,68 @@ class ChampionBundle:
                 cutoff = ds[0] + (len(values) - 1) * self.step
                 log.info("series %s is new to the %s champion: fitted %s on its %d values",
                          uid, self.model, fitted, len(values))
-            frames.append(self._frame(uid, cutoff, fc, h))
+            frames.append(self._clipped(uid, self._frame(uid, cutoff, fc, h)))
         return pd.concat(frames, ignore_index=True)
+
+    def profile_for(self, unique_id: str) -> MetricProfile | None:
+        """The training profile a series is held against: its metric's, else the only one there is."""
+        profiles = getattr(self, "profiles", None) or {}
+        metric = split_unique_id(str(unique_id))[0]
+        if metric in profiles:
+            return profiles[metric]
+        return next(iter(profiles.values())) if len(profiles) == 1 else None
+
+    def check(self, history: pd.DataFrame, mode: str = "raise", scale_factor: float | None = None) -> dict[str, list]:
+        """Hold each series of ``history`` against the training data of the metric it is forecast as.
+
+        Off: a median ``scale_factor`` times above the training's 99th percentile, or every
+        value ``scale_factor`` squared times below its quietest series' median (an idle series may
+        sit far below its usual level; all zeros passes), a rise like a counter over 24+
+        points for a gauge model, negative values for a metric never negative in training.
+
+        Returns:
+            unique_id -> what is off, for the series that do not match (``warn`` mode).
+
+        Raises:
+            HistoryMismatchError: some series does not match and ``mode`` is ``raise``.
+            ConfigError: ``mode`` is not one of ``raise``, ``warn``, ``off``.
+        """
+        if mode not in CHECK_MODES:
+            raise ConfigError(f"check_history must be one of {list(CHECK_MODES)}, got {mode!r}")
+        factor = float(scale_factor or getattr(self, "scale_factor", DEFAULT_SCALE_FACTOR))
+        if factor <= 1:
+            raise ConfigError(f"the history scale factor must be above 1, got {scale_factor}")
+        if mode == "off":
+            return {}
+        found, lines = {}, []
+        for uid, group in history.groupby("unique_id", sort=True):
+            profile, given = self.profile_for(uid), split_unique_id(uid)[0]
+            problems = profile.problems(uid, group["y"].to_numpy("float64"), factor) if profile else []
+            if not problems:
+                continue
+            found[uid] = problems
+            other = f", a series of {given}," if given != profile.metric and "/" in uid else ""
+            unit = f" ({profile.unit})" if profile.unit else ""
+            lines.append(f"History of series {uid!r}{other} does not look like {profile.metric}{unit}, the metric "
+                         f"this {self.model} champion was trained for: {'; '.join(problems)}.")
+        if not found:
+            return {}
+        if mode == "raise":
+            more = f" (and {len(lines) - 3} more series)" if len(lines) > 3 else ""
+            raise HistoryMismatchError(
+                f"{' '.join(lines[:3])}{more} Pass recent history of the metric this model was trained for, or "
+                "predict with params={'check_history': 'warn'} to forecast anyway")
+        for line in lines:
+            log.warning("%s Forecasting anyway (check_history=warn)", line)
+        return found
+
+    def _clipped(self, uid: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Forecasts of a metric never negative in training, with every value at least 0."""
+        profile = self.profile_for(uid)
+        if profile is not None and profile.nonnegative:
+            columns = [c for c in frame.columns if c == "yhat" or c.startswith(("yhat_lo_", "yhat_hi_"))]
+            frame[columns] = frame[columns].clip(lower=0.0)
+        return frame
 
     def _on_grid(self, uid: str, ds: pd.DatetimeIndex, y: np.ndarray, anchor: pd.Timestamp) -> np.ndarray:
         """Values at anchor + k steps (k = 1..K), averaged onto the grid, gaps interpolated."""
@@ -374,7 +543,7 @@ class ChampionBundle:
         """Mean MASE over ``spec``'s horizons of this champion on ``frame``'s backtest."""
         forecasts = self.backtest_on(frame, spec)
         splits, _ = split_series(frame, spec)
-        scales = {s.unique_id: seasonal_naive_scale(s.train, spec.season_length) for s in splits}
+        scales, _ = mase_scales({s.unique_id: s.train for s in splits}, spec.season_length)  # as the backtest's
         per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)
         return mean_mase(leaderboard(per_series, spec.horizons), self.model)
 

@@ -7,20 +7,29 @@
 - ``check_tracking_server`` fails fast, within a deadline, when the store cannot be
   reached: the pipeline calls it at extract, so a dead server stops the run before
   any training.
+- The experiment is marked a model-training one (tag ``mlflow.experimentKind`` =
+  ``custom_model_development``), so that the MLflow UI opens it on its runs, not on
+  the GenAI overview (traces, tokens).
+- ``quiet_mlflow`` wraps the MLflow calls of a publish: no artifact progress bars, and
+  MLflow's chatter (``Created version '3'…``, known-harmless warnings) goes to
+  Foresight's log at DEBUG instead of stderr, which Airflow shows as ERROR lines.
 
 ``foresight_lib.tracking`` (runs) and ``foresight_lib.registry`` (champion versions and
 aliases) both build on this module.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import re
 import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -45,6 +54,21 @@ HTTP_MAX_RETRIES = 2
 """Retries of a failed MLflow HTTP request (its own default: 7, about 4 minutes of back-off)."""
 HTTP_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 HTTP_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+"""MLflow's artifact up/download progress bars (tqdm on stderr); off unless the user set it."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag the MLflow UI reads to open an experiment as GenAI or model training."""
+ML_EXPERIMENT_KIND = "custom_model_development"
+ML_EXPERIMENT_KINDS = frozenset({ML_EXPERIMENT_KIND, "forecasting", "regression", "classification", "finetuning",
+                                 "automl"})
+"""Kinds the MLflow UI opens as model training; any other value (GenAI, inferred, empty) is replaced."""
+HARMLESS_MLFLOW_MESSAGES = (
+    re.compile(r"Passing a Python object as `python_model`"),  # the bundle is a pickled object on purpose
+    # pandas 3 deprecation hit by MLflow's signature inference of the forecasts' UTC timestamps
+    re.compile(r"Series\.values returning an ndarray that drops timezone"),
+)
+"""Warnings a successful publish raises by design (MLflow log records or Python warnings met
+during MLflow calls): logged at DEBUG or ignored, never shown as warnings."""
 FIX_URI = "fix mlflow.tracking_uri in the config (or MLFLOW_TRACKING_URI)"
 
 _state: dict[str, str] = {}
@@ -86,20 +110,24 @@ def configure(tracking_uri: str | None = None, artifact_location: str | None = N
     if artifact_location is None and local_store:
         artifact_location = str(root_dir / "artifacts")
     location = _normalise_artifact_location(artifact_location) if artifact_location else None
+    _default_env(PROGRESS_BAR_ENV, "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(uri, uri)
     try:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-            log.info("created MLflow experiment %s (%s) at %s, artifacts %s", experiment, experiment_id,
-                     _redact(uri), location)
-        else:
-            experiment_id = exp.experiment_id
-            if exp.lifecycle_stage == "deleted":
-                client.restore_experiment(experiment_id)
-                log.info("restored deleted MLflow experiment %s", experiment)
+        with quiet_mlflow():
+            client = MlflowClient(uri, uri)
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                experiment_id = client.create_experiment(experiment, artifact_location=location,
+                                                         tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT_KIND})
+                log.info("created MLflow experiment %s (%s) at %s, artifacts %s", experiment, experiment_id,
+                         _redact(uri), location)
+            else:
+                experiment_id = exp.experiment_id
+                if exp.lifecycle_stage == "deleted":
+                    client.restore_experiment(experiment_id)
+                    log.info("restored deleted MLflow experiment %s", experiment)
+                _mark_model_training(client, experiment_id, experiment, exp.tags.get(EXPERIMENT_KIND_TAG))
     except MlflowException as exc:
         raise ConfigError(
             f"MLflow tracking store {_redact(uri)} is not usable ({_scrub(exc.message, uri)}); {FIX_URI}"
@@ -132,6 +160,111 @@ def apply_http_limits(timeout_s: float = HTTP_TIMEOUT_S, max_retries: int = HTTP
         os.environ[name] = value
         _own_env[name] = value
     return {name: os.environ[name] for name in wanted}
+
+
+def _mark_model_training(client: MlflowClient, experiment_id: str, name: str, kind: str | None) -> None:
+    """Tag an existing experiment as model training, unless it already is one.
+
+    The MLflow UI stores the kind it guesses on first view (an empty experiment is
+    guessed GenAI); Foresight's experiment only ever holds training runs, so any
+    non-training kind is replaced.
+    """
+    if kind in ML_EXPERIMENT_KINDS:
+        return
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
+    except MlflowException as exc:  # only how the UI opens it: never a reason to stop a run
+        log.warning("MLflow experiment %s could not be marked as model training (%s); set its tag %s to %s in "
+                    "the MLflow UI or with MlflowClient().set_experiment_tag", name, exc.message, EXPERIMENT_KIND_TAG,
+                    ML_EXPERIMENT_KIND)
+        return
+    log.info("MLflow experiment %s marked as model training (%s: %r -> %s)", name, EXPERIMENT_KIND_TAG, kind,
+             ML_EXPERIMENT_KIND)
+
+
+def _default_env(name: str, value: str) -> None:
+    """Set an MLflow environment variable this module owns, never one the user set."""
+    current = os.environ.get(name)
+    if current is not None and _own_env.get(name) != current:
+        return
+    os.environ[name] = value
+    _own_env[name] = value
+
+
+# ---------------------------------------------------------------------------
+# Quiet MLflow calls
+
+
+class _ForwardToLog(logging.Handler):
+    """MLflow's log records re-logged through Foresight's logger, at a level that says what they are.
+
+    Below WARNING, and the known-harmless warnings, become DEBUG; real warnings and
+    errors keep their level. They reach whatever handles Foresight's logs (Airflow's
+    task log at the right level) instead of MLflow's own stderr stream.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not break the MLflow call
+            message = str(record.msg)
+        harmless = record.levelno < logging.WARNING or any(p.search(message) for p in HARMLESS_MLFLOW_MESSAGES)
+        log.log(logging.DEBUG if harmless else record.levelno, "MLflow %s: %s", record.name, message)
+
+
+_quiet_lock = threading.RLock()
+_quiet: dict[str, Any] = {"depth": 0}
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow calls that print nothing: no progress bar, no stderr line, harmless warnings at DEBUG.
+
+    For the duration (re-entrant): ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is false
+    unless the user set it; MLflow's ``eprint`` stream is muted (``Successfully
+    registered model…``: Foresight logs what it registered itself); the ``mlflow``
+    logger's records are re-logged by Foresight's logger (see ``_ForwardToLog``); and
+    Python warnings raised from MLflow's own modules are ignored. Errors still raise.
+    """
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet_enter()
+        _quiet["depth"] += 1
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+            for pattern in HARMLESS_MLFLOW_MESSAGES:
+                warnings.filterwarnings("ignore", message=pattern.pattern)
+            yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                _quiet_exit()
+
+
+def _quiet_enter() -> None:
+    from mlflow.utils import logging_utils
+
+    mlflow_log = logging.getLogger("mlflow")
+    _quiet.update(env=os.environ.get(PROGRESS_BAR_ENV), stream=logging_utils.MLFLOW_LOGGING_STREAM.enabled,
+                  handlers=list(mlflow_log.handlers), propagate=mlflow_log.propagate)
+    if _quiet["env"] is None:
+        os.environ[PROGRESS_BAR_ENV] = "false"
+    logging_utils.MLFLOW_LOGGING_STREAM.enabled = False
+    mlflow_log.handlers = [_ForwardToLog()]
+    mlflow_log.propagate = False
+
+
+def _quiet_exit() -> None:
+    from mlflow.utils import logging_utils
+
+    mlflow_log = logging.getLogger("mlflow")
+    mlflow_log.handlers = _quiet["handlers"]
+    mlflow_log.propagate = _quiet["propagate"]
+    logging_utils.MLFLOW_LOGGING_STREAM.enabled = _quiet["stream"]
+    if _quiet["env"] is None:
+        os.environ.pop(PROGRESS_BAR_ENV, None)
 
 
 def _normalise_tracking_uri(uri: str) -> str:

@@ -10,6 +10,9 @@
   they were and no orphan version. ``champion_versions`` says what is published.
 - ``source_versions``: the registered versions logged in given runs; a run that is the
   source of one is never deleted (``foresight_lib.tracking.retire_earlier_runs``).
+
+Every MLflow call here runs under ``quiet_mlflow``: a successful publish writes no
+progress bar and no MLflow chatter to stderr (which Airflow shows as ERROR lines).
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ import math
 import pickle
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,9 +33,9 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
-from foresight_lib.champion import ChampionBundle
+from foresight_lib.champion import CHECK_MODES, ChampionBundle
 from foresight_lib.errors import ConfigError, ForesightError
-from foresight_lib.mlflow_store import _client, _experiment_id
+from foresight_lib.mlflow_store import _client, _experiment_id, quiet_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,13 @@ class ForesightPyfunc(mlflow.pyfunc.PythonModel):
 
     ``predict(model_input, params={"horizons": "5m,15m,30m"})``: ``model_input`` is a long
     frame ``unique_id, ds, y`` (timestamps as UTC, naive or aware, or ISO strings); the
-    result is a forecast frame with every step up to the longest horizon.
+    result is a forecast frame with every step up to the longest horizon, never below 0
+    for a metric that was never negative in training.
+
+    History unlike the training data (another metric, a raw counter, a level 100 times
+    off, negative values) is refused with ``HistoryMismatchError``; with
+    ``params={"check_history": "warn"}`` it is logged and forecast anyway, and
+    ``history_scale_factor`` sets how far off a level may be.
     """
 
     def __init__(self) -> None:
@@ -77,7 +85,10 @@ class ForesightPyfunc(mlflow.pyfunc.PythonModel):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
         horizons = params.get("horizons") or None
-        return self.bundle.forecast(model_input, horizons=horizons)
+        factor = params.get("history_scale_factor")
+        return self.bundle.forecast(model_input, horizons=horizons,
+                                    check_history=params.get("check_history") or CHECK_MODES[0],
+                                    scale_factor=float(factor) if factor else None)
 
 
 def registered_model_name(metric: str, name_prefix: str = DEFAULT_PREFIX) -> str:
@@ -87,7 +98,8 @@ def registered_model_name(metric: str, name_prefix: str = DEFAULT_PREFIX) -> str
 
 def load_bundle(model_uri: str) -> ChampionBundle:
     """The ``ChampionBundle`` inside a registered pyfunc model (e.g. ``models:/foresight-cpu@champion``)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
+    with quiet_mlflow():
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
 
 
 def load_champion(metric: str, name_prefix: str = DEFAULT_PREFIX, alias: str = CHAMPION_ALIAS) -> ChampionBundle | None:
@@ -139,6 +151,14 @@ def register_champion(
         ``version``, ``alias``, ``previous_version``, ``new_mean_mase``, ``champion_mean_mase``,
         ``registered_model``, ``model`` and ``reason``.
     """
+    with quiet_mlflow():
+        return _register(bundle, metric, new_score, current_score_fn, name_prefix, run_key, parent_run_id,
+                         experiment_id)
+
+
+def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
+              current_score_fn: Callable[[ChampionBundle], float] | None, name_prefix: str, run_key: str | None,
+              parent_run_id: str | None, experiment_id: str | None) -> dict:
     client = _client()
     name = registered_model_name(metric, name_prefix)
     score = float(bundle.mean_mase if new_score is None else new_score)
@@ -166,20 +186,24 @@ def register_champion(
         alias = CHAMPION_ALIAS if math.isfinite(score) else CHALLENGER_ALIAS
 
     info, run_id = _log_model(bundle, metric, parent_run_id, experiment_id)
+    profile = bundle.profile_for(f"{metric}/") if bundle.profiles else None
     tags = {
         "mean_mase": _fmt(score), "model": bundle.model, "run_id": run_key or "", "mlflow_run_id": run_id,
         "champion_mean_mase": _fmt(current_score), "previous_champion": previous or "", "decision": alias,
         "reason": reason or "", "series": str(len(bundle.series)), "horizons": ",".join(bundle.horizons),
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    if profile is not None:
+        tags.update(unit=profile.unit or "", trained_median=_fmt(profile.median), trained_p99=_fmt(profile.high),
+                    nonnegative=str(profile.nonnegative).lower(), counter=str(profile.counter).lower())
+    mv = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, alias, mv.version)
     if not client.get_registered_model(name).description:
+        unit = f" ({profile.unit})" if profile is not None and profile.unit else ""
         client.update_registered_model(
-            name, description=f"Foresight champion for {metric}: given recent history (unique_id, ds, y), "
-                              "forecasts with intervals. Alias 'champion' = best by mean MASE; 'challenger' = "
-                              "the latest that did not beat it.",
+            name, description=f"Foresight champion for {metric}{unit}: given recent history (unique_id, ds, y) of "
+                              "that metric, forecasts with intervals; history unlike the training data is refused "
+                              "unless predict gets params={'check_history': 'warn'}. Alias 'champion' = best by "
+                              "mean MASE; 'challenger' = the latest that did not beat it.",
         )
     log.info("registered %s v%s (%s, mean MASE %s) as %s: %s", name, mv.version, bundle.model, _fmt(score),
              alias, reason)
@@ -222,8 +246,7 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
         else:
             run_ctx = mlflow.start_run(experiment_id=_experiment_id(experiment_id), nested=nested,
                                        run_name=f"register {metric}")
-        with run_ctx as run, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with run_ctx as run:
             info = mlflow.pyfunc.log_model(
                 name=f"champion-{metric}", python_model=ForesightPyfunc(), artifacts={BUNDLE_ARTIFACT: str(path)},
                 signature=_signature(bundle, example), input_example=example,
@@ -235,10 +258,14 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
 
 def _signature(bundle: ChampionBundle, example: pd.DataFrame | None) -> ModelSignature:
     inputs = Schema([ColSpec("string", "unique_id"), ColSpec(AnyType(), "ds"), ColSpec("double", "y")])
-    params = ParamSchema([ParamSpec("horizons", "string", ",".join(bundle.horizons))])
+    params = ParamSchema([
+        ParamSpec("horizons", "string", ",".join(bundle.horizons)),
+        ParamSpec("check_history", "string", CHECK_MODES[0]),
+        ParamSpec("history_scale_factor", "double", float(bundle.scale_factor)),
+    ])
     outputs = None
     if example is not None and not example.empty:
-        outputs = infer_signature(example, bundle.forecast(example)).outputs
+        outputs = infer_signature(example, bundle.forecast(example, check_history="off")).outputs
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 

@@ -1,9 +1,13 @@
 """MLflow: one parent run per nightly run, a child per model; the rest re-exported from beside it.
 
-- ``log_nightly`` logs a parent run per DAG run (tag ``foresight.run_id``) with the
-  leaderboard, report, config and validation report, and a nested child run per model
-  with its params, per-horizon metrics (``mase_15m``, ``coverage_80_30m``…) and a plot of
-  forecasts against actuals. It deletes nothing: a re-run's earlier runs stay until its
+- ``log_nightly`` logs a parent run per DAG run (tag ``foresight.run_id``), named by its
+  date (``2024-03-15 nightly``), with the leaderboard, report, config and validation
+  report, and a nested child run per model with its params, per-horizon metrics and a
+  plot of forecasts against actuals. Scale-free metrics (MASE, sMAPE, coverage) are
+  pooled over every series (``mase_15m``, ``coverage_80_30m``); those in the data's unit
+  (MAE, RMSE, interval width) are per resource metric only, never mixing cores with
+  bytes (``container_cpu_usage_cores/mae_15m``; the MLflow UI groups charts by that prefix).
+  It deletes nothing: a re-run's earlier runs stay until its
   publish has fully succeeded, then ``retire_earlier_runs`` deletes them, except a run a
   registered model version was logged in (a champion's), which is kept and tagged.
 - The store (``configure``, ``check_tracking_server``) lives in
@@ -17,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,6 +37,8 @@ from mlflow.tracking import MlflowClient
 from foresight_lib.backtest import TOP_MODELS, BacktestResult, BacktestSpec, finish_backtest
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import split_unique_id
+from foresight_lib.metrics import champion as best_model
+from foresight_lib.metrics import leaderboard
 from foresight_lib.mlflow_store import (
     CHECK_TIMEOUT_S,
     DEFAULT_DIR_ENV,
@@ -44,6 +51,7 @@ from foresight_lib.mlflow_store import (
     apply_http_limits,
     check_tracking_server,
     configure,
+    quiet_mlflow,
 )
 from foresight_lib.models import ENSEMBLE
 from foresight_lib.plots import pick_series, plot_forecasts, plot_leaderboard
@@ -73,8 +81,9 @@ __all__ = [
     "DEFAULT_EXPERIMENT", "EXTRA_REQUIREMENTS", "HTTP_MAX_RETRIES", "HTTP_TIMEOUT_S", "LOGICAL_DATE_TAG",
     "METRIC_TAG", "MODEL_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "ForesightPyfunc", "RegistryError", "_redact",
     "apply_http_limits", "champion_versions", "check_tracking_server", "configure", "discard_versions",
-    "load_bundle", "load_champion", "log_nightly", "model_params", "register_champion", "registered_model_name",
-    "restore_aliases", "retire_earlier_runs", "snapshot_aliases", "source_versions", "versions_from_run",
+    "load_bundle", "load_champion", "log_nightly", "model_params", "quiet_mlflow", "register_champion",
+    "registered_model_name", "restore_aliases", "retire_earlier_runs", "run_name", "snapshot_aliases",
+    "source_versions", "versions_from_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,8 +95,15 @@ SUPERSEDED_TAG = "foresight.superseded_by"
 REGISTERED_TAG = "foresight.registered_versions"
 """On such a run: the registered versions that keep it (``foresight-cpu/3,…``)."""
 PARENT_TAG = "mlflow.parentRunId"
-HORIZON_METRICS = ("mae", "rmse", "smape", "mase", "coverage_80", "coverage_95", "width_80", "width_95")
+NOTE_TAG = "mlflow.note.content"
+"""The run's description in the MLflow UI."""
+POOLED_METRICS = ("smape", "mase", "coverage_80", "coverage_95")
+"""Scale-free: meaningful as a mean over every series, whatever their units."""
+PER_METRIC = ("mae", "rmse", "width_80", "width_95")
+"""In the data's unit: logged per resource metric only (``<metric>/mae_5m``), never pooled."""
 MAX_PARAM_CHARS = 500
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
+_DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 # ---------------------------------------------------------------------------
@@ -123,6 +139,14 @@ def log_nightly(
     if "'" in run_key or not run_key.strip():
         raise ConfigError(f"run key {run_key!r} must be non-empty and free of quotes")
     result = _as_result(result_or_parts, spec)
+    with quiet_mlflow():
+        return _log_nightly(run_key, result, config_dict, artifacts, validation_html, logical_date, metric,
+                            experiment_id, plot_series)
+
+
+def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None, artifacts: dict | None,
+                 validation_html: str | None, logical_date: str | None, metric: str | None,
+                 experiment_id: str | None, plot_series: int) -> dict:
     client = _client()
     exp_id = _experiment_id(experiment_id)
     metric = metric or ",".join(sorted({split_unique_id(uid)[0] for uid in result.series}))
@@ -131,13 +155,16 @@ def log_nightly(
         base_tags[LOGICAL_DATE_TAG] = str(logical_date)
     board = result.leaderboard
     models = list(dict.fromkeys(board["model"])) or list(result.spec.models)
-    name = f"nightly {metric} {logical_date or run_key}"
-    parent = client.create_run(exp_id, run_name=name, tags={**base_tags, "foresight.champion": result.champion})
+    champions = metric_champions(result)
+    tags = {**base_tags, "foresight.champion": result.champion, NOTE_TAG: _note(result, champions),
+            **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()}}
+    parent = client.create_run(exp_id, run_name=run_name(run_key, logical_date), tags=tags)
     parent_id = parent.info.run_id
     children: dict[str, str] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="foresight-mlflow-") as tmp:
-            _log_parent(client, parent_id, result, config_dict or {}, artifacts or {}, validation_html, Path(tmp))
+            _log_parent(client, parent_id, result, champions, config_dict or {}, artifacts or {}, validation_html,
+                        Path(tmp))
             for model in models:
                 children[model] = _log_child(client, exp_id, parent_id, base_tags, result, model,
                                              Path(tmp) / model, plot_series)
@@ -148,6 +175,83 @@ def log_nightly(
     client.set_terminated(parent_id, "FINISHED")
     log.info("logged MLflow parent run %s with %d child run(s) for %s", parent_id, len(children), run_key)
     return {"parent_run_id": parent_id, "child_run_ids": children}
+
+
+def run_name(run_key: str, logical_date: str | None = None) -> str:
+    """The parent run's name, date first so the MLflow run list reads by night: ``2024-03-15 nightly``.
+
+    The date is the logical date's (UTC), else one read from the run key
+    (``scheduled__2024-03-15T02:00:00+00:00``, ``2024-03-15T020000Z``), else the key itself.
+    """
+    for text in (logical_date, run_key.rpartition("__")[2]):
+        if not text or not _DATE_START.match(str(text)):
+            continue
+        try:
+            stamp = pd.Timestamp(str(text))
+        except (TypeError, ValueError):
+            continue
+        if not pd.isna(stamp):
+            stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp
+            return f"{stamp:%Y-%m-%d} nightly"
+    return f"{run_key} nightly"
+
+
+def metric_key(metric: str) -> str:
+    """A resource metric's name as an MLflow metric/tag key prefix (letters, digits, ``_-. `` only)."""
+    return _KEY_UNSAFE.sub("_", metric) or "_"
+
+
+def _metric_of(per_series: pd.DataFrame) -> pd.Series:
+    return per_series["unique_id"].astype(str).map(lambda uid: split_unique_id(uid)[0])
+
+
+def metric_champions(result: BacktestResult) -> dict[str, str]:
+    """Per resource metric, the model with the lowest mean MASE on that metric's series."""
+    per_series = result.per_series
+    if per_series.empty:
+        return {}
+    out = {}
+    for metric, rows in per_series.groupby(_metric_of(per_series), sort=True):
+        try:
+            out[str(metric)] = best_model(leaderboard(rows, result.spec.horizons))
+        except DataError:
+            log.info("no model could be scored on %s; no champion logged for it", metric)
+    return out
+
+
+def _per_metric_board(result: BacktestResult, model: str | None = None) -> dict[str, pd.DataFrame]:
+    """metric -> leaderboard over that metric's series (of ``model`` only, when given)."""
+    per_series = result.per_series
+    if per_series.empty:
+        return {}
+    if model is not None:
+        per_series = per_series[per_series["model"] == model]
+    return {str(m): leaderboard(rows, result.spec.horizons)
+            for m, rows in per_series.groupby(_metric_of(per_series), sort=True)}
+
+
+def _horizon_metrics(board: pd.DataFrame, columns: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """``<prefix><column>_<horizon>`` for each leaderboard row and column present."""
+    out = {}
+    for row in board.to_dict(orient="records"):
+        for col in columns:
+            if col in row:
+                out[f"{prefix}{col}_{row['horizon']}"] = row[col]
+    return out
+
+
+def _note(result: BacktestResult, champions: dict[str, str]) -> str:
+    """The parent run's description: what ran and who won, per metric, in MLflow's markdown."""
+    board = result.leaderboard
+    means = board.groupby("model", sort=False)["mase"].mean() if not board.empty else pd.Series(dtype=float)
+    lines = [f"Nightly backtest of {len(result.series)} series, models {', '.join(result.spec.models)}, "
+             f"horizons {', '.join(result.spec.horizons)}.", "",
+             f"Overall champion: **{result.champion}** (mean MASE {means.get(result.champion, float('nan')):.3f}).",
+             "", "| metric | champion |", "|---|---|"]
+    lines += [f"| {metric} | {model} |" for metric, model in champions.items()]
+    lines += ["", "MAE, RMSE and interval widths are in each metric's unit, so they are logged per metric "
+              "(`<metric>/mae_<horizon>`); MASE, sMAPE and coverage are scale-free and pooled."]
+    return "\n".join(lines)
 
 
 def _as_result(result_or_parts, spec: BacktestSpec | None) -> BacktestResult:
@@ -240,13 +344,13 @@ def retire_earlier_runs(run_key: str, keep_parent_run_id: str, experiment_id: st
     return {"deleted": deleted, "kept": kept}
 
 
-def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, config: dict,
+def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, champions: dict[str, str], config: dict,
                 artifacts: dict, validation_html: str | None, tmp: Path) -> None:
     spec = result.spec
     board = result.leaderboard
     means = board.groupby("model", sort=False)["mase"].mean()
     params = {**_protocol_params(result), **{f"config.{k}": v for k, v in _flatten(config).items()},
-              "champion": result.champion}
+              "champion": result.champion, **{f"champion.{metric_key(m)}": c for m, c in champions.items()}}
     metrics = {
         "series": len(result.series), "skipped_series": len(result.skipped), "fallbacks": len(result.fallbacks),
         "seconds": result.seconds,
@@ -254,9 +358,25 @@ def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, confi
     }
     if result.champion in means:
         metrics["champion_mean_mase"] = means[result.champion]
+    ids_by_metric = result.per_series.groupby(_metric_of(result.per_series))["unique_id"].nunique() \
+        if not result.per_series.empty else {}
+    boards = _per_metric_board(result)
+    for metric, metric_board in boards.items():
+        key = metric_key(metric)
+        metric_means = metric_board.groupby("model", sort=False)["mase"].mean()
+        metrics.update({f"{key}/mean_mase_{m}": v for m, v in metric_means.items()})
+        metrics[f"{key}/series"] = ids_by_metric[metric]
+        champ = champions.get(metric)
+        if champ in metric_means:
+            metrics[f"{key}/champion_mean_mase"] = metric_means[champ]
+            metrics.update(_horizon_metrics(metric_board[metric_board["model"] == champ], PER_METRIC, f"{key}/"))
     _log_batch(client, run_id, params, metrics)
     board.to_csv(tmp / "leaderboard.csv", index=False)
     client.log_artifact(run_id, str(tmp / "leaderboard.csv"))
+    by_metric = [b.assign(metric=m) for m, b in boards.items()]
+    if by_metric:  # MAE, RMSE and widths in each metric's own unit
+        pd.concat(by_metric, ignore_index=True).to_csv(tmp / "leaderboard_by_metric.csv", index=False)
+        client.log_artifact(run_id, str(tmp / "leaderboard_by_metric.csv"))
     client.log_dict(run_id, {"horizons": spec.horizons, "rows": _records(board)}, "leaderboard.json")
     client.log_dict(run_id, json.loads(json.dumps(result.report(), default=str)), "backtest_report.json")
     client.log_dict(run_id, json.loads(json.dumps(config, default=str)), "config.json")
@@ -307,15 +427,14 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
     run_id = run.info.run_id
     board = result.leaderboard[result.leaderboard["model"] == model]
     params = {**{f"model.{k}": v for k, v in model_params(result, model).items()}, **_protocol_params(result)}
-    metrics: dict[str, float] = {}
-    for row in board.itertuples(index=False):
-        for col in HORIZON_METRICS:
-            if hasattr(row, col):
-                metrics[f"{col}_{row.horizon}"] = getattr(row, col)
+    metrics: dict[str, float] = _horizon_metrics(board, POOLED_METRICS)
     if not board.empty:
         metrics["mean_mase"] = board["mase"].mean()
-        for col in ("mae", "rmse", "smape"):
-            metrics[f"mean_{col}"] = board[col].mean()
+        metrics["mean_smape"] = board["smape"].mean()
+    for metric, metric_board in _per_metric_board(result, model).items():
+        key = metric_key(metric)
+        metrics.update(_horizon_metrics(metric_board, (*PER_METRIC, "mase"), f"{key}/"))
+        metrics[f"{key}/mean_mase"] = metric_board["mase"].mean()
     metrics["fit_seconds"] = result.fit_seconds.get(model, 0.0)
     metrics["predict_seconds"] = result.predict_seconds.get(model, 0.0)
     metrics["fallbacks"] = sum(1 for f in result.fallbacks if f.get("model") == model)

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_daily_series
 
 from foresight_lib.backtest import BacktestSpec, run_backtest
-from foresight_lib.champion import ChampionBundle, mean_mase
+from foresight_lib.champion import ChampionBundle, HistoryMismatchError, mean_mase
 from foresight_lib.errors import ConfigError, DataError
 
 MODELS = ["naive", "seasonal_naive", "ensemble"]
@@ -196,3 +196,116 @@ def test_score_on_other_frequency_is_refused(bundles):
     spec = BacktestSpec(models=["naive"], freq="1h", horizons=["1h"], stride="1h", history_days=3, n_jobs=1)
     with pytest.raises(ConfigError, match="cannot be compared"):
         bundles["naive"].score_on(hourly, spec)
+
+
+# ---------------------------------------------------------------------------
+# History unlike the training data
+
+
+def recent(frame: pd.DataFrame, rows: int = 24) -> pd.DataFrame:
+    return frame.groupby("unique_id").tail(rows).reset_index(drop=True)
+
+
+def newer(bundle: ChampionBundle, frame: pd.DataFrame, scale: float = 1.0, shift: float = 0.0) -> pd.DataFrame:
+    """The last two hours of each series, replayed as the next two hours, times ``scale`` plus ``shift``."""
+    return pd.concat([new_actuals(bundle, uid, series_of(frame, uid)["y"].tail(24) * scale + shift)
+                      for uid in bundle.series], ignore_index=True)
+
+
+def test_bundle_records_its_metrics_training_scale(bundles, frame):
+    profile = bundles["naive"].profiles["cpu_cores"]
+    assert profile.unit == "cores"  # from the metric's name
+    assert profile.nonnegative and not profile.counter
+    assert profile.minimum == pytest.approx(frame["y"].min())
+    assert profile.median == pytest.approx(frame["y"].median(), rel=0.05)
+    assert profile.high == pytest.approx(frame["y"].abs().quantile(0.99), rel=0.05)
+    assert set(profile.series) == {"cpu_cores/c0", "cpu_cores/c1"}
+    c1 = series_of(frame, "cpu_cores/c1")["y"]
+    assert profile.series["cpu_cores/c1"][0] == pytest.approx(c1.median(), rel=0.05)
+    restored = pickle.loads(pickle.dumps(bundles["naive"]))
+    assert restored.profiles["cpu_cores"] == profile
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_own_metrics_history_is_accepted(bundles, frame, model):
+    fc = bundles[model].forecast(recent(frame))
+    assert len(fc) == 2 * 6 and np.isfinite(fc["yhat"]).all()
+    # a series the model never saw, of the same metric and scale, too
+    other = series_of(frame, "cpu_cores/c0").tail(2 * 288).assign(unique_id="cpu_cores/web-9", y=lambda f: f["y"] * 3)
+    assert len(bundles[model].forecast(other)) == 6
+
+
+def test_history_a_million_times_larger_is_refused(bundles, frame):
+    history = recent(frame).assign(y=lambda f: f["y"] * 1e6)
+    with pytest.raises(HistoryMismatchError) as caught:
+        bundles["naive"].forecast(history)
+    message = str(caught.value)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, DataError)
+    assert "'cpu_cores/c0'" in message and "'cpu_cores/c1'" in message
+    assert "cpu_cores (cores), the metric this naive champion was trained for" in message
+    assert "99th percentile" in message and "limit 100x" in message
+    assert "check_history" in message
+    # the factor is configurable: 1e6 times is within a factor of 1e7
+    assert len(bundles["naive"].forecast(history, scale_factor=1e7)) == 2 * 6
+
+
+def test_another_metrics_counter_is_refused(bundles, frame):
+    """CPU seconds counted since start (about 1.5e6), given to the CPU-cores model."""
+    ds = pd.date_range(frame["ds"].max() - 23 * STEP, periods=24, freq=STEP)
+    counter = 1.5e6 + np.cumsum(np.full(24, 300.0))
+    history = pd.DataFrame({"unique_id": "container_cpu_usage_seconds_total/web-1", "ds": ds, "y": counter})
+    with pytest.raises(HistoryMismatchError, match=r"a series of container_cpu_usage_seconds_total.*cpu_cores") as c:
+        bundles["seasonal_naive"].forecast(history)
+    assert "like a counter" in str(c.value) and "99th percentile" in str(c.value)  # and far too large
+    # a counter at the gauge's own scale is still a counter
+    small = history.assign(unique_id="cpu_cores/c0", y=np.linspace(5.0, 7.0, 24))
+    with pytest.raises(HistoryMismatchError, match="rises at 100% of its steps like a counter"):
+        bundles["naive"].forecast(small)
+
+
+def test_negative_and_far_too_small_values_are_refused(bundles, frame):
+    negative = recent(frame).assign(y=lambda f: f["y"] - 10.0)
+    with pytest.raises(HistoryMismatchError, match=r"values go down to -\d.*never negative in training"):
+        bundles["naive"].forecast(negative)
+    tiny = recent(frame).assign(y=lambda f: f["y"] * 1e-6)  # bytes given as terabytes, say
+    with pytest.raises(HistoryMismatchError, match="below the quietest training series' median"):
+        bundles["naive"].forecast(tiny)
+    idle = newer(bundles["naive"], frame, scale=0.0)  # an idle container is not refused: zero carries no unit
+    assert (bundles["naive"].forecast(idle)["yhat"] == 0.0).all()
+    quiet = newer(bundles["naive"], frame, scale=1e-3)  # nor one that went quiet, a thousand times below its usual
+    assert len(bundles["naive"].forecast(quiet)) == 2 * 6
+
+
+def test_warn_mode_forecasts_and_logs_what_is_off(bundles, frame, caplog):
+    history = newer(bundles["naive"], frame, scale=1e6)
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+        fc = bundles["naive"].forecast(history, check_history="warn")
+    assert len(fc) == 2 * 6
+    assert fc["yhat"].min() > 1e6  # forecast from the history as given
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("Forecasting anyway" in r.getMessage() for r in warned)
+    assert "cpu_cores/c0" in warned[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+        bundles["naive"].forecast(history, check_history="off")
+    assert not caplog.records
+    with pytest.raises(ConfigError, match="check_history must be one of"):
+        bundles["naive"].forecast(history, check_history="ignore")
+
+
+def test_forecasts_of_a_non_negative_metric_never_go_below_zero(bundles):
+    bundle = bundles["naive"]
+    uid = "cpu_cores/c0"
+    near_zero = new_actuals(bundle, uid, [0.3, 0.1, 0.0])
+    fc = bundle.forecast(near_zero)
+    bounds = [c for c in fc.columns if c.startswith("yhat")]
+    assert (fc[bounds] >= 0).all().all()
+    assert (fc["yhat_lo_95"] == 0.0).any()
+    # the same bundle without its training profile (one pickled before profiles existed) is not clipped
+    old = pickle.loads(pickle.dumps(bundle))
+    old.__dict__.pop("profiles")
+    raw = old.forecast(near_zero)
+    assert (raw["yhat_lo_95"] < 0).any()
+    pd.testing.assert_frame_equal(fc[bounds], raw[bounds].clip(lower=0.0))
+    # and, knowing nothing of its training data, checks nothing
+    assert len(old.forecast(near_zero.assign(y=lambda f: f["y"] + 1e9))) == 6

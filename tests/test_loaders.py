@@ -62,8 +62,8 @@ def test_nab_folder_with_metric_filter(shared_data):
     assert result.skipped == []
 
 
-def test_nab_dst_file_keeps_repeated_stamps_as_duplicates(shared_data):
-    path = shared_data / "nab_aws" / "realAWSCloudwatch" / "ec2_disk_write_bytes_1ef3de.csv"
+def test_nab_dst_file_keeps_repeated_stamps_as_duplicates(nab_data):
+    path = nab_data / "nab_aws" / "realAWSCloudwatch" / "ec2_disk_write_bytes_1ef3de.csv"
     frame, series = load_series(path, "nab")
     assert len(frame) == 4730
     assert series["unique_id"].tolist() == ["disk_write_bytes/1ef3de"]
@@ -303,8 +303,8 @@ def test_bad_long_files(tmp_path):
         load_series(invalid_bytes, "long")
 
 
-def test_folder_skips_bad_files_and_fails_only_when_all_are_bad(tmp_path, shared_data):
-    good = shared_data / "nab_aws" / "realAWSCloudwatch" / "ec2_cpu_utilization_24ae8d.csv"
+def test_folder_skips_bad_files_and_fails_only_when_all_are_bad(tmp_path, nab_data):
+    good = nab_data / "nab_aws" / "realAWSCloudwatch" / "ec2_cpu_utilization_24ae8d.csv"
     (tmp_path / good.name).write_text(good.read_text())
     (tmp_path / "ec2_cpu_utilization_000000.csv").write_text("")
     result = load_series(tmp_path, "nab")
@@ -323,3 +323,21 @@ def test_missing_path_and_unknown_format(tmp_path):
         load_series(tmp_path, "nab")
     with pytest.raises(ConfigError, match="unknown format"):
         load_series(tmp_path, "excel")
+
+
+def test_long_csv_with_a_bom_and_semicolons_reads_like_the_plain_one(tmp_path):
+    rows = "unique_id;ds;y\ncpu/a;2024-03-01T00:00:00Z;1.5\ncpu/a;2024-03-01T00:05:00Z;2.5\n"
+    path = tmp_path / "series.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    frame = load_series(path, "long").frame
+    assert frame["unique_id"].tolist() == ["cpu/a", "cpu/a"]
+    assert frame["y"].tolist() == [1.5, 2.5]
+
+
+def test_long_format_keeps_missing_values_for_validation_to_count(tmp_path):
+    path = tmp_path / "series.csv"
+    path.write_text("unique_id,ds,y\ncpu/a,2024-03-01T00:00:00Z,\ncpu/a,2024-03-01T00:05:00Z,\n"
+                    "cpu/b,2024-03-01T00:00:00Z,1.0\n")
+    loaded = load_series(path, "long")
+    assert sorted(loaded.series["unique_id"]) == ["cpu/a", "cpu/b"], "an all-missing series is not dropped silently"
+    assert loaded.frame.loc[loaded.frame["unique_id"] == "cpu/a", "y"].isna().all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 from conftest import make_daily_series
@@ -30,7 +33,7 @@ from prom_server import ScriptedServer, free_port, wait_for
 
 from foresight_lib import mlflow_store, registry, tracking
 from foresight_lib.backtest import BacktestSpec, run_backtest
-from foresight_lib.champion import ChampionBundle
+from foresight_lib.champion import ChampionBundle, HistoryMismatchError
 from foresight_lib.errors import ConfigError, SourceError
 
 MODELS = ["naive", "seasonal_naive"]
@@ -126,6 +129,49 @@ def test_retire_refuses_a_run_that_is_not_a_parent_of_the_key(store, backtest):
     with pytest.raises(ConfigError, match="not an active parent run of run key other"):
         tracking.retire_earlier_runs("other", parent)
     assert tracking.retire_earlier_runs("manual__2024-03-06", parent) == {"deleted": [], "kept": {}}
+
+
+# ---------------------------------------------------------------------------
+# The registered champion refuses the wrong history
+
+
+def next_actuals(bundle: ChampionBundle, values: list[float]) -> pd.DataFrame:
+    """``values`` as the next actuals of every series the bundle knows."""
+    step = pd.Timedelta("5min")
+    return pd.concat([pd.DataFrame({"unique_id": uid, "y": values,
+                                    "ds": pd.date_range(last + step, periods=len(values), freq=step)})
+                      for uid, last in bundle.last_ds.items()], ignore_index=True)
+
+
+def test_registered_champion_refuses_another_metrics_counter_unless_told_to_warn(store, backtest, caplog):
+    bundle = backtest["bundle"]
+    parent = nightly("manual__2024-03-10", backtest)
+    version = register(backtest, "cores", 1.0, 0.0, parent)["version"]
+    tags = store["client"].get_model_version("foresight-cores", str(version)).tags
+    assert (tags["unit"], tags["nonnegative"], tags["counter"]) == ("cores", "true", "false")
+    assert float(tags["trained_p99"]) == pytest.approx(bundle.profiles["cpu_cores"].high, rel=1e-5)
+    model = mlflow.pyfunc.load_model("models:/foresight-cores@champion")
+    params = {p["name"]: p["default"] for p in model.metadata.signature.params.to_dict()}
+    assert params == {"horizons": "5m,15m,30m", "check_history": "raise", "history_scale_factor": 100.0}
+
+    own = next_actuals(bundle, [5.0, 5.5, 6.0])
+    assert len(model.predict(own, params={"horizons": "15m"})) == 2 * 3  # its own metric: accepted
+    ds = pd.date_range("2024-03-04 22:00", periods=24, freq="5min", tz="UTC")
+    counter = pd.DataFrame({"unique_id": "container_cpu_usage_seconds_total/web-1", "ds": ds,
+                            "y": 1.5e6 + np.cumsum(np.full(24, 300.0))})
+    with pytest.raises(HistoryMismatchError, match=r"web-1.*cpu_cores \(cores\).*like a counter"):
+        model.predict(counter)
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+        fc = model.predict(counter, params={"check_history": "warn", "horizons": "5m"})
+    assert len(fc) == 1 and fc["yhat"].iloc[0] > 1e6
+    assert "Forecasting anyway" in caplog.text and "container_cpu_usage_seconds_total/web-1" in caplog.text
+    with pytest.raises(HistoryMismatchError, match="limit 100x"):
+        model.predict(own.assign(y=own["y"] * 1e4))
+    assert len(model.predict(own.assign(y=own["y"] * 1e4), params={"history_scale_factor": 1e5})) == 2 * 6
+    # a usage forecast never goes below zero, bounds included
+    low = model.predict(next_actuals(bundle, [0.3, 0.1, 0.0]))
+    assert (low[[c for c in low.columns if c.startswith("yhat")]] >= 0).all().all()
+    assert (low["yhat_lo_95"] == 0).any()
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import mlflow
 import numpy as np
@@ -10,7 +12,7 @@ from conftest import make_daily_series
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from foresight_lib import tracking
+from foresight_lib import mlflow_store, tracking
 from foresight_lib.backtest import BacktestSpec, backtest_part, run_backtest
 from foresight_lib.champion import ChampionBundle
 from foresight_lib.errors import ConfigError
@@ -71,13 +73,15 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
     client = store["client"]
     parent = client.get_run(logged["parent_run_id"])
     assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "2024-03-04 nightly"
+    assert "Overall champion" in parent.data.tags["mlflow.note.content"]
     assert parent.data.tags["foresight.run_id"] == "scheduled__2024-03-04T00:00:00+00:00"
     assert parent.data.tags["foresight.logical_date"] == "2024-03-04"
     assert parent.data.tags["foresight.metric"] == "cpu_cores"
     assert parent.data.params["config.mlflow.experiment"] == "x"
     assert parent.data.metrics["series"] == 2
     paths = artifact_paths(client, parent.info.run_id)
-    assert {"leaderboard.csv", "leaderboard.json", "backtest_report.json", "config.json",
+    assert {"leaderboard.csv", "leaderboard_by_metric.csv", "leaderboard.json", "backtest_report.json", "config.json",
             "validation/validation_report.html", "plots/leaderboard.png", "run/forecasts.csv",
             "links.json"} <= paths
     board = json.loads(open(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
@@ -90,9 +94,12 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["foresight.model"] == model
         metrics = child.data.metrics
-        for name in ("mase_5m", "mase_15m", "mase_30m", "mae_5m", "rmse_15m", "smape_30m", "coverage_80_30m",
-                     "coverage_95_5m", "width_80_15m", "mean_mase", "fit_seconds", "predict_seconds", "fallbacks"):
+        for name in ("mase_5m", "mase_15m", "mase_30m", "smape_30m", "coverage_80_30m", "coverage_95_5m",
+                     "mean_mase", "mean_smape", "cpu_cores/mae_5m", "cpu_cores/rmse_15m", "cpu_cores/width_80_15m",
+                     "cpu_cores/mase_30m", "cpu_cores/mean_mase", "fit_seconds", "predict_seconds", "fallbacks"):
             assert name in metrics, (model, name)
+        # MAE, RMSE and widths carry the data's unit: never pooled over metrics
+        assert not {"mae_5m", "rmse_15m", "width_80_15m", "mean_mae", "mean_rmse"} & set(metrics)
         row = result.leaderboard[(result.leaderboard.model == model) & (result.leaderboard.horizon == "15m")]
         assert metrics["mase_15m"] == pytest.approx(float(row["mase"].iloc[0]))
         assert child.data.params["model.name"] == model
@@ -194,3 +201,115 @@ def test_explicit_scores_and_an_incomparable_champion(store, result, frame):
     assert taken["alias"] == "champion"
     assert "not comparable" in taken["reason"]
     assert tracking.load_champion("disk") is None
+
+
+# ---------------------------------------------------------------------------
+# MLflow a person can read
+
+
+def test_parent_runs_are_named_date_first():
+    assert tracking.run_name("scheduled__2024-03-15T02:00:00+00:00") == "2024-03-15 nightly"
+    assert tracking.run_name("2024-03-15T020000Z") == "2024-03-15 nightly"
+    assert tracking.run_name("anything", "2024-03-16T23:30:00-02:00") == "2024-03-17 nightly"  # the UTC date
+    assert tracking.run_name("manual__today") == "manual__today nightly"
+
+
+@pytest.fixture(scope="module")
+def two_metrics():
+    """CPU cores (about 5) and memory bytes (about 5e9): one backtest, units that must not mix."""
+    cpu = make_daily_series(days=4, n_series=2, seed=7)
+    memory = cpu[cpu["unique_id"] == "cpu_cores/c0"].assign(unique_id="memory_bytes/c0", y=lambda f: f["y"] * 1e9)
+    frame = pd.concat([cpu, memory], ignore_index=True)
+    spec = BacktestSpec(models=["naive", "seasonal_naive"], n_jobs=1, history_days=2, future=True)
+    return run_backtest(frame, spec)
+
+
+def test_unit_bearing_metrics_are_logged_per_metric_and_scale_free_ones_pooled(store, two_metrics):
+    result = two_metrics
+    out = tracking.log_nightly("scheduled__2024-03-06T02:00:00+00:00", result, {}, {}, None)
+    client = store["client"]
+    parent = client.get_run(out["parent_run_id"])
+    per_series = result.per_series.assign(metric=result.per_series["unique_id"].str.split("/").str[0])
+    champions = {}
+    for metric in ("cpu_cores", "memory_bytes"):
+        rows = per_series[per_series["metric"] == metric]
+        champions[metric] = rows.groupby("model")["mase"].mean().idxmin()
+        assert parent.data.tags[f"foresight.champion.{metric}"] == champions[metric]
+        assert parent.data.params[f"champion.{metric}"] == champions[metric]
+        best = rows[(rows["model"] == champions[metric]) & (rows["horizon"] == "15m")]
+        assert parent.data.metrics[f"{metric}/mae_15m"] == pytest.approx(best["mae"].mean())
+        assert parent.data.metrics[f"{metric}/rmse_15m"] == pytest.approx(best["rmse"].mean())
+        assert parent.data.metrics[f"{metric}/series"] == rows["unique_id"].nunique()
+    assert parent.data.metrics["cpu_cores/series"] == 2 and parent.data.metrics["memory_bytes/series"] == 1
+    # the two units stay apart: memory's error is in bytes, CPU's in cores
+    assert parent.data.metrics["memory_bytes/mae_15m"] > 1e6 * parent.data.metrics["cpu_cores/mae_15m"]
+
+    child = client.get_run(out["child_run_ids"]["naive"]).data.metrics
+    naive = per_series[(per_series["model"] == "naive") & (per_series["horizon"] == "5m")]
+    for metric in ("cpu_cores", "memory_bytes"):
+        rows = naive[naive["metric"] == metric]
+        assert child[f"{metric}/mae_5m"] == pytest.approx(rows["mae"].mean())
+        assert child[f"{metric}/width_95_5m"] == pytest.approx(rows["width_95"].mean())
+        assert child[f"{metric}/mase_5m"] == pytest.approx(rows["mase"].mean())
+    # MASE is scale-free, so its pooled mean over both metrics is logged as before
+    assert child["mase_5m"] == pytest.approx(naive["mase"].mean())
+    assert not [name for name in child if re.match(r"(mae|rmse|width_\d+)_", name) or name in ("mean_mae", "mean_rmse")]
+    by_metric = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
+                                                                artifact_path="leaderboard_by_metric.csv"))
+    assert set(by_metric["metric"]) == {"cpu_cores", "memory_bytes"}
+
+
+@pytest.fixture
+def elsewhere(store):
+    """A test that points MLflow at other stores; the module's store is set back after it."""
+    yield
+    root = store["root"]
+    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root=root, experiment="foresight-test")
+
+
+def test_experiment_is_a_model_training_one(store, tmp_path, elsewhere):
+    kind = mlflow_store.EXPERIMENT_KIND_TAG
+    assert store["client"].get_experiment(store["experiment_id"]).tags[kind] == "custom_model_development"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    untagged = client.create_experiment("old", artifact_location=(tmp_path / "a").as_uri())
+    guessed = client.create_experiment("guessed", artifact_location=(tmp_path / "b").as_uri(),
+                                       tags={kind: "genai_development"})  # what the UI stores for an empty one
+    chosen = client.create_experiment("chosen", artifact_location=(tmp_path / "c").as_uri(),
+                                      tags={kind: "forecasting"})
+    for name, experiment_id in (("old", untagged), ("guessed", guessed)):
+        assert tracking.configure(uri, root=tmp_path, experiment=name) == experiment_id
+        assert client.get_experiment(experiment_id).tags[kind] == "custom_model_development"
+    tracking.configure(uri, root=tmp_path, experiment="chosen")
+    assert client.get_experiment(chosen).tags[kind] == "forecasting"  # already a model-training kind
+
+
+def test_a_successful_publish_prints_no_mlflow_noise(store, result, frame, caplog, capfd):
+    bundle = ChampionBundle.from_result(result, "naive", frame)
+    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.DEBUG, logger="foresight_lib")
+    capfd.readouterr()
+
+    parent = tracking.log_nightly("scheduled__2024-03-07T02:00:00+00:00", result, {}, {}, None)["parent_run_id"]
+    first = tracking.register_champion(bundle, "quiet", run_key="q", parent_run_id=parent)
+    second = tracking.register_champion(bundle, "quiet", run_key="q", parent_run_id=parent)  # loads the champion
+
+    out, err = capfd.readouterr()
+    assert (first["version"], second["version"]) == (1, 2)
+    assert "it/s" not in err and "Downloading artifacts" not in err  # no progress bar
+    assert err.strip() == "", err  # Airflow shows every stderr line as an ERROR
+    assert "registered model" not in out
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
+    debug = [r.getMessage() for r in caplog.records if r.name == "foresight_lib.mlflow_store"]
+    assert any("python_model" in m for m in debug)  # MLflow's by-design warning, kept at DEBUG
+    assert any("registered foresight-quiet v2" in r.getMessage() for r in caplog.records)
+    # outside a publish MLflow logs as it did; inside, a real warning still reaches the log as a warning
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    assert MLFLOW_LOGGING_STREAM.enabled
+    assert not any(isinstance(h, mlflow_store._ForwardToLog) for h in logging.getLogger("mlflow").handlers)
+    with tracking.quiet_mlflow():
+        logging.getLogger("mlflow.store").warning("artifact store is full")
+    assert capfd.readouterr().err == ""
+    assert [r.levelno for r in caplog.records if "artifact store is full" in r.getMessage()] == [logging.WARNING]
