@@ -493,6 +493,14 @@ def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def _metric_units(series: pd.DataFrame) -> dict[str, str]:
+    """The unit of each metric, from the series table (absent where it has none)."""
+    if "unit" not in series:
+        return {}
+    known = series.dropna(subset=["unit"]).drop_duplicates("metric")
+    return dict(zip(known["metric"].astype(str), known["unit"].astype(str), strict=True))
+
+
 def _metric_ids(result, series: pd.DataFrame, metric: str) -> list[str]:
     from foresight_lib.frames import split_unique_id
 
@@ -535,6 +543,7 @@ def publish(run: dict) -> dict:
     parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
                                   logical_date=run.get("data_interval_end"))
     champions = metric_champions(result, feature_series)
+    units = _metric_units(feature_series)
     prefix = _name_prefix(cfg)
     summary = {
         "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
@@ -549,7 +558,7 @@ def publish(run: dict) -> dict:
         registrations = {}
         for metric, model_name in champions.items() if summary["published"] else ():
             frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
-            bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame)
+            bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame, unit=units.get(metric))
             registration = champion_mod.register_champion(
                 bundle, metric, name_prefix=prefix, run_key=run["run_key"], parent_run_id=parent["parent_run_id"],
             )
