@@ -19,7 +19,9 @@ newest run with the configured models reaches ``latest/`` and the aliases (a bac
 of an older date or an ad-hoc trigger stays in its run folder and MLflow) unless its
 ``publish`` parameter says ``always``.
 
-``run_nightly`` runs every step in this process (tests, ``make run`` summaries);
+The run's identity and settings are ``foresight_lib.runs``; the publish step is
+``foresight_lib.publish_step``. ``run_nightly`` runs every step in this process (tests,
+``make run`` summaries);
 ``python -m foresight_lib.pipeline summary`` prints what the last run published.
 """
 from __future__ import annotations
@@ -28,138 +30,51 @@ import argparse
 import json
 import logging
 import pickle
-import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from foresight_lib.errors import ConfigError, DataError, ForesightError, SourceError
+from foresight_lib.errors import ConfigError, DataError, ForesightError
+from foresight_lib.publish_step import publish, push_latest, recommend
+from foresight_lib.runs import (
+    BACKTEST_FORECASTS,
+    FEATURE_SERIES,
+    FEATURES,
+    FORECASTS,
+    LEADERBOARD,
+    PER_SERIES,
+    QUARANTINE,
+    RAW,
+    RECOMMENDATIONS,
+    RESULT,
+    SERIES,
+    VALIDATED,
+    VALIDATION_HTML,
+    _config_dict,
+    _deep_copy,
+    _merge,
+    _redact,
+    _utc,
+    backtest_spec,
+    base_models,
+    load_run_config,
+    new_attempt,
+    open_run,
+    overrides_from_params,
+    run_key_for,
+    run_lock,
+)
+
+__all__ = ["extract", "validate", "build_features", "models_to_train", "train", "evaluate", "publish", "release",
+           "run_nightly", "recommend", "push_latest", "open_run", "run_key_for", "load_run_config",
+           "overrides_from_params", "FEATURES", "FEATURE_SERIES", "FORECASTS", "RECOMMENDATIONS", "RAW", "SERIES"]
 
 log = logging.getLogger(__name__)
 
 MARGIN = pd.Timedelta("1D")
 """Extra data extracted before the history, so gap filling and counter rates have a lead-in."""
-
-RUN_KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
-
-# Names of the files each step writes in the run folder.
-RAW, SERIES, VALIDATED, QUARANTINE = "raw", "series", "validated", "quarantine"
-FEATURES, FEATURE_SERIES = "features", "features_series"
-LEADERBOARD, PER_SERIES, BACKTEST_FORECASTS, FORECASTS = "leaderboard", "per_series", "backtest_forecasts", "forecasts"
-RECOMMENDATIONS, ACTUALS = "recommendations", "actuals"
-ACTUAL_TAIL = pd.Timedelta("1D")
-"""The latest actuals published beside the forecasts (for the anomaly flags and charts)."""
-VALIDATION_HTML = "validation/report.html"
-RESULT = "backtest_result.pkl"
-
-
-# ---------------------------------------------------------------------------
-# Run identity and settings
-
-
-def run_key_for(when: datetime | str | pd.Timestamp) -> str:
-    """The run folder's name for a data interval end: ``2024-03-15T020000Z``."""
-    return _utc(when).strftime(RUN_KEY_FORMAT)
-
-
-def _utc(when: datetime | str | pd.Timestamp) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(when)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"'{when}' is not a date; use ISO 8601, e.g. 2024-03-15 or 2024-03-15T02:00:00Z") from exc
-    if pd.isna(ts):
-        raise ConfigError("no date given for the run; pass the logical date (ISO 8601)")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def overrides_from_params(params: dict | None) -> dict:
-    """Settings overrides from the DAG's trigger form: metrics, models, horizons and ``overrides``.
-
-    An empty metrics list means every metric of the source.
-    """
-    params = dict(params or {})
-    overrides = _deep_copy(params.get("overrides") or {})
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"the 'overrides' parameter must be an object of settings, got {type(overrides).__name__}")
-    if params.get("publish"):
-        overrides["publish"] = {**(overrides.get("publish") or {}), "latest": params["publish"]}
-    if params.get("models"):
-        overrides["models"] = list(params["models"])
-    if params.get("horizons"):
-        overrides["horizons"] = list(params["horizons"])
-    if params.get("metrics"):
-        source = overrides.get("source") or {}
-        overrides["source"] = {**source, "metrics": list(params["metrics"])}
-    return overrides
-
-
-def _deep_copy(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def load_run_config(overrides: dict | None = None):
-    """The validated settings for a run (``include/foresight.yaml`` plus ``overrides``)."""
-    from foresight_lib.config import load_config
-
-    return load_config(overrides=overrides or None)
-
-
-def open_run(run: dict):
-    """Settings and attempt folder of a run dict returned by a previous step.
-
-    Raises:
-        RunLocked: another run of the same date took the date's lock over from this one.
-    """
-    from foresight_lib.storage import RUNS, RunStore
-
-    if not isinstance(run, dict) or "run_key" not in run:
-        raise ConfigError(f"expected the run dict returned by the previous step, got {_redact(run)!r}")
-    cfg = load_run_config(run.get("overrides"))
-    store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run.get("attempt"))
-    if run.get("attempt"):
-        run_lock(cfg, store).check(run["attempt"])
-    return cfg, store
-
-
-def run_lock(cfg, store):
-    """The lock of the store's date under its data root (``foresight_lib.run_lock``)."""
-    from foresight_lib.run_lock import RunLock
-
-    return RunLock(store, store.folder, store.safe_id, _duration(cfg.publish.lock_timeout))
-
-
-def new_attempt() -> str:
-    """A sortable, unique name for one attempt at a run: ``20240315T020312Z-1a2b3c``."""
-    import uuid
-
-    return f"{pd.Timestamp.now(tz='UTC').strftime(RUN_KEY_FORMAT)}-{uuid.uuid4().hex[:6]}"
-
-
-def _config_dict(cfg) -> dict:
-    """The settings as stored (run.json, MLflow params and artifacts): secrets replaced by ``***``."""
-    return _redact(cfg.to_dict())
-
-
-def base_models(cfg) -> list[str]:
-    """The models trained by their own task (every configured model but the ensemble)."""
-    from foresight_lib.models import ENSEMBLE, check_model_names
-
-    return [m for m in check_model_names(list(cfg.models)) if m != ENSEMBLE]
-
-
-def backtest_spec(cfg):
-    """The evaluation protocol's settings for this run."""
-    from foresight_lib.backtest import BacktestSpec
-
-    return BacktestSpec(
-        models=list(cfg.models), freq=cfg.freq, horizons=list(cfg.horizons), test_days=float(cfg.test_days),
-        history_days=float(cfg.history_days), stride=cfg.stride, levels=tuple(cfg.levels),
-        model_params=dict(cfg.model_params or {}),
-        future=True, keep_models=True,
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -338,16 +253,6 @@ def release(run: dict | None) -> bool:
     return run_lock(cfg, store).release(run["attempt"])
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 # ---------------------------------------------------------------------------
 # validate, features
 
@@ -467,226 +372,6 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     board = result.leaderboard.groupby("model", sort=False)["mase"].mean()
     log.info("champion %s; mean MASE per model: %s", result.champion, board.round(4).to_dict())
     return {**run, "champion": result.champion, "mean_mase": {k: round(float(v), 6) for k, v in board.items()}}
-
-
-# ---------------------------------------------------------------------------
-# publish
-
-
-def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
-    """Per metric, the model with the lowest mean MASE over that metric's series.
-
-    Args:
-        result: the evaluated backtest.
-        series: the series table after the features step (``unique_id, metric``).
-    """
-    from foresight_lib.frames import split_unique_id
-    from foresight_lib.metrics import champion, leaderboard
-
-    per_series = result.per_series
-    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
-    metrics = per_series["unique_id"].map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
-    out = {}
-    for metric in sorted(metrics.unique()):
-        board = leaderboard(per_series[metrics == metric], result.spec.horizons)
-        out[metric] = champion(board)
-    return out
-
-
-def _metric_units(series: pd.DataFrame) -> dict[str, str]:
-    """The unit of each metric, from the series table (absent where it has none)."""
-    if "unit" not in series:
-        return {}
-    known = series.dropna(subset=["unit"]).drop_duplicates("metric")
-    return dict(zip(known["metric"].astype(str), known["unit"].astype(str), strict=True))
-
-
-def _metric_ids(result, series: pd.DataFrame, metric: str) -> list[str]:
-    from foresight_lib.frames import split_unique_id
-
-    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
-    return [uid for uid in result.series if (by_id.get(uid) or split_unique_id(uid)[0]) == metric]
-
-
-def publish(run: dict) -> dict:
-    """MLflow runs, then champions, the run folder and ``latest/`` as one transaction.
-
-    The MLflow parent and child runs are logged first (a failure there changes nothing
-    published). Then, holding the data root's publish lock: an interrupted earlier
-    publish is finished or undone, ``publishing.decide`` says whether this run may move
-    ``latest/`` and the aliases, and ``publishing.run_transaction`` registers the
-    champions, makes the attempt the date's run folder and switches ``latest/``, or
-    rolls all of it back. Only then are the date's earlier MLflow runs retired (never one
-    behind a registered version) and its failed attempts removed.
-    """
-    from foresight_lib import champion as champion_mod
-    from foresight_lib import publishing, registry, tracking
-
-    cfg, store = open_run(run)
-    result = pickle.loads(store.read_bytes(RESULT))
-    features = store.read_frame(FEATURES)
-    feature_series = store.read_frame(FEATURE_SERIES)
-    _recommend(cfg, store, features, feature_series)
-    store.write_frame(ACTUALS, latest_actuals(features))
-    tracking.configure(
-        tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
-        experiment=cfg.mlflow.experiment, http_timeout_s=cfg.mlflow.http_timeout_s,
-        http_max_retries=cfg.mlflow.http_max_retries,
-    )
-    artifacts = {
-        name: store.uri(name)
-        for name in (LEADERBOARD, PER_SERIES, FORECASTS, RECOMMENDATIONS, QUARANTINE, "backtest_report.json",
-                     "run.json")
-        if store.exists(name)
-    }
-    validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
-    parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
-                                  logical_date=run.get("data_interval_end"))
-    champions = metric_champions(result, feature_series)
-    units = _metric_units(feature_series)
-    prefix = _name_prefix(cfg)
-    summary = {
-        "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
-        "data_interval_end": run.get("data_interval_end"), "champion": result.champion,
-        "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
-        "mlflow_parent_run": parent["parent_run_id"], "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
-        "run_folder": store.committed().uri(""), "series": len(result.series),
-        "forecast_rows": int(len(result.future_forecasts)),
-    }
-
-    def register(tx) -> dict:
-        registrations = {}
-        for metric, model_name in champions.items() if summary["published"] else ():
-            frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
-            bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame, unit=units.get(metric))
-            registration = champion_mod.register_champion(
-                bundle, metric, name_prefix=prefix, run_key=run["run_key"], parent_run_id=parent["parent_run_id"],
-            )
-            tx.registered(registration["registered_model"], registration["version"])
-            registrations[metric] = _jsonable(registration)
-        summary["registrations"] = registrations
-        summary["champion_versions"] = registry.champion_versions(list(champions), prefix)
-        store.write_json("summary.json", summary)
-        return registrations
-
-    lock, token = publishing.publish_lock(store, _duration(cfg.publish.lock_timeout), _duration(cfg.publish.wait),
-                                          run.get("run_id") or run["run_key"], run.get("owner_pid"))
-    try:
-        publishing.recover(store)
-        publishing.remove_temp_files(store)
-        go, why = publishing.decide(cfg.publish.latest, run["data_interval_end"], run.get("ad_hoc") or [], store)
-        summary.update(published=go, publish_reason=why)
-        aliases = registry.snapshot_aliases(list(champions), prefix) if go else {}
-        names = [FORECASTS, LEADERBOARD, RECOMMENDATIONS, ACTUALS, "summary.json"] if go else []
-        registrations = publishing.run_transaction(store, aliases, register, names,
-                                                   {"data_interval_end": run["data_interval_end"]},
-                                                   source_run_id=parent["parent_run_id"], name_prefix=prefix)
-    finally:
-        lock.release(token)
-    _after_publish(cfg, run, store, parent["parent_run_id"])
-    pushed = push_latest(cfg) if go else None
-    log.info("published run %s (%s): champion %s, %s", run["run_key"], why, result.champion, registrations)
-    out = {k: summary[k] for k in ("run_key", "champion", "published", "publish_reason", "registrations",
-                                   "mlflow_parent_run", "forecast_rows")}
-    return {**out, "pushgateway": pushed} if pushed else out
-
-
-def _after_publish(cfg, run: dict, store, parent_run_id: str | None) -> None:
-    """Tidy up once the publish has succeeded: earlier MLflow runs, failed attempts, the date's lock."""
-    if parent_run_id:
-        from foresight_lib import tracking
-
-        try:
-            tracking.retire_earlier_runs(run["run_key"], parent_run_id)
-        except Exception as exc:  # noqa: BLE001 - the publish stands; the next run retires them
-            log.warning("could not retire the earlier MLflow runs of %s: %s", run["run_key"], exc)
-    removed = store.committed().remove_attempts()
-    if removed:
-        log.info("removed %d earlier attempt folder(s) of %s", len(removed), run["run_key"])
-    run_lock(cfg, store).release(run["attempt"])
-
-
-def latest_actuals(features: pd.DataFrame) -> pd.DataFrame:
-    """The last day of actuals per series, published with the forecasts (no need to read the run folder)."""
-    frame = features[["unique_id", "ds", "y"]]
-    last = frame.groupby("unique_id", sort=False)["ds"].transform("max")
-    return frame[frame["ds"] > last - ACTUAL_TAIL].reset_index(drop=True)
-
-
-def _duration(text: str) -> pd.Timedelta:
-    from foresight_lib.durations import duration_seconds
-
-    return pd.Timedelta(seconds=duration_seconds(text))
-
-
-def _redact(value: Any) -> Any:
-    """Settings or a run dict as they may be stored: credentials in URLs and secret-looking keys masked."""
-    from foresight_lib.redaction import redact_config
-
-    return redact_config(value)
-
-
-_PARAM_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
-
-
-def _param_safe(value: Any) -> Any:
-    """Settings with keys MLflow accepts as parameter names (``*cpu*`` -> ``_cpu_``).
-
-    The exact settings are kept in the run folder's ``run.json``, logged beside them.
-    """
-    if isinstance(value, dict):
-        return {_PARAM_UNSAFE.sub("_", str(k)): _param_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_param_safe(v) for v in value]
-    return value
-
-
-def _name_prefix(cfg) -> str:
-    """The registry's name prefix: ``foresight-`` in the config names ``foresight-<metric>``."""
-    return cfg.mlflow.model_name_prefix.rstrip("-")
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
-
-
-def recommend(cfg, features: pd.DataFrame, series: pd.DataFrame, daily: bool = True) -> pd.DataFrame:
-    """The configured rightsizing plan (``foresight_lib.plan``) on a features frame."""
-    from foresight_lib import plan
-
-    return plan.recommend(
-        features, series, profile=cfg.rightsizing.profile, freq=cfg.freq,
-        models={"daily": cfg.rightsizing.daily_model, "window": cfg.rightsizing.window_model},
-        windows=cfg.rightsizing.plan_windows, replica_capacity=cfg.rightsizing.replica_capacity, daily=daily,
-    )
-
-
-def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
-    """Rightsizing: the next day's sizes and the next window's plan, the way the replay measures them."""
-    recommendations = recommend(cfg, features, series)
-    store.write_frame(RECOMMENDATIONS, recommendations)
-    return recommendations
-
-
-def push_latest(cfg) -> dict | None:
-    """Push what was just published to the Pushgateway, when one is configured.
-
-    The push comes after the publish, so a Pushgateway that is down does not undo it: it
-    is logged and reported in the summary, and the next publish pushes again. The nightly
-    run and the scaling plan push the same snapshot under one job, so each push replaces
-    the whole group.
-    """
-    url = cfg.publish.pushgateway_url
-    if not url:
-        return None
-    from foresight_lib import pushgateway
-
-    try:
-        samples = pushgateway.push_latest(url, cfg.data_root, job="foresight_nightly")
-    except SourceError as exc:
-        log.error("%s", exc)
-        return {"url": url, "pushed": False, "error": str(exc)}
-    return {"url": url, "pushed": True, "samples": samples}
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import pandas as pd
 
 from foresight_lib import pipeline
 from foresight_lib.errors import DataError
+from foresight_lib.runs import duration
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ def publish(run: dict) -> dict:
     from foresight_lib import publishing
 
     cfg, store = pipeline.open_run(run)
-    lock, token = publishing.publish_lock(store, pipeline._duration(cfg.publish.lock_timeout),
-                                          pipeline._duration(cfg.publish.wait), run.get("run_id") or run["run_key"],
+    lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout),
+                                          duration(cfg.publish.wait), run.get("run_id") or run["run_key"],
                                           run.get("owner_pid"))
     try:
         publishing.recover(store)
