@@ -17,6 +17,11 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__EXECUTOR := LocalExecutor
+# SQLite under load (foresight_dags/sqlite.py; the tests set the same): wait up to a minute
+# for another process's write lock, and take it when a savepoint opens a transaction, rather
+# than fail with "database is locked".
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= foresight_dags.sqlite.CONNECT_ARGS
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC ?= foresight_dags.sqlite.ASYNC_CONNECT_ARGS
 export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)

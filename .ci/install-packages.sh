@@ -31,8 +31,10 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Wait for another apt or dpkg (an unattended upgrade, a parallel job) rather than fail at once.
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
 echo "install-packages: installing ${packages[*]}" >&2
-$SUDO apt-get update -q > /dev/null
+$SUDO apt-get "${APT_WAIT[@]}" update -q > /dev/null
 # --no-install-recommends: no node exporter, nothing beyond the binaries needed. Debian
 # starts the packaged services where systemd runs; the tests start their own instances.
-$SUDO apt-get install -y -q --no-install-recommends "${packages[@]}" > /dev/null
+$SUDO apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "${packages[@]}" > /dev/null

@@ -2,7 +2,9 @@
 
 Airflow reads its settings once, when first imported, and configures logging and the
 database for the whole process; the tests therefore run every Airflow call in a child
-process with its own environment and leave the pytest process untouched.
+process with its own environment and leave the pytest process untouched. The SQLite
+settings are those of ``make run``/``make ui`` (``foresight_dags.sqlite``), so the tests
+exercise the embedded default as users get it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from foresight_dags.sqlite import AIRFLOW_ENV as SQLITE_AIRFLOW_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
@@ -30,6 +34,7 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        **SQLITE_AIRFLOW_ENV,
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",

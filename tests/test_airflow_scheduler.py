@@ -2,8 +2,10 @@
 
 Airflow runs on a throw-away SQLite database with the LocalExecutor, on the embedded
 default (demo data) made quick by a test config (fast models, three days of history).
-A run is triggered through the REST API (``/api/v2``, JWT from ``/auth/token``) and a
-two-day backfill is created with ``airflow backfill create``; both must succeed.
+A run is triggered through the REST API (``/api/v2``, JWT from ``/auth/token``), and two-day
+backfills are created with ``airflow backfill create``, five in a row while busy loops keep
+every CPU core busy: on SQLite every process shares one database file, and a writer slowed
+down by the load once made the backfill command fail with ``database is locked``.
 """
 from __future__ import annotations
 
@@ -12,19 +14,34 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
+import threading
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from airflow_support import REPO_ROOT, VENV_BIN, airflow_env, migrate
+from airflow_support import REPO_ROOT, SQLITE_AIRFLOW_ENV, VENV_BIN, airflow_env, migrate, run_python
+from sqlalchemy.exc import OperationalError
+
+from foresight_dags.sqlite import CONNECT_ARGS, LOCK_TIMEOUT_S
 
 DAG_ID = "foresight_nightly"
 TRIGGERED_DATE = "2024-03-20T02:00:00Z"
-BACKFILL_FROM, BACKFILL_TO = "2024-03-10", "2024-03-12"  # runs at 03-10T02:00 and 03-11T02:00
+# Five two-day backfills one after the other: 03-01..03-03 (runs at 03-01T02:00 and
+# 03-02T02:00), 03-03..03-05, ..., 03-09..03-11; none overlaps the triggered run.
+BACKFILLS = 5
+FIRST_BACKFILL_DAY = date(2024, 3, 1)
+# The backfilled runs forecast one metric: the same tasks and database traffic, less CPU per run.
+BACKFILL_CONF = {"metrics": ["container_cpu_usage_seconds_total"]}
 TIMEOUT_S = 900
+# The busy loops end by themselves after this long even if the test process is killed.
+LOAD_LIMIT_S = 1800
+BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
 
 def _free_port() -> int:
@@ -99,6 +116,10 @@ class Airflow:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
 
+    def log_text(self) -> str:
+        """Everything the api-server, scheduler and dag-processor have written so far."""
+        return "\n".join(path.read_text(errors="replace") for path in sorted(self.logs.glob("*.log")))
+
     def log_tail(self, lines: int = 40) -> str:
         out = []
         for path in sorted(self.logs.glob("*.log")):
@@ -155,6 +176,20 @@ class Airflow:
         raise AssertionError(f"runs not finished after {timeout:.0f} s: "
                              f"{[(r['dag_run_id'], r['state']) for r in chosen]}\n{self.log_tail()}")
 
+    def wait_backfills_complete(self, timeout: float = 120) -> None:
+        """Poll until the scheduler has marked every backfill of the DAG complete (one may run at a time)."""
+        deadline = time.monotonic() + timeout
+        open_ids: list[int] = []
+        while time.monotonic() < deadline:
+            self.check_alive()
+            resp = self.request("GET", "/api/v2/backfills", params={"dag_id": DAG_ID, "limit": 100})
+            resp.raise_for_status()
+            open_ids = [b["id"] for b in resp.json()["backfills"] if b["completed_at"] is None]
+            if not open_ids:
+                return
+            time.sleep(2)
+        raise AssertionError(f"backfills {open_ids} not complete after {timeout:.0f} s\n{self.log_tail()}")
+
     def failed_tasks(self, run_id: str) -> list[str]:
         resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
         resp.raise_for_status()
@@ -185,17 +220,140 @@ def test_run_triggered_through_the_rest_api_succeeds(airflow):
     assert run["state"] == "success", airflow.failed_tasks(run_id)
 
 
+def _backfill_windows() -> list[tuple[date, date]]:
+    """``--from-date``/``--to-date`` of each backfill: two daily runs each, back to back."""
+    return [(FIRST_BACKFILL_DAY + timedelta(days=2 * i), FIRST_BACKFILL_DAY + timedelta(days=2 * i + 2))
+            for i in range(BACKFILLS)]
+
+
+@pytest.fixture
+def cpu_load():
+    """One busy loop per CPU core, bounded in time, killed when the test ends."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(LOAD_LIMIT_S)], stdin=subprocess.DEVNULL,
+                              start_new_session=True) for _ in range(cores)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def _savepoint_read_then_write(path: Path, connect_args: dict, writer_wait: float | None) -> list[int]:
+    """``Session.begin_nested()`` reads, another connection writes a row, then the savepoint writes.
+
+    The pattern of ``airflow backfill create`` (one savepoint per run it creates) while the
+    scheduler writes. The savepoint waits ``writer_wait`` seconds for the other writer
+    (``None``: until it has committed). Returns the rows of ``t`` at the end.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(f"sqlite:///{path}", connect_args=connect_args)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    other = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, check_same_thread=False)
+    writer = threading.Thread(target=lambda: (other.execute("INSERT INTO t VALUES (1)"), other.commit()))
+    try:
+        with Session(engine) as session:
+            with session.begin_nested():
+                session.execute(text("SELECT count(*) FROM t")).scalar()
+                writer.start()
+                writer.join(writer_wait)
+                session.execute(text("INSERT INTO t VALUES (2)"))
+            session.commit()
+    finally:
+        writer.join(LOCK_TIMEOUT_S)
+        other.close()
+    with engine.connect() as conn:
+        rows = sorted(conn.exec_driver_sql("SELECT x FROM t").scalars())
+    engine.dispose()
+    return rows
+
+
+def test_a_savepoint_that_reads_first_fails_at_once_on_sqlite_whatever_the_timeout(tmp_path):
+    """Why a longer timeout alone is not enough: SQLite refuses the late write lock without waiting."""
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="database is locked"):
+        _savepoint_read_then_write(tmp_path / "plain.db", {"timeout": LOCK_TIMEOUT_S}, writer_wait=None)
+    assert time.monotonic() - started < LOCK_TIMEOUT_S / 2
+
+
+def test_with_the_connect_args_the_savepoint_takes_the_write_lock_first(tmp_path):
+    """The other writer waits for the savepoint's transaction; both rows are written."""
+    # The other writer cannot commit before the savepoint's transaction ends: wait a little only.
+    assert _savepoint_read_then_write(tmp_path / "immediate.db", CONNECT_ARGS, writer_wait=0.5) == [1, 2]
+
+
+def test_airflow_opens_sqlite_with_the_connect_args(tmp_path):
+    """Airflow's sync and async engines wait ``LOCK_TIMEOUT_S`` for a lock, in WAL mode, and a savepoint
+    opens its transaction with the write lock (another connection cannot take it meanwhile)."""
+    result = run_python("""
+        import asyncio, sqlite3
+        from airflow import settings
+
+        db_path = settings.engine.url.database
+
+        def probe(conn):
+            pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in ("busy_timeout", "journal_mode")]
+            conn.exec_driver_sql("SAVEPOINT probe")
+            other = sqlite3.connect(db_path, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.rollback()
+                locked = False
+            except sqlite3.OperationalError:
+                locked = True
+            finally:
+                other.close()
+            conn.exec_driver_sql("RELEASE probe")
+            return [*pragmas, locked]
+
+        async def async_probe():
+            async with settings.async_engine.connect() as conn:
+                return await conn.run_sync(probe)
+
+        with settings.engine.connect() as conn:
+            sync = probe(conn)
+        report({"sync": sync, "async": asyncio.run(async_probe())})
+    """, airflow_env(tmp_path / "airflow"), timeout=300)
+    wait_ms = int(LOCK_TIMEOUT_S * 1000)
+    assert result == {"sync": [wait_ms, "wal", True], "async": [wait_ms, "wal", True]}
+
+
+def test_make_exports_the_same_sqlite_settings():
+    """``make run``/``make ui`` give Airflow the connect arguments the tests use."""
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "probe-env: ; @env", "probe-env"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")})
+    assert proc.returncode == 0, proc.stderr
+    exported = dict(line.split("=", 1) for line in proc.stdout.splitlines() if line.startswith("AIRFLOW__DATABASE__"))
+    assert exported == SQLITE_AIRFLOW_ENV
+
+
 @pytest.mark.slow
-def test_two_day_backfill_succeeds(airflow):
-    proc = subprocess.run(
-        [str(VENV_BIN / "airflow"), "backfill", "create", "--dag-id", DAG_ID,
-         "--from-date", BACKFILL_FROM, "--to-date", BACKFILL_TO],
-        env=airflow.env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = airflow.wait_runs(lambda r: r["run_type"] == "backfill", 2)
-    assert sorted(r["logical_date"][:10] for r in runs) == ["2024-03-10", "2024-03-11"]
-    for run in runs:
-        assert run["state"] == "success", airflow.failed_tasks(run["dag_run_id"])
-    data = json.loads(json.dumps(runs))
-    assert all(r["dag_id"] == DAG_ID for r in data)
+def test_two_day_backfill_succeeds_five_times_in_a_row_under_cpu_load(airflow, cpu_load):
+    """Each ``airflow backfill create`` succeeds while the scheduler runs, and so do its runs."""
+    for number, (start, end) in enumerate(_backfill_windows(), 1):
+        assert all(proc.poll() is None for proc in cpu_load), "the CPU load ended before the backfills"
+        proc = subprocess.run(
+            [str(VENV_BIN / "airflow"), "backfill", "create", "--dag-id", DAG_ID, "--from-date", start.isoformat(),
+             "--to-date", end.isoformat(), "--dag-run-conf", json.dumps(BACKFILL_CONF)],
+            env=airflow.env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, f"backfill {number} ({start}..{end}):\n{proc.stdout}{proc.stderr}"
+        assert "database is locked" not in proc.stdout + proc.stderr
+        window = (start.isoformat(), end.isoformat())
+        runs = airflow.wait_runs(lambda r, w=window: r["run_type"] == "backfill" and w[0] <= r["logical_date"] < w[1],
+                                 2)
+        assert sorted(r["logical_date"][:10] for r in runs) == [start.isoformat(), (start + timedelta(1)).isoformat()]
+        for run in runs:
+            assert run["dag_id"] == DAG_ID and run["conf"] == BACKFILL_CONF
+            assert run["state"] == "success", (number, airflow.failed_tasks(run["dag_run_id"]))
+        airflow.wait_backfills_complete()
+    backfill_runs = [r for r in airflow.runs() if r["run_type"] == "backfill"]
+    assert len(backfill_runs) == 2 * BACKFILLS
+    assert "database is locked" not in airflow.log_text()

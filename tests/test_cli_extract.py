@@ -62,10 +62,10 @@ def test_bad_extract_input_exits_2_with_one_line(tmp_path, monkeypatch, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_bad_file_in_the_folder_is_reported(tmp_path, shared_data, capsys):
+def test_a_bad_file_in_the_folder_is_reported(tmp_path, nab_data, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
-    src = shared_data / "nab_aws" / "realAWSCloudwatch" / "ec2_network_in_257a54.csv"
+    src = nab_data / "nab_aws" / "realAWSCloudwatch" / "ec2_network_in_257a54.csv"
     (folder / src.name).write_text(src.read_text())
     (folder / "ec2_network_in_ffffff.csv").write_text("when,what\n1,2\n")
     code = main(["extract", "--input", str(folder), "--format", "nab", "--output", str(tmp_path / "o.parquet")])

@@ -389,10 +389,10 @@ def test_seasonal_profile_is_a_robust_zero_mean_daily_shape():
 
 
 @pytest.mark.slow
-def test_statistical_models_beat_the_baselines_on_real_cpu(shared_data):
+def test_statistical_models_beat_the_baselines_on_real_cpu(nab_data):
     from foresight_lib.backtest import BacktestSpec, run_backtest
 
-    path = shared_data / "nab_aws" / "realAWSCloudwatch" / "ec2_cpu_utilization_24ae8d.csv"
+    path = nab_data / "nab_aws" / "realAWSCloudwatch" / "ec2_cpu_utilization_24ae8d.csv"
     raw = pd.read_csv(path)
     ds = pd.to_datetime(raw["timestamp"], utc=True).dt.floor("5min")
     y = raw.groupby(ds)["value"].mean().asfreq("5min").interpolate()
