@@ -2,7 +2,7 @@
 
 Foresight runs in this process (the project's venv); statsforecast runs in its own venv
 (.venv-bench, from requirements-bench.txt) on the exact split Foresight used, and both
-are scored by ``foresight_lib.metrics`` with the same MASE scales. Both sides use the
+are scored by ``foresight_lib.forecasting.metrics`` with the same MASE scales. Both sides use the
 same number of worker processes. Results are written to benchmarks/results/ with the
 command that made them.
 
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foresight_lib.backtest import BacktestSpec, run_backtest, split_series
-from foresight_lib.features import prepare_series
-from foresight_lib.loaders import load_series
-from foresight_lib.metrics import evaluate, leaderboard
-from foresight_lib.models import DEFAULT_MODELS
+from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest, split_series
+from foresight_lib.forecasting.metrics import evaluate, leaderboard
+from foresight_lib.forecasting.models import DEFAULT_MODELS
+from foresight_lib.quality.features import prepare_series
+from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

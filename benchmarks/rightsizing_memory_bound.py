@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foresight_lib.features import prepare_series
-from foresight_lib.loaders import load_series
-from foresight_lib.replay import ReplaySpec, replay
+from foresight_lib.quality.features import prepare_series
+from foresight_lib.rightsizing.replay import ReplaySpec, replay
+from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -99,9 +99,9 @@ def render(out: dict) -> str:
         f"step), 5-minute grid. Forecast model "
         + ", ".join(f"`{m}` ({mode} mode)" for mode, m in out["model"].items())
         + f", profile `{out['profile']}`. Written by "
-        "`benchmarks/rightsizing_replay.py`; the profiles' constants are fixed in `foresight_lib/rightsizing.py` "
-        "and the learnt factors use only periods before the one scored. The nightly publish step "
-        "sizes with the same code (`foresight_lib.plan`).", "",
+        "`benchmarks/rightsizing_replay.py`; the profiles' constants are fixed in "
+        "`foresight_lib/rightsizing/sizing.py` and the learnt factors use only periods before the one scored. "
+        "The nightly publish step sizes with the same code (`foresight_lib.rightsizing.plan`).", "",
     ]
     for name, run in out["runs"].items():
         title = f"{name} mode" if not run["lead_windows"] else name

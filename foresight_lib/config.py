@@ -27,8 +27,8 @@ from pydantic import (
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ConfigError, ForesightError
+from foresight_lib.forecasting.models import ALL_MODELS, DEFAULT_MODELS, check_model_names
 from foresight_lib.horizons import format_duration, horizon_steps, parse_duration, parse_horizons, to_timedelta
-from foresight_lib.models import ALL_MODELS, DEFAULT_MODELS, check_model_names
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "foresight.yaml"

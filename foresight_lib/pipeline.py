@@ -9,20 +9,20 @@ settings overrides, a few counts) and keeps its data in the run's attempt folder
 that through XCom. The run is keyed by the end of its data interval, not by the Airflow
 run id: a backfill, a catch-up and a manual re-run of the same date make one date's run
 folder ``runs/<date>``, and only one of them at a time (``extract`` takes the date's
-lock, ``foresight_lib.run_lock``; a second run fails at once naming the first).
+lock, ``foresight_lib.publishing.run_lock``; a second run fails at once naming the first).
 
 Nothing is published until ``publish``: it logs the MLflow runs, then registers the
 champions, makes the attempt the date's run folder and switches ``latest/`` as one
-transaction (``foresight_lib.publishing``). A run that fails anywhere leaves the
+transaction (``foresight_lib.publishing.transaction``). A run that fails anywhere leaves the
 previous run folder, champion aliases and published forecasts as they were. Only the
 newest run with the configured models reaches ``latest/`` and the aliases (a backfill
 of an older date or an ad-hoc trigger stays in its run folder and MLflow) unless its
 ``publish`` parameter says ``always``.
 
 The run's identity and settings are ``foresight_lib.runs``; the publish step is
-``foresight_lib.publish_step``. ``run_nightly`` runs every step in this process (tests,
-``make run`` summaries);
-``python -m foresight_lib.pipeline summary`` prints what the last run published.
+``foresight_lib.publishing.publish_step``. ``run_nightly`` runs every step in this process
+(tests, ``make run`` summaries); ``python -m foresight_lib.pipeline summary`` prints what
+the last run published.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError, ForesightError
-from foresight_lib.publish_step import publish, push_latest, recommend
+from foresight_lib.publishing.publish_step import publish, push_latest, recommend
 from foresight_lib.runs import (
     BACKTEST_FORECASTS,
     FEATURE_SERIES,
@@ -132,13 +132,13 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
     source = cfg.source
     info: dict[str, Any] = {"kind": source.kind}
     if source.kind == "demo":
-        from foresight_lib.demo import generate_demo
+        from foresight_lib.sources.demo import generate_demo
 
         days = (end - start) / pd.Timedelta("1D")
         frame, series = generate_demo(end, days=int(-(-days // 1)), seed=source.seed,
                                       freq=cfg.freq)
     elif source.kind == "files":
-        from foresight_lib.loaders import load_series
+        from foresight_lib.sources.loaders import load_series
 
         if not source.path:
             raise ConfigError("source.kind is 'files' but source.path is empty; set it to a file, folder or glob")
@@ -166,7 +166,7 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
 
 
 def _read_prometheus(cfg, start, end, connection):
-    from foresight_lib import prometheus_source
+    from foresight_lib.sources import prometheus_source
 
     conn = connection() if callable(connection) else connection
     result = prometheus_source.extract(cfg, start, end, connection=conn)
@@ -201,8 +201,8 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         SourceError: the source or (for the nightly run) the MLflow tracking server cannot
             be reached; found here, before any training.
     """
-    from foresight_lib.publishing import ad_hoc_differences
-    from foresight_lib.storage import RUNS, RunStore
+    from foresight_lib.publishing.storage import RUNS, RunStore
+    from foresight_lib.publishing.transaction import ad_hoc_differences
 
     extra = _deep_copy(overrides or {})
     merged = _merge(overrides_from_params(params), extra)
@@ -216,7 +216,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
     lock.acquire(run_id, attempt, owner_pid=owner_pid)
     try:
         if store.folder == RUNS:
-            from foresight_lib.mlflow_store import check_tracking_server
+            from foresight_lib.publishing.mlflow_store import check_tracking_server
 
             check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
         frame, series, info = _read_source(cfg, start, end, connection)
@@ -246,7 +246,7 @@ def release(run: dict | None) -> bool:
     """
     if not isinstance(run, dict) or not run.get("attempt"):
         return False
-    from foresight_lib.storage import RUNS, RunStore
+    from foresight_lib.publishing.storage import RUNS, RunStore
 
     cfg = load_run_config(run.get("overrides"))
     store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run["attempt"])
@@ -265,7 +265,7 @@ def validate(run: dict) -> dict:
             report is still written to the run folder.
     """
     from foresight_lib.errors import ValidationFailed
-    from foresight_lib.validation import validate_frame
+    from foresight_lib.quality.validation import validate_frame
 
     cfg, store = open_run(run)
     frame, series = store.read_frame(RAW), store.read_frame(SERIES)
@@ -302,7 +302,7 @@ def build_features(run: dict) -> dict:
 
     Returns the run dict plus ``models``: the models the train step maps over.
     """
-    from foresight_lib.features import prepare_series
+    from foresight_lib.quality.features import prepare_series
 
     cfg, store = open_run(run)
     frame = store.read_frame(VALIDATED)
@@ -334,7 +334,7 @@ def _part_name(model: str) -> str:
 
 def train(run: dict, model: str) -> dict:
     """Backtest one model on every series (the evaluation protocol) and store its part."""
-    from foresight_lib.backtest import backtest_part
+    from foresight_lib.forecasting.backtest import backtest_part
 
     cfg, store = open_run(run)
     if model not in base_models(cfg):
@@ -353,8 +353,8 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     The forecasts to publish are clipped to each metric's physical range (no negative lower
     bound for usage); a non-finite one is an error, never published.
     """
-    from foresight_lib.backtest import finish_backtest
-    from foresight_lib.validation import clip_to_physical_range
+    from foresight_lib.forecasting.backtest import finish_backtest
+    from foresight_lib.quality.validation import clip_to_physical_range
 
     cfg, store = open_run(run)
     spec = backtest_spec(cfg)
@@ -400,7 +400,7 @@ def latest_summary(overrides: dict | None = None) -> dict:
     Raises:
         DataError: nothing was published yet under the configured data root.
     """
-    from foresight_lib.storage import LATEST, DataRoot
+    from foresight_lib.publishing.storage import LATEST, DataRoot
 
     cfg = load_run_config(overrides)
     root = DataRoot(cfg.data_root)

@@ -86,7 +86,7 @@ def open_run(run: dict):
     Raises:
         RunLocked: another run of the same date took the date's lock over from this one.
     """
-    from foresight_lib.storage import RUNS, RunStore
+    from foresight_lib.publishing.storage import RUNS, RunStore
 
     if not isinstance(run, dict) or "run_key" not in run:
         raise ConfigError(f"expected the run dict returned by the previous step, got {_redact(run)!r}")
@@ -98,8 +98,8 @@ def open_run(run: dict):
 
 
 def run_lock(cfg, store):
-    """The lock of the store's date under its data root (``foresight_lib.run_lock``)."""
-    from foresight_lib.run_lock import RunLock
+    """The lock of the store's date under its data root (``foresight_lib.publishing.run_lock``)."""
+    from foresight_lib.publishing.run_lock import RunLock
 
     return RunLock(store, store.folder, store.safe_id, duration(cfg.publish.lock_timeout))
 
@@ -118,14 +118,14 @@ def _config_dict(cfg) -> dict:
 
 def base_models(cfg) -> list[str]:
     """The models trained by their own task (every configured model but the ensemble)."""
-    from foresight_lib.models import ENSEMBLE, check_model_names
+    from foresight_lib.forecasting.models import ENSEMBLE, check_model_names
 
     return [m for m in check_model_names(list(cfg.models)) if m != ENSEMBLE]
 
 
 def backtest_spec(cfg):
     """The evaluation protocol's settings for this run."""
-    from foresight_lib.backtest import BacktestSpec
+    from foresight_lib.forecasting.backtest import BacktestSpec
 
     return BacktestSpec(
         models=list(cfg.models), freq=cfg.freq, horizons=list(cfg.horizons), test_days=float(cfg.test_days),

@@ -8,7 +8,7 @@ ahead it loses that edge), so the ``foresight_scaling_plan`` DAG runs these step
 
 extract → validate → build_features: the nightly's own steps (same source, Great
 Expectations suites and features), into ``<data_root>/plans/<date>`` instead of
-``runs/``; then ``size_windows`` (``foresight_lib.plan`` on the latest days, windows
+``runs/``; then ``size_windows`` (``foresight_lib.rightsizing.plan`` on the latest days, windows
 only: no training, the window model is refitted on the latest days as at the nightly
 publish) and ``publish``: ``latest/scaling_plan.parquet`` with its own manifest
 ``latest/_plan_manifest.json``.
@@ -64,10 +64,10 @@ def publish(run: dict) -> dict:
     """The plan to ``latest/scaling_plan.parquet`` (its own manifest), old plan folders pruned, then the push.
 
     Under the data root's publish lock, as one transaction with the attempt becoming the
-    interval's plan folder (``foresight_lib.publishing``); an older interval than the
+    interval's plan folder (``foresight_lib.publishing.transaction``); an older interval than the
     published plan's is kept in its folder only.
     """
-    from foresight_lib import publishing
+    from foresight_lib.publishing import transaction as publishing
 
     cfg, store = pipeline.open_run(run)
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout),
@@ -116,7 +116,7 @@ def latest_summary(overrides: dict | None = None) -> str:
     Raises:
         DataError: no plan was published yet under the configured data root.
     """
-    from foresight_lib.storage import DataRoot
+    from foresight_lib.publishing.storage import DataRoot
 
     cfg = pipeline.load_run_config(overrides)
     root = DataRoot(cfg.data_root)

@@ -10,7 +10,7 @@
 - A menu link to MLflow: ``FORESIGHT_MLFLOW_UI_URL``, else ``MLFLOW_TRACKING_URI`` when
   it is an http(s) URL, else http://localhost:5000 (what ``make ui`` starts).
 
-This file only wires: reading and rendering live in ``foresight_lib.exposition``. The
+This file only wires: reading and rendering live in ``foresight_lib.publishing.exposition``. The
 data root and horizons come from the Foresight config (``FORESIGHT_CONFIG``,
 ``FORESIGHT_DATA_ROOT``), read at each request so a config change needs no restart.
 """
@@ -51,7 +51,7 @@ app = FastAPI(title="Foresight", description="Latest forecasts and recommendatio
 
 @app.get("/metrics", summary="Prometheus exposition of the latest forecasts")
 def metrics(request: Request) -> Response:
-    from foresight_lib import exposition
+    from foresight_lib.publishing import exposition
 
     data_root, horizons = _settings()
     body, headers = exposition.metrics_response(data_root, request.headers.get("accept"),
@@ -62,7 +62,7 @@ def metrics(request: Request) -> Response:
 @app.get("/forecasts", summary="Latest forecasts as JSON")
 def forecasts(series: str | None = None, metric: str | None = None, entity: str | None = None,
               model: str | None = None, limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
-    from foresight_lib import exposition
+    from foresight_lib.publishing import exposition
 
     data_root, _ = _settings()
     return JSONResponse(exposition.forecasts_payload(data_root, series, metric, entity, model, limit))
@@ -71,7 +71,7 @@ def forecasts(series: str | None = None, metric: str | None = None, entity: str 
 @app.get("/recommendations", summary="Latest rightsizing recommendations as JSON")
 def recommendations(entity: str | None = None, resource: str | None = None,
                     limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
-    from foresight_lib import exposition
+    from foresight_lib.publishing import exposition
 
     data_root, _ = _settings()
     payload = exposition.recommendations_payload(data_root, entity, resource, limit)
@@ -83,7 +83,7 @@ def recommendations(entity: str | None = None, resource: str | None = None,
 
 @app.get("/", response_class=HTMLResponse, summary="What was published last")
 def index() -> HTMLResponse:
-    from foresight_lib import exposition
+    from foresight_lib.publishing import exposition
 
     data_root, _ = _settings()
     return HTMLResponse(exposition.index_html(data_root, URL_PREFIX, mlflow_ui_url()))

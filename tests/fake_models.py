@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from foresight_lib.models.base import Forecaster, gaussian_intervals
+from foresight_lib.forecasting.models.base import Forecaster, gaussian_intervals
 
 
 class ConstantForecaster(Forecaster):

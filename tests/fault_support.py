@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from foresight_lib.publishing import JOURNAL
-from foresight_lib.run_lock import LOCKS
-from foresight_lib.storage import _PREVIOUS, _TMP_PREFIX, LATEST, MANIFEST, STAGING
+from foresight_lib.publishing.run_lock import LOCKS
+from foresight_lib.publishing.storage import _PREVIOUS, _TMP_PREFIX, LATEST, MANIFEST, STAGING
+from foresight_lib.publishing.transaction import JOURNAL
 
 MODEL_PREFIX = "foresight-"
 CHAMPION = "champion"

@@ -6,10 +6,10 @@ import pytest
 from conftest import make_daily_series
 from fake_models import ConstantForecaster
 
-from foresight_lib import models
-from foresight_lib.backtest import BacktestSpec, backtest_part, finish_backtest, run_backtest
 from foresight_lib.errors import ConfigError, DataError, HorizonError
-from foresight_lib.models.base import GlobalForecaster
+from foresight_lib.forecasting import models
+from foresight_lib.forecasting.backtest import BacktestSpec, backtest_part, finish_backtest, run_backtest
+from foresight_lib.forecasting.models.base import GlobalForecaster
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ def test_constant_series_are_forecast_but_left_out_of_the_scores(daily_series):
 
 
 def test_ensemble_weights_stay_finite_for_huge_errors():
-    from foresight_lib.backtest import fit_ensemble_weights
+    from foresight_lib.forecasting.backtest import fit_ensemble_weights
 
     y_val = np.full(12, 1e200)
     origins, h = [0, 3, 6], 3
@@ -258,7 +258,7 @@ def test_ensemble_weights_stay_finite_for_huge_errors():
 
 
 def test_a_model_without_a_finite_score_is_listed_never_silently_dropped():
-    from foresight_lib.backtest import _ranked
+    from foresight_lib.forecasting.backtest import _ranked
 
     board = pd.DataFrame({"model": ["naive", "ensemble"], "horizon": ["5m", "5m"], "mase": [0.9, np.nan]})
     kept, skipped = _ranked(board, ["naive", "seasonal_naive", "ensemble"])

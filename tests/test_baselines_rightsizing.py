@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foresight_lib import baselines_rightsizing as bl
 from foresight_lib.errors import ConfigError
+from foresight_lib.rightsizing import baselines as bl
 
 DAY = 24 * 3600.0
 

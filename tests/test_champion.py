@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import make_daily_series
 
-from foresight_lib.backtest import BacktestSpec, run_backtest
-from foresight_lib.champion import ChampionBundle, HistoryMismatchError, mean_mase
 from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
+from foresight_lib.forecasting.champion import ChampionBundle, HistoryMismatchError, mean_mase
 
 MODELS = ["naive", "seasonal_naive", "ensemble"]
 STEP = pd.Timedelta("5min")
@@ -107,7 +107,7 @@ def test_gaps_in_new_actuals_are_interpolated(bundles, caplog):
     bundle = bundles["naive"]
     uid = "cpu_cores/c0"
     rows = new_actuals(bundle, uid, [10.0, 11.0, 12.0, 13.0]).drop(index=[1, 2])
-    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.forecasting.champion"):
         fc = bundle.forecast(rows, h_steps=2)
     assert (fc["cutoff"] == bundle.last_ds[uid] + 4 * STEP).all()
     assert np.allclose(fc["yhat"], 13.0)
@@ -118,7 +118,7 @@ def test_gaps_in_new_actuals_are_interpolated(bundles, caplog):
 def test_unknown_series_is_fitted_fresh(bundles, frame, caplog, model):
     bundle = bundles[model]
     history = series_of(frame, "cpu_cores/c0").tail(2 * 288).assign(unique_id="cpu_cores/new")
-    with caplog.at_level(logging.INFO, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.INFO, logger="foresight_lib.forecasting.champion"):
         fc = bundle.forecast(history)
     assert set(fc["unique_id"]) == {"cpu_cores/new"}
     assert (fc["model"] == model).all()
@@ -130,7 +130,7 @@ def test_unknown_series_is_fitted_fresh(bundles, frame, caplog, model):
 def test_unknown_short_series_falls_back(bundles, caplog):
     history = pd.DataFrame({"unique_id": "cpu_cores/tiny", "y": [1.0, 2.0, 3.0, 4.0],
                             "ds": pd.date_range("2024-03-09", periods=4, freq=STEP, tz="UTC")})
-    with caplog.at_level(logging.INFO, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.INFO, logger="foresight_lib.forecasting.champion"):
         fc = bundles["seasonal_naive"].forecast(history, h_steps=2)
     assert np.allclose(fc["yhat"], 4.0)  # the naive fallback repeats the last value
     assert "fitted naive on its 4 values" in caplog.text
@@ -168,7 +168,7 @@ def test_older_champion_is_scored_on_the_newer_held_out_day_without_refit(frame,
     old_result = run_backtest(older, make_spec())
     champion = ChampionBundle.from_result(old_result, model, older)
     new_result = run_backtest(frame, make_spec())
-    with caplog.at_level(logging.INFO, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.INFO, logger="foresight_lib.forecasting.champion"):
         score = champion.score_on(frame, new_result.spec)
     assert "afresh" not in caplog.text
     assert np.isfinite(score)
@@ -182,7 +182,7 @@ def test_older_champion_is_scored_on_the_newer_held_out_day_without_refit(frame,
 
 
 def test_champion_that_saw_the_held_out_day_is_refitted(bundles, result, frame, caplog):
-    with caplog.at_level(logging.INFO, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.INFO, logger="foresight_lib.forecasting.champion"):
         score = bundles["seasonal_naive"].score_on(frame, result.spec)
     assert "fitted afresh" in caplog.text
     assert score == pytest.approx(mean_mase(result.leaderboard, "seasonal_naive"))
@@ -278,7 +278,7 @@ def test_negative_and_far_too_small_values_are_refused(bundles, frame):
 
 def test_warn_mode_forecasts_and_logs_what_is_off(bundles, frame, caplog):
     history = newer(bundles["naive"], frame, scale=1e6)
-    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.forecasting.champion"):
         fc = bundles["naive"].forecast(history, check_history="warn")
     assert len(fc) == 2 * 6
     assert fc["yhat"].min() > 1e6  # forecast from the history as given
@@ -286,7 +286,7 @@ def test_warn_mode_forecasts_and_logs_what_is_off(bundles, frame, caplog):
     assert len(warned) == 2 and all("Forecasting anyway" in r.getMessage() for r in warned)
     assert "cpu_cores/c0" in warned[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.forecasting.champion"):
         bundles["naive"].forecast(history, check_history="off")
     assert not caplog.records
     with pytest.raises(ConfigError, match="check_history must be one of"):

@@ -160,7 +160,7 @@ def test_broken_series_are_validated_out_before_scoring(tmp_path, nab_slice, cap
 
 
 def test_fallback_counts_are_exact_with_the_ensemble(tmp_path, nab_slice, capsys, monkeypatch):
-    from foresight_lib import models
+    from foresight_lib.forecasting import models
 
     monkeypatch.setitem(models.MODEL_PATHS, "failing", "fake_models:FailingForecaster")
     monkeypatch.setattr(models, "ALL_MODELS", [*models.MODEL_PATHS, models.ENSEMBLE])

@@ -7,7 +7,7 @@ import pytest
 
 from foresight_lib.cli import main
 from foresight_lib.frames import SERIES_TABLE_COLUMNS
-from foresight_lib.loaders import load_series
+from foresight_lib.sources.loaders import load_series
 
 
 def test_extract_bitbrains_to_parquet_and_read_back(tmp_path, shared_data, capsys):

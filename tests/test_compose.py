@@ -166,9 +166,11 @@ def datasource() -> dict:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> dict[str, dict[str, set[str]]]:
     """metric name -> label -> values, as the exposition serves a small published nightly run and plan."""
-    from foresight_lib import exposition, plan, scaling_plan
-    from foresight_lib.backtest import BacktestSpec, run_backtest
-    from foresight_lib.storage import RunStore
+    from foresight_lib import scaling_plan
+    from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
+    from foresight_lib.publishing import exposition
+    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.rightsizing import plan
 
     frame = make_daily_series(days=4, n_series=2)
     frame["unique_id"] = frame["unique_id"].str.replace("cpu_cores/", "container_cpu_usage_cores/shop/")

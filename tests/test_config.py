@@ -7,7 +7,7 @@ import pytest
 
 from foresight_lib.config import DEFAULT_CONFIG_PATH, REPO_ROOT, ForesightConfig, deep_merge, load_config
 from foresight_lib.errors import ConfigError
-from foresight_lib.models import DEFAULT_MODELS
+from foresight_lib.forecasting.models import DEFAULT_MODELS
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ SETTINGS = (yaml.safe_load(CONFIG.read_text()) or {}) if CONFIG.exists() else {}
 SCHEDULE = SETTINGS.get("schedule", "0 2 * * *")
 PLAN_SCHEDULE = (SETTINGS.get("rightsizing") or {}).get("plan_schedule", "*/30 * * * *")
 HEAVY_MODULES = ["torch", "prophet", "mlflow", "pandas", "statsmodels", "great_expectations", "sklearn",
-                 "pyarrow", "foresight_lib.pipeline", "foresight_lib.backtest"]
+                 "pyarrow", "foresight_lib.pipeline", "foresight_lib.forecasting.backtest"]
 
 PARSE = """
     import os, sys

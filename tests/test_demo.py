@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foresight_lib.demo import BROKEN_ENTITY, COUNTERS, CPU, MEMORY, METRICS, RESTART_AT, generate_demo
 from foresight_lib.errors import DataError
 from foresight_lib.frames import SERIES_TABLE_COLUMNS, check_series_frame
+from foresight_lib.sources.demo import BROKEN_ENTITY, COUNTERS, CPU, MEMORY, METRICS, RESTART_AT, generate_demo
 
 END = pd.Timestamp("2024-03-15T02:00:00Z")
 

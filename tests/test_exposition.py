@@ -18,10 +18,10 @@ import requests
 from prom_server import ScriptedServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from foresight_lib import exposition, pushgateway
 from foresight_lib.commands.serve_metrics import make_server
 from foresight_lib.errors import DataError, SourceError
-from foresight_lib.storage import RunStore
+from foresight_lib.publishing import exposition, pushgateway
+from foresight_lib.publishing.storage import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 CUTOFF = pd.Timestamp("2024-03-01 02:00", tz="UTC")

@@ -41,10 +41,11 @@ import pytest
 from fault_support import Published, assert_published_consistent, files_with, snapshot
 from prom_server import ScriptedServer, free_port
 
-from foresight_lib import pipeline, publishing
-from foresight_lib.demo import BROKEN_ENTITY, generate_demo
+from foresight_lib import pipeline
 from foresight_lib.errors import DataError, ForesightError, SourceError
-from foresight_lib.storage import DataRoot
+from foresight_lib.publishing import transaction as publishing
+from foresight_lib.publishing.storage import DataRoot
+from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo
 
 pytestmark = pytest.mark.slow
 

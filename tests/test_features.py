@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.features import CALENDAR_COLUMNS, calendar_features, prepare_series
-from foresight_lib.loaders import load_series
+from foresight_lib.quality.features import CALENDAR_COLUMNS, calendar_features, prepare_series
+from foresight_lib.sources.loaders import load_series
 
 UTC = "UTC"
 DAY = 288  # 5-minute steps per day

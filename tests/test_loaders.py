@@ -9,7 +9,7 @@ import pytest
 
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import SERIES_TABLE_COLUMNS
-from foresight_lib.loaders import (
+from foresight_lib.sources.loaders import (
     BITBRAINS_METRICS,
     LoadResult,
     infer_freq,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foresight_lib import metrics
 from foresight_lib.errors import DataError
+from foresight_lib.forecasting import metrics
 
 
 def test_point_metrics_match_hand_computed_values():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import make_daily_series
 
-from foresight_lib.backtest import BacktestSpec, run_backtest
 from foresight_lib.errors import ConfigError, SeriesTooShortError
-from foresight_lib.models import make_model
-from foresight_lib.models.base import GlobalForecaster
-from foresight_lib.models.lstm import LSTM
+from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
+from foresight_lib.forecasting.models import make_model
+from foresight_lib.forecasting.models.base import GlobalForecaster
+from foresight_lib.forecasting.models.lstm import LSTM
 
 M = 24  # a short "day" keeps the tests fast
 H = 6

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from conftest import make_daily_series
 
-from foresight_lib.backtest import BacktestSpec, run_backtest
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.models import make_model
-from foresight_lib.models.prophet import Prophet
+from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
+from foresight_lib.forecasting.models import make_model
+from foresight_lib.forecasting.models.prophet import Prophet
 
 M = 288  # 5-minute data, one-day season
 H = 6

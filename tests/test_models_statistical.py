@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from foresight_lib.errors import ConfigError, SeriesTooShortError
-from foresight_lib.models import make_model
-from foresight_lib.models.arima import AutoARIMA, psi_weights
-from foresight_lib.models.ets import ETS
-from foresight_lib.models.fourier import Fourier, seasonal_profile
-from foresight_lib.models.naive import Naive, SeasonalNaive
+from foresight_lib.forecasting.models import make_model
+from foresight_lib.forecasting.models.arima import AutoARIMA, psi_weights
+from foresight_lib.forecasting.models.ets import ETS
+from foresight_lib.forecasting.models.fourier import Fourier, seasonal_profile
+from foresight_lib.forecasting.models.naive import Naive, SeasonalNaive
 
 M = 24  # a short "day" keeps the tests fast
 KEYS = ["mean", "lo-80", "hi-80", "lo-95", "hi-95"]
@@ -390,7 +390,7 @@ def test_seasonal_profile_is_a_robust_zero_mean_daily_shape():
 
 @pytest.mark.slow
 def test_statistical_models_beat_the_baselines_on_real_cpu(nab_data):
-    from foresight_lib.backtest import BacktestSpec, run_backtest
+    from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
 
     path = nab_data / "nab_aws" / "realAWSCloudwatch" / "ec2_cpu_utilization_24ae8d.csv"
     raw = pd.read_csv(path)

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from foresight_lib import pipeline
 from foresight_lib.errors import SourceError
-from foresight_lib.storage import DataRoot, RunStore
+from foresight_lib.publishing.storage import DataRoot, RunStore
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from conftest import make_daily_series
 
-from foresight_lib import plan
-from foresight_lib import rightsizing as rs
-from foresight_lib.replay import ReplaySpec, replay
+from foresight_lib.rightsizing import plan
+from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing.replay import ReplaySpec, replay
 
 SPD = 288
 

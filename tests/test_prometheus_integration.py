@@ -27,10 +27,10 @@ from prom_server import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from foresight_lib import prometheus_source as ps
-from foresight_lib import pushgateway
 from foresight_lib.errors import DataError, SourceError
-from foresight_lib.storage import RunStore
+from foresight_lib.publishing import pushgateway
+from foresight_lib.publishing.storage import RunStore
+from foresight_lib.sources import prometheus_source as ps
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from prom_server import ScriptedServer, free_port, matrix
 
-from foresight_lib import prometheus_source as ps
 from foresight_lib.errors import ConfigError, DataError, SourceError
+from foresight_lib.sources import prometheus_source as ps
 
 T0 = 1_700_000_100  # a multiple of 300 s
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from foresight_lib import publishing
 from foresight_lib.errors import SourceError
-from foresight_lib.storage import DataRoot, RunStore
+from foresight_lib.publishing import transaction as publishing
+from foresight_lib.publishing.storage import DataRoot, RunStore
 
 KEY = "2024-03-15T020000Z"
 NAMES = ["forecasts", "summary.json"]

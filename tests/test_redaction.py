@@ -242,7 +242,7 @@ def test_a_failing_prometheus_reports_no_secret(tmp_path, all_logs, down):
 
 
 def test_an_error_quoting_a_url_with_a_token_in_its_query_masks_it(tmp_path):
-    from foresight_lib import prometheus_source as ps
+    from foresight_lib.sources import prometheus_source as ps
 
     with ScriptedServer([(404, "not found")]) as server:
         client = ps.PrometheusClient(ps.PrometheusSettings(url=f"{server.url}/prom?token={SECRET}", retries=0))
@@ -253,7 +253,7 @@ def test_an_error_quoting_a_url_with_a_token_in_its_query_masks_it(tmp_path):
 
 @pytest.mark.parametrize("auth", ["basic", "bearer"])
 def test_credentials_echoed_back_by_the_server_are_masked(all_logs, auth):
-    from foresight_lib import prometheus_source as ps
+    from foresight_lib.sources import prometheus_source as ps
 
     def echo(path: str, fields: dict) -> tuple[int, str]:
         raw = fields["_authorization"].split(" ", 1)[1]

@@ -31,10 +31,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prom_server import ScriptedServer, free_port, wait_for
 
-from foresight_lib import mlflow_store, registry, tracking
-from foresight_lib.backtest import BacktestSpec, run_backtest
-from foresight_lib.champion import ChampionBundle, HistoryMismatchError
 from foresight_lib.errors import ConfigError, SourceError
+from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
+from foresight_lib.forecasting.champion import ChampionBundle, HistoryMismatchError
+from foresight_lib.publishing import mlflow_store, registry, tracking
 
 MODELS = ["naive", "seasonal_naive"]
 SECRET = "s3cr3t-pw"
@@ -161,7 +161,7 @@ def test_registered_champion_refuses_another_metrics_counter_unless_told_to_warn
                             "y": 1.5e6 + np.cumsum(np.full(24, 300.0))})
     with pytest.raises(HistoryMismatchError, match=r"web-1.*cpu_cores \(cores\).*like a counter"):
         model.predict(counter)
-    with caplog.at_level(logging.WARNING, logger="foresight_lib.champion"):
+    with caplog.at_level(logging.WARNING, logger="foresight_lib.forecasting.champion"):
         fc = model.predict(counter, params={"check_history": "warn", "horizons": "5m"})
     assert len(fc) == 1 and fc["yhat"].iloc[0] > 1e6
     assert "Forecasting anyway" in caplog.text and "container_cpu_usage_seconds_total/web-1" in caplog.text

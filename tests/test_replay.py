@@ -11,7 +11,7 @@ from conftest import make_daily_series
 
 from foresight_lib.cli import main
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.replay import ReplaySpec, compare, replay, score
+from foresight_lib.rightsizing.replay import ReplaySpec, compare, replay, score
 
 
 def test_score_by_hand():

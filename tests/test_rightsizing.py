@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foresight_lib import rightsizing as rs
 from foresight_lib.errors import ConfigError
+from foresight_lib.rightsizing import sizing as rs
 
 
 @pytest.mark.parametrize(("value", "unit", "resource", "expected"), [

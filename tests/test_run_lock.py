@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from foresight_lib.run_lock import RunLock, RunLocked
-from foresight_lib.storage import RunStore
+from foresight_lib.publishing.run_lock import RunLock, RunLocked
+from foresight_lib.publishing.storage import RunStore
 
 KEY = "2024-03-15T020000Z"
 

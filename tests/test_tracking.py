@@ -12,10 +12,10 @@ from conftest import make_daily_series
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from foresight_lib import mlflow_store, tracking
-from foresight_lib.backtest import BacktestSpec, backtest_part, run_backtest
-from foresight_lib.champion import ChampionBundle
 from foresight_lib.errors import ConfigError
+from foresight_lib.forecasting.backtest import BacktestSpec, backtest_part, run_backtest
+from foresight_lib.forecasting.champion import ChampionBundle
+from foresight_lib.publishing import mlflow_store, tracking
 
 MODELS = ["naive", "seasonal_naive", "ensemble"]
 STEP = pd.Timedelta("5min")
@@ -301,7 +301,7 @@ def test_a_successful_publish_prints_no_mlflow_noise(store, result, frame, caplo
     assert "registered model" not in out
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == [], [r.getMessage() for r in loud]
-    debug = [r.getMessage() for r in caplog.records if r.name == "foresight_lib.mlflow_store"]
+    debug = [r.getMessage() for r in caplog.records if r.name == "foresight_lib.publishing.mlflow_store"]
     assert any("python_model" in m for m in debug)  # MLflow's by-design warning, kept at DEBUG
     assert any("registered foresight-quiet v2" in r.getMessage() for r in caplog.records)
     # outside a publish MLflow logs as it did; inside, a real warning still reaches the log as a warning

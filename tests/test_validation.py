@@ -7,9 +7,9 @@ import pytest
 from conftest import make_daily_series
 
 from foresight_lib.config import ValidationConfig, load_config
-from foresight_lib.demo import BROKEN_ENTITY, MEMORY, generate_demo
 from foresight_lib.errors import ConfigError, DataError, ValidationFailed
-from foresight_lib.validation import match_range_rule, validate_frame
+from foresight_lib.quality.validation import match_range_rule, validate_frame
+from foresight_lib.sources.demo import BROKEN_ENTITY, MEMORY, generate_demo
 
 END = pd.Timestamp("2024-03-15T02:00:00Z")
 
@@ -209,7 +209,7 @@ def test_bitbrains_vm20_is_quarantined(shared_data):
 
 def test_bitbrains_through_the_loader(shared_data):
     """The same check on the files as the pipeline reads them (loader and its series table)."""
-    from foresight_lib.loaders import load_series
+    from foresight_lib.sources.loaders import load_series
 
     frame, series = load_series(shared_data / "bitbrains_rnd" / "2013-8" / "[2468]0.csv", "bitbrains",
                                 ["cpu_usage_percent", "memory_usage_kb"])
@@ -301,7 +301,7 @@ def test_constant_series_are_quarantined_and_not_counted_as_failures():
 
 def test_real_bitbrains_vms_lose_only_their_constant_series(shared_data):
     """Only genuinely constant series are newly quarantined in the real data sets."""
-    from foresight_lib.loaders import load_series
+    from foresight_lib.sources.loaders import load_series
 
     loaded = load_series(shared_data / "bitbrains_rnd" / "2013-8" / "[468]0.csv", "bitbrains")
     outcome = validate_frame(loaded.frame, loaded.series, load_config())
@@ -318,7 +318,7 @@ def test_real_bitbrains_vms_lose_only_their_constant_series(shared_data):
 
 
 def test_clip_to_physical_range_bounds_every_forecast_value():
-    from foresight_lib.validation import clip_to_physical_range, physical_bounds
+    from foresight_lib.quality.validation import clip_to_physical_range, physical_bounds
 
     cfg = load_config()
     forecasts = pd.DataFrame({

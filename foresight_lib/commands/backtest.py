@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from foresight_lib.backtest import BacktestResult, BacktestSpec, run_backtest
 from foresight_lib.config import load_config
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.features import FeatureResult, prepare_series
-from foresight_lib.loaders import FORMATS, LoadResult, atomic_write, load_series, save_frame
-from foresight_lib.models import ALL_MODELS, DEFAULT_MODELS
-from foresight_lib.validation import ValidationOutcome, validate_frame
+from foresight_lib.forecasting.backtest import BacktestResult, BacktestSpec, run_backtest
+from foresight_lib.forecasting.models import ALL_MODELS, DEFAULT_MODELS
+from foresight_lib.quality.features import FeatureResult, prepare_series
+from foresight_lib.quality.validation import ValidationOutcome, validate_frame
+from foresight_lib.sources.loaders import FORMATS, LoadResult, atomic_write, load_series, save_frame
 
 NOT_CHECKED = [
     "completeness on a common grid: files may cover different periods; --max-filled-share bounds each "

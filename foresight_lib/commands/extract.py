@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.loaders import FORMATS, LoadResult, load_series, save_frame, series_table_path
+from foresight_lib.sources.loaders import FORMATS, LoadResult, load_series, save_frame, series_table_path
 
 SOURCES = ("files", "prometheus")
 
@@ -61,9 +61,9 @@ def _extract(args: argparse.Namespace) -> LoadResult | tuple:
         return load_series(args.input, args.format, metrics)
     _require(args, ["url", "query", "start", "end"], "--source prometheus")
     try:
-        from foresight_lib.prometheus_source import extract_prometheus
+        from foresight_lib.sources.prometheus_source import extract_prometheus
     except ModuleNotFoundError as exc:
-        if exc.name != "foresight_lib.prometheus_source":
+        if exc.name != "foresight_lib.sources.prometheus_source":
             raise
         raise ConfigError("the Prometheus source is not available in this installation; "
                           "use --source files") from exc

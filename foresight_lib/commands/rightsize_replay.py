@@ -18,11 +18,11 @@ from pathlib import Path
 
 from foresight_lib.commands.backtest import _json_safe, keep_last_days
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.features import prepare_series
-from foresight_lib.loaders import FORMATS, atomic_write, load_series
-from foresight_lib.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, replay
-from foresight_lib.replay_report import plot_sweep
-from foresight_lib.rightsizing import PROFILES
+from foresight_lib.quality.features import prepare_series
+from foresight_lib.rightsizing.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, replay
+from foresight_lib.rightsizing.replay_report import plot_sweep
+from foresight_lib.rightsizing.sizing import PROFILES
+from foresight_lib.sources.loaders import FORMATS, atomic_write, load_series
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,1 @@
+"""Models, the backtest runner, metrics and the champion bundle."""

@@ -1,0 +1,1 @@
+"""Run folders, locks, the publish transaction, MLflow, and what Prometheus reads."""

@@ -1,0 +1,243 @@
+"""The nightly's publish step: MLflow runs, champions, the run folder and ``latest/`` as one transaction.
+
+The transaction itself (journal, rollback, who may publish) is ``foresight_lib.publishing.transaction``;
+this is the step that feeds it: the rightsizing plan, the latest actuals, the MLflow parent
+and child runs, and one registered champion per metric.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+from typing import Any
+
+import pandas as pd
+
+from foresight_lib.errors import SourceError
+from foresight_lib.runs import (
+    ACTUAL_TAIL,
+    ACTUALS,
+    FEATURE_SERIES,
+    FEATURES,
+    FORECASTS,
+    LEADERBOARD,
+    PER_SERIES,
+    QUARANTINE,
+    RECOMMENDATIONS,
+    RESULT,
+    VALIDATION_HTML,
+    _config_dict,
+    _redact,
+    duration,
+    open_run,
+    run_lock,
+)
+
+log = logging.getLogger(__name__)
+
+
+def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
+    """Per metric, the model with the lowest mean MASE over that metric's series.
+
+    Args:
+        result: the evaluated backtest.
+        series: the series table after the features step (``unique_id, metric``).
+    """
+    from foresight_lib.forecasting.metrics import champion, leaderboard
+    from foresight_lib.frames import split_unique_id
+
+    per_series = result.per_series
+    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
+    metrics = per_series["unique_id"].map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
+    out = {}
+    for metric in sorted(metrics.unique()):
+        board = leaderboard(per_series[metrics == metric], result.spec.horizons)
+        out[metric] = champion(board)
+    return out
+
+
+def _metric_units(series: pd.DataFrame) -> dict[str, str]:
+    """The unit of each metric, from the series table (absent where it has none)."""
+    if "unit" not in series:
+        return {}
+    known = series.dropna(subset=["unit"]).drop_duplicates("metric")
+    return dict(zip(known["metric"].astype(str), known["unit"].astype(str), strict=True))
+
+
+def _metric_ids(result, series: pd.DataFrame, metric: str) -> list[str]:
+    from foresight_lib.frames import split_unique_id
+
+    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
+    return [uid for uid in result.series if (by_id.get(uid) or split_unique_id(uid)[0]) == metric]
+
+
+def publish(run: dict) -> dict:
+    """MLflow runs, then champions, the run folder and ``latest/`` as one transaction.
+
+    The MLflow parent and child runs are logged first (a failure there changes nothing
+    published). Then, holding the data root's publish lock: an interrupted earlier
+    publish is finished or undone, ``publishing.decide`` says whether this run may move
+    ``latest/`` and the aliases, and ``publishing.run_transaction`` registers the
+    champions, makes the attempt the date's run folder and switches ``latest/``, or
+    rolls all of it back. Only then are the date's earlier MLflow runs retired (never one
+    behind a registered version) and its failed attempts removed.
+    """
+    from foresight_lib.forecasting import champion as champion_mod
+    from foresight_lib.publishing import registry, tracking
+    from foresight_lib.publishing import transaction as publishing
+
+    cfg, store = open_run(run)
+    result = pickle.loads(store.read_bytes(RESULT))
+    features = store.read_frame(FEATURES)
+    feature_series = store.read_frame(FEATURE_SERIES)
+    _recommend(cfg, store, features, feature_series)
+    store.write_frame(ACTUALS, latest_actuals(features))
+    tracking.configure(
+        tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
+        experiment=cfg.mlflow.experiment, http_timeout_s=cfg.mlflow.http_timeout_s,
+        http_max_retries=cfg.mlflow.http_max_retries,
+    )
+    artifacts = {
+        name: store.uri(name)
+        for name in (LEADERBOARD, PER_SERIES, FORECASTS, RECOMMENDATIONS, QUARANTINE, "backtest_report.json",
+                     "run.json")
+        if store.exists(name)
+    }
+    validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
+    parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
+                                  logical_date=run.get("data_interval_end"))
+    champions = metric_champions(result, feature_series)
+    units = _metric_units(feature_series)
+    prefix = _name_prefix(cfg)
+    summary = {
+        "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
+        "data_interval_end": run.get("data_interval_end"), "champion": result.champion,
+        "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
+        "mlflow_parent_run": parent["parent_run_id"], "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
+        "run_folder": store.committed().uri(""), "series": len(result.series),
+        "forecast_rows": int(len(result.future_forecasts)),
+    }
+
+    def register(tx) -> dict:
+        registrations = {}
+        for metric, model_name in champions.items() if summary["published"] else ():
+            frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
+            bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame, unit=units.get(metric))
+            registration = champion_mod.register_champion(
+                bundle, metric, name_prefix=prefix, run_key=run["run_key"], parent_run_id=parent["parent_run_id"],
+            )
+            tx.registered(registration["registered_model"], registration["version"])
+            registrations[metric] = _jsonable(registration)
+        summary["registrations"] = registrations
+        summary["champion_versions"] = registry.champion_versions(list(champions), prefix)
+        store.write_json("summary.json", summary)
+        return registrations
+
+    lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout), duration(cfg.publish.wait),
+                                          run.get("run_id") or run["run_key"], run.get("owner_pid"))
+    try:
+        publishing.recover(store)
+        publishing.remove_temp_files(store)
+        go, why = publishing.decide(cfg.publish.latest, run["data_interval_end"], run.get("ad_hoc") or [], store)
+        summary.update(published=go, publish_reason=why)
+        aliases = registry.snapshot_aliases(list(champions), prefix) if go else {}
+        names = [FORECASTS, LEADERBOARD, RECOMMENDATIONS, ACTUALS, "summary.json"] if go else []
+        registrations = publishing.run_transaction(store, aliases, register, names,
+                                                   {"data_interval_end": run["data_interval_end"]},
+                                                   source_run_id=parent["parent_run_id"], name_prefix=prefix)
+    finally:
+        lock.release(token)
+    _after_publish(cfg, run, store, parent["parent_run_id"])
+    pushed = push_latest(cfg) if go else None
+    log.info("published run %s (%s): champion %s, %s", run["run_key"], why, result.champion, registrations)
+    out = {k: summary[k] for k in ("run_key", "champion", "published", "publish_reason", "registrations",
+                                   "mlflow_parent_run", "forecast_rows")}
+    return {**out, "pushgateway": pushed} if pushed else out
+
+
+def _after_publish(cfg, run: dict, store, parent_run_id: str | None) -> None:
+    """Tidy up once the publish has succeeded: earlier MLflow runs, failed attempts, the date's lock."""
+    if parent_run_id:
+        from foresight_lib.publishing import tracking
+
+        try:
+            tracking.retire_earlier_runs(run["run_key"], parent_run_id)
+        except Exception as exc:  # noqa: BLE001 - the publish stands; the next run retires them
+            log.warning("could not retire the earlier MLflow runs of %s: %s", run["run_key"], exc)
+    removed = store.committed().remove_attempts()
+    if removed:
+        log.info("removed %d earlier attempt folder(s) of %s", len(removed), run["run_key"])
+    run_lock(cfg, store).release(run["attempt"])
+
+
+def latest_actuals(features: pd.DataFrame) -> pd.DataFrame:
+    """The last day of actuals per series, published with the forecasts (no need to read the run folder)."""
+    frame = features[["unique_id", "ds", "y"]]
+    last = frame.groupby("unique_id", sort=False)["ds"].transform("max")
+    return frame[frame["ds"] > last - ACTUAL_TAIL].reset_index(drop=True)
+
+
+_PARAM_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def _param_safe(value: Any) -> Any:
+    """Settings with keys MLflow accepts as parameter names (``*cpu*`` -> ``_cpu_``).
+
+    The exact settings are kept in the run folder's ``run.json``, logged beside them.
+    """
+    if isinstance(value, dict):
+        return {_PARAM_UNSAFE.sub("_", str(k)): _param_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_param_safe(v) for v in value]
+    return value
+
+
+def _name_prefix(cfg) -> str:
+    """The registry's name prefix: ``foresight-`` in the config names ``foresight-<metric>``."""
+    return cfg.mlflow.model_name_prefix.rstrip("-")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
+
+
+def recommend(cfg, features: pd.DataFrame, series: pd.DataFrame, daily: bool = True) -> pd.DataFrame:
+    """The configured rightsizing plan (``foresight_lib.rightsizing.plan``) on a features frame."""
+    from foresight_lib.rightsizing import plan
+
+    return plan.recommend(
+        features, series, profile=cfg.rightsizing.profile, freq=cfg.freq,
+        models={"daily": cfg.rightsizing.daily_model, "window": cfg.rightsizing.window_model},
+        windows=cfg.rightsizing.plan_windows, replica_capacity=cfg.rightsizing.replica_capacity, daily=daily,
+    )
+
+
+def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
+    """Rightsizing: the next day's sizes and the next window's plan, the way the replay measures them."""
+    recommendations = recommend(cfg, features, series)
+    store.write_frame(RECOMMENDATIONS, recommendations)
+    return recommendations
+
+
+def push_latest(cfg) -> dict | None:
+    """Push what was just published to the Pushgateway, when one is configured.
+
+    The push comes after the publish, so a Pushgateway that is down does not undo it: it
+    is logged and reported in the summary, and the next publish pushes again. The nightly
+    run and the scaling plan push the same snapshot under one job, so each push replaces
+    the whole group.
+    """
+    url = cfg.publish.pushgateway_url
+    if not url:
+        return None
+    from foresight_lib.publishing import pushgateway
+
+    try:
+        samples = pushgateway.push_latest(url, cfg.data_root, job="foresight_nightly")
+    except SourceError as exc:
+        log.error("%s", exc)
+        return {"url": url, "pushed": False, "error": str(exc)}
+    return {"url": url, "pushed": True, "samples": samples}
+
+

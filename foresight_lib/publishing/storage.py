@@ -1,0 +1,590 @@
+"""Run folders under the data root: Parquet datasets and small files, written atomically.
+
+Layout (``data_root`` is a local folder or ``s3://bucket/prefix``)::
+
+    <data_root>/runs/<safe run id>/raw.parquet, validated.parquet, quarantine.parquet,
+                                   features.parquet, backtests/<model>.parquet,
+                                   leaderboard.parquet, forecasts.parquet,
+                                   recommendations.parquet, validation/report.html, ...
+    <data_root>/plans/<safe run id>/...   (the scaling-plan runs between two nightly runs)
+    <data_root>/latest/forecasts.parquet, ..., _manifest.json, scaling_plan.parquet, _plan_manifest.json
+    <data_root>/staging/runs/<safe run id>/<attempt>/...   (a run being made, see below)
+    <data_root>/locks/runs/<safe run id>.json              (``foresight_lib.publishing.run_lock``)
+
+A name without a file extension (``raw``, ``backtests/arima``) is a dataset stored as
+``<name>.parquet``; a name with one (``validation/report.html``) is a file as given.
+
+Every write is atomic: locally the object is written under a temporary name in the same
+folder and then renamed over the target; on S3 an object only becomes visible once its
+upload completes. A failed task therefore never leaves a half-written file behind.
+
+A run is made in its own attempt folder under ``staging/`` (``RunStore(..., attempt=…)``)
+and replaces the date's folder under ``runs/`` only once it has succeeded
+(``RunStore.promote``), so a failed or killed re-run of a date leaves the date's
+published run folder as it was.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from foresight_lib.errors import DataError, SourceError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("raw", "validated", "quarantine", "features", "leaderboard", "forecasts", "recommendations")
+"""The run's Parquet datasets; ``backtests/<model>`` and others may be added."""
+LATEST = "latest"
+MANIFEST = "_manifest.json"
+RUNS = "runs"
+STAGING = "staging"
+_PREVIOUS = ".previous"
+_TMP_PREFIX = ".tmp-"
+_SAFE_CHARS = re.compile(r"[A-Za-z0-9_.\-]")
+_NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_MAX_NAME = 180
+
+
+def safe_run_id(run_id: str) -> str:
+    """A folder name for an Airflow run id, reversible with :func:`unsafe_run_id`.
+
+    Letters, digits, ``_``, ``-`` and ``.`` are kept; every other byte of the UTF-8 text
+    becomes ``~XX`` (hex), e.g. ``scheduled__2024-03-01T02:00:00+00:00`` ->
+    ``scheduled__2024-03-01T02~3A00~3A00~2B00~3A00``. A leading dot is escaped too, so
+    the name is never ``.`` or ``..`` or hidden. Names longer than 180 characters are cut
+    and end with a hash of the full id (then no longer reversible, still unique).
+    """
+    if not run_id or not run_id.strip():
+        raise DataError("empty run id; pass the Airflow run id (e.g. scheduled__2024-03-01T02:00:00+00:00)")
+    out = []
+    for i, char in enumerate(run_id):
+        if _SAFE_CHARS.match(char) and not (i == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"~{byte:02X}" for byte in char.encode("utf-8"))
+    safe = "".join(out)
+    if len(safe) > _MAX_NAME:
+        digest = uuid.uuid5(uuid.NAMESPACE_URL, run_id).hex[:12]
+        safe = f"{safe[:_MAX_NAME - 13]}-{digest}"
+    return safe
+
+
+def unsafe_run_id(safe: str) -> str:
+    """The run id a :func:`safe_run_id` name came from."""
+    raw = bytearray()
+    i = 0
+    while i < len(safe):
+        if safe[i] == "~" and re.fullmatch(r"[0-9A-F]{2}", safe[i + 1:i + 3]):
+            raw.append(int(safe[i + 1:i + 3], 16))
+            i += 3
+        else:
+            raw.extend(safe[i].encode("utf-8"))
+            i += 1
+    return raw.decode("utf-8")
+
+
+def s3_client_kwargs() -> dict[str, Any]:
+    """boto3 client arguments from the same environment as the data root's S3 filesystem."""
+    endpoint = os.environ.get("FORESIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {
+        "region_name": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return kwargs
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 client configured from the environment (MinIO via FORESIGHT_S3_ENDPOINT/AWS_ENDPOINT_URL)."""
+    endpoint = os.environ.get("FORESIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+    if endpoint:
+        scheme, sep, host = endpoint.partition("://")
+        if sep:
+            kwargs["scheme"] = scheme
+            kwargs["endpoint_override"] = host.rstrip("/")
+        else:
+            kwargs["endpoint_override"] = endpoint.rstrip("/")
+        kwargs["force_virtual_addressing"] = False
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+def split_data_root(data_root: str) -> tuple[str, str]:
+    """``(scheme, base path)``: ``("s3", "bucket/prefix")`` or ``("file", "/abs/folder")``."""
+    text = str(data_root).strip()
+    if text.startswith("s3://"):
+        base = text[len("s3://"):].strip("/")
+        if not base or base.startswith("/"):
+            raise DataError(f"data root '{data_root}' names no bucket; write s3://bucket or s3://bucket/prefix")
+        return "s3", base
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text) and not text.startswith("file://"):
+        raise DataError(f"data root '{data_root}' is not supported; use a local folder or s3://bucket/prefix")
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if not text:
+        raise DataError("empty data root; set data_root in the config or FORESIGHT_DATA_ROOT")
+    return "file", os.path.abspath(os.path.expanduser(text))
+
+
+class DataRoot:
+    """The data root: run folders and the published ``latest`` folder.
+
+    Args:
+        data_root: a local folder or ``s3://bucket/prefix``.
+        filesystem: a pyarrow filesystem to use instead of the one ``data_root`` implies
+            (tests pass an in-memory one).
+    """
+
+    def __init__(self, data_root: str, filesystem: pafs.FileSystem | None = None):
+        self.data_root = str(data_root)
+        self.scheme, self.base = split_data_root(self.data_root)
+        if filesystem is not None:
+            self.fs = filesystem
+        elif self.scheme == "s3":
+            self.fs = _s3_filesystem()
+        else:
+            self.fs = pafs.LocalFileSystem()
+
+    # -- paths ------------------------------------------------------------------------
+    @staticmethod
+    def relpath(name: str) -> str:
+        """The path of a dataset or file below its folder: ``raw`` -> ``raw.parquet``.
+
+        Raises:
+            DataError: the name is empty, absolute, or climbs out of the folder.
+        """
+        parts = str(name).split("/")
+        if not name or any(not _NAME_PART.match(p) or p.startswith(_TMP_PREFIX) for p in parts):
+            raise DataError(
+                f"invalid dataset or file name '{name}'; use letters, digits, '_', '-', '.' and '/' "
+                "between parts (e.g. raw, backtests/arima, validation/report.html)"
+            )
+        if not PurePosixPath(parts[-1]).suffix:
+            parts[-1] += ".parquet"
+        return "/".join(parts)
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+    def _uri(self, path: str) -> str:
+        return f"s3://{path}" if self.scheme == "s3" else path
+
+    # -- low-level atomic I/O ----------------------------------------------------------
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        folder = path.rsplit("/", 1)[0]
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            if self.scheme == "s3":
+                with self.fs.open_output_stream(path) as out:  # visible only once the upload completes
+                    out.write(data)
+                return
+            tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
+            try:
+                with self.fs.open_output_stream(tmp) as out:
+                    out.write(data)
+                self.fs.move(tmp, path)
+            except BaseException:
+                self._delete_quietly(tmp)
+                raise
+        except OSError as exc:
+            raise SourceError(
+                f"cannot write {self._uri(path)}: {exc}; check the data root and its permissions"
+            ) from exc
+
+    def _delete_quietly(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except (OSError, FileNotFoundError):
+            pass
+
+    def _read(self, path: str, what: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(path) as src:
+                return src.read()
+        except FileNotFoundError:
+            raise DataError(f"{what} not found at {self._uri(path)}; run the step that writes it first") from None
+        except OSError as exc:
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                raise DataError(f"{what} not found at {self._uri(path)}; run the step that writes it first") from None
+            raise SourceError(f"cannot read {self._uri(path)}: {exc}") from exc
+
+    def _exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type == pafs.FileType.File
+
+    # -- latest --------------------------------------------------------------------------
+    def latest_uri(self, name: str) -> str:
+        return self._uri(self._join(LATEST, self.relpath(name)))
+
+    def read_latest(self, name: str) -> pd.DataFrame:
+        """The published dataset ``name`` (from the last run that fully succeeded)."""
+        path = self._join(LATEST, self.relpath(name))
+        return _frame_from_bytes(self._read(path, f"published dataset '{name}'"), self._uri(path))
+
+    def stage_manifest(self, manifest: dict, manifest_name: str = MANIFEST) -> list[str]:
+        """Write a manifest into ``latest/`` under a temporary name: ``[name, tmp, target]`` for ``switch_latest``."""
+        folder = self._join(LATEST)
+        tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{manifest_name}"
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(json.dumps(manifest, indent=2).encode("utf-8"))
+        except OSError as exc:
+            self._delete_quietly(tmp)
+            raise SourceError(f"cannot stage the manifest in {self._uri(folder)}: {exc}; free space or fix "
+                              "permissions there and run again (nothing was published)") from exc
+        return [manifest_name, tmp, f"{folder}/{manifest_name}"]
+
+    def switch_latest(self, staged: list[list[str]]) -> None:
+        """Rename staged files over their targets, in order (the manifest last): renames only, no new space."""
+        for _name, tmp, target in staged:
+            if self._exists(tmp):
+                self.fs.move(tmp, target)
+
+    def latest_manifest(self, name: str = MANIFEST) -> dict[str, Any] | None:
+        """What was published last (run id, time, names), or None if nothing was.
+
+        ``name``: ``_manifest.json`` for the nightly publish, ``_plan_manifest.json`` for the scaling plan's.
+        """
+        path = self._join(LATEST, name)
+        if not self._exists(path):
+            return None
+        return json.loads(self._read(path, f"latest manifest {name}"))
+
+
+class RunStore(DataRoot):
+    """One DAG run's folder ``<data_root>/<folder>/<safe run id>/``.
+
+    Args:
+        data_root: a local folder or ``s3://bucket/prefix``.
+        run_id: the Airflow run id (any text; mapped to a safe folder name).
+        filesystem: optional pyarrow filesystem replacing the one ``data_root`` implies.
+        folder: the folder of this kind of run: ``runs`` (nightly) or ``plans`` (scaling plan).
+    """
+
+    def __init__(self, data_root: str, run_id: str, filesystem: pafs.FileSystem | None = None,
+                 folder: str = RUNS, attempt: str | None = None):
+        super().__init__(data_root, filesystem)
+        if not _NAME_PART.match(folder):
+            raise DataError(f"invalid run folder '{folder}'; use letters, digits, '_', '-' and '.'")
+        if attempt is not None and (not _NAME_PART.match(attempt) or attempt.startswith(".")):
+            raise DataError(f"invalid attempt name '{attempt}'; use letters, digits, '_', '-' and '.'")
+        self.run_id = run_id
+        self.folder = folder
+        self.attempt = attempt
+        self.safe_id = safe_run_id(run_id)
+        self.root = (self._join(STAGING, folder, self.safe_id, attempt) if attempt
+                     else self._join(folder, self.safe_id))
+
+    def committed(self) -> RunStore:
+        """The date's run folder under ``runs/`` (this store when it is not an attempt)."""
+        if self.attempt is None:
+            return self
+        return RunStore(self.data_root, self.run_id, filesystem=self.fs, folder=self.folder)
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.uri('')!r})"
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{self.relpath(name)}" if name else self.root
+
+    def uri(self, name: str = "") -> str:
+        """Where ``name`` lives: a local path or an ``s3://`` URI (the run folder for ``""``)."""
+        return self._uri(self.path(name))
+
+    def exists(self, name: str) -> bool:
+        return self._exists(self.path(name))
+
+    # -- frames ----------------------------------------------------------------------------
+    def write_frame(self, name: str, df: pd.DataFrame) -> str:
+        """Write ``df`` as Parquet dataset ``name`` atomically; returns its URI."""
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"dataset '{name}' must be a pandas DataFrame, got {type(df).__name__}")
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise DataError(f"dataset '{name}' cannot be stored as Parquet: {exc}; "
+                            "give every column a single type") from exc
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        path = f"{self.root}/{self.relpath(name)}"
+        self._write_atomic(path, sink.getvalue())
+        log.debug("wrote %s (%d rows)", self._uri(path), len(df))
+        return self._uri(path)
+
+    def read_frame(self, name: str) -> pd.DataFrame:
+        """The dataset ``name`` of this run."""
+        path = self.path(name)
+        return _frame_from_bytes(self._read(path, f"dataset '{name}' of run {self.run_id}"), self._uri(path))
+
+    # -- files -------------------------------------------------------------------------------
+    def write_bytes(self, relpath: str, data: bytes) -> str:
+        """Write a file (e.g. ``validation/report.html``) atomically; returns its URI."""
+        path = f"{self.root}/{self.relpath(relpath)}"
+        self._write_atomic(path, bytes(data))
+        return self._uri(path)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        return self._read(self.path(relpath), f"file '{relpath}' of run {self.run_id}")
+
+    def write_text(self, relpath: str, text: str) -> str:
+        return self.write_bytes(relpath, text.encode("utf-8"))
+
+    def write_json(self, relpath: str, obj: Any) -> str:
+        """Write ``obj`` as indented JSON; timestamps and other objects become text."""
+        return self.write_bytes(relpath, json.dumps(obj, indent=2, default=str, sort_keys=False).encode("utf-8"))
+
+    def read_json(self, relpath: str) -> Any:
+        return json.loads(self.read_bytes(relpath))
+
+    def list_files(self) -> list[str]:
+        """Relative paths of every file in the run folder, sorted."""
+        info = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        prefix = self.root.rstrip("/") + "/"
+        return sorted(i.path[len(prefix):] for i in info
+                      if i.type == pafs.FileType.File and not i.base_name.startswith(_TMP_PREFIX))
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def promote(self) -> Promotion:
+        """Make this attempt the date's run folder; ``commit()`` or ``rollback()`` the returned promotion.
+
+        Locally two renames: the date's folder (if any) moves aside to
+        ``staging/<folder>/<id>/.previous-<attempt>``, then the attempt takes its place; a
+        rollback puts both back. On S3, where nothing renames, the attempt's objects are
+        copied over the date's prefix and the date's other objects deleted (each copy is
+        atomic; a rollback is not possible there and the caller is told so).
+        """
+        if self.attempt is None:
+            raise DataError(f"{self.uri()} is already the date's run folder; only an attempt is promoted")
+        return Promotion(self)
+
+    def attempts(self) -> list[str]:
+        """The attempt folders of this run id under ``staging/`` (finished or not), oldest name first."""
+        parent = self._join(STAGING, self.folder, self.safe_id)
+        info = self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        return sorted(i.base_name for i in info
+                      if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+
+    def remove_attempts(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete this run id's attempt folders but ``keep`` (and this store's own)."""
+        parent = self._join(STAGING, self.folder, self.safe_id)
+        spared = {*keep, self.attempt}
+        removed = []
+        for name in self.attempts():
+            if name in spared:
+                continue
+            try:
+                self.fs.delete_dir(f"{parent}/{name}")
+                removed.append(name)
+            except OSError as exc:
+                log.warning("cannot delete attempt folder %s: %s", self._uri(f"{parent}/{name}"), exc)
+        if self.scheme != "s3" and not self.attempts() and not spared - {None}:
+            try:
+                os.rmdir(parent)  # only when empty: a promotion's kept-aside folder stays
+            except OSError:
+                pass
+        return removed
+
+    def prune_siblings(self, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest run folders of this kind (this one is always kept).
+
+        Run folders are named by their date (``run_key_for``), so the name orders them.
+
+        Returns:
+            The names of the deleted folders.
+        """
+        parent = self._join(self.folder)
+        info = self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        names = sorted(i.base_name for i in info if i.type == pafs.FileType.Directory)
+        older = [n for n in names[:max(len(names) - max(keep, 1), 0)] if n != self.safe_id]
+        for name in older:
+            try:
+                self.fs.delete_dir(f"{parent}/{name}")
+            except OSError as exc:
+                log.warning("cannot delete old run folder %s: %s", self._uri(f"{parent}/{name}"), exc)
+        return older
+
+    def stage_latest(self, names: Iterable[str]) -> list[list[str]]:
+        """Copy finished datasets/files of this run into ``latest/`` under temporary names.
+
+        Returns:
+            ``[name, temporary path, target path]`` per name, for ``switch_latest``.
+
+        Raises:
+            DataError: a dataset is missing from the run folder (nothing is staged then).
+            SourceError: a copy failed (a full disk, no permission); nothing staged is left behind.
+        """
+        names = list(dict.fromkeys(names))
+        missing = [n for n in names if not self.exists(n)]
+        if missing:
+            raise DataError(f"cannot publish {missing}: not in run folder {self.uri()}; "
+                            "publish only after the steps that write them succeeded")
+        staged: list[list[str]] = []
+        try:
+            for name in names:
+                target = self._join(LATEST, self.relpath(name))
+                folder, base = target.rsplit("/", 1)
+                self.fs.create_dir(folder, recursive=True)
+                tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{base}"
+                staged.append([name, tmp, target])
+                self.fs.copy_file(self.path(name), tmp)
+        except BaseException as exc:
+            for _, tmp, _ in staged:
+                self._delete_quietly(tmp)
+            if isinstance(exc, OSError):
+                raise SourceError(f"cannot stage the published files in {self._uri(self._join(LATEST))}: {exc}; "
+                                  "free space or fix permissions there and run again (nothing was published)"
+                                  ) from exc
+            raise
+        return staged
+
+    def manifest_record(self, names: list[str], extra: dict | None = None) -> dict[str, Any]:
+        """What ``latest/_manifest.json`` says about this run's publish."""
+        return {"run_id": self.run_id, "run_folder": self.uri(), "names": names,
+                "published_at": datetime.now(UTC).isoformat(), **(extra or {})}
+
+    def publish_latest(self, names: Iterable[str], manifest_name: str = MANIFEST,
+                       extra: dict | None = None) -> dict[str, str]:
+        """Copy finished datasets/files of this run to ``<data_root>/latest/``, the manifest last.
+
+        Each target is replaced only once every copy is complete (all are staged under
+        temporary names first), so readers see either the old or the new version of each.
+        The pipeline publishes through ``foresight_lib.publishing.transaction``, which journals the same
+        two steps so that a killed publish is finished or undone; this is the plain form.
+
+        Returns:
+            name -> URI of the published copy.
+        """
+        staged = self.stage_latest(names)
+        published = {name: self._uri(target) for name, _, target in staged}
+        try:
+            staged.append(self.stage_manifest(self.manifest_record(list(published), extra), manifest_name))
+        except BaseException:
+            for _, tmp, _ in staged:
+                self._delete_quietly(tmp)
+            raise
+        self.switch_latest(staged)
+        log.info("published %s from %s", list(published), self.uri())
+        return published
+
+
+class Promotion:
+    """An attempt made the date's run folder, until ``commit()`` (drop the old one) or ``rollback()``."""
+
+    def __init__(self, attempt: RunStore):
+        self.attempt = attempt
+        self.target = attempt.committed()
+        fs = attempt.fs
+        self.previous = attempt._join(STAGING, attempt.folder, attempt.safe_id, f"{_PREVIOUS}-{attempt.attempt}")
+        # foresight_lib.publishing.transaction.previous_path names the same folder in its journal
+        self.had_previous = fs.get_file_info(self.target.root).type == pafs.FileType.Directory
+        self.done = False
+        try:
+            if attempt.scheme == "s3":
+                self._copy_s3()
+            else:
+                fs.create_dir(self.target.root.rsplit("/", 1)[0], recursive=True)
+                if self.had_previous:
+                    fs.move(self.target.root, self.previous)
+                try:
+                    fs.move(attempt.root, self.target.root)
+                except BaseException:
+                    if self.had_previous:
+                        fs.move(self.previous, self.target.root)
+                    raise
+        except OSError as exc:
+            raise SourceError(f"cannot make {attempt.uri()} the run folder {self.target.uri()}: {exc}") from exc
+        log.info("attempt %s is now the run folder %s", attempt.attempt, self.target.uri())
+
+    def _copy_s3(self) -> None:
+        fs = self.attempt.fs
+        selector = pafs.FileSelector(self.attempt.root, recursive=True, allow_not_found=True)
+        new = [i.path[len(self.attempt.root) + 1:] for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+        for rel in new:
+            fs.copy_file(f"{self.attempt.root}/{rel}", f"{self.target.root}/{rel}")
+        keep = set(new)
+        for rel in self.target.list_files():
+            if rel not in keep:
+                self.attempt._delete_quietly(f"{self.target.root}/{rel}")
+        fs.delete_dir(self.attempt.root)
+
+    def commit(self) -> None:
+        """Delete the date's previous run folder (kept aside until now)."""
+        if self.done:
+            return
+        self.done = True
+        if self.had_previous and self.attempt.scheme != "s3":
+            try:
+                self.attempt.fs.delete_dir(self.previous)
+            except OSError as exc:
+                log.warning("cannot delete the previous run folder %s: %s", self.attempt._uri(self.previous), exc)
+
+    def rollback(self) -> bool:
+        """Put the date's previous run folder back and the attempt where it was; False on S3 (not possible)."""
+        if self.done:
+            return False
+        self.done = True
+        if self.attempt.scheme == "s3":
+            log.error("the run folder %s keeps the failed attempt's files: S3 has no rename to undo the copy",
+                      self.target.uri())
+            return False
+        fs = self.attempt.fs
+        fs.move(self.target.root, self.attempt.root)
+        if self.had_previous:
+            fs.move(self.previous, self.target.root)
+        log.info("rolled back run folder %s to its previous content", self.target.uri())
+        return True
+
+
+def restore_interrupted_promotions(root: DataRoot, folder: str = RUNS) -> list[str]:
+    """Put back a date's run folder that a killed promotion left aside (``.previous-*`` with no run folder).
+
+    Returns:
+        The run folders restored.
+    """
+    if root.scheme == "s3":
+        return []
+    staging = root._join(STAGING, folder)
+    restored = []
+    for run in root.fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True)):
+        if run.type != pafs.FileType.Directory:
+            continue
+        for item in root.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True)):
+            if item.type != pafs.FileType.Directory or not item.base_name.startswith(_PREVIOUS):
+                continue
+            target = root._join(folder, run.base_name)
+            if root.fs.get_file_info(target).type == pafs.FileType.NotFound:
+                root.fs.move(item.path, target)
+                restored.append(root._uri(target))
+                log.warning("restored run folder %s that an interrupted promotion had moved aside", target)
+            else:
+                root.fs.delete_dir(item.path)
+    return restored
+
+
+def _frame_from_bytes(data: bytes, where: str) -> pd.DataFrame:
+    try:
+        return pq.read_table(pa.BufferReader(data)).to_pandas()
+    except pa.ArrowException as exc:
+        raise DataError(f"{where} is not a readable Parquet file: {exc}; re-run the step that writes it") from exc

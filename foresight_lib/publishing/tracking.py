@@ -1,0 +1,515 @@
+"""MLflow: one parent run per nightly run, a child per model; the rest re-exported from beside it.
+
+- ``log_nightly`` logs a parent run per DAG run (tag ``foresight.run_id``), named by its
+  date (``2024-03-15 nightly``), with the leaderboard, report, config and validation
+  report, and a nested child run per model with its params, per-horizon metrics and a
+  plot of forecasts against actuals. Scale-free metrics (MASE, sMAPE, coverage) are
+  pooled over every series (``mase_15m``, ``coverage_80_30m``); those in the data's unit
+  (MAE, RMSE, interval width) are per resource metric only, never mixing cores with
+  bytes (``container_cpu_usage_cores/mae_15m``; the MLflow UI groups charts by that prefix).
+  It deletes nothing: a re-run's earlier runs stay until its
+  publish has fully succeeded, then ``retire_earlier_runs`` deletes them, except a run a
+  registered model version was logged in (a champion's), which is kept and tagged.
+- The store (``configure``, ``check_tracking_server``) lives in
+  ``foresight_lib.publishing.mlflow_store``, the registry (``register_champion``, ``load_champion``,
+  alias snapshot and rollback) in ``foresight_lib.publishing.registry``; both are importable from
+  here too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+from mlflow.entities import Metric, Param, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.forecasting.backtest import TOP_MODELS, BacktestResult, BacktestSpec, finish_backtest
+from foresight_lib.forecasting.metrics import champion as best_model
+from foresight_lib.forecasting.metrics import leaderboard
+from foresight_lib.forecasting.models import ENSEMBLE
+from foresight_lib.forecasting.plots import pick_series, plot_forecasts, plot_leaderboard
+from foresight_lib.frames import split_unique_id
+from foresight_lib.publishing.mlflow_store import (
+    CHECK_TIMEOUT_S,
+    DEFAULT_DIR_ENV,
+    DEFAULT_EXPERIMENT,
+    HTTP_MAX_RETRIES,
+    HTTP_TIMEOUT_S,
+    _client,
+    _experiment_id,
+    _redact,
+    apply_http_limits,
+    check_tracking_server,
+    configure,
+    quiet_mlflow,
+)
+from foresight_lib.publishing.registry import (
+    BUNDLE_ARTIFACT,
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    EXTRA_REQUIREMENTS,
+    METRIC_TAG,
+    MODEL_TAG,
+    ForesightPyfunc,
+    RegistryError,
+    champion_versions,
+    discard_versions,
+    load_bundle,
+    load_champion,
+    register_champion,
+    registered_model_name,
+    restore_aliases,
+    snapshot_aliases,
+    source_versions,
+    versions_from_run,
+)
+
+__all__ = [
+    "BUNDLE_ARTIFACT", "CHALLENGER_ALIAS", "CHAMPION_ALIAS", "CHECK_TIMEOUT_S", "DEFAULT_DIR_ENV",
+    "DEFAULT_EXPERIMENT", "EXTRA_REQUIREMENTS", "HTTP_MAX_RETRIES", "HTTP_TIMEOUT_S", "LOGICAL_DATE_TAG",
+    "METRIC_TAG", "MODEL_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "ForesightPyfunc", "RegistryError", "_redact",
+    "apply_http_limits", "champion_versions", "check_tracking_server", "configure", "discard_versions",
+    "load_bundle", "load_champion", "log_nightly", "model_params", "quiet_mlflow", "register_champion",
+    "registered_model_name", "restore_aliases", "retire_earlier_runs", "run_name", "snapshot_aliases",
+    "source_versions", "versions_from_run",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "foresight.run_id"
+LOGICAL_DATE_TAG = "foresight.logical_date"
+SUPERSEDED_TAG = "foresight.superseded_by"
+"""On an earlier run kept by ``retire_earlier_runs``: the parent run that replaced it."""
+REGISTERED_TAG = "foresight.registered_versions"
+"""On such a run: the registered versions that keep it (``foresight-cpu/3,…``)."""
+PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+"""The run's description in the MLflow UI."""
+POOLED_METRICS = ("smape", "mase", "coverage_80", "coverage_95")
+"""Scale-free: meaningful as a mean over every series, whatever their units."""
+PER_METRIC = ("mae", "rmse", "width_80", "width_95")
+"""In the data's unit: logged per resource metric only (``<metric>/mae_5m``), never pooled."""
+MAX_PARAM_CHARS = 500
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
+_DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+# ---------------------------------------------------------------------------
+# Nightly runs
+
+
+def log_nightly(
+    run_key: str, result_or_parts: BacktestResult | Sequence, config_dict: dict | None = None,
+    artifacts: dict[str, str | Path] | None = None, validation_html: str | None = None, *,
+    logical_date: str | None = None, metric: str | None = None, spec: BacktestSpec | None = None,
+    experiment_id: str | None = None, plot_series: int = 3,
+) -> dict:
+    """Log one nightly run: a parent run and a nested child run per model.
+
+    Earlier runs of the same ``run_key`` are left alone: the publish calls
+    ``retire_earlier_runs`` once it has fully succeeded, so that a failed or killed re-run
+    never deletes the run behind the current champion.
+
+    Args:
+        run_key: the DAG run's key (Airflow run id or date key); tag ``foresight.run_id``.
+        result_or_parts: a ``BacktestResult``, or the ``BacktestPart``s of one backtest
+            (then ``spec`` is required).
+        config_dict: the run's settings, logged as params (``config.*``) and ``config.json``.
+        artifacts: name -> local path (file or folder) or URI, logged on the parent;
+            remote URIs (``s3://``) are listed in ``links.json``.
+        validation_html: the validation report's HTML, or a path to it.
+        logical_date: the run's logical date (tag ``foresight.logical_date``).
+        metric: resource metric(s) of the run; default: those in the series ids.
+
+    Returns:
+        ``{"parent_run_id": …, "child_run_ids": {model: run_id}}``.
+    """
+    if "'" in run_key or not run_key.strip():
+        raise ConfigError(f"run key {run_key!r} must be non-empty and free of quotes")
+    result = _as_result(result_or_parts, spec)
+    with quiet_mlflow():
+        return _log_nightly(run_key, result, config_dict, artifacts, validation_html, logical_date, metric,
+                            experiment_id, plot_series)
+
+
+def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None, artifacts: dict | None,
+                 validation_html: str | None, logical_date: str | None, metric: str | None,
+                 experiment_id: str | None, plot_series: int) -> dict:
+    client = _client()
+    exp_id = _experiment_id(experiment_id)
+    metric = metric or ",".join(sorted({split_unique_id(uid)[0] for uid in result.series}))
+    base_tags = {RUN_KEY_TAG: run_key, METRIC_TAG: metric}
+    if logical_date:
+        base_tags[LOGICAL_DATE_TAG] = str(logical_date)
+    board = result.leaderboard
+    models = list(dict.fromkeys(board["model"])) or list(result.spec.models)
+    champions = metric_champions(result)
+    tags = {**base_tags, "foresight.champion": result.champion, NOTE_TAG: _note(result, champions),
+            **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()}}
+    parent = client.create_run(exp_id, run_name=run_name(run_key, logical_date), tags=tags)
+    parent_id = parent.info.run_id
+    children: dict[str, str] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="foresight-mlflow-") as tmp:
+            _log_parent(client, parent_id, result, champions, config_dict or {}, artifacts or {}, validation_html,
+                        Path(tmp))
+            for model in models:
+                children[model] = _log_child(client, exp_id, parent_id, base_tags, result, model,
+                                             Path(tmp) / model, plot_series)
+    except BaseException:
+        for run_id in [*children.values(), parent_id]:
+            client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(parent_id, "FINISHED")
+    log.info("logged MLflow parent run %s with %d child run(s) for %s", parent_id, len(children), run_key)
+    return {"parent_run_id": parent_id, "child_run_ids": children}
+
+
+def run_name(run_key: str, logical_date: str | None = None) -> str:
+    """The parent run's name, date first so the MLflow run list reads by night: ``2024-03-15 nightly``.
+
+    The date is the logical date's (UTC), else one read from the run key
+    (``scheduled__2024-03-15T02:00:00+00:00``, ``2024-03-15T020000Z``), else the key itself.
+    """
+    for text in (logical_date, run_key.rpartition("__")[2]):
+        if not text or not _DATE_START.match(str(text)):
+            continue
+        try:
+            stamp = pd.Timestamp(str(text))
+        except (TypeError, ValueError):
+            continue
+        if not pd.isna(stamp):
+            stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp
+            return f"{stamp:%Y-%m-%d} nightly"
+    return f"{run_key} nightly"
+
+
+def metric_key(metric: str) -> str:
+    """A resource metric's name as an MLflow metric/tag key prefix (letters, digits, ``_-. `` only)."""
+    return _KEY_UNSAFE.sub("_", metric) or "_"
+
+
+def _metric_of(per_series: pd.DataFrame) -> pd.Series:
+    return per_series["unique_id"].astype(str).map(lambda uid: split_unique_id(uid)[0])
+
+
+def metric_champions(result: BacktestResult) -> dict[str, str]:
+    """Per resource metric, the model with the lowest mean MASE on that metric's series."""
+    per_series = result.per_series
+    if per_series.empty:
+        return {}
+    out = {}
+    for metric, rows in per_series.groupby(_metric_of(per_series), sort=True):
+        try:
+            out[str(metric)] = best_model(leaderboard(rows, result.spec.horizons))
+        except DataError:
+            log.info("no model could be scored on %s; no champion logged for it", metric)
+    return out
+
+
+def _per_metric_board(result: BacktestResult, model: str | None = None) -> dict[str, pd.DataFrame]:
+    """metric -> leaderboard over that metric's series (of ``model`` only, when given)."""
+    per_series = result.per_series
+    if per_series.empty:
+        return {}
+    if model is not None:
+        per_series = per_series[per_series["model"] == model]
+    return {str(m): leaderboard(rows, result.spec.horizons)
+            for m, rows in per_series.groupby(_metric_of(per_series), sort=True)}
+
+
+def _horizon_metrics(board: pd.DataFrame, columns: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """``<prefix><column>_<horizon>`` for each leaderboard row and column present."""
+    out = {}
+    for row in board.to_dict(orient="records"):
+        for col in columns:
+            if col in row:
+                out[f"{prefix}{col}_{row['horizon']}"] = row[col]
+    return out
+
+
+def _note(result: BacktestResult, champions: dict[str, str]) -> str:
+    """The parent run's description: what ran and who won, per metric, in MLflow's markdown."""
+    board = result.leaderboard
+    means = board.groupby("model", sort=False)["mase"].mean() if not board.empty else pd.Series(dtype=float)
+    lines = [f"Nightly backtest of {len(result.series)} series, models {', '.join(result.spec.models)}, "
+             f"horizons {', '.join(result.spec.horizons)}.", "",
+             f"Overall champion: **{result.champion}** (mean MASE {means.get(result.champion, float('nan')):.3f}).",
+             "", "| metric | champion |", "|---|---|"]
+    lines += [f"| {metric} | {model} |" for metric, model in champions.items()]
+    lines += ["", "MAE, RMSE and interval widths are in each metric's unit, so they are logged per metric "
+              "(`<metric>/mae_<horizon>`); MASE, sMAPE and coverage are scale-free and pooled."]
+    return "\n".join(lines)
+
+
+def _as_result(result_or_parts, spec: BacktestSpec | None) -> BacktestResult:
+    if isinstance(result_or_parts, BacktestResult):
+        return result_or_parts
+    parts = list(result_or_parts)
+    if not parts:
+        raise DataError("nothing to log: no backtest result and no backtest parts")
+    if spec is None:
+        raise ConfigError("logging backtest parts needs the BacktestSpec they ran with (spec=…)")
+    return finish_backtest(parts, spec)
+
+
+def _runs_of(client: MlflowClient, experiment_id: str, run_key: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
+            run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def retire_earlier_runs(run_key: str, keep_parent_run_id: str, experiment_id: str | None = None) -> dict:
+    """Delete the earlier runs of ``run_key`` once its publish has fully succeeded.
+
+    Deletes every parent run of ``run_key`` but ``keep_parent_run_id``, with its child
+    runs, except a parent that is the source of a registered model version (the run a
+    champion or challenger was logged in, whatever its name): that run and its children
+    are kept, tagged ``foresight.superseded_by=<keep_parent_run_id>`` and
+    ``foresight.registered_versions``, so that ``models:/…@champion`` never points at a
+    deleted run. Runs are soft-deleted (``mlflow gc`` purges them).
+
+    Args:
+        run_key: the DAG run's key (tag ``foresight.run_id``).
+        keep_parent_run_id: the parent run of the publish that succeeded.
+        experiment_id: default: the configured experiment.
+
+    Returns:
+        ``{"deleted": [run ids], "kept": {run id: ["<model>/<version>", …]}}``.
+
+    Raises:
+        ConfigError: ``keep_parent_run_id`` is not a parent run of ``run_key``.
+        RegistryError: the registry cannot be searched (then nothing is deleted).
+    """
+    client = _client()
+    exp_id = _experiment_id(experiment_id)
+    runs = _runs_of(client, exp_id, run_key)
+    parents = {r.info.run_id for r in runs if PARENT_TAG not in r.data.tags}
+    if keep_parent_run_id not in parents:
+        raise ConfigError(
+            f"MLflow run {keep_parent_run_id} is not an active parent run of run key {run_key} in experiment "
+            f"{exp_id}; pass the parent_run_id that log_nightly returned for this run key"
+        )
+    earlier = parents - {keep_parent_run_id}
+    if not earlier:
+        return {"deleted": [], "kept": {}}
+    sources = source_versions(earlier)
+    children: dict[str, list[str]] = {}
+    for run in runs:
+        parent = run.data.tags.get(PARENT_TAG)
+        if parent in earlier:
+            children.setdefault(parent, []).append(run.info.run_id)
+    deleted: list[str] = []
+    kept: dict[str, list[str]] = {}
+    for parent in sorted(earlier):
+        family = [*children.get(parent, []), parent]
+        if parent in sources:
+            versions = [f"{name}/{number}" for name, number in sorted(sources[parent])]
+            for run_id in family:
+                client.set_tag(run_id, SUPERSEDED_TAG, keep_parent_run_id)
+            client.set_tag(parent, REGISTERED_TAG, ",".join(versions))
+            kept[parent] = versions
+            log.info("kept earlier MLflow run %s of run key %s: registered versions %s were logged in it",
+                     parent, run_key, versions)
+            continue
+        for run_id in family:
+            try:
+                client.delete_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue
+            deleted.append(run_id)
+    log.info("retired earlier MLflow runs of run key %s: %d deleted, %d parent(s) kept for their registered "
+             "versions", run_key, len(deleted), len(kept))
+    return {"deleted": deleted, "kept": kept}
+
+
+def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, champions: dict[str, str], config: dict,
+                artifacts: dict, validation_html: str | None, tmp: Path) -> None:
+    spec = result.spec
+    board = result.leaderboard
+    means = board.groupby("model", sort=False)["mase"].mean()
+    params = {**_protocol_params(result), **{f"config.{k}": v for k, v in _flatten(config).items()},
+              "champion": result.champion, **{f"champion.{metric_key(m)}": c for m, c in champions.items()}}
+    metrics = {
+        "series": len(result.series), "skipped_series": len(result.skipped), "fallbacks": len(result.fallbacks),
+        "seconds": result.seconds,
+        **{f"mean_mase_{m}": v for m, v in means.items()},
+    }
+    if result.champion in means:
+        metrics["champion_mean_mase"] = means[result.champion]
+    ids_by_metric = result.per_series.groupby(_metric_of(result.per_series))["unique_id"].nunique() \
+        if not result.per_series.empty else {}
+    boards = _per_metric_board(result)
+    for metric, metric_board in boards.items():
+        key = metric_key(metric)
+        metric_means = metric_board.groupby("model", sort=False)["mase"].mean()
+        metrics.update({f"{key}/mean_mase_{m}": v for m, v in metric_means.items()})
+        metrics[f"{key}/series"] = ids_by_metric[metric]
+        champ = champions.get(metric)
+        if champ in metric_means:
+            metrics[f"{key}/champion_mean_mase"] = metric_means[champ]
+            metrics.update(_horizon_metrics(metric_board[metric_board["model"] == champ], PER_METRIC, f"{key}/"))
+    _log_batch(client, run_id, params, metrics)
+    board.to_csv(tmp / "leaderboard.csv", index=False)
+    client.log_artifact(run_id, str(tmp / "leaderboard.csv"))
+    by_metric = [b.assign(metric=m) for m, b in boards.items()]
+    if by_metric:  # MAE, RMSE and widths in each metric's own unit
+        pd.concat(by_metric, ignore_index=True).to_csv(tmp / "leaderboard_by_metric.csv", index=False)
+        client.log_artifact(run_id, str(tmp / "leaderboard_by_metric.csv"))
+    client.log_dict(run_id, {"horizons": spec.horizons, "rows": _records(board)}, "leaderboard.json")
+    client.log_dict(run_id, json.loads(json.dumps(result.report(), default=str)), "backtest_report.json")
+    client.log_dict(run_id, json.loads(json.dumps(config, default=str)), "config.json")
+    if not board.empty:
+        client.log_artifact(run_id, str(plot_leaderboard(board, tmp / "leaderboard.png")), "plots")
+    if validation_html:
+        _log_validation(client, run_id, validation_html)
+    links = {}
+    for name, where in artifacts.items():
+        local = _local_path(str(where))
+        if local is None:
+            links[name] = str(where)
+        elif local.is_dir():
+            client.log_artifacts(run_id, str(local), f"run/{name}")
+        elif local.is_file():
+            client.log_artifact(run_id, str(local), "run")
+        else:
+            log.warning("artifact %s not found at %s; not logged", name, where)
+    if links:
+        client.log_dict(run_id, links, "links.json")
+
+
+def _log_validation(client: MlflowClient, run_id: str, validation_html: str) -> None:
+    text = validation_html.lstrip()
+    if text.startswith("<"):
+        client.log_text(run_id, validation_html, "validation/validation_report.html")
+        return
+    path = _local_path(validation_html)
+    if path is None or not path.is_file():
+        raise DataError(f"validation report {validation_html!r} is neither HTML nor a readable file")
+    client.log_artifact(run_id, str(path), "validation")
+
+
+def _local_path(where: str) -> Path | None:
+    parsed = urlparse(where)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(where)
+    return None
+
+
+def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_tags: dict, result: BacktestResult,
+               model: str, tmp: Path, plot_series: int) -> str:
+    tags = {**base_tags, MODEL_TAG: model, PARENT_TAG: parent_id,
+            "foresight.is_champion": str(model == result.champion).lower()}
+    run = client.create_run(experiment_id, run_name=model, tags=tags)
+    run_id = run.info.run_id
+    board = result.leaderboard[result.leaderboard["model"] == model]
+    params = {**{f"model.{k}": v for k, v in model_params(result, model).items()}, **_protocol_params(result)}
+    metrics: dict[str, float] = _horizon_metrics(board, POOLED_METRICS)
+    if not board.empty:
+        metrics["mean_mase"] = board["mase"].mean()
+        metrics["mean_smape"] = board["smape"].mean()
+    for metric, metric_board in _per_metric_board(result, model).items():
+        key = metric_key(metric)
+        metrics.update(_horizon_metrics(metric_board, (*PER_METRIC, "mase"), f"{key}/"))
+        metrics[f"{key}/mean_mase"] = metric_board["mase"].mean()
+    metrics["fit_seconds"] = result.fit_seconds.get(model, 0.0)
+    metrics["predict_seconds"] = result.predict_seconds.get(model, 0.0)
+    metrics["fallbacks"] = sum(1 for f in result.fallbacks if f.get("model") == model)
+    _log_batch(client, run_id, params, metrics)
+    tmp.mkdir(parents=True, exist_ok=True)
+    per_series = result.per_series[result.per_series["model"] == model] if not result.per_series.empty else None
+    if per_series is not None and not per_series.empty:
+        per_series.to_csv(tmp / "per_series.csv", index=False)
+        client.log_artifact(run_id, str(tmp / "per_series.csv"))
+    series = pick_series(result.per_series, model, result.series, plot_series)
+    if series and not result.forecasts.empty:
+        png = plot_forecasts(result.forecasts, model, tmp / "forecasts_vs_actuals.png", series,
+                             result.spec.horizon_steps, future=result.future_forecasts)
+        client.log_artifact(run_id, str(png), "plots")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def model_params(result: BacktestResult, model: str) -> dict:
+    """The model's constructor parameters (from a fitted instance when kept) and config overrides."""
+    params: dict[str, Any] = {}
+    if model == ENSEMBLE:
+        params.update(members=",".join(result.spec.base_models), top_models=TOP_MODELS)
+    fitted = result.models.get(model)
+    if fitted is None:
+        fitted = next((m for k, m in result.models.items() if isinstance(k, tuple) and k[0] == model), None)
+    if fitted is not None and hasattr(fitted, "get_params"):
+        params.update(fitted.get_params())
+    params.update(result.spec.model_params.get(model, {}))
+    params["name"] = model
+    return params
+
+
+def _protocol_params(result: BacktestResult) -> dict:
+    spec = result.spec
+    return {
+        "protocol.freq": spec.freq, "protocol.horizons": ",".join(spec.horizons),
+        "protocol.test_days": spec.test_days, "protocol.history_days": spec.history_days,
+        "protocol.stride": spec.stride, "protocol.season_length": spec.season_length,
+        "protocol.levels": ",".join(str(level) for level in spec.levels),
+        "protocol.cutoffs_per_series": len(spec.origins), "protocol.series": len(result.series),
+    }
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value} if prefix else {}
+
+
+def _log_batch(client: MlflowClient, run_id: str, params: dict, metrics: dict) -> None:
+    stamp = int(time.time() * 1000)
+    param_rows = [Param(k[:250], _param_value(v)) for k, v in params.items()]
+    metric_rows = []
+    for key, value in metrics.items():
+        value = float(value)
+        if math.isfinite(value):
+            metric_rows.append(Metric(key, value, stamp, 0))
+        else:
+            log.debug("metric %s is %s; not logged", key, value)
+    for i in range(0, len(param_rows), 100):
+        client.log_batch(run_id, params=param_rows[i:i + 100])
+    for i in range(0, len(metric_rows), 1000):
+        client.log_batch(run_id, metrics=metric_rows[i:i + 1000])
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def _records(board: pd.DataFrame) -> list[dict]:
+    return json.loads(board.to_json(orient="records"))

@@ -1,0 +1,1 @@
+"""Checks and preparation of the series: validation (Great Expectations), ranges, features."""

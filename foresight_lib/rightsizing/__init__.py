@@ -1,0 +1,1 @@
+"""Sizes from forecasts, the baselines they are measured against, the replay and the plan."""

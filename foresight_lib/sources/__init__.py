@@ -1,0 +1,1 @@
+"""Where metrics come from: generated demo data, files, Prometheus."""
