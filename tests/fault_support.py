@@ -10,6 +10,7 @@ left by a process that did not die, and no planted secret in any stored byte.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,3 +195,16 @@ def assert_published_consistent(data_root: str | Path, tracking_uri: str, before
             problems.append(f"the planted secret is stored in: {[str(p) for p in leaked]}")
     assert not problems, "published state is inconsistent:\n- " + "\n- ".join(problems)
     return outcome
+
+
+def fill_disk(folder: Path, leave_bytes: int) -> None:
+    """Fill the file system of ``folder``, then give ``leave_bytes`` back."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for block in (65536, 4096):
+            try:
+                while True:
+                    out.write(b"\0" * block)
+            except OSError:
+                pass
+    os.truncate(filler, max(filler.stat().st_size - leave_bytes, 0))

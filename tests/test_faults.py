@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fault_support import Published, assert_published_consistent, files_with, snapshot
+from fault_support import Published, assert_published_consistent, files_with, fill_disk, snapshot
 from prom_server import ScriptedServer, free_port
 
 from foresight_lib import pipeline
@@ -309,23 +309,6 @@ def read_only_root(world: World) -> Iterator[World]:
         _umount(world.data)
 
 
-def _fill(folder: Path, leave_bytes: int) -> None:
-    """Fill the file system of ``folder``, then give ``leave_bytes`` back."""
-    filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-        except OSError:
-            pass
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError:
-            pass
-    os.truncate(filler, max(filler.stat().st_size - leave_bytes, 0))
-
-
 @pytest.fixture
 def full_root(world: World, request) -> Iterator[World]:
     """The data root on a small tmpfs holding the baseline's files, filled up to ``request.param`` bytes free."""
@@ -333,7 +316,7 @@ def full_root(world: World, request) -> Iterator[World]:
     _mount("-t", "tmpfs", "-o", f"size={size + 4 * 2 ** 20}", "tmpfs", str(world.data))
     try:
         shutil.copytree(world.root.parent / "baseline" / "data", world.data, dirs_exist_ok=True, symlinks=True)
-        _fill(world.data, request.param)
+        fill_disk(world.data, request.param)
         world.before = snapshot(world.data, world.tracking_uri)
         yield world
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fault_support import fill_disk
 
 from foresight_lib.errors import SourceError
 from foresight_lib.publishing import transaction as publishing
@@ -76,25 +77,12 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def _fill(disk: Path, leave_pages: int) -> None:
-    """Fill the disk, then free ``leave_pages`` pages of 4 KiB."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"x" * 4096)
-        except OSError:
-            pass
-    size = filler.stat().st_size
-    os.truncate(filler, max(size - leave_pages * 4096, 0))
-
-
 @pytest.mark.parametrize("leave_pages", [0, 1, 2, 3, 4])
 def test_a_full_disk_during_publish_changes_nothing(small_disk, leave_pages):
     _published(small_disk, "a1", 1.0)
     before = {"latest": _files(small_disk / "latest"), "run": _files(small_disk / "runs" / KEY)}
     failed = _attempt(small_disk, "a2", 2.0)
-    _fill(small_disk, leave_pages)
+    fill_disk(small_disk, leave_pages * 4096)
     try:
         publishing.run_transaction(failed, {}, lambda tx: None, NAMES, None)
     except SourceError as exc:
