@@ -1,0 +1,104 @@
+"""The data root on S3 (moto's standalone server on loopback): lock, attempts, publish, exposition."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import boto3
+import pandas as pd
+import pytest
+from prom_server import free_port, wait_for
+
+from foresight_lib import pipeline
+from foresight_lib.errors import RunLocked, ValidationFailed
+from foresight_lib.publishing import exposition
+from foresight_lib.publishing.run_lock import RunLock
+from foresight_lib.publishing.storage import DataRoot, RunStore
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "foresight-test"
+DATE, OLDER = "2024-03-15T02:00:00", "2024-03-14T02:00:00"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket; the data root's S3 settings point at it."""
+    pytest.importorskip("moto")
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(url, timeout=1).ok, what="moto S3 server")
+        env = {"FORESIGHT_S3_ENDPOINT": url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_REGION": "us-east-1"}
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+                              aws_secret_access_key="test")
+        client.create_bucket(Bucket=BUCKET)
+        yield {"env": env, "client": client}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    for name, value in s3["env"].items():
+        monkeypatch.setenv(name, value)
+    return s3
+
+
+def _keys(client, prefix: str) -> dict[str, bytes]:
+    """The objects under ``prefix`` (folder markers left out)."""
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {o["Key"]: client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed
+            if not o["Key"].endswith("/")}
+
+
+def test_the_lock_of_a_date_is_a_conditional_write(s3_env):
+    store = RunStore(f"s3://{BUCKET}/locks-test", "2024-03-15T020000Z", attempt="a1")
+    lock = RunLock(store, store.folder, store.safe_id, pd.Timedelta("1h"))
+    lock.acquire("scheduled__1", "a1")
+    with pytest.raises(RunLocked, match="scheduled__1"):
+        lock.acquire("manual__2", "a2")
+    assert lock.release("a1")
+    lock.acquire("manual__2", "a2")
+    assert lock.owner().run_id == "manual__2"
+
+
+def test_a_nightly_run_on_s3_publishes_forward_only(s3_env, tmp_path):
+    client = s3_env["client"]
+    settings = {"history_days": 3, "data_root": f"s3://{BUCKET}/data",
+                "models": ["naive", "seasonal_naive", "ensemble"],
+                "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           "artifact_location": str(tmp_path / "artifacts")}}
+    out = pipeline.run_nightly(DATE, settings)
+    assert out["published"] is True
+    latest = _keys(client, "data/latest/")
+    assert {"data/latest/forecasts.parquet", "data/latest/actuals.parquet", "data/latest/summary.json",
+            "data/latest/_manifest.json"} <= set(latest)
+    assert not any(".tmp-" in k for k in _keys(client, "data/"))
+    assert DataRoot(settings["data_root"]).latest_manifest()["run_folder"] == \
+        f"s3://{BUCKET}/data/runs/2024-03-15T020000Z"
+    assert "data/runs/2024-03-15T020000Z/summary.json" in _keys(client, "data/runs/")
+    assert not _keys(client, "data/locks/runs/"), "the date's lock is released"
+
+    body, _ = exposition.metrics_response(settings["data_root"], horizons=["15m"])
+    assert b"foresight_forecast{" in body and b"foresight_exposition_read_errors 0.0" in body
+
+    older = pipeline.run_nightly(OLDER, settings)
+    assert older["published"] is False
+    assert _keys(client, "data/latest/") == latest
+
+    impossible = {"min": 1e15, "max": 1e16, "mostly": 1.0}
+    from foresight_lib.config import load_config
+
+    failing = {**settings, "validation": {"max_failed_share": 0.3, "ranges": {
+        k: impossible for k in [*load_config().validation.ranges, "*"]}}}
+    with pytest.raises(ValidationFailed):
+        pipeline.run_nightly("2024-03-16T02:00:00", failing)
+    assert _keys(client, "data/latest/") == latest
+    assert not _keys(client, "data/runs/2024-03-16T020000Z/"), "a failed run never becomes a date's run folder"
