@@ -230,8 +230,10 @@ class PublishConfig(_Section):
     """After how long a run's lock of its date is taken over by another run (its holder presumed dead)."""
     wait: str = "10m"
     """How long a publish waits for another publish under the same data root to end."""
+    keep_failed_attempts: str = "7d"
+    """How long the folder of a failed attempt is kept (for a look) when its date is not run again."""
 
-    @field_validator("lock_timeout", "wait")
+    @field_validator("lock_timeout", "wait", "keep_failed_attempts")
     @classmethod
     def _duration(cls, value: str) -> str:
         return _checked(duration_seconds, value)

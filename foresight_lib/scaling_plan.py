@@ -88,6 +88,7 @@ def publish(run: dict) -> dict:
                  published.get("data_interval_end"))
     committed = store.committed()
     committed.remove_attempts()
+    store.prune_failed_attempts(duration(cfg.publish.keep_failed_attempts))
     pruned = committed.prune_siblings(cfg.rightsizing.plan_keep_runs)
     pipeline.release(run)
     pushed = pipeline.push_latest(cfg) if newer else None

@@ -220,3 +220,14 @@ def test_s3_code_path_on_in_memory_filesystem():
     assert store.read_frame("features")["y"].iloc[0] == 3.0
     assert attempt.list_files() == []
     assert DataRoot("s3://bucket/prefix", filesystem=fs).read_latest("raw").shape == (3, 3)
+
+
+def test_failed_attempts_are_pruned_once_old(tmp_path):
+    old = RunStore(str(tmp_path), "2024-03-01T020000Z", attempt="20240301T020500Z-aaaaaa")
+    recent = RunStore(str(tmp_path), "2024-03-09T020000Z", attempt="20240309T020500Z-bbbbbb")
+    for store in (old, recent):
+        store.write_frame("raw", frame())
+    now = pd.Timestamp("2024-03-10T00:00:00Z")
+    removed = recent.prune_failed_attempts(pd.Timedelta("7D"), now=now)
+    assert removed == ["2024-03-01T020000Z/20240301T020500Z-aaaaaa"]
+    assert not old.exists("raw") and recent.exists("raw")

@@ -166,8 +166,9 @@ def _after_publish(cfg, run: dict, store, parent_run_id: str | None) -> None:
         except Exception as exc:  # noqa: BLE001 - the publish stands; the next run retires them
             log.warning("could not retire the earlier MLflow runs of %s: %s", run["run_key"], exc)
     removed = store.committed().remove_attempts()
+    removed += store.prune_failed_attempts(duration(cfg.publish.keep_failed_attempts))
     if removed:
-        log.info("removed %d earlier attempt folder(s) of %s", len(removed), run["run_key"])
+        log.info("removed %d earlier attempt folder(s): %s", len(removed), removed[:10])
     run_lock(cfg, store).release(run["attempt"])
 
 

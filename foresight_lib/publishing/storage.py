@@ -406,6 +406,34 @@ class RunStore(DataRoot):
                 pass
         return removed
 
+    def prune_failed_attempts(self, older_than: pd.Timedelta, now: pd.Timestamp | None = None) -> list[str]:
+        """Delete the attempt folders of every run id of this kind that began more than ``older_than`` ago.
+
+        An attempt that failed stays for a look until its date succeeds; dates that are never
+        run again would keep theirs for ever. Attempt names begin with their start time
+        (``20240315T020312Z-…``); other names are left alone.
+
+        Returns:
+            ``<run id>/<attempt>`` of each deleted folder.
+        """
+        cutoff = (now or pd.Timestamp.now(tz="UTC")) - older_than
+        staging = self._join(STAGING, self.folder)
+        removed = []
+        for run in self.fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True)):
+            if run.type != pafs.FileType.Directory:
+                continue
+            for item in self.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True)):
+                started = pd.to_datetime(item.base_name[:16], format="%Y%m%dT%H%M%SZ", errors="coerce", utc=True)
+                if item.type != pafs.FileType.Directory or pd.isna(started) or started >= cutoff \
+                        or item.base_name == self.attempt:
+                    continue
+                try:
+                    self.fs.delete_dir(item.path)
+                    removed.append(f"{run.base_name}/{item.base_name}")
+                except OSError as exc:
+                    log.warning("cannot delete old attempt folder %s: %s", self._uri(item.path), exc)
+        return removed
+
     def prune_siblings(self, keep: int) -> list[str]:
         """Delete all but the ``keep`` newest run folders of this kind (this one is always kept).
 
