@@ -348,3 +348,14 @@ def test_clip_to_physical_range_bounds_every_forecast_value():
     broken.loc[2, "yhat_hi_95"] = np.inf
     with pytest.raises(DataError, match=r"1 forecast value\(s\) are NaN or infinite .*yhat_hi_95.*container_cpu"):
         clip_to_physical_range(broken, series, cfg)
+
+
+def test_a_validation_logs_no_great_expectations_noise(caplog):
+    import logging
+
+    frame, series = generate_demo(pd.Timestamp("2024-03-15T02:00Z"), days=2, seed=0, freq="5min")
+    with caplog.at_level(logging.INFO):
+        validate_frame(frame, series, load_config())
+    noisy = [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
+    assert noisy == [], noisy[:3]
+    assert any(r.name.startswith("foresight_lib") for r in caplog.records), "Foresight's own summary line stays"

@@ -116,15 +116,27 @@ def load_suite_spec(suite_dir: str | os.PathLike, name: str) -> dict[str, Any]:
         raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
 
 
+def quiet_gx() -> None:
+    """GX's own INFO lines (hundreds per run: registrations, temporary folders) become silent.
+
+    Only when nobody set the ``great_expectations`` logger's level: its warnings and errors
+    still show, and a user who wants its INFO lines sets the level themselves.
+    """
+    gx_logger = logging.getLogger("great_expectations")
+    if gx_logger.level == logging.NOTSET:
+        gx_logger.setLevel(logging.WARNING)
+
+
 class _Runner:
     """One ephemeral GX context running suites on pandas frames."""
 
     def __init__(self):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        quiet_gx()
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        # GX pins this logger to INFO for a notice about temporary folders; let the application decide
+        # GX pins this logger to INFO for a notice about temporary folders; it follows its parent
         logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.NOTSET)
 
         self.gx = gx
