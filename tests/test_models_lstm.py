@@ -138,9 +138,13 @@ def test_longer_than_horizon_is_made_block_by_block(fitted):
     np.testing.assert_allclose(fc[0]["mean"][:, :H], direct[0]["mean"])
 
 
-def test_early_stopping_stops_on_an_easy_problem():
+def test_early_stopping_stops_on_an_easy_problem(caplog):
     train, _ = split(periodic(n_series=3, days=10, noise=0.05, seed=3))
-    model = LSTM(**{**SMALL, "max_epochs": 40, "patience": 2}).fit_many(train, M)
+    with caplog.at_level("INFO", logger="foresight_lib"):
+        model = LSTM(**{**SMALL, "max_epochs": 40, "patience": 2}).fit_many(train, M)
+    progress = [r.getMessage() for r in caplog.records if "lstm epoch" in r.getMessage()]
+    assert len(progress) == model.epochs_, "one progress line per epoch"
+    assert progress[0].startswith("lstm epoch 1/40") and "left" in progress[0]
     assert model.epochs_ < 40
     assert model.best_epoch_ <= model.epochs_
     assert len(model.val_losses_) == model.epochs_

@@ -302,6 +302,7 @@ class LSTM(GlobalForecaster):
         best_loss, best_state, best_epoch, stale = np.inf, None, 0, 0
         self.val_losses_: list[float] = []
         self.epochs_ = 0
+        started = time.perf_counter()
         for epoch in range(1, self.max_epochs + 1):
             net.train()
             picked = rng.choice(train_cuts, size=min(self.windows_per_epoch, train_cuts.size), replace=False)
@@ -321,7 +322,9 @@ class LSTM(GlobalForecaster):
             with torch.no_grad():
                 val_loss = float(self._pinball(net(*val[:-1]), val[-1], q))
             self.val_losses_.append(val_loss)
-            log.debug("lstm epoch %d: training loss %.4f, validation loss %.4f", epoch, loss.item(), val_loss)
+            took = time.perf_counter() - started
+            log.info("lstm epoch %d/%d: training loss %.4f, validation loss %.4f, %.0f s so far, at most %.0f s left",
+                     epoch, self.max_epochs, loss.item(), val_loss, took, took / epoch * (self.max_epochs - epoch))
             if best_state is None or val_loss < best_loss - 1e-4 * abs(best_loss):
                 best_loss, best_state, best_epoch, stale = val_loss, copy.deepcopy(net.state_dict()), epoch, 0
             else:
