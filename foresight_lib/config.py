@@ -461,15 +461,27 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     file = config_path(path)
     raw = read_yaml(file)
     merged = deep_merge(raw, _env_overrides())
+    given: dict = {}
     if overrides:
         if not isinstance(overrides, dict):
             raise ConfigError(f"overrides must be a mapping of settings, not {type(overrides).__name__}")
-        merged = deep_merge(merged, _normalise_overrides(overrides))
+        given = _normalise_overrides(overrides)
+        merged = deep_merge(merged, given)
     try:
         cfg = ForesightConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, file)) from None
+        raise ConfigError(format_errors(exc, file, given)) from None
     return _resolve_paths(cfg)
+
+
+def _set_in(settings: dict, loc: tuple) -> bool:
+    """Whether ``settings`` (nested dicts) gives a value at ``loc`` or above it."""
+    node: Any = settings
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return bool(loc)
 
 
 def _resolve_paths(cfg: ForesightConfig) -> ForesightConfig:
@@ -502,22 +514,34 @@ def _section_of(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def format_errors(exc: ValidationError, source: Path | str) -> str:
-    """One line per bad setting: its dotted location, what is wrong, what is allowed."""
+_BY_RUN = " [set by the run's parameters]"
+
+
+def format_errors(exc: ValidationError, source: Path | str, overrides: dict | None = None) -> str:
+    """One line per bad setting: its dotted location, what is wrong, what is allowed, and who set it.
+
+    ``overrides``: the settings a run's parameters gave; a bad setting among them is said
+    to come from there, not from the file.
+    """
     lines = []
+    from_run = 0
     for err in exc.errors():
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
+        by_run = bool(overrides) and _set_in(overrides, loc)
+        from_run += by_run
         kind = err["type"]
         if kind == "extra_forbidden":
             section = _section_of(loc[:-1])
             allowed = ", ".join(section.model_fields) if section else "see include/foresight.yaml"
-            lines.append(f"{where}: unknown setting; allowed here: {allowed}")
+            lines.append(f"{where}: unknown setting; allowed here: {allowed}" + (_BY_RUN if by_run else ""))
             continue
         message = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{where}: {message}{shown}")
+        lines.append(f"{where}: {message}{shown}" + (_BY_RUN if by_run else ""))
     count = len(lines)
     body = "\n".join(f"  - {line}" for line in lines)
-    return f"config {source}: {count} invalid setting{'s' if count != 1 else ''}:\n{body}"
+    origin = "the run's parameters" if from_run == count else f"config {source}" + (
+        " and the run's parameters" if from_run else "")
+    return f"{origin}: {count} invalid setting{'s' if count != 1 else ''}:\n{body}"

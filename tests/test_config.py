@@ -196,3 +196,12 @@ def test_validation_guards_have_defaults_and_reject_bad_values(tmp_path):
     assert "validation.ranges.mem.min: a bound must be a finite number" in text
     cfg = load_config(overrides={"validation": {"max_abs_value": 1e18, "min_relative_std": 0}})
     assert cfg.validation.max_abs_value == 1e18 and cfg.validation.min_relative_std == 0
+
+
+def test_a_bad_setting_from_the_run_is_blamed_on_the_run_not_the_file():
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"history_days": -3})
+    message = str(caught.value)
+    assert message.startswith("the run's parameters: 1 invalid setting")
+    assert "history_days: Input should be greater than or equal to 1 (got -3) [set by the run's parameters]" in message
+    assert "foresight.yaml" not in message
