@@ -53,7 +53,7 @@ SOURCE = section("source")
     default_args=default_args(),
     params={
         "metrics": Param(
-            list(SOURCE.get("metrics") or []), type="array", items={"type": "string"},
+            list(SOURCE.get("metrics") or []), type=["array", "null"], items={"type": "string"},
             title="Metrics", description="Metrics to forecast, one per line; empty = every metric of the source.",
         ),
         "models": Param(

@@ -44,7 +44,7 @@ RIGHTSIZING = section("rightsizing")
     default_args=default_args(max_retry_delay=timedelta(minutes=5)),
     params={
         "metrics": Param(
-            list(section("source").get("metrics") or []), type="array", items={"type": "string"},
+            list(section("source").get("metrics") or []), type=["array", "null"], items={"type": "string"},
             title="Metrics", description="Metrics to plan for, one per line; empty = every metric of the source.",
         ),
         "overrides": Param(

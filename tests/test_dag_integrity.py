@@ -41,6 +41,7 @@ PARSE = """
         dags[dag_id] = {"tags": sorted(dag.tags), "doc_md": dag.doc_md, "catchup": dag.catchup,
                         "schedule": getattr(dag.timetable, "expression", None) or str(dag.timetable), "tasks": tasks,
                         "params": sorted(dag.params.keys()), "fileloc": dag.fileloc,
+                        "param_types": {k: dag.params.get_param(k).schema.get("type") for k in dag.params},
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}}
     report({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "loaded": loaded})
 """
@@ -83,6 +84,7 @@ def test_nightly_shape(parsed):
     assert dag["catchup"] is False
     assert dag["schedule"] == SCHEDULE
     assert set(dag["params"]) >= {"metrics", "models", "horizons", "publish"}
+    assert "null" in dag["param_types"]["metrics"], "empty metrics means all: the form must not require it"
     up = dag["upstream"]
     assert up["extract"] == []
     assert up["validate"] == ["extract"]
