@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError, ForesightError
-from foresight_lib.publishing.publish_step import publish, push_latest, recommend
+from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
 from foresight_lib.runs import (
     BACKTEST_FORECASTS,
     FEATURE_SERIES,
@@ -366,7 +366,9 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     store.write_frame(LEADERBOARD, result.leaderboard)
     store.write_frame(PER_SERIES, result.per_series)
     store.write_frame(BACKTEST_FORECASTS, result.forecasts)
-    store.write_frame(FORECASTS, clip_to_physical_range(result.future_forecasts, store.read_frame(FEATURE_SERIES), cfg))
+    series = store.read_frame(FEATURE_SERIES)
+    forecasts = clip_to_physical_range(result.future_forecasts, series, cfg)
+    store.write_frame(FORECASTS, mark_champions(forecasts, metric_champions(result, series), series))
     store.write_json("backtest_report.json", result.report())
     store.write_bytes(RESULT, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     board = result.leaderboard.groupby("model", sort=False)["mase"].mean()

@@ -207,6 +207,16 @@ def test_actuals_lost_with_the_run_folder_are_a_read_error_not_silence(tmp_path)
     assert snapshot.forecasts is not None  # the forecasts are still served
 
 
+def test_the_champion_of_each_metric_is_a_series_of_its_own():
+    forecasts = make_forecasts()
+    forecasts["champion"] = forecasts["model"] == "naive"
+    families = {f.name: f for f in exposition.forecast_families(forecasts)}
+    samples_ = {tuple(sorted(s.labels.items())): s.value for s in families["foresight_champion"].samples}
+    assert samples_ == {(("metric", "cpu_cores"), ("model", "naive")): 1.0,
+                        (("metric", "memory_bytes"), ("model", "naive")): 1.0}
+    assert "foresight_champion" not in {f.name for f in exposition.forecast_families(make_forecasts())}
+
+
 def test_openmetrics_and_gzip_are_served_when_asked(tmp_path):
     root = tmp_path / "data"
     publish(root, "r1", make_forecasts())

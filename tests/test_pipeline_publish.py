@@ -48,6 +48,11 @@ def test_the_first_run_publishes_and_records_the_champions(published):
     champions = {name: int(v["aliases"]["champion"]) for name, v in published["registry"].items()}
     assert {f"foresight-{m}": v for m, v in summary["champion_versions"].items()} == champions
     assert set(published["latest"]) >= {"forecasts.parquet", "actuals.parquet", "summary.json", "_manifest.json"}
+    forecasts = DataRoot(str(root / "data")).read_latest("forecasts")
+    marked = forecasts[forecasts["champion"]]
+    metric = marked["unique_id"].str.split("/").str[0]
+    assert marked.assign(metric=metric).groupby("metric")["model"].nunique().eq(1).all(), "one champion per metric"
+    assert set(metric) == set(forecasts["unique_id"].str.split("/").str[0])
 
 
 def test_a_backfill_of_an_older_date_leaves_latest_and_the_aliases(published):

@@ -221,6 +221,8 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
     _add(cutoff, list(zip(cutoffs["unique_id"], cutoffs["metric"], cutoffs["entity"], cutoffs["model"], strict=True)),
          _seconds(cutoffs["cutoff"]), ())
     families.append(cutoff)
+    if "champion" in forecasts.columns:
+        families.append(champion_family(forecasts))
 
     last = latest_actuals(actuals)
     if not last.empty:
@@ -234,6 +236,18 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
         _add(stamp, akeys, _seconds(last["ds"]), ())
         families += [actual, stamp]
     return families
+
+
+def champion_family(forecasts: pd.DataFrame) -> GaugeMetricFamily:
+    """``foresight_champion{metric, model} 1``: the registered champion of each metric (join on ``model``)."""
+    rows = forecasts.loc[forecasts["champion"].astype(bool), ["unique_id", "model"]].drop_duplicates()
+    pairs = sorted({(split_unique_id(uid)[0], model) for uid, model in zip(rows["unique_id"], rows["model"],
+                                                                            strict=True)})
+    family = GaugeMetricFamily("foresight_champion", "1 for the model that is the champion of the metric",
+                               labels=["metric", "model"])
+    for metric, model in pairs:
+        family.add_metric([metric, model], 1.0)
+    return family
 
 
 def _add(family: GaugeMetricFamily, keys: Sequence[tuple], values: np.ndarray, suffix: tuple) -> None:

@@ -57,6 +57,15 @@ def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def mark_champions(forecasts: pd.DataFrame, champions: dict[str, str], series: pd.DataFrame) -> pd.DataFrame:
+    """The forecasts with a ``champion`` column: True on the rows of each metric's champion model."""
+    from foresight_lib.frames import split_unique_id
+
+    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
+    metric = forecasts["unique_id"].astype(str).map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
+    return forecasts.assign(champion=forecasts["model"].to_numpy() == metric.map(champions).to_numpy())
+
+
 def _metric_units(series: pd.DataFrame) -> dict[str, str]:
     """The unit of each metric, from the series table (absent where it has none)."""
     if "unit" not in series:
