@@ -23,6 +23,10 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= foresight_dags.sqlite.CONNECT_ARGS
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC ?= foresight_dags.sqlite.ASYNC_CONNECT_ARGS
 export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
+# Every URL from its one port setting: the workers reach the execution API on the api-server's
+# port, and the Foresight plugin links to the MLflow UI that `make ui` starts.
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL := http://localhost:$(AIRFLOW_PORT)/execution/
+export FORESIGHT_MLFLOW_UI_URL ?= http://localhost:$(MLFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)
 

@@ -334,6 +334,20 @@ def test_make_exports_the_same_sqlite_settings():
     assert exported == SQLITE_AIRFLOW_ENV
 
 
+def test_make_derives_every_url_from_the_port_settings():
+    """A custom ``AIRFLOW_PORT``/``MLFLOW_PORT`` reaches the execution API URL and the plugin's MLflow link."""
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "probe-env: ; @env", "probe-env",
+                           "AIRFLOW_PORT=8090", "MLFLOW_PORT=5090"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          env={k: v for k, v in os.environ.items()
+                               if not k.startswith("AIRFLOW__") and k != "FORESIGHT_MLFLOW_UI_URL"})
+    assert proc.returncode == 0, proc.stderr
+    exported = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    assert exported["AIRFLOW__API__PORT"] == "8090"
+    assert exported["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://localhost:8090/execution/"
+    assert exported["FORESIGHT_MLFLOW_UI_URL"] == "http://localhost:5090"
+
+
 @pytest.mark.slow
 def test_two_day_backfill_succeeds_five_times_in_a_row_under_cpu_load(airflow, cpu_load):
     """Each ``airflow backfill create`` succeeds while the scheduler runs, and so do its runs."""
