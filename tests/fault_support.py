@@ -9,6 +9,7 @@ left by a process that did not die, and no planted secret in any stored byte.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -202,9 +203,7 @@ def fill_disk(folder: Path, leave_bytes: int) -> None:
     filler = folder / "filler"
     with open(filler, "wb", buffering=0) as out:
         for block in (65536, 4096):
-            try:
+            with contextlib.suppress(OSError):  # written until the disk is full
                 while True:
                     out.write(b"\0" * block)
-            except OSError:
-                pass
     os.truncate(filler, max(filler.stat().st_size - leave_bytes, 0))

@@ -187,7 +187,7 @@ class TrickleServer:
                     time.sleep(self.interval_s)
                 conn.recv(1)  # the client closes once it has read everything
             except OSError:
-                pass
+                seen["closed_early"] = True
             seen["left"] = time.monotonic()
 
     def __enter__(self) -> TrickleServer:

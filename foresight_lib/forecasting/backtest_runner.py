@@ -9,6 +9,7 @@ finite), and the outcome lists it. The protocol and the assembly of the results 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -123,12 +124,10 @@ def _limit_threads() -> None:
     """One BLAS/OpenMP/torch thread per worker: the workers already fill the cores."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
-    try:
+    with contextlib.suppress(ImportError):  # threadpoolctl ships with scikit-learn; without it the variables do
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        pass
 
 
 def _n_workers(n_jobs: int, n_series: int) -> int:

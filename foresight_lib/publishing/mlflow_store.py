@@ -478,8 +478,7 @@ def _check_sqlite(uri: str, timeout_s: float) -> None:
 def _check_folder(uri: str, folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".foresight-check-"):
-            pass
+        tempfile.TemporaryFile(dir=folder, prefix=".foresight-check-").close()  # can a file be written there?
     except OSError as exc:
         raise SourceError(
             f"MLflow tracking store {_redact(uri)}: {what} {folder} cannot be created or written "

@@ -25,6 +25,7 @@ published run folder as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -400,10 +401,8 @@ class RunStore(DataRoot):
             except OSError as exc:
                 log.warning("cannot delete attempt folder %s: %s", self._uri(f"{parent}/{name}"), exc)
         if self.scheme != "s3" and not self.attempts() and not spared - {None}:
-            try:
-                os.rmdir(parent)  # only when empty: a promotion's kept-aside folder stays
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # only when empty: a promotion's kept-aside folder stays
+                os.rmdir(parent)
         return removed
 
     def prune_failed_attempts(self, older_than: pd.Timedelta, now: pd.Timestamp | None = None) -> list[str]:
