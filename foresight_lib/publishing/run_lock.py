@@ -23,7 +23,6 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import pandas as pd
 
@@ -207,7 +206,3 @@ def _s3_put_if_absent(path: str, data: bytes) -> bool:
         raise SourceError(f"cannot create the run lock s3://{path}: {code or exc}; check the bucket and "
                           "its credentials") from None
     return True
-
-
-def describe(owner: LockOwner | None) -> dict[str, Any] | None:
-    return asdict(owner) if owner else None

@@ -584,32 +584,6 @@ class Promotion:
         return True
 
 
-def restore_interrupted_promotions(root: DataRoot, folder: str = RUNS) -> list[str]:
-    """Put back a date's run folder that a killed promotion left aside (``.previous-*`` with no run folder).
-
-    Returns:
-        The run folders restored.
-    """
-    if root.scheme == "s3":
-        return []
-    staging = root._join(STAGING, folder)
-    restored = []
-    for run in root.fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True)):
-        if run.type != pafs.FileType.Directory:
-            continue
-        for item in root.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True)):
-            if item.type != pafs.FileType.Directory or not item.base_name.startswith(_PREVIOUS):
-                continue
-            target = root._join(folder, run.base_name)
-            if root.fs.get_file_info(target).type == pafs.FileType.NotFound:
-                root.fs.move(item.path, target)
-                restored.append(root._uri(target))
-                log.warning("restored run folder %s that an interrupted promotion had moved aside", target)
-            else:
-                root.fs.delete_dir(item.path)
-    return restored
-
-
 def _frame_from_bytes(data: bytes, where: str) -> pd.DataFrame:
     try:
         return pq.read_table(pa.BufferReader(data)).to_pandas()
