@@ -1,5 +1,6 @@
 # Foresight: `make run` runs the nightly DAG once on the embedded default,
-# `make test` runs every test, `make ui` starts the Airflow and MLflow UIs.
+# `make test` runs every test, `make ui` starts the Airflow and MLflow UIs
+# (scripts/ui.sh: the api-server first, the scheduler once it answers).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -64,10 +65,7 @@ ui: airflow-db
 	@echo "Airflow:  http://localhost:$(AIRFLOW_PORT)  user 'admin', password in"
 	@echo "          $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written on first start)"
 	@echo "MLflow:   http://localhost:$(MLFLOW_PORT)"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foresight_lib.config import load_config; print(load_config().mlflow.tracking_uri)')" \
-		--port $(MLFLOW_PORT) & \
-	$(BIN)/airflow standalone
+	MLFLOW_PORT=$(MLFLOW_PORT) scripts/ui.sh
 
 # Peer libraries for the benchmarks live in their own venv, never in the product's.
 BENCH_STAMP := .venv-bench/.foresight-installed
