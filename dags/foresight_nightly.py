@@ -32,6 +32,7 @@ from foresight_dags.common import (
     SETTINGS,
     build_features,
     default_args,
+    metrics_param,
     prometheus_connection,
     release,
     section,
@@ -52,10 +53,7 @@ SOURCE = section("source")
     tags=["foresight", "forecasting", "mlflow"],
     default_args=default_args(),
     params={
-        "metrics": Param(
-            list(SOURCE.get("metrics") or []), type=["array", "null"], items={"type": "string"},
-            title="Metrics", description="Metrics to forecast, one per line; empty = every metric of the source.",
-        ),
+        "metrics": metrics_param("Metrics to forecast"),
         "models": Param(
             list(SETTINGS.get("models") or ["naive", "seasonal_naive", "ets", "ensemble"]), type="array",
             items={"type": "string", "enum": ALL_MODELS}, examples=ALL_MODELS, title="Models",

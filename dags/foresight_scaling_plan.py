@@ -22,6 +22,7 @@ from airflow.sdk import Param, dag, task
 from foresight_dags.common import (
     build_features,
     default_args,
+    metrics_param,
     prometheus_connection,
     release,
     section,
@@ -43,10 +44,7 @@ RIGHTSIZING = section("rightsizing")
     # A retry must land before the next half hour's run makes it moot.
     default_args=default_args(max_retry_delay=timedelta(minutes=5)),
     params={
-        "metrics": Param(
-            list(section("source").get("metrics") or []), type=["array", "null"], items={"type": "string"},
-            title="Metrics", description="Metrics to plan for, one per line; empty = every metric of the source.",
-        ),
+        "metrics": metrics_param("Metrics to plan for"),
         "overrides": Param(
             {}, type="object", title="Other settings",
             description="Any other setting of include/foresight.yaml, e.g. {\"rightsizing\": {\"plan_windows\": 2}}.",

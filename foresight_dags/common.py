@@ -12,10 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, task, teardown
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, task, teardown
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ForesightError
+from foresight_lib.sources.catalog import source_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = Path(os.environ.get("FORESIGHT_CONFIG") or REPO_ROOT / "include" / "foresight.yaml")
@@ -48,6 +49,15 @@ def section(name: str) -> dict:
 
 
 SETTINGS = _settings()
+
+
+def metrics_param(purpose: str) -> Param:
+    """The Trigger form's Metrics: the configured ones by default, the source's known metrics offered."""
+    source = section("source")
+    offered = source_metrics(source)
+    return Param(list(source.get("metrics") or []), type=["array", "null"], items={"type": "string"},
+                 title="Metrics", description=f"{purpose}; empty = every metric of the source.",
+                 **({"examples": offered} if offered else {}))
 
 # Errors that another try cannot fix: bad settings, bad data, failed validation.
 NO_RETRY = ExceptionRetryPolicy(

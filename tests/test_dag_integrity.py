@@ -8,6 +8,7 @@ import yaml
 from airflow_support import DAGS_FOLDER, REPO_ROOT, airflow_env, run_python
 
 from foresight_lib.durations import duration_seconds
+from foresight_lib.sources.catalog import DEMO_METRICS
 
 CONFIG = REPO_ROOT / "include" / "foresight.yaml"
 
@@ -42,6 +43,7 @@ PARSE = """
                         "schedule": getattr(dag.timetable, "expression", None) or str(dag.timetable), "tasks": tasks,
                         "params": sorted(dag.params.keys()), "fileloc": dag.fileloc,
                         "param_types": {k: dag.params.get_param(k).schema.get("type") for k in dag.params},
+                        "metric_choices": dag.params.get_param("metrics").schema.get("examples"),
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}}
     report({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "loaded": loaded})
 """
@@ -85,6 +87,7 @@ def test_nightly_shape(parsed):
     assert dag["schedule"] == SCHEDULE
     assert set(dag["params"]) >= {"metrics", "models", "horizons", "publish"}
     assert "null" in dag["param_types"]["metrics"], "empty metrics means all: the form must not require it"
+    assert dag["metric_choices"] == list(DEMO_METRICS), "the Trigger form lists the source's metrics"
     up = dag["upstream"]
     assert up["extract"] == []
     assert up["validate"] == ["extract"]
@@ -104,6 +107,7 @@ def test_scaling_plan_shape(parsed):
     assert dag["catchup"] is False
     assert dag["schedule"] == PLAN_SCHEDULE
     assert set(dag["params"]) >= {"metrics", "overrides"}
+    assert dag["metric_choices"] == list(DEMO_METRICS)
     assert dag["upstream"] == {"extract": [], "validate": ["extract"], "build_features": ["validate"],
                                "size_windows": ["build_features"], "publish": ["size_windows"],
                                "release": ["extract", "publish"]}

@@ -37,12 +37,10 @@ import pandas as pd
 from foresight_lib.errors import DataError
 from foresight_lib.frames import SERIES_TABLE_COLUMNS, make_unique_id
 from foresight_lib.horizons import to_timedelta
+from foresight_lib.sources.catalog import DEMO_METRICS
 
-CPU = "container_cpu_usage_seconds_total"
-MEMORY = "container_memory_working_set_bytes"
-NET_RX = "container_network_receive_bytes_total"
-DISK_W = "container_fs_writes_bytes_total"
-METRICS = (CPU, MEMORY, NET_RX, DISK_W)
+CPU, MEMORY, NET_RX, DISK_W = DEMO_METRICS
+METRICS = DEMO_METRICS
 UNITS = {CPU: "seconds", MEMORY: "bytes", NET_RX: "bytes", DISK_W: "bytes"}
 COUNTERS = (CPU, NET_RX, DISK_W)
 RESTART_AT = 0.6

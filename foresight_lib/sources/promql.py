@@ -20,8 +20,8 @@ import yaml
 
 from foresight_lib.errors import ConfigError, HorizonError
 from foresight_lib.horizons import format_duration, to_timedelta
+from foresight_lib.sources.catalog import PROMQL_FILE_ENV, promql_file
 
-PROMQL_FILE_ENV = "FORESIGHT_PROMQL_FILE"
 AGGREGATION_LEVELS = ("container", "pod", "namespace")
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -160,14 +160,6 @@ class PromqlCatalog:
     def rate_window(self, step: pd.Timedelta) -> pd.Timedelta:
         return max(step, self.min_rate_window)
 
-
-def promql_file() -> Path:
-    """Where the default PromQL lives: ``FORESIGHT_PROMQL_FILE``, else ``<home>/include/promql.yaml``."""
-    if os.environ.get(PROMQL_FILE_ENV):
-        return Path(os.environ[PROMQL_FILE_ENV]).expanduser()
-    from foresight_lib.config import foresight_home
-
-    return foresight_home() / "include" / "promql.yaml"
 
 
 def load_promql(path: str | os.PathLike | None = None) -> PromqlCatalog:
