@@ -2,13 +2,15 @@
 # Debian packages the tests need that pip does not provide: Prometheus (with promtool)
 # and the Pushgateway, which the integration tests start on free loopback ports, and
 # docker-compose, which validates docker-compose.yaml (`docker-compose config` needs no
-# Docker engine). Idempotent: installs nothing when every binary is already there.
+# Docker engine); Chromium, which the browser tests drive headless through Playwright.
+# Idempotent: installs nothing when every binary is already there.
 set -euo pipefail
 declare -A package_of=(
     [prometheus]=prometheus
     [promtool]=prometheus
     [prometheus-pushgateway]=prometheus-pushgateway
     [docker-compose]=docker-compose
+    [chromium]=chromium
 )
 packages=()
 for binary in "${!package_of[@]}"; do

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from foresight_lib import pipeline, scaling_plan
 from foresight_lib.config import load_config
 from foresight_lib.errors import SourceError, ValidationFailed
-from foresight_lib.publishing import exposition
+from foresight_lib.publishing import dashboard, exposition
 from foresight_lib.publishing.storage import DataRoot, RunStore
 from foresight_lib.rightsizing import plan
 from foresight_lib.rightsizing import sizing as rs
@@ -177,7 +177,9 @@ def test_the_gauges_follow_the_scaling_plan_between_two_nightly_runs(tmp_path):
                  if s.name == "foresight_scaling_plan_published_timestamp_seconds"]
     manifest = DataRoot(str(root)).latest_manifest(scaling_plan.PLAN_MANIFEST)
     assert published == [pd.Timestamp(manifest["published_at"]).timestamp()]  # for an alert on a stale plan
-    assert "Scaling plan published" in exposition.index_html(str(root))
+    state = dashboard.overview(str(root))["plan"]  # what the dashboard says of the plan
+    assert state["published"] and state["published_at"] == pd.Timestamp(manifest["published_at"]).isoformat()
+    assert state["entities"] == 1 and state["stale"] is False
     assert gauges[("window", "0m", "request")] == 0.9
     assert gauges[("window", "0m", "period_start_timestamp_seconds")] == END.timestamp()
     assert ("window", "30m", "request") not in gauges  # the nightly's windows are replaced, not mixed in

@@ -26,7 +26,6 @@ with :func:`metrics_response`; ``foresight_lib.publishing.pushgateway`` pushes t
 from __future__ import annotations
 
 import gzip
-import html
 import json
 import logging
 import math
@@ -562,7 +561,7 @@ def metrics_response(data_root: str, accept: str | None = None, accept_encoding:
 
 
 # ---------------------------------------------------------------------------
-# JSON and HTML views of the published files
+# JSON views of the published files
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -617,33 +616,6 @@ def recommendations_payload(data_root: str, entity: str | None = None, resource:
     return {"published_at": snapshot.published_at.isoformat() if snapshot.published_at is not None else None,
             "run_id": snapshot.run_id, "count": int(len(frame)), "truncated": bool(len(frame) > limit),
             "recommendations": frame_records(frame.head(limit))}
-
-
-def index_html(data_root: str, prefix: str = "", mlflow_url: str | None = None) -> str:
-    """A short HTML page: what was published, and links to the JSON and metrics views."""
-    snapshot = registry_files(data_root).snapshot()
-    rows = []
-    if snapshot.forecasts is not None and "unique_id" in snapshot.forecasts:
-        fc = snapshot.forecasts
-        rows.append(("Series forecast", str(fc["unique_id"].nunique())))
-        if "model" in fc:
-            rows.append(("Models", ", ".join(sorted(fc["model"].astype(str).unique()))))
-    if snapshot.recommendations is not None:
-        rows.append(("Recommendations", str(len(snapshot.recommendations))))
-    published = snapshot.published_at.isoformat() if snapshot.published_at is not None else "nothing published yet"
-    rows = [("Published", published), ("Run", snapshot.run_id or "-"), ("Data root", data_root), *rows]
-    if snapshot.plan_published_at is not None:
-        rows.append(("Scaling plan published", snapshot.plan_published_at.isoformat()))
-    links = [("forecasts", "Latest forecasts (JSON)"), ("metrics", "Prometheus metrics")]
-    if snapshot.recommendations is not None:
-        links.append(("recommendations", "Latest recommendations (JSON)"))
-    items = "".join(f'<li><a href="{html.escape(prefix)}/{href}">{html.escape(text)}</a></li>' for href, text in links)
-    if mlflow_url:
-        items += f'<li><a href="{html.escape(mlflow_url)}" target="_blank">MLflow</a></li>'
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Foresight</title></head>"
-            "<body style='font-family:sans-serif'><h1>Foresight</h1>"
-            f"<table>{table}</table><ul>{items}</ul></body></html>")
 
 
 _FILES: dict[str, LatestFiles] = {}

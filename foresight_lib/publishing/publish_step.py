@@ -37,6 +37,23 @@ from foresight_lib.runs import (
 log = logging.getLogger(__name__)
 
 
+def metric_leaderboards(result, series: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per metric, the leaderboard over that metric's series (models ranked by mean MASE).
+
+    Args:
+        result: the evaluated backtest.
+        series: the series table after the features step (``unique_id, metric``).
+    """
+    from foresight_lib.forecasting.metrics import leaderboard
+    from foresight_lib.frames import split_unique_id
+
+    per_series = result.per_series
+    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
+    metrics = per_series["unique_id"].map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
+    return {metric: leaderboard(per_series[metrics == metric], result.spec.horizons)
+            for metric in sorted(metrics.unique())}
+
+
 def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
     """Per metric, the model with the lowest mean MASE over that metric's series.
 
@@ -44,17 +61,18 @@ def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
         result: the evaluated backtest.
         series: the series table after the features step (``unique_id, metric``).
     """
-    from foresight_lib.forecasting.metrics import champion, leaderboard
-    from foresight_lib.frames import split_unique_id
+    from foresight_lib.forecasting.metrics import champion
 
-    per_series = result.per_series
-    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
-    metrics = per_series["unique_id"].map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
-    out = {}
-    for metric in sorted(metrics.unique()):
-        board = leaderboard(per_series[metrics == metric], result.spec.horizons)
-        out[metric] = champion(board)
-    return out
+    return {metric: champion(board) for metric, board in metric_leaderboards(result, series).items()}
+
+
+def metric_leaderboard_records(result, series: pd.DataFrame) -> list[dict]:
+    """The per-metric leaderboards as rows ``metric, model, horizon, mase, ...`` (``summary.json``)."""
+    frames = [board.assign(metric=metric) for metric, board in metric_leaderboards(result, series).items()]
+    if not frames:
+        return []
+    board = pd.concat(frames, ignore_index=True)
+    return _jsonable(board[["metric", *[c for c in board.columns if c != "metric"]]].to_dict(orient="records"))
 
 
 def mark_champions(forecasts: pd.DataFrame, champions: dict[str, str], series: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +141,9 @@ def publish(run: dict) -> dict:
         "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
         "data_interval_end": run.get("data_interval_end"), "champion": result.champion,
         "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
-        "mlflow_parent_run": parent["parent_run_id"], "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
+        "metric_leaderboard": metric_leaderboard_records(result, feature_series),
+        "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
+        "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
         "run_folder": store.committed().uri(""), "series": len(result.series),
         "forecast_rows": int(len(result.future_forecasts)),
     }

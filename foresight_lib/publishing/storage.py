@@ -243,6 +243,17 @@ class DataRoot:
         path = self._join(LATEST, self.relpath(name))
         return _frame_from_bytes(self._read(path, f"published dataset '{name}'"), self._uri(path))
 
+    def has_latest(self, name: str) -> bool:
+        """Whether ``name`` (a dataset, or a file such as ``summary.json``) is published under ``latest/``."""
+        return self._exists(self._join(LATEST, self.relpath(name)))
+
+    def read_latest_json(self, name: str) -> Any | None:
+        """A published JSON file (``summary.json``), or None when there is none."""
+        path = self._join(LATEST, self.relpath(name))
+        if not self._exists(path):
+            return None
+        return json.loads(self._read(path, f"published file '{name}'"))
+
     def stage_manifest(self, manifest: dict, manifest_name: str = MANIFEST) -> list[str]:
         """Write a manifest into ``latest/`` under a temporary name: ``[name, tmp, target]`` for ``switch_latest``."""
         folder = self._join(LATEST)

@@ -134,7 +134,7 @@ def log_nightly(
         metric: resource metric(s) of the run; default: those in the series ids.
 
     Returns:
-        ``{"parent_run_id": …, "child_run_ids": {model: run_id}}``.
+        ``{"parent_run_id": …, "child_run_ids": {model: run_id}, "experiment_id": …}``.
     """
     if "'" in run_key or not run_key.strip():
         raise ConfigError(f"run key {run_key!r} must be non-empty and free of quotes")
@@ -174,7 +174,7 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
         raise
     client.set_terminated(parent_id, "FINISHED")
     log.info("logged MLflow parent run %s with %d child run(s) for %s", parent_id, len(children), run_key)
-    return {"parent_run_id": parent_id, "child_run_ids": children}
+    return {"parent_run_id": parent_id, "child_run_ids": children, "experiment_id": exp_id}
 
 
 def run_name(run_key: str, logical_date: str | None = None) -> str:
