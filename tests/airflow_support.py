@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import yaml
 
 from foresight_dags.sqlite import AIRFLOW_ENV as SQLITE_AIRFLOW_ENV
 
@@ -21,6 +24,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
 VENV_BIN = Path(sys.executable).parent
 RESULT_MARK = "@@RESULT@@"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fast_config(root: Path) -> Path:
+    """The shipped config with fast models, a short history and state under ``root``."""
+    config = yaml.safe_load((REPO_ROOT / "include" / "foresight.yaml").read_text())
+    config.update({
+        "models": ["naive", "seasonal_naive", "ensemble"], "history_days": 3, "data_root": str(root / "data"),
+        "mlflow": {**config.get("mlflow", {}), "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+                   "artifact_location": str(root / "artifacts")},
+    })
+    validation = config.setdefault("validation", {})
+    validation["suite_dir"] = str(REPO_ROOT / validation.get("suite_dir", "include/gx"))
+    path = root / "foresight.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:

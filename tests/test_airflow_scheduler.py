@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,8 +23,16 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from airflow_support import REPO_ROOT, SQLITE_AIRFLOW_ENV, VENV_BIN, airflow_env, migrate, run_python
+from airflow_support import (
+    REPO_ROOT,
+    SQLITE_AIRFLOW_ENV,
+    VENV_BIN,
+    airflow_env,
+    fast_config,
+    free_port,
+    migrate,
+    run_python,
+)
 from sqlalchemy.exc import OperationalError
 
 from foresight_dags.sqlite import CONNECT_ARGS, LOCK_TIMEOUT_S
@@ -44,32 +51,11 @@ LOAD_LIMIT_S = 1800
 BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _test_config(root: Path) -> Path:
-    """The shipped config with fast models, a short history and state under ``root``."""
-    config = yaml.safe_load((REPO_ROOT / "include" / "foresight.yaml").read_text())
-    config.update({
-        "models": ["naive", "seasonal_naive", "ensemble"], "history_days": 3, "data_root": str(root / "data"),
-        "mlflow": {**config.get("mlflow", {}), "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                   "artifact_location": str(root / "artifacts")},
-    })
-    validation = config.setdefault("validation", {})
-    validation["suite_dir"] = str(REPO_ROOT / validation.get("suite_dir", "include/gx"))
-    path = root / "foresight.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 class Airflow:
     """api-server, scheduler and dag-processor as child processes, stopped on ``close``."""
 
     def __init__(self, home: Path, root: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = airflow_env(
             home,
@@ -83,7 +69,7 @@ class Airflow:
             AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
-            FORESIGHT_CONFIG=str(_test_config(root)),
+            FORESIGHT_CONFIG=str(fast_config(root)),
         )
         self.logs = home / "process-logs"
         self.logs.mkdir(parents=True, exist_ok=True)

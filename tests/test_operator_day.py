@@ -1,0 +1,318 @@
+"""An operator's day, as a person lives it: ``make ui`` on other ports, a run, a backfill, the UI.
+
+``make ui AIRFLOW_PORT=… MLFLOW_PORT=…`` is started as a user starts it (a throw-away
+``AIRFLOW_HOME``, a fast config), a run is triggered through the REST API with the admin
+password ``make ui`` generated, and then:
+
+- the run succeeds with no task retried (the workers reach the execution API on the
+  custom port, and the scheduler started only once the api-server answered);
+- a real headless Chromium (Debian's ``chromium``, driven by Playwright) walks the DAG
+  list, the DAG's docs, the Trigger form, the finished run, the Foresight dashboard
+  (chart drawn with data, the series filter redraws it, no console errors), its API
+  docs (offline) and the MLflow link of the run;
+- a backfill of a past date (``airflow backfill create``) succeeds and leaves ``latest/``
+  and the champion aliases exactly as they were.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from airflow_support import REPO_ROOT, VENV_BIN, fast_config, free_port
+
+DAG_ID = "foresight_nightly"
+TRIGGERED_DATE = "2024-03-20T02:00:00Z"
+# One daily run, two days before the triggered one: an older data interval.
+BACKFILL_FROM, BACKFILL_TO = "2024-03-18", "2024-03-19"
+RUN_TIMEOUT_S = 900
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium in a closed network: no background connections, no sandbox as root, no GPU.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+class MakeUi:
+    """``make ui`` with other ports and its own AIRFLOW_HOME, stopped with SIGTERM like Ctrl-C."""
+
+    def __init__(self, home: Path, root: Path):
+        self.home = home
+        self.airflow_port, self.mlflow_port = free_port(), free_port()
+        self.base = f"http://localhost:{self.airflow_port}"
+        self.mlflow_base = f"http://localhost:{self.mlflow_port}"
+        self.config = fast_config(root)
+        self.data_root = root / "data"
+        self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("AIRFLOW_", "FORESIGHT_", "MLFLOW_")) or k.startswith("FORESIGHT_TEST")}
+        self.env.update(FORESIGHT_CONFIG=str(self.config), AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+                        AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
+                        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__CORE__PARALLELISM="4",
+                        AIRFLOW__API__WORKERS="1")
+        self.make_args = [f"AIRFLOW_PORT={self.airflow_port}", f"MLFLOW_PORT={self.mlflow_port}",
+                          f"AIRFLOW_HOME={home}"]
+        self.log_path = home.parent / "make-ui.log"
+        self.proc: subprocess.Popen | None = None
+        self.token: str | None = None
+        self.password: str | None = None
+
+    def start(self) -> None:
+        out = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            ["make", "--no-print-directory", "ui", *self.make_args],
+            cwd=REPO_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log(self, tail: int = 60) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        return "\n".join(lines[-tail:])
+
+    def airflow_cli(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        """An ``airflow`` command with the environment ``make ui`` gives its processes."""
+        probe = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "probe-env: ; @env", "probe-env",
+                                *self.make_args], cwd=REPO_ROOT, env=self.env, capture_output=True, text=True,
+                               timeout=60, stdin=subprocess.DEVNULL, check=True)
+        env = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+        return subprocess.run([str(VENV_BIN / "airflow"), *args], env=env, cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    # -- REST API, as a user with the generated admin password ----------------------------
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return requests.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kwargs)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"make ui exited with {self.proc.returncode}:\n{self.log()}")
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """The admin password is written, a token is issued and the DAG is parsed."""
+        passwords = self.home / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if self.token is None and passwords.exists():
+                    self.password = json.loads(passwords.read_text())["admin"]
+                    resp = requests.post(f"{self.base}/auth/token", timeout=10,
+                                         json={"username": "admin", "password": self.password})
+                    if resp.status_code in (200, 201):
+                        self.token = resp.json()["access_token"]
+                if self.token:
+                    resp = self.request("GET", f"/api/v2/dags/{DAG_ID}")
+                    if resp.status_code == 200:
+                        requests.get(self.mlflow_base, timeout=10).raise_for_status()
+                        return
+                    last = f"{resp.status_code} {resp.text[:200]}"
+            except (requests.ConnectionError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(2)
+        raise AssertionError(f"make ui not ready after {timeout:.0f} s ({last})\n{self.log()}")
+
+    def wait_run(self, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        run: dict = {}
+        while time.monotonic() < deadline:
+            self.check_alive()
+            resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+            resp.raise_for_status()
+            run = resp.json()
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(5)
+        raise AssertionError(f"run {run_id} not finished after {timeout:.0f} s: {run.get('state')}\n{self.log()}")
+
+    def runs(self) -> list[dict]:
+        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+        resp.raise_for_status()
+        return resp.json()["dag_runs"]
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+        resp.raise_for_status()
+        return resp.json()["task_instances"]
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    server = MakeUi(tmp_path_factory.mktemp("airflow-home"), tmp_path_factory.mktemp("foresight"))
+    try:
+        server.start()
+        server.wait_ready()
+        resp = server.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        assert resp.status_code == 200, resp.text
+        resp = server.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": TRIGGERED_DATE,
+                                                                                "conf": {}})
+        assert resp.status_code in (200, 201), resp.text
+        server.run_id = resp.json()["dag_run_id"]
+        server.run = server.wait_run(server.run_id)
+        # Unpausing made the scheduler create the last night's run too (catchup is off): let it finish.
+        server.finished = [server.wait_run(r["dag_run_id"]) for r in server.runs()]
+        yield server
+    finally:
+        server.stop()
+
+
+def test_on_other_ports_a_triggered_run_succeeds_without_a_retry(ui):
+    """The REST-triggered run and the scheduled one that unpausing created both succeed at the first try."""
+    assert {r["run_type"] for r in ui.finished} == {"manual", "scheduled"}, ui.finished
+    for run in ui.finished:
+        tasks = ui.task_instances(run["dag_run_id"])
+        assert run["state"] == "success", [(t["task_id"], t["state"]) for t in tasks]
+        assert {t["task_id"] for t in tasks} >= {"extract", "validate", "train", "evaluate", "publish", "release"}
+        retried = [(t["task_id"], t["map_index"], t["try_number"]) for t in tasks if t["try_number"] > 1]
+        assert not retried, f"tasks of {run['dag_run_id']} needed a retry: {retried}\n{ui.log()}"
+    assert "Connection refused" not in ui.log_path.read_text(errors="replace")
+    # Published: the newer data interval of the two, whichever finished last.
+    newest = max(run["data_interval_end"] for run in ui.finished)
+    manifest = json.loads((ui.data_root / "latest" / "_manifest.json").read_text())
+    assert manifest["data_interval_end"][:19] == newest[:19]
+
+
+def _aliases(tracking_uri: str) -> dict[str, dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return {model.name: {alias: str(version) for alias, version in model.aliases.items()}
+            for model in client.search_registered_models()}
+
+
+def test_a_backfill_of_a_past_date_leaves_latest_and_the_champions_untouched(ui):
+    latest = ui.data_root / "latest"
+    before = {path.name: path.read_bytes() for path in sorted(latest.iterdir()) if path.is_file()}
+    aliases_before = _aliases(ui.tracking_uri)
+    assert aliases_before and all("champion" in aliases for aliases in aliases_before.values()), aliases_before
+
+    proc = ui.airflow_cli("backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_FROM,
+                          "--to-date", BACKFILL_TO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deadline = time.monotonic() + 120
+    backfill_runs: list[dict] = []
+    while not backfill_runs and time.monotonic() < deadline:
+        resp = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})
+        resp.raise_for_status()
+        backfill_runs = [r for r in resp.json()["dag_runs"] if r["run_type"] == "backfill"]
+        time.sleep(2)
+    assert [r["logical_date"][:10] for r in backfill_runs] == [BACKFILL_FROM], backfill_runs
+    run = ui.wait_run(backfill_runs[0]["dag_run_id"])
+    assert run["state"] == "success", [(t["task_id"], t["state"]) for t in ui.task_instances(run["dag_run_id"])]
+
+    after = {path.name: path.read_bytes() for path in sorted(latest.iterdir()) if path.is_file()}
+    assert after == before, "the backfill changed latest/"
+    assert _aliases(ui.tracking_uri) == aliases_before
+    # What it made is kept where it belongs: its own run folder.
+    assert any(path.name.startswith(BACKFILL_FROM) for path in (ui.data_root / "runs").iterdir())
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run .ci/install-packages.sh (Debian package chromium)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser, ui):
+    """A logged-in page; the console errors and uncaught exceptions it sees are in ``page.errors``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(f"{page.url}: {message.text}"))
+    page.on("pageerror", lambda exc: page.errors.append(f"{page.url}: {exc}"))
+    page.goto(f"{ui.base}/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", ui.password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+    page.errors.clear()  # the login page's own 401 before signing in is expected
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
+    # The DAG list, then the DAG and its docs.
+    page.goto(f"{ui.base}/dags")
+    page.get_by_role("link", name=DAG_ID).first.click()
+    page.wait_for_url(f"**/dags/{DAG_ID}**")
+    page.get_by_role("button", name="Dag Docs").click()
+    page.get_by_text("Foresight nightly forecasting").first.wait_for()
+    page.keyboard.press("Escape")
+
+    # The Trigger form: every parameter, the source's metrics offered; closed without triggering.
+    page.get_by_role("button", name="Trigger Dag").click()
+    page.get_by_text("Run Parameters").wait_for()
+    for title in ("Metrics", "Models", "Horizons", "Other settings", "Publish"):
+        page.get_by_text(title).first.wait_for()
+    # A react-select: its input lies over the placeholder text.
+    page.get_by_text("Select one or multiple values").first.click(force=True)
+    page.get_by_text("container_memory_working_set_bytes", exact=True).first.wait_for()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Escape")
+
+    # The finished run.
+    page.goto(f"{ui.base}/dags/{DAG_ID}/runs/{ui.run_id}")
+    page.get_by_text(ui.run_id).first.wait_for()
+    page.get_by_text("success", exact=False).first.wait_for()
+
+    # The Foresight dashboard: the chart is drawn with data and the series filter redraws it.
+    page.goto(f"{ui.base}/foresight/")
+    chart = page.locator("#forecast-chart")
+    page.wait_for_selector("#forecast-chart[data-ready='true']")
+    assert int(chart.get_attribute("data-points")) > 0
+    assert page.locator("#forecast-chart .main-svg").count() > 0, "Plotly drew no chart"
+    first_series = chart.get_attribute("data-series")
+    entities = page.locator("select#entity option").evaluate_all("options => options.map(o => o.value)")
+    current = page.locator("select#entity").input_value()
+    other = next(value for value in entities if value and value != current)
+    page.select_option("select#entity", other)
+    page.wait_for_function("([id, first]) => { const c = document.querySelector(id); "
+                           "return c.dataset.series && c.dataset.series !== first; }",
+                           arg=["#forecast-chart", first_series])
+    assert other in chart.get_attribute("data-series"), (other, chart.get_attribute("data-series"))
+    assert int(chart.get_attribute("data-points")) > 0
+    for table in ("#champions", "#leaderboard"):
+        assert page.locator(f"table{table} tbody tr").count() > 0, f"{table} is empty"
+    assert not page.errors, page.errors
+
+    # The plugin's API docs render from the plugin's own files (no CDN).
+    page.goto(f"{ui.base}/foresight/docs")
+    page.get_by_text("/overview", exact=True).first.wait_for()
+    assert not page.errors, page.errors
+
+    # The MLflow link opens the run.
+    mlflow_href = page.locator("a#mlflow-run").get_attribute("href")
+    assert mlflow_href.startswith(ui.mlflow_base), mlflow_href
+    page.goto(mlflow_href)
+    newest = max(run["data_interval_end"] for run in ui.finished)
+    page.get_by_text(f"{newest[:10]} nightly").first.wait_for(timeout=60_000)
+    assert "runs/" in page.url, page.url
