@@ -3,7 +3,8 @@
 
 Every night: **extract** the metrics → **validate** them (Great Expectations; failing
 series are quarantined) → build **features** (counters to rates, resampling, gap
-filling) → **train** every model (one mapped task per model, rolling-origin backtest)
+filling) → **train** every model (rolling-origin backtest; one mapped task per model and
+shard of `train.shard_series` series, the global LSTM one task over every series)
 → **evaluate** (leaderboard, champion by mean MASE) → **publish** (MLflow parent and
 child runs, the champion registered as `foresight-<metric>`, forecasts written to the
 run folder and then to `latest`).
@@ -41,6 +42,12 @@ from foresight_dags.common import (
 
 ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "ensemble"]
 SOURCE = section("source")
+TRAIN = section("train")
+TRAIN_AT_ONCE = TRAIN.get("parallel_tasks") if isinstance(TRAIN.get("parallel_tasks"), int) else 4
+"""Train tasks of one run side by side (each takes that share of the CPUs); a bad value is the config check's."""
+TRAIN_LABEL = ("{{ task.op_kwargs['model'] }}{% if task.op_kwargs['shard'] %} · shard "
+               "{{ task.op_kwargs['shard'] }}/{{ task.op_kwargs['shards'] }}{% endif %}")
+"""A train task in the UI: ``arima · shard 3/8``, or the model alone when it runs over every series."""
 
 
 @dag(
@@ -88,16 +95,16 @@ def foresight_nightly():
         )
 
     @task
-    def select_models(run: dict) -> list[str]:
+    def select_models(run: dict) -> list[dict]:
         from foresight_lib import pipeline
 
-        return pipeline.models_to_train(run)
+        return pipeline.train_tasks(run)
 
-    @task(map_index_template="{{ task.op_kwargs['model'] }}")
-    def train(run: dict, model: str) -> dict:
+    @task(map_index_template=TRAIN_LABEL, max_active_tis_per_dagrun=max(1, TRAIN_AT_ONCE))
+    def train(run: dict, model: str, shard: int | None = None, shards: int = 1) -> dict:
         from foresight_lib import pipeline
 
-        return pipeline.train(run, model)
+        return pipeline.train(run, model, shard, shards)
 
     @task
     def evaluate(run: dict, trained: list[dict]) -> dict:
@@ -113,7 +120,7 @@ def foresight_nightly():
 
     run = extract()
     features = build_features(validate(run))
-    trained = train.partial(run=features).expand(model=select_models(features))
+    trained = train.partial(run=features).expand_kwargs(select_models(features))
     publish(evaluate(features, trained)) >> release(run)
 
 

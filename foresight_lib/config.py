@@ -135,6 +135,15 @@ class FeaturesConfig(_Section):
             raise _as_error(exc) from None
 
 
+class TrainConfig(_Section):
+    """How the train step is split into mapped tasks (``foresight_lib.forecasting.shards``)."""
+
+    shard_series: int | None = Field(500, ge=0)
+    """Series per shard of a local model's train task; 0 or null: one task per model."""
+    parallel_tasks: int = Field(4, ge=1, le=1024)
+    """Train tasks of one run that may run at once; each limits its threads to its share of the CPUs."""
+
+
 class RangeConfig(_Section):
     """Allowed values of one metric; ``mostly`` is the share of a series' rows that must be in range.
 
@@ -289,6 +298,7 @@ class ForesightConfig(_Section):
     stride: str = "30m"
     levels: list[int] = Field(default_factory=lambda: [80, 95])
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)

@@ -1,7 +1,7 @@
 """The nightly pipeline's steps, one function per DAG task.
 
-extract → validate → build_features → train (once per model) → evaluate → publish,
-and ``release`` as the DAG's teardown.
+extract → validate → build_features → train (per model and series shard) → evaluate →
+publish, and ``release`` as the DAG's teardown.
 
 Every step takes and returns small things (the run dict: run key, attempt, run id,
 settings overrides, a few counts) and keeps its data in the run's attempt folder
@@ -67,7 +67,7 @@ from foresight_lib.runs import (
     run_lock,
 )
 
-__all__ = ["extract", "validate", "build_features", "models_to_train", "train", "evaluate", "publish", "release",
+__all__ = ["extract", "validate", "build_features", "train_tasks", "train", "evaluate", "publish", "release",
            "run_nightly", "recommend", "push_latest", "open_run", "run_key_for", "load_run_config",
            "overrides_from_params", "FEATURES", "FEATURE_SERIES", "FORECASTS", "RECOMMENDATIONS", "RAW", "SERIES"]
 
@@ -298,9 +298,9 @@ def _count_quarantined(quarantine) -> int:
 
 
 def build_features(run: dict) -> dict:
-    """Counters to rates, resampling to the series frequency and gap filling.
+    """Counters to rates, resampling to the series frequency and gap filling; the series shards.
 
-    Returns the run dict plus ``models``: the models the train step maps over.
+    Returns the run dict plus ``models`` and ``shards``: what the train step maps over.
     """
     from foresight_lib.quality.features import prepare_series
 
@@ -315,53 +315,114 @@ def build_features(run: dict) -> dict:
     store.write_frame(FEATURES, result.frame)
     store.write_frame(FEATURE_SERIES, result.series)
     store.write_json("features.json", result.report)
-    return {**run, "feature_series": int(result.frame["unique_id"].nunique()), "models": base_models(cfg)}
+    shards = _write_shards(cfg, store, result.frame)
+    return {**run, "feature_series": int(result.frame["unique_id"].nunique()), "models": base_models(cfg),
+            "shards": shards}
+
+
+def _write_shards(cfg, store, frame: pd.DataFrame) -> int:
+    """Split the series into ``train.shard_series``-sized shards, one features file each when there are several.
+
+    The full features file stays: the global model, the publish step and the plans read it.
+    """
+    from foresight_lib.forecasting.shards import features_name, shard_count, split_ids
+    from foresight_lib.publishing.storage import RUNS
+
+    if store.folder != RUNS:  # a scaling plan trains nothing
+        return 1
+    ids = frame["unique_id"].astype(str)
+    shards = shard_count(ids.nunique(), cfg.train.shard_series)
+    if shards > 1:
+        for shard, members in enumerate(split_ids(ids.unique(), shards), start=1):
+            store.write_frame(features_name(shard), frame[ids.isin(members)].reset_index(drop=True))
+        log.info("%d series in %d shards of at most %d", ids.nunique(), shards, cfg.train.shard_series)
+    return shards
 
 
 # ---------------------------------------------------------------------------
 # train, evaluate
 
 
-def models_to_train(run: dict) -> list[str]:
-    """The models the train step maps over: one task each (the ensemble is made in evaluate)."""
+def train_tasks(run: dict) -> list[dict]:
+    """The keyword arguments of the train step's mapped tasks: local models × shards, the LSTM once.
+
+    The ensemble is made in evaluate. See ``foresight_lib.forecasting.shards`` for why the
+    global LSTM is one task over every series.
+    """
+    from foresight_lib.forecasting.shards import train_tasks as tasks
+
     cfg, _ = open_run(run)
-    return base_models(cfg)
+    return tasks(base_models(cfg), _shards(run))
 
 
-def _part_name(model: str) -> str:
-    return f"backtests/{model}.pkl"
+def _shards(run: dict) -> int:
+    return int(run.get("shards") or 1)
 
 
-def train(run: dict, model: str) -> dict:
-    """Backtest one model on every series (the evaluation protocol) and store its part."""
+def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
+          tasks_at_once: int | None = None) -> dict:
+    """Backtest one model on one shard's series (every series when ``shard`` is None) and store its part.
+
+    The task's worker processes and numeric threads are limited to its share of the CPUs:
+    ``tasks_at_once`` train tasks (default: as many as ``train.parallel_tasks`` lets the
+    DAG run side by side) share the machine.
+
+    A shard whose series are all skipped (too short, gappy) stores an empty part that says
+    why; evaluate reports it. With a single shard that is no series at all: the run fails.
+    """
     from foresight_lib.forecasting.backtest import backtest_part
+    from foresight_lib.forecasting.backtest_runner import _limit_threads, cpu_share
+    from foresight_lib.forecasting.shards import (
+        empty_reason,
+        features_name,
+        is_global,
+        part_name,
+        task_label,
+        with_threads,
+    )
 
     cfg, store = open_run(run)
-    if model not in base_models(cfg):
-        raise ConfigError(f"model '{model}' is not one of this run's models {base_models(cfg)}")
+    models = base_models(cfg)
+    label = task_label({"model": model, "shard": shard, "shards": shards})
+    if model not in models:
+        raise ConfigError(f"model '{model}' is not one of this run's models {models}")
+    if shard is not None and (shards != _shards(run) or not 1 <= shard <= shards or is_global(model)):
+        raise ConfigError(f"no train task '{label}' in run {run['run_key']}: it has {_shards(run)} shard(s), "
+                          "and a global model is never sharded")
+    threads = cpu_share(tasks_at_once or min(cfg.train.parallel_tasks, len(models) * _shards(run)))
+    _limit_threads(threads)
     spec = backtest_spec(cfg)
-    part = backtest_part(store.read_frame(FEATURES), spec, models=[model])
-    store.write_bytes(_part_name(model), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
-    fallbacks = len(part.outcome.fallbacks)
-    log.info("trained %s on %d series in %.1f s (%d fallbacks)", model, len(part.splits), part.seconds, fallbacks)
-    return {"model": model, "series": len(part.splits), "seconds": round(part.seconds, 3), "fallbacks": fallbacks}
+    spec.n_jobs = threads
+    spec.model_params = with_threads(spec.model_params, model, threads)
+    frame = store.read_frame(FEATURES if shard is None else features_name(shard))
+    part = backtest_part(frame, spec, models=[model], allow_empty=shard is not None)
+    store.write_bytes(part_name(model, shard), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+    out = {"model": model, "shard": shard, "series": len(part.splits), "seconds": round(part.seconds, 3),
+           "fallbacks": len(part.outcome.fallbacks)}
+    if not part.splits:
+        out["skipped"] = empty_reason(part)
+        log.warning("%s: %s", label, out["skipped"])
+    log.info("trained %s on %d series in %.1f s with %d thread(s) (%d fallbacks)", label, len(part.splits),
+             part.seconds, threads, out["fallbacks"])
+    return out
 
 
 def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
-    """Merge the models' parts, add the ensemble, score and rank; write the results to the run folder.
+    """Merge the models' parts (and their shards), add the ensemble, score and rank; write the results.
+
+    Shards with no series left are listed in the result (``skipped_shards``) and in
+    ``backtest_report.json``.
 
     The forecasts to publish are clipped to each metric's physical range (no negative lower
     bound for usage); a non-finite one is an error, never published.
     """
     from foresight_lib.forecasting.backtest import finish_backtest
+    from foresight_lib.forecasting.shards import load_parts
     from foresight_lib.quality.validation import clip_to_physical_range
 
     cfg, store = open_run(run)
     spec = backtest_spec(cfg)
-    missing = [m for m in base_models(cfg) if not store.exists(_part_name(m))]
-    if missing:
-        raise ConfigError(f"no backtest for model(s) {missing} in run {run['run_key']}; run their train tasks first")
-    parts = [pickle.loads(store.read_bytes(_part_name(m))) for m in base_models(cfg)]
+    parts, skipped_shards = load_parts(store, base_models(cfg), _shards(run), run["run_key"])
     result = finish_backtest(parts, spec)
     store.write_frame(LEADERBOARD, result.leaderboard)
     store.write_frame(PER_SERIES, result.per_series)
@@ -369,11 +430,13 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     series = store.read_frame(FEATURE_SERIES)
     forecasts = clip_to_physical_range(result.future_forecasts, series, cfg)
     store.write_frame(FORECASTS, mark_champions(forecasts, metric_champions(result, series), series))
-    store.write_json("backtest_report.json", result.report())
+    store.write_json("backtest_report.json",
+                     {**result.report(), "shards": _shards(run), "skipped_shards": skipped_shards})
     store.write_bytes(RESULT, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     board = result.leaderboard.groupby("model", sort=False)["mase"].mean()
     log.info("champion %s; mean MASE per model: %s", result.champion, board.round(4).to_dict())
-    return {**run, "champion": result.champion, "mean_mase": {k: round(float(v), 6) for k, v in board.items()}}
+    return {**run, "champion": result.champion, "mean_mase": {k: round(float(v), 6) for k, v in board.items()},
+            "skipped_shards": skipped_shards}
 
 
 # ---------------------------------------------------------------------------
@@ -381,7 +444,10 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
 
 
 def run_nightly(logical_date, config_overrides: dict | None = None, params: dict | None = None) -> dict:
-    """Every step for one date, in this process, as the DAG would run them (the lock released in the end)."""
+    """Every step for one date, in this process, as the DAG would run them (the lock released in the end).
+
+    The train tasks (every model × shard) run one after another, each with every CPU.
+    """
     import os
 
     run = extract(f"local__{run_key_for(logical_date)}", None, logical_date, params=params,
@@ -389,7 +455,7 @@ def run_nightly(logical_date, config_overrides: dict | None = None, params: dict
     try:
         run = validate(run)
         run = build_features(run)
-        trained = [train(run, model) for model in run["models"]]
+        trained = [train(run, **task, tasks_at_once=1) for task in train_tasks(run)]
         run = evaluate(run, trained)
         return publish(run)
     finally:

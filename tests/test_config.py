@@ -47,7 +47,7 @@ def test_default_file_matches_model_defaults():
     from_file = load_config().to_dict()
     from_code = ForesightConfig().to_dict()
     for key in ("schedule", "source", "freq", "horizons", "models", "test_days", "history_days", "stride",
-                "levels", "features", "publish", "rightsizing"):
+                "levels", "features", "train", "publish", "rightsizing"):
         assert from_file[key] == from_code[key], key
     assert {k: v for k, v in from_file["validation"].items() if k != "suite_dir"} == \
         {k: v for k, v in from_code["validation"].items() if k != "suite_dir"}

@@ -386,11 +386,16 @@ class BacktestPart:
 def backtest_part(
     df: pd.DataFrame, spec: BacktestSpec, models: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
+    allow_empty: bool = False,
 ) -> BacktestPart:
     """Fit and forecast ``models`` (default: every base model of ``spec``) on every series.
 
     When ``spec`` includes the ensemble, the models also forecast each series' validation
     day (the last day of its training part), which sets the ensemble's weights.
+
+    Args:
+        allow_empty: when no series can be backtested, return a part with no series (its
+            ``skipped`` says why) instead of failing: one shard of many may lose all its series.
 
     Raises:
         DataError: no series is long and regular enough (the reasons per series are listed).
@@ -399,6 +404,11 @@ def backtest_part(
     models = [m for m in (models or spec.base_models) if m != ENSEMBLE]
     check_model_names(models)
     splits, skipped = split_series(df, spec)
+    if not splits and allow_empty:
+        log.warning("no series can be backtested (%d skipped); the part is empty", len(skipped))
+        validation = _LocalOutcome({}, {}, {}, [], {}) if ENSEMBLE in spec.models else None
+        return BacktestPart(models, [], skipped, _LocalOutcome({}, {}, {}, [], {}), validation,
+                            time.perf_counter() - started)
     if not splits:
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
         raise DataError(f"no series can be backtested ({len(skipped)} skipped): {reasons}")

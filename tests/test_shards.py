@@ -1,0 +1,185 @@
+"""Series shards of the train step: the split, the mapped tasks, merging the parts, and bad shards."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from foresight_lib import pipeline
+from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.forecasting.shards import (
+    features_name,
+    load_parts,
+    part_name,
+    shard_count,
+    split_ids,
+    task_label,
+    train_tasks,
+)
+from foresight_lib.publishing.storage import RunStore
+
+DATE = "2024-03-15T02:00:00"
+METRIC = "container_memory_working_set_bytes"
+"""One metric of the demo: 9 series, so every shard size is tried in a few seconds."""
+MODELS = ["naive", "seasonal_naive", "ets", "ensemble"]
+LOCAL = [m for m in MODELS if m != "ensemble"]
+BASELINES = ["naive", "seasonal_naive"]
+COMPARED = [pipeline.FORECASTS, pipeline.LEADERBOARD, pipeline.PER_SERIES, "backtest_forecasts"]
+
+
+def _settings(root: Path, shard_series: int | None, models: list[str]) -> dict:
+    return {"history_days": 3, "data_root": str(root / "data"), "models": models,
+            "source": {"metrics": [METRIC]}, "train": {"shard_series": shard_series},
+            "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_location": str(root / "art")}}
+
+
+@contextlib.contextmanager
+def _features(root: Path, shard_series: int | None, models: list[str] = MODELS):
+    """A run of the demo up to its features (the date's lock held), and its attempt folder."""
+    run = pipeline.extract(None, None, DATE, overrides=_settings(root, shard_series, models), owner_pid=os.getpid())
+    try:
+        run = pipeline.validate(run)
+        run = pipeline.build_features(run)
+        yield run, RunStore(str(root / "data"), run["run_key"], attempt=run["attempt"])
+    finally:
+        pipeline.release(run)
+
+
+def _train_and_evaluate(run: dict) -> tuple[list[dict], dict]:
+    """Every train task as the DAG maps them, then evaluate."""
+    trained = [pipeline.train(run, **task, tasks_at_once=1) for task in pipeline.train_tasks(run)]
+    return trained, pipeline.evaluate(run, trained)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """The demo's date backtested in one task per model, and in shards of 2 series."""
+    out = {}
+    for name, shard_series in (("whole", 0), ("sharded", 2)):
+        root = tmp_path_factory.mktemp(name)
+        with _features(root, shard_series) as (run, store):
+            trained, evaluated = _train_and_evaluate(run)
+            out[name] = {"run": evaluated, "store": store, "trained": trained,
+                         "frames": {n: store.read_frame(n) for n in COMPARED},
+                         "report": json.loads(store.read_bytes("backtest_report.json"))}
+    return out
+
+
+def test_local_models_forecast_and_score_the_same_sharded_or_not(runs):
+    whole, sharded = runs["whole"], runs["sharded"]
+    n_series = whole["run"]["feature_series"]
+    assert whole["run"]["shards"] == 1 and sharded["run"]["shards"] == shard_count(n_series, 2) > 1
+    for name in COMPARED:
+        pd.testing.assert_frame_equal(sharded["frames"][name], whole["frames"][name], obj=name)
+    assert sharded["run"]["champion"] == whole["run"]["champion"]
+    assert sharded["report"]["series_ids"] == whole["report"]["series_ids"] == sorted(whole["report"]["series_ids"])
+    assert sharded["report"]["skipped_shards"] == [] and sharded["report"]["shards"] == sharded["run"]["shards"]
+
+
+def test_each_train_task_backtests_only_its_shard(runs):
+    sharded = runs["sharded"]
+    store, shards = sharded["store"], sharded["run"]["shards"]
+    features = store.read_frame(pipeline.FEATURES)
+    expected = split_ids(features["unique_id"], shards)
+    assert len(sharded["trained"]) == len(LOCAL) * shards
+    for shard, ids in enumerate(expected, start=1):
+        assert sorted(store.read_frame(features_name(shard))["unique_id"].unique()) == ids
+        for model in LOCAL:
+            part = pickle.loads(store.read_bytes(part_name(model, shard)))
+            assert [s.unique_id for s in part.splits] == ids, (model, shard)
+    assert not store.exists(part_name("naive")), "a sharded model has no part over every series"
+    assert all(runs["whole"]["store"].exists(part_name(m)) for m in LOCAL), "one part per model when unsharded"
+
+
+def test_shards_are_deterministic_balanced_and_cover_every_series_once():
+    ids = [f"cpu_cores/c{i:02d}" for i in range(23)]
+    shuffled = random.Random(0).sample(ids, len(ids))
+    shards = split_ids(shuffled, shard_count(len(ids), 5))
+    assert shards == split_ids(reversed(ids), 5), "the split depends on the ids only, not their order"
+    assert [len(s) for s in shards] == [5, 5, 5, 4, 4]
+    assert [uid for shard in shards for uid in shard] == sorted(ids), "consecutive runs of the sorted ids"
+    assert shard_count(32, 500) == 1 and shard_count(32, 0) == 1 and shard_count(32, None) == 1
+    assert shard_count(1000, 500) == 2 and shard_count(1001, 500) == 3
+    assert [len(s) for s in split_ids(ids[:2], 3)] == [1, 1, 0]
+
+
+def test_train_tasks_are_local_models_times_shards_and_the_lstm_once():
+    tasks = train_tasks(["naive", "lstm", "ets"], 3)
+    assert tasks == [
+        *({"model": "naive", "shard": i, "shards": 3} for i in (1, 2, 3)),
+        {"model": "lstm", "shard": None, "shards": 1},
+        *({"model": "ets", "shard": i, "shards": 3} for i in (1, 2, 3)),
+    ]
+    assert [task_label(t) for t in tasks[2:5]] == ["naive · shard 3/3", "lstm", "ets · shard 1/3"]
+    assert train_tasks(["naive", "lstm"], 1) == [{"model": "naive", "shard": None, "shards": 1},
+                                                 {"model": "lstm", "shard": None, "shards": 1}]
+
+
+def _shorten(store: RunStore, frame: pd.DataFrame, ids: list[str], name: str) -> pd.DataFrame:
+    """``frame`` with the series ``ids`` cut to their last day (too short to backtest), written as ``name``."""
+    last_day = frame["ds"] >= frame["ds"].max() - pd.Timedelta("1D")
+    out = frame[~frame["unique_id"].isin(ids) | last_day].reset_index(drop=True)
+    store.write_frame(name, out)
+    return out
+
+
+def test_a_shard_of_too_short_series_is_skipped_and_the_run_succeeds(tmp_path):
+    with _features(tmp_path, 4, [*BASELINES, "ensemble"]) as (run, store):
+        shards = run["shards"]
+        last = split_ids(store.read_frame(pipeline.FEATURES)["unique_id"], shards)[-1]
+        _shorten(store, store.read_frame(features_name(shards)), last, features_name(shards))
+        _shorten(store, store.read_frame(pipeline.FEATURES), last, pipeline.FEATURES)
+        trained, evaluated = _train_and_evaluate(run)
+        report = json.loads(store.read_bytes("backtest_report.json"))
+    skipped_tasks = [t for t in trained if t.get("skipped")]
+    assert [(t["model"], t["shard"]) for t in skipped_tasks] == [(m, shards) for m in BASELINES]
+    assert all("too short" in t["skipped"] for t in skipped_tasks)
+    assert evaluated["skipped_shards"] == report["skipped_shards"]
+    assert [(s["model"], s["shard"], s["series"]) for s in report["skipped_shards"]] == \
+        [(m, shards, len(last)) for m in BASELINES]
+    assert "every series of the shard was skipped" in report["skipped_shards"][0]["reason"]
+    assert report["series"] == run["feature_series"] - len(last)
+    assert [s["unique_id"] for s in report["skipped"]] == last
+    assert evaluated["champion"] in [*BASELINES, "ensemble"]
+
+
+def test_no_series_left_in_any_shard_fails_the_run(tmp_path):
+    with _features(tmp_path, 4, ["naive"]) as (run, store):
+        with pytest.raises(ConfigError, match="no train task 'naive · shard 9/"):
+            pipeline.train(run, "naive", 9, run["shards"])
+        for shard, ids in enumerate(split_ids(store.read_frame(pipeline.FEATURES)["unique_id"], run["shards"]), 1):
+            _shorten(store, store.read_frame(features_name(shard)), ids, features_name(shard))
+        for task in pipeline.train_tasks(run):
+            assert pipeline.train(run, **task, tasks_at_once=1)["skipped"]
+        with pytest.raises(DataError, match="no series can be backtested"):
+            pipeline.evaluate(run)
+
+
+class _Parts:
+    """The part files of a run folder, in memory."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+
+    def exists(self, name: str) -> bool:
+        return name in self.files
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.files[name]
+
+
+def test_a_missing_shard_part_is_named(runs):
+    store, shards = runs["sharded"]["store"], runs["sharded"]["run"]["shards"]
+    files = {part_name(m, s): store.read_bytes(part_name(m, s)) for m in LOCAL for s in range(1, shards + 1)}
+    parts, skipped = load_parts(_Parts(files), LOCAL, shards, "run-1")
+    assert [p.models for p in parts] == [[m] for m in LOCAL] and skipped == []
+    del files[part_name("ets", 2)]
+    with pytest.raises(ConfigError, match=f"no backtest for ets · shard 2/{shards} "
+                                          r"\(backtests/ets/shard-2.pkl\) in run run-1"):
+        load_parts(_Parts(files), LOCAL, shards, "run-1")
