@@ -372,6 +372,7 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
     """
     from foresight_lib.forecasting.backtest import backtest_part
     from foresight_lib.forecasting.backtest_runner import _limit_threads, cpu_share
+    from foresight_lib.forecasting.progress import ProgressLog
     from foresight_lib.forecasting.shards import (
         empty_reason,
         features_name,
@@ -395,7 +396,9 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
     spec.n_jobs = threads
     spec.model_params = with_threads(spec.model_params, model, threads)
     frame = store.read_frame(FEATURES if shard is None else features_name(shard))
-    part = backtest_part(frame, spec, models=[model], allow_empty=shard is not None)
+    progress = ProgressLog(label, log)
+    part = backtest_part(frame, spec, models=[model], allow_empty=shard is not None, progress=progress.update,
+                         on_start=progress.start)
     store.write_bytes(part_name(model, shard), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
     out = {"model": model, "shard": shard, "series": len(part.splits), "seconds": round(part.seconds, 3),
            "fallbacks": len(part.outcome.fallbacks)}
