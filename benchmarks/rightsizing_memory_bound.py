@@ -1,7 +1,8 @@
 """How much room the daily memory goal leaves: each method's sizes rescaled, per entity, with hindsight.
 
 The daily replay on the Bitbrains memory series (``foresight rightsize-replay --mode
-daily``; the Alibaba 2018 machines' memory as a second trace) gives every method's daily
+daily``; the Alibaba 2018 machines' memory as a second trace), on the evaluation part of
+each trace (``foresight_lib.rightsizing.splits``), gives every method's daily
 request per VM. This benchmark rescales those
 requests by a factor ``s`` and rescores them on the same 5-minute points:
 
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.quality.features import prepare_series
+from foresight_lib.rightsizing import splits
 from foresight_lib.rightsizing.replay import ReplaySpec, replay
 from foresight_lib.sources.loaders import load_series
 
@@ -84,14 +86,14 @@ def bound(data: Path, fmt: str, metric: str) -> dict:
     started = time.perf_counter()
     loaded = load_series(data, fmt, [metric])
     prepared = prepare_series(loaded.frame, loaded.series, freq="5min")
-    result = replay(prepared.frame, ReplaySpec(mode="daily", profile="balanced", model="seasonal_naive"),
-                    prepared.series)
+    frame = splits.keep_part(prepared.frame, fmt, splits.EVALUATION)
+    result = replay(frame, ReplaySpec(mode="daily", profile="balanced", model="seasonal_naive"), prepared.series)
     records = result.records[result.records["request"].notna()].reset_index(drop=True)
-    usage = _usage_by_period(prepared.frame, records)
+    usage = _usage_by_period(frame, records)
     points = int(sum(u.size for u in usage)) // records["method"].nunique()
     totals = {row["method"]: row for row in result.totals.to_dict(orient="records")}
     vpa_rate = float(totals["vpa"]["violations"])
-    out = {"data": str(data.relative_to(ROOT.parent)), "format": fmt, "metric": metric,
+    out = {"data": str(data.relative_to(ROOT.parent)), "format": fmt, "metric": metric, "part": splits.EVALUATION,
            "series": int(records["unique_id"].nunique()), "periods": int(totals["vpa"]["periods"]),
            "points": points, "vpa_violations": vpa_rate, "methods": {}}
     for label, method, column in SIZES:
@@ -140,7 +142,8 @@ def render(out: dict) -> str:
     lines = [
         "# Daily memory: how much room there is below the VPA-style baseline", "",
         f"Command: `{out['command']}`. Daily replay with the balanced profile (`foresight rightsize-replay "
-        "--mode daily`) on each data set's memory series; each method's daily requests are then rescaled and "
+        "--mode daily`) on the memory series of each data set's evaluation part (`foresight_lib/rightsizing/"
+        "splits.py`; no constant was chosen on it); each method's daily requests are then rescaled and "
         "rescored on the same 5-minute points. The columns give the least slack at or under the VPA-style "
         "baseline's violation rate.", "",
     ]

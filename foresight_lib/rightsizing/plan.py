@@ -9,7 +9,11 @@ of the data, with one more period starting at the end:
   end of the data and a factor learnt from past windows sized with the same lead,
   pooled across the metric's series;
 - ``kind="daily"``: a static size for the next 24 hours, from the profile's quantile of
-  the day's mean forecast and a factor learnt from the previous days.
+  the day's mean forecast (memory: the recent daily peaks since the last step change)
+  and a factor learnt from the previous days.
+
+Every row names the violation target it aims at (``target_violation``: the profile's
+CPU or memory target); a row sized by the fallback estimator says so in ``reason``.
 
 Both are capped at the highest usage the factor was learnt from, rounded to units a
 platform accepts, never zero or negative. A series that cannot be sized (too little
@@ -81,8 +85,9 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
             sizing = rs.size(value, sr.resource, sr.unit, prof, peak=_forecast_peak(sr, value),
                              replica_capacity=capacity)
             rows.append({**dict.fromkeys(rs.RECOMMENDATION_COLUMNS), **common, "kind": kind, "period_start": start,
-                         "period_end": end, "base": track.bases[-1], "factor": round(track.factors[-1], 4),
-                         "confidence": track.confidences[-1], **asdict(sizing)})
+                         "period_end": end, "target_violation": track.targets[-1], "base": track.bases[-1],
+                         "factor": round(track.factors[-1], 4), "confidence": track.confidences[-1],
+                         "reason": sr.notes[-1], **asdict(sizing)})
         for s in skipped:
             rows.append(_empty_row({**_common(s["unique_id"], units, None, prof.name), "lead": lead_text}, kind,
                                    f"no recommendation: {s['reason']}"))

@@ -5,15 +5,18 @@ Two modes, on a regular long frame (after the features step):
 - ``daily``: each UTC day after ``min_history_days`` of history gets one static size per
   method, made from the data before the day, scored on the day's 5-minute points.
   Methods: the forecast-driven recommendation (``rightsizing``: the profile's quantile of
-  the next day's mean forecast curve times a factor learnt from the previous days' usage
-  against their bases, capped at the highest usage of those days; on the first day, with
-  no past, the upper-bound curve's quantile times the profile's fixed margin), the
+  the next day's mean forecast curve, for memory the recent daily peaks since the last
+  step change, times a factor learnt from the previous days' usage against their bases,
+  aimed at the profile's target for the resource and capped at the highest usage of
+  those days; on the first day, with no past, the upper-bound curve's quantile times the
+  profile's fixed margin), the
   VPA-style recommender and the Crane-style percentile (``baselines_rightsizing``).
 - ``window``: each 30-minute window is set ahead of time. The model is fitted once per
   day on the history before it and updated with the actuals at every window start
   without refitting; the window's base is a forecast of its peak (CPU: the highest mean
   forecast over its steps times the same window's median peak-to-level ratio on the
-  previous days; memory: the smoothed peaks of the windows before), times a factor
+  previous days; memory: the smoothed peaks of the windows before; either way at least
+  the peak of the latest window known when it is sized), times a factor
   learnt from the previous windows, shrunk toward the factor of every series of the
   same metric over those windows, and capped at their highest usage. Compared with a
   reactive scaler (the previous window's peak × 1.15).
@@ -94,6 +97,14 @@ class ReplaySpec:
     lead_windows: int = 0
     """Window mode: how many windows ahead each window is set (0: at its start, from the
     latest actuals; 3: an hour and a half before it starts, from the data known then)."""
+    memory_peak_days: int = rs.MEMORY_PEAK_DAYS
+    """Daily mode: whole days whose highest peak is the memory base (``rightsizing.daily_peak_base``)."""
+    memory_min_factor: float = rs.MEMORY_MIN_FACTOR
+    """Daily mode: least learnt factor over the memory base."""
+    memory_step_change: tuple[float, int, int] = (rs.STEP_CHANGE_RATIO, rs.STEP_CHANGE_HOURS,
+                                                   rs.STEP_CHANGE_MIN_HOURS)
+    """Daily mode: ratio, hours before and least hours after of a memory step change
+    (``rightsizing.last_step_change``)."""
     margins: Sequence[float] = DEFAULT_MARGINS
     max_days: int | None = None
     """Score at most this many days per series (the first ones after the minimum history)."""
@@ -118,6 +129,9 @@ class ReplaySpec:
         if not 0 <= self.lead_windows < self.steps_per_day // self.window_steps:
             raise ConfigError(f"lead_windows must be between 0 and {self.steps_per_day // self.window_steps - 1} "
                               f"(less than a day of {self.window} windows), got {self.lead_windows}")
+        if self.memory_peak_days < 1 or self.memory_min_factor <= 0:
+            raise ConfigError(f"memory_peak_days must be at least 1 and memory_min_factor positive, got "
+                              f"{self.memory_peak_days} and {self.memory_min_factor}")
         if not self.margins or any(m < 0 for m in self.margins):
             raise ConfigError(f"margins must be a non-empty list of non-negative numbers, got {list(self.margins)}")
         self.margins = tuple(sorted(float(m) for m in self.margins))
@@ -152,6 +166,8 @@ class _Track:
     confidences: list[float | None] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     """The forecast-driven request before rounding (base × factor, capped)."""
+    targets: list[float] = field(default_factory=list)
+    """The violation target the forecast-driven request aims at (per resource)."""
 
 
 @dataclass
@@ -174,6 +190,11 @@ class _SeriesReplay:
     confidences: list[float | None] = field(default_factory=list)
     tracks: dict[str, _Track] = field(default_factory=dict)
     fallbacks: int = 0
+    notes: list[str | None] = field(default_factory=list)
+    """Per period: why the fallback estimator sized it (None when the main one did)."""
+    level_starts: list[int] = field(default_factory=list)
+    """Per period: where the latest level known when it was sized began (daily memory:
+    after the last step change; 0 elsewhere). Its factor learns only from periods since."""
 
 
 @dataclass
@@ -204,6 +225,8 @@ class ReplayResult:
                 "freq": self.spec.freq, "window": self.spec.window, "min_history_days": self.spec.min_history_days,
                 "history_days": self.spec.history_days, "calibration_days": self.spec.calibration_days,
                 "calibration_windows": self.spec.calibration_windows, "lead_windows": self.spec.lead_windows,
+                "memory_peak_days": self.spec.memory_peak_days, "memory_min_factor": self.spec.memory_min_factor,
+                "memory_step_change": list(self.spec.memory_step_change),
                 "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),
             },
@@ -431,7 +454,9 @@ def _sized(value: float, sr: _SeriesReplay, prof: rs.Profile) -> tuple[float, fl
 
 
 def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool, base: float, first_base: float,
-                mean: np.ndarray | None, conf: float | None) -> None:
+                mean: np.ndarray | None, conf: float | None, note: str | None = None, level_start: int = 0) -> None:
+    sr.notes.append(note)
+    sr.level_starts.append(level_start)
     sr.starts.append(start)
     sr.actuals.append(actual)
     sr.scored.append(scored)
@@ -463,11 +488,16 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         history = y[max(0, start - hist_steps):start]
         forecast = _fit_forecast(sr, history, spec, lambda m: m.predict(spd, LEVELS))
         mean_base = rs.daily_mean_base(forecast, prof) if forecast is not None else float("nan")
-        base = rs.daily_base_for(sr.resource, mean_base, smoothed)
+        note, level_start = None, 0
+        if sr.resource == "memory":
+            base, note, level_start = _daily_memory_base(y, start, spd, mean_base, spec.memory_peak_days,
+                                                         spec.memory_step_change)
+        else:
+            base = rs.daily_base_for(sr.resource, mean_base, smoothed)
         first_base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
         conf = rs.confidence(start / spd, recent.value())
         _add_period(sr, start, actual, scored, base, first_base,
-                    forecast["mean"] if forecast is not None else None, conf)
+                    forecast["mean"] if forecast is not None else None, conf, note, level_start)
         if forecast is not None and actual.size:
             recent.add(forecast["mean"][:actual.size], actual)
         if actual.size:
@@ -485,6 +515,21 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         crane_base = bl.crane_percentile(y[:start], times[:start], now_s=float(times[start]), margin=0.0)
         _add(sr.tracks[CRANE], crane_base, *_sized(crane_base * (1 + bl.CRANE_MARGIN), sr, prof),
              1 + bl.CRANE_MARGIN, None)
+
+
+def _daily_memory_base(y: np.ndarray, start: int, spd: int, mean_base: float, peak_days: int = rs.MEMORY_PEAK_DAYS,
+                       step_change: tuple[float, int, int] | None = None) -> tuple[float, str | None, int]:
+    """Daily memory base at ``start``: the peak model (``rightsizing.daily_peak_base``) on
+    the week before it, else the fallback estimator (the mean forecast's quantile, or the
+    highest value since the last step change where higher). Returns the base, the
+    fallback's reason (None for the peak model) and where the latest level began."""
+    first = max(0, start - 7 * spd)
+    history = y[first:start]
+    base, why, since = rs.daily_peak_base(history, spd, peak_days, step_change)
+    if why is not None:
+        recent = history[since:]
+        return rs.memory_base(mean_base, float(recent.max()) if recent.size else float("nan")), why, first + since
+    return base, None, first + since
 
 
 def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
@@ -528,7 +573,9 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
             mean = forecast["mean"][k][lead:] if forecast is not None else None
             level = float(mean.max()) if mean is not None else float("nan")
             state = smoothed[bisect_right(smoothed_ends, begin - lead) - 1]
-            base = rs.window_base_for(sr.resource, level, list(ratios[k]), state)
+            known_to = begin - lead  # the data known when the window is sized
+            last_peak = float(y[known_to - w:known_to].max()) if known_to >= w else float("nan")
+            base = rs.window_base_for(sr.resource, level, list(ratios[k]), state, last_peak)
             conf = rs.confidence(begin / spd, recent.value())
             _add_period(sr, begin, actual, scored, base, base, mean, conf)
             if not actual.size:
@@ -583,20 +630,27 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             # the periods that had ended when this one was sized
             pos = int(np.searchsorted(learnable_starts, start - spec.lead_steps - spec.period_steps, side="right"))
             past = learnable[max(0, pos - keep):pos]
-            own = rs.calibrate_factor(ratios[past].ravel(), prof)
+            # only periods sized after the last step change began (their bases knew the new level)
+            past = past[learnable_starts[max(0, pos - keep):pos] > sr.level_starts[i]] if sr.level_starts[i] else past
+            low = max(prof.min_factor, spec.memory_min_factor) if sr.resource == "memory" else None
+            own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low)
             if spec.mode == "window":
-                learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof)
+                learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof, low)
             else:
                 learnt = own
             base = sr.bases[i]
             if learnt is not None and np.isfinite(base):
                 factor = learnt
-                value = rs.cap_to_observed(base * factor, float(peaks[past].max()) if past.size else None)
+                cap = float(peaks[past].max()) if past.size else None
+                if cap is not None and low is not None:  # memory: never capped below its least factor
+                    cap = max(cap, base * low)
+                value = rs.cap_to_observed(base * factor, cap)
             else:  # nothing learnt yet: the first base and the profile's fixed margin
                 base, factor = sr.first_bases[i], rs.default_factor(prof)
                 value = base * factor
             _add(track, base, *_sized(value, sr, prof), factor, sr.confidences[i])
             track.values.append(value)
+            track.targets.append(prof.target_for(sr.resource))
         tracks.append(track)
     return tracks
 
@@ -635,7 +689,8 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
             decided = t - spec.lead_steps * step
             pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
                     for times, r in parts]
-            k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]), prof.target_violation)
+            k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]),
+                                    prof.target_for(rs.resource_of(metric)))
             if k is not None:
                 out[(metric, int(t))] = k
     return out
@@ -662,6 +717,7 @@ def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.Da
                 rows.append({
                     "unique_id": sr.unique_id, "entity": sr.entity, "metric": sr.metric, "resource": sr.resource,
                     "unit": sr.unit, "method": method, "period_start": sr.first_ns + start * step_ns,
+                    "target_violation": track.targets[i] if track.targets else None,
                     "base": track.bases[i], "factor": track.factors[i], "request": request, "limit": limit,
                     "confidence": track.confidences[i], "usage_peak": peak, "points": s["points"],
                     "provisioned": s["provisioned"], "unused": s["unused"], "over": s["over"],
@@ -729,7 +785,7 @@ def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[s
     """
     rows = []
     for target in TARGETS:
-        prof = dc_replace(spec.profile_, target_violation=target)
+        prof = dc_replace(spec.profile_, target_violation=target, memory_target_violation=target)
         acc: dict[str, list[float]] = {}
         for sr, track in zip(done, forecast_tracks(done, spec, prof), strict=True):
             if sr.unique_id not in scored_ids:

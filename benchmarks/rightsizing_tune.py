@@ -1,0 +1,101 @@
+"""Choose rightsizing's constants on the tuning part of the Bitbrains trace, and record how.
+
+Lists the Bitbrains VMs, keeps those of the tuning part (``foresight_lib.rightsizing.splits``),
+reads only their files, and runs ``foresight_lib.rightsizing.tuning.tune`` (daily replays
+with each candidate setting). Writes ``benchmarks/results/rightsizing_tuning.md`` and
+``.json``; the chosen values are the constants in ``foresight_lib/rightsizing/sizing.py``.
+The evaluation part is never read here: ``benchmarks/rightsizing_replay.py`` reports it.
+
+    .venv/bin/python benchmarks/rightsizing_tune.py
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from foresight_lib.quality.features import prepare_series
+from foresight_lib.rightsizing import splits
+from foresight_lib.rightsizing.tuning import HEADROOM, tune
+from foresight_lib.sources.loaders import load_series
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bitbrains_rnd" / "2013-8"
+RESULTS = ROOT / "benchmarks" / "results"
+TRACE = "bitbrains"
+METRICS = ["cpu_usage_mhz", "memory_usage_kb"]
+PREPARED_METRICS = ["cpu_usage_mhz", "memory_usage_bytes"]
+"""The metric names after the features step (memory converted to bytes)."""
+
+
+def vm_ids() -> list[str]:
+    """Every series id of the trace, from the file names alone (no file is read)."""
+    return [f"{metric}/vm{path.stem}" for path in sorted(DATA.glob("*.csv")) for metric in PREPARED_METRICS]
+
+
+def load_files(ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read only the files of the VMs named in ``ids`` and return those series, prepared."""
+    vms = sorted({splits.entity_of(i) for i in ids})
+    frames, tables = [], []
+    for vm in vms:
+        loaded = load_series(DATA / f"{vm.removeprefix('vm')}.csv", "bitbrains", METRICS)
+        prepared = prepare_series(loaded.frame, loaded.series, freq="5min")
+        frames.append(prepared.frame)
+        tables.append(prepared.series)
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[frame["unique_id"].astype(str).isin(set(ids))].reset_index(drop=True)
+    return frame, pd.concat(tables, ignore_index=True)
+
+
+def main() -> int:
+    ids = splits.ids_in(TRACE, vm_ids(), splits.TUNING)
+    started = time.perf_counter()
+    result = tune(TRACE, ids, load_files)
+    seconds = time.perf_counter() - started
+    out = {"trace": TRACE, "data": str(DATA.relative_to(ROOT.parent)), "profile": result.profile,
+           "tuning_entities": sorted({splits.entity_of(i) for i in result.ids}), "seconds": round(seconds, 1),
+           "headroom": HEADROOM,
+           "python": platform.python_version(), "candidates": result.table.to_dict("records"),
+           "chosen": result.chosen}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "rightsizing_tuning.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "rightsizing_tuning.md").write_text(render(out))
+    print(render(out))
+    return 0
+
+
+def render(out: dict) -> str:
+    lines = [
+        "# Rightsizing constants chosen on the tuning part", "",
+        f"Command: `.venv/bin/python benchmarks/rightsizing_tune.py` ({out['seconds']} s). Data: "
+        f"`../{out['data']}`, tuning part only ({len(out['tuning_entities'])} VMs: "
+        + ", ".join(out["tuning_entities"]) + "; the split rule is in `foresight_lib/rightsizing/splits.py`). "
+        f"Daily replay, profile `{out['profile']}`, every candidate; per metric the candidate that keeps the "
+        "profile's target with the least slack is chosen (kept: violations at most "
+        f"{100 * out['headroom']:g} % of the target; the fewest violations when none keeps it). "
+        "The candidates change the memory estimator only (the CPU rows, the same for all, are in the JSON).", "",
+        "| memory peak days | memory least factor | step change (ratio/hours before/hours after) | metric | slack "
+        "| violations | target | kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in out["candidates"]:
+        if row["resource"] != "memory":
+            continue
+        lines.append(f"| {row['memory_peak_days']} | {row['memory_min_factor']:g} | {row['step_change']} | "
+                     f"{row['metric']} | "
+                     f"{100 * row['slack']:.2f} % | {100 * row['violations']:.3f} % | {100 * row['target']:g} % | "
+                     f"{'yes' if row['kept'] else 'no'} |")
+    lines += ["", "Chosen:", ""]
+    for metric, row in out["chosen"].items():
+        lines.append(f"- {metric}: {row['memory_peak_days']} peak day(s), least factor {row['memory_min_factor']:g}, "
+                     f"step change {row['step_change']} "
+                     f"({100 * row['slack']:.2f} % slack, {100 * row['violations']:.3f} % violations)")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Choosing rightsizing's constants on the tuning part of a trace, and only there.
+
+``tune`` replays a trace's tuning series (``foresight_lib.rightsizing.splits``) with each
+candidate setting and picks, per memory metric, the setting that keeps the profile's own
+violation target (with ``HEADROOM``) with the least slack (the fewest violations when
+none keeps it). It is
+handed ids and a loader, checks every id against the split before anything is loaded
+(``splits.require_tuning`` raises ``EvaluationDataError`` on an evaluation id), and checks
+again that the loader returned no other series. What it picked is written into the
+module constants by hand (``sizing.MEMORY_PEAK_DAYS``, ``sizing.MEMORY_MIN_FACTOR``), with
+the tuning run's figures in ``benchmarks/results/rightsizing_tuning.md``
+(``benchmarks/rightsizing_tune.py``).
+
+Candidates (daily mode, memory): the days whose highest peak is the base
+(``MEMORY_PEAK_DAYS_CANDIDATES``), the least factor over it
+(``MEMORY_MIN_FACTOR_CANDIDATES``) and what counts as a step change
+(``STEP_CHANGE_CANDIDATES``).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from foresight_lib.errors import DataError
+from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing import splits
+from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay
+from foresight_lib.rightsizing.replay_report import FORECAST
+
+Loader = Callable[[list[str]], tuple[pd.DataFrame, pd.DataFrame | None]]
+"""Given series ids, the regular long frame of those series and their series table."""
+
+MEMORY_PEAK_DAYS_CANDIDATES = (1, 2, 3, 5, 7)
+MEMORY_MIN_FACTOR_CANDIDATES = (1.0, 1.05, 1.1)
+STEP_CHANGE_CANDIDATES = ((2.0, 6, 2), (3.0, 6, 2), (2.0, 24, 6))
+"""Memory step change: (ratio, hours before, least hours after)."""
+HEADROOM = 0.8
+"""A candidate keeps the target when its violations on the tuning part are at most this
+share of the target: a fifth of the target is left for the difference between the
+tuning VMs and others (memory violations are rare events, so a few VMs move them)."""
+
+
+@dataclass
+class TuningResult:
+    """Every candidate's figures on the tuning part, and the choice per resource."""
+
+    trace: str
+    ids: list[str]
+    profile: str
+    table: pd.DataFrame
+    """Per candidate and metric: slack, violations, the target, whether it is kept."""
+    chosen: dict[str, dict] = field(default_factory=dict)
+    """Per metric: the chosen candidate's settings and figures."""
+
+
+def tune(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
+         peak_days: Sequence[int] = MEMORY_PEAK_DAYS_CANDIDATES,
+         min_factors: Sequence[float] = MEMORY_MIN_FACTOR_CANDIDATES,
+         step_changes: Sequence[tuple[float, int, int]] = STEP_CHANGE_CANDIDATES,
+         max_days: int | None = None) -> TuningResult:
+    """Replay the tuning series ``ids`` of ``trace`` (daily mode) with every candidate and choose.
+
+    Args:
+        ids: series ids, every one in the tuning part (checked before ``load`` is called).
+        load: returns the frame and series table of the ids it is given.
+        max_days: score at most this many days per series (a quicker look).
+
+    Raises:
+        EvaluationDataError: an id (asked for or returned by ``load``) is in the evaluation part.
+        DataError: the loader returned no series.
+    """
+    ids = splits.require_tuning(trace, ids)
+    frame, series = load(list(ids))
+    returned = frame["unique_id"].astype(str).unique().tolist() if len(frame) else []
+    splits.require_tuning(trace, returned)
+    unasked = sorted(set(returned) - set(ids))
+    if unasked:
+        raise DataError(f"the loader returned series that were not asked for: {unasked[:3]}")
+    if not returned:
+        raise DataError(f"the loader returned no series for the {len(ids)} tuning ids of {trace}")
+    prof = rs.get_profile(profile)
+    rows = []
+    for days, low, step in itertools.product(peak_days, min_factors, step_changes):
+        spec = ReplaySpec(mode="daily", profile=profile, model=DEFAULT_MODEL["daily"], memory_peak_days=int(days),
+                          memory_min_factor=float(low), memory_step_change=tuple(step), max_days=max_days,
+                          margins=(0.0,))
+        totals = replay(frame, spec, series).totals
+        for row in totals[totals["method"] == FORECAST].to_dict("records"):
+            target = prof.target_for(row["resource"])
+            rows.append({"memory_peak_days": int(days), "memory_min_factor": float(low),
+                         "step_change": "/".join(f"{v:g}" for v in step), "metric": row["metric"],
+                         "resource": row["resource"], "slack": row["slack"], "violations": row["violations"],
+                         "target": target, "kept": bool(row["violations"] <= HEADROOM * target)})
+    table = pd.DataFrame(rows)
+    return TuningResult(trace, list(ids), prof.name, table, choose(table))
+
+
+def choose(table: pd.DataFrame) -> dict[str, dict]:
+    """Per memory metric: among the candidates that keep the target, the least slack; else the fewest violations.
+
+    The candidates are memory settings: other metrics' rows are the same for every
+    candidate and are not chosen from.
+    """
+    chosen: dict[str, dict] = {}
+    if table.empty:
+        return chosen
+    for metric, g in table[table["resource"] == "memory"].groupby("metric", sort=True):
+        kept = g[g["kept"]]
+        best = kept.sort_values(["slack", "violations"]).iloc[0] if len(kept) else \
+            g.sort_values(["violations", "slack"]).iloc[0]
+        chosen[str(metric)] = best.to_dict()
+    return chosen

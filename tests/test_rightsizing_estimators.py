@@ -1,0 +1,107 @@
+"""The daily memory peak model, per-resource targets, and bad input: short series, restarts, zero sizes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foresight_lib.rightsizing import plan
+from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing.replay import ReplaySpec, replay
+
+SPD = 288
+MEM = "container_memory_working_set_bytes/app"
+CPU = "container_cpu_cores/app"
+
+
+def _series(uid: str, values: np.ndarray) -> pd.DataFrame:
+    ds = pd.date_range("2024-03-04", periods=values.size, freq="5min", tz="UTC")
+    return pd.DataFrame({"unique_id": uid, "ds": ds, "y": values.astype("float64")})
+
+
+def _memory(levels: list[tuple[float, float]], seed: int = 0) -> np.ndarray:
+    """Memory at ``level`` bytes for ``days`` days, per (level, days) part, with 1 % noise and a daily bump."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for level, days in levels:
+        n = int(round(days * SPD))
+        bump = 1 + 0.05 * np.sin(np.arange(n) * 2 * np.pi / SPD)
+        parts.append(level * bump * (1 + 0.01 * rng.standard_normal(n)))
+    return np.concatenate(parts)
+
+
+def test_last_step_change_finds_a_lasting_rise_and_ignores_bursts_and_drops():
+    block = 12
+    flat = np.full(3 * SPD, 1.0)
+    assert rs.last_step_change(flat, block) == 0
+    rise = np.concatenate([flat, np.full(SPD // 2, 3.0)])
+    assert rs.last_step_change(rise, block) == 3 * SPD
+    burst = np.concatenate([flat, np.full(24, 5.0), np.full(SPD, 1.0)])  # two hours, then back
+    assert rs.last_step_change(burst, block) == 0
+    drop = np.concatenate([flat, np.full(SPD, 0.2)])  # memory that fell grows back: not acted on
+    assert rs.last_step_change(drop, block) == 0
+
+
+def test_daily_peak_base_uses_the_recent_peaks_since_the_change():
+    history = _memory([(1e9, 5)])
+    base, why, since = rs.daily_peak_base(history, SPD, days=3)
+    assert why is None and since == 0
+    assert base == pytest.approx(history[-3 * SPD:].max())
+    raised = _memory([(1e9, 4), (3e9, 0.5)])
+    base, why, since = rs.daily_peak_base(raised, SPD)
+    assert np.isnan(base) and "fallback estimator" in why and since == 4 * SPD
+
+
+def test_memory_step_up_does_not_poison_the_next_days_size():
+    """After a restart with a larger footprint the factor is learnt from the new level only."""
+    frame = _series(MEM, _memory([(1e9, 5), (3e9, 3)]))
+    recs = plan.recommend(frame, profile="balanced", windows=1)
+    day = recs[recs["kind"] == "daily"].iloc[0]
+    assert day["reason"] is None or pd.isna(day["reason"])
+    assert day["factor"] <= rs.MEMORY_MIN_FACTOR + 0.02  # not inflated by the jump's 3x ratios
+    assert 3e9 <= day["request"] <= 3e9 * 1.05 * 1.12
+    assert day["target_violation"] == pytest.approx(rs.get_profile("balanced").target_for("memory"))
+
+
+def test_a_series_too_short_for_the_peak_model_gets_the_fallback_and_says_so():
+    frame = _series(MEM, _memory([(1e9, 3), (3e9, 0.5)]))
+    recs = plan.recommend(frame, profile="balanced", windows=1)
+    day = recs[recs["kind"] == "daily"].iloc[0]
+    assert "fallback estimator" in day["reason"]
+    assert np.isfinite(day["request"]) and day["request"] >= 3e9  # never below the new level
+
+
+def test_recommendations_name_their_per_resource_target():
+    rng = np.random.default_rng(1)
+    cpu = 0.5 + 0.2 * np.sin(np.arange(4 * SPD) * 2 * np.pi / SPD) + 0.02 * rng.standard_normal(4 * SPD)
+    frame = pd.concat([_series(CPU, cpu), _series(MEM, _memory([(1e9, 4)]))], ignore_index=True)
+    for name in ("cost", "balanced", "performance"):
+        prof = rs.get_profile(name)
+        recs = plan.recommend(frame, profile=name, windows=2)
+        by = recs.groupby("resource")["target_violation"].unique()
+        assert list(by["cpu"]) == [prof.target_violation]
+        assert list(by["memory"]) == [prof.memory_target_violation]
+
+
+@pytest.mark.parametrize("mode", ["daily", "window"])
+def test_no_size_is_ever_zero_negative_or_nan(mode):
+    rng = np.random.default_rng(2)
+    n = 5 * SPD
+    spiky = np.where(rng.random(n) < 0.02, 4.0, 0.01)
+    parts = [
+        _series("container_cpu_cores/idle", np.zeros(n)),
+        _series("container_cpu_cores/spiky", spiky),
+        _series("container_memory_working_set_bytes/idle", np.zeros(n)),
+        _series("container_memory_working_set_bytes/restart", _memory([(2e9, 2.2), (1e5, 0.3), (2e9, 2.5)])),
+        _series("container_memory_working_set_bytes/tiny", np.full(n, 10.0)),
+    ]
+    frame = pd.concat(parts, ignore_index=True)
+    recs = plan.recommend(frame, profile="balanced", windows=4)
+    sized = recs[recs["request"].notna()]
+    assert len(sized) == len(recs) == 5 * 5  # every series: four windows and a day
+    assert (sized["request"] > 0).all() and np.isfinite(sized["request"]).all()
+    assert (sized["limit"] >= sized["request"]).all()
+    result = replay(frame, ReplaySpec(mode=mode, model="naive" if mode == "window" else "seasonal_naive",
+                                      margins=(0.0,)))
+    requests = result.records["request"].to_numpy("float64")
+    assert requests.size and np.isfinite(requests).all() and (requests > 0).all()

@@ -1,0 +1,113 @@
+"""The tuning/evaluation split of the rightsizing traces, and tuning code that reads only its part."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing import splits
+from foresight_lib.rightsizing.tuning import tune
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ids(part: str, n: int, trace: str = "bitbrains") -> list[str]:
+    """``n`` synthetic entities of ``part``, each with a CPU and a memory series."""
+    out, k = [], 0
+    while len(out) < 2 * n:
+        entity = f"vm{k}"
+        if splits.part_of(trace, entity) == part:
+            out += [f"cpu_usage_mhz/{entity}", f"memory_usage_bytes/{entity}"]
+        k += 1
+    return out
+
+
+def _frame(ids: list[str], days: int = 5) -> pd.DataFrame:
+    ds = pd.date_range("2024-01-01", periods=days * 288, freq="5min", tz="UTC")
+    rng = np.random.default_rng(0)
+    parts = []
+    for uid in ids:
+        base = 2e9 if uid.startswith("memory") else 500.0
+        y = base * (1 + 0.3 * np.sin(np.arange(ds.size) * 2 * np.pi / 288)) + rng.normal(0, base * 0.02, ds.size)
+        parts.append(pd.DataFrame({"unique_id": uid, "ds": ds, "y": np.abs(y)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_split_is_deterministic_and_keeps_an_entity_together():
+    assert splits.part_of("bitbrains", "cpu_usage_mhz/vm140") == splits.TUNING  # bucket 8
+    assert splits.part_of("bitbrains", "cpu_usage_mhz/vm100") == splits.EVALUATION  # bucket 67
+    assert splits.bucket("bitbrains", "vm100") == 67
+    for entity in ("vm100", "vm140", "m_1932", "abc"):
+        parts = {splits.part_of("bitbrains", f"{m}/{entity}") for m in ("cpu_usage_mhz", "memory_usage_bytes")}
+        assert len(parts) == 1
+
+
+def test_split_of_the_shared_bitbrains_vms_is_about_half():
+    vms = [f"vm{n}" for n in range(20, 520, 20)]  # the 25 VMs of bitbrains_rnd/2013-8
+    tuning = splits.ids_in("bitbrains", vms, splits.TUNING)
+    assert len(tuning) == 11 and "vm20" in tuning
+    assert len(splits.ids_in("bitbrains", vms, splits.EVALUATION)) == 14
+
+
+def test_unknown_trace_or_part_is_refused():
+    with pytest.raises(Exception, match="unknown trace"):
+        splits.part_of("nowhere", "x/y")
+    with pytest.raises(Exception, match="unknown part"):
+        splits.ids_in("bitbrains", ["x/y"], "test")
+
+
+def test_tuning_never_loads_an_evaluation_series():
+    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
+    read: list[str] = []
+
+    def loader(ids):
+        read.extend(ids)
+        return _frame(ids), None
+
+    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
+        tune("bitbrains", tuning + evaluation, loader, peak_days=(3,), min_factors=(1.05,),
+             step_changes=((2.0, 24, 6),))
+    assert read == []  # refused before anything was loaded
+
+    result = tune("bitbrains", tuning, loader, peak_days=(1, 3), min_factors=(1.05,), step_changes=((2.0, 24, 6),))
+    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+    assert set(result.table["metric"]) == {"cpu_usage_mhz", "memory_usage_bytes"}
+    assert set(result.chosen) == {"memory_usage_bytes"}
+
+
+def test_tuning_refuses_a_loader_that_returns_evaluation_series():
+    tuning, evaluation = _ids(splits.TUNING, 1), _ids(splits.EVALUATION, 1)
+
+    def leaky(ids):
+        return _frame(ids + evaluation), None
+
+    with pytest.raises(splits.EvaluationDataError):
+        tune("bitbrains", tuning, leaky, peak_days=(3,), min_factors=(1.05,), step_changes=((2.0, 24, 6),))
+
+
+def test_tuning_script_lists_only_tuning_files(monkeypatch):
+    spec = importlib.util.spec_from_file_location("rightsizing_tune", ROOT / "benchmarks" / "rightsizing_tune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen: list[str] = []
+    monkeypatch.setattr(module, "vm_ids", lambda: _ids(splits.TUNING, 2) + _ids(splits.EVALUATION, 2))
+
+    def fake_tune(trace, ids, load, **kwargs):
+        seen.extend(ids)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(module, "tune", fake_tune)
+    with pytest.raises(SystemExit):
+        module.main()
+    assert seen and all(splits.part_of("bitbrains", i) == splits.TUNING for i in seen)
+
+
+def test_profiles_have_a_memory_target_far_below_cpu():
+    for name in ("cost", "balanced", "performance"):
+        prof = rs.get_profile(name)
+        assert prof.target_for("memory") <= prof.target_for("cpu") / 5
+    assert rs.get_profile("balanced").target_for("memory") == pytest.approx(0.001)
