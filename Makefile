@@ -31,7 +31,7 @@ export FORESIGHT_MLFLOW_UI_URL ?= http://localhost:$(MLFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run plan test ui setup airflow-db lint clean bench-env bench
+.PHONY: run plan test ui stack stack-down stack-status setup airflow-db lint clean bench-env bench
 
 setup: $(STAMP)
 
@@ -66,6 +66,19 @@ ui: airflow-db
 	@echo "          $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written on first start)"
 	@echo "MLflow:   http://localhost:$(MLFLOW_PORT)"
 	MLFLOW_PORT=$(MLFLOW_PORT) scripts/ui.sh
+
+# The scale-out stack of docker-compose.yaml as native processes (scripts/stack.py): Postgres,
+# Redis, an S3 endpoint, the MLflow server and Airflow with the CeleryExecutor and two workers.
+# State and logs in var/stack; STACK_ARGS passes options (e.g. --workers 3 --airflow-port 8090).
+stack: $(STAMP)
+	.ci/install-packages.sh
+	$(BIN)/python scripts/stack.py up $(STACK_ARGS)
+
+stack-down:
+	$(BIN)/python scripts/stack.py down $(STACK_ARGS)
+
+stack-status:
+	$(BIN)/python scripts/stack.py status $(STACK_ARGS)
 
 # Peer libraries for the benchmarks live in their own venv, never in the product's.
 BENCH_STAMP := .venv-bench/.foresight-installed

@@ -2,7 +2,8 @@
 # Debian packages the tests need that pip does not provide: Prometheus (with promtool)
 # and the Pushgateway, which the integration tests start on free loopback ports, and
 # docker-compose, which validates docker-compose.yaml (`docker-compose config` needs no
-# Docker engine); Chromium, which the browser tests drive headless through Playwright.
+# Docker engine); Chromium, which the browser tests drive headless through Playwright;
+# PostgreSQL and Redis, which the scale-out stack (scripts/stack.py, make stack) runs.
 # Idempotent: installs nothing when every binary is already there.
 set -euo pipefail
 declare -A package_of=(
@@ -11,10 +12,16 @@ declare -A package_of=(
     [prometheus-pushgateway]=prometheus-pushgateway
     [docker-compose]=docker-compose
     [chromium]=chromium
+    [redis-server]=redis-server
+    [postgres]=postgresql
 )
+# Debian keeps PostgreSQL's server binaries off PATH, under /usr/lib/postgresql/<version>/bin.
+have() {
+    command -v "$1" > /dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" > /dev/null
+}
 packages=()
 for binary in "${!package_of[@]}"; do
-    if ! command -v "$binary" > /dev/null 2>&1; then
+    if ! have "$binary"; then
         packages+=("${package_of[$binary]}")
     fi
 done

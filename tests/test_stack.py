@@ -1,0 +1,251 @@
+"""The scale-out stack, started natively by ``scripts/stack.py`` (what ``make stack`` runs).
+
+PostgreSQL (Airflow's metadata database and MLflow's backend store), Redis (the Celery
+broker), an S3 endpoint (moto's standalone server) holding the data root
+``s3://foresight/data`` and MLflow's artifacts, ``mlflow server``, and Airflow with the
+CeleryExecutor and two Celery workers of one slot each. The nightly runs with a fast config
+whose series are cut into shards, so that the train tasks spread over both workers.
+
+1. A run triggered through the REST API succeeds; train tasks ran on both workers; the run
+   folder and ``latest/`` are objects in the bucket; the MLflow server holds the parent and
+   child runs and the ``champion`` aliases; the plugin's ``/foresight/metrics`` serves the
+   published forecasts, read from S3.
+2. One worker is killed with SIGKILL in the middle of a train task: the scheduler notices the
+   lost task, retries it on the other worker and the run still succeeds; ``latest/`` is then
+   complete (every file its manifest lists) and agrees with the aliases.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from airflow_support import REPO_ROOT, fast_config, free_port
+
+DAG_ID = "foresight_nightly"
+RUN_TIMEOUT_S = 900
+# The demo's series in shards of 8: four or five train tasks per local model.
+SHARD_SERIES = 8
+
+pytestmark = pytest.mark.slow
+
+
+def _stack_module():
+    spec = importlib.util.spec_from_file_location("foresight_stack", REPO_ROOT / "scripts" / "stack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stack_config(root: Path) -> Path:
+    """The fast test config, manual runs only, quick retries, small shards."""
+    path = fast_config(root)
+    config = yaml.safe_load(path.read_text())
+    config.update({"schedule": None, "retry_delay": "5s", "train": {"shard_series": SHARD_SERIES,
+                                                                   "parallel_tasks": 2}})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class Client:
+    """The REST API as the stack's admin user."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.base = f"http://localhost:{stack.ports['airflow']}"
+        self.token: str | None = None
+
+    def login(self, timeout: float = 240) -> None:
+        passwords = self.stack.dir / "airflow" / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if passwords.exists():
+                password = json.loads(passwords.read_text())["admin"]
+                resp = requests.post(f"{self.base}/auth/token", json={"username": "admin", "password": password},
+                                     timeout=30)
+                if resp.status_code in (200, 201):
+                    self.token = resp.json()["access_token"]
+                    if self.request("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200:
+                        return
+            time.sleep(2)
+        raise AssertionError(f"the stack's Airflow is not ready after {timeout:.0f} s\n{self.stack.tail('api-server')}")
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        return requests.request(method, f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"},
+                                timeout=30, **kwargs)
+
+    def trigger(self, logical_date: str) -> str:
+        resp = self.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": logical_date, "conf": {}})
+        assert resp.status_code in (200, 201), resp.text
+        return resp.json()["dag_run_id"]
+
+    def tasks(self, run_id: str) -> list[dict]:
+        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        resp.raise_for_status()
+        return resp.json()["task_instances"]
+
+    def wait_run(self, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        run: dict = {}
+        while time.monotonic() < deadline:
+            dead = [name for name in self.stack.pids if not name.startswith("worker1") and not self.stack.alive(name)]
+            assert not dead, f"stack processes exited: {dead}"
+            resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+            resp.raise_for_status()
+            run = resp.json()
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(3)
+        raise AssertionError(f"run {run_id} not finished after {timeout:.0f} s: {run.get('state')}")
+
+
+def _workers_of(stack, run_id: str, task_id: str = "train") -> dict[str, set[int]]:
+    """Which map indexes of ``task_id`` in ``run_id`` each worker was handed (from the workers' logs)."""
+    pattern = re.compile(rf"run_id={re.escape(run_id)}/task_id={task_id}/map_index=(\d+)/")
+    out = {}
+    for log in sorted(stack.logs.glob("worker*.log")):
+        out[log.stem] = {int(m) for m in pattern.findall(log.read_text(errors="replace"))}
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    module = _stack_module()
+    # Postgres runs as the postgres user when the tests run as root: its folder must be reachable
+    # by that user, which pytest's private temporary folders are not.
+    state = Path(tempfile.mkdtemp(prefix="foresight-stack-"))
+    state.chmod(0o755)
+    root = tmp_path_factory.mktemp("foresight")
+    ports = {name: free_port() for name in module.DEFAULT_PORTS}
+    with pytest.MonkeyPatch.context() as env:
+        # The stack's processes inherit these: the fast config, a lost task noticed after 30 s.
+        env.setenv("FORESIGHT_CONFIG", str(_stack_config(root)))
+        env.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "30")
+        env.setenv("AIRFLOW__API__WORKERS", "1")
+        stack = module.Stack(state, ports, workers=2, concurrency=1)
+        try:
+            stack.up()
+            client = Client(stack)
+            client.login()
+            resp = client.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+            assert resp.status_code == 200, resp.text
+            stack.client = client
+            yield stack
+        finally:
+            stack.down()
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _s3(stack):
+    import boto3
+
+    env = stack.env()
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def _keys(stack, prefix: str) -> set[str]:
+    pages = _s3(stack).get_paginator("list_objects_v2").paginate(Bucket="foresight", Prefix=prefix)
+    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
+
+
+def _latest_json(stack, name: str) -> dict:
+    return json.loads(_s3(stack).get_object(Bucket="foresight", Key=f"data/latest/{name}")["Body"].read())
+
+
+def _aliases(stack) -> dict[str, dict[str, str]]:
+    """Per metric (registered model ``foresight-<metric>``), its aliases and their versions."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=stack.env()["MLFLOW_TRACKING_URI"])
+    return {m.name.removeprefix("foresight-"): {a: str(v) for a, v in m.aliases.items()}
+            for m in client.search_registered_models()}
+
+
+def test_a_run_on_the_celery_stack_uses_both_workers_s3_and_the_mlflow_server(stack):
+    client = stack.client
+    run_id = client.trigger("2024-03-20T02:00:00Z")
+    run = client.wait_run(run_id)
+    tasks = client.tasks(run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks if
+                                        t["state"] != "success"]
+    train = [t for t in tasks if t["task_id"] == "train"]
+    labels = sorted(t.get("rendered_map_index") or "" for t in train)
+    shards = int(labels[0].rsplit("/", 1)[-1]) if "/" in labels[0] else 1
+    assert shards >= 3 and len(train) == 2 * shards, f"two local models over every shard: {labels}"
+    workers = _workers_of(stack, run_id)
+    assert all(workers.get(name) for name in ("worker1", "worker2")), f"train tasks per worker: {workers}"
+
+    # The run folder and latest/ are objects in the bucket.
+    summary = _latest_json(stack, "summary.json")
+    assert summary["run_id"] == run_id
+    latest = _keys(stack, "data/latest/")
+    assert {"data/latest/forecasts.parquet", "data/latest/_manifest.json", "data/latest/summary.json"} <= latest
+    run_folder = _keys(stack, f"data/runs/{summary['run_key']}/")
+    assert f"data/runs/{summary['run_key']}/forecasts.parquet" in run_folder
+    assert any(f"/backtests/naive/shard-{shards}.pkl" in key for key in run_folder), sorted(run_folder)[:20]
+
+    # MLflow server: the parent run, a child per model, the champions.
+    from mlflow.tracking import MlflowClient
+
+    mlflow = MlflowClient(tracking_uri=stack.env()["MLFLOW_TRACKING_URI"])
+    parent = mlflow.get_run(summary["mlflow_parent_run"])
+    children = mlflow.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {c.data.tags.get("model") or c.info.run_name for c in children} >= {"naive", "seasonal_naive"}
+    aliases = _aliases(stack)
+    assert aliases and all("champion" in a for a in aliases.values()), aliases
+    assert {name: a["champion"] for name, a in aliases.items()} == {
+        name: str(v) for name, v in summary["champion_versions"].items()}
+
+    # The plugin serves the published forecasts, read from S3.
+    resp = requests.get(f"{client.base}/foresight/metrics", timeout=60)
+    assert resp.status_code == 200, resp.text[:500]
+    assert "foresight_forecast{" in resp.text
+    assert re.search(r'foresight_champion\{[^}]*model="', resp.text)
+
+
+def test_a_worker_killed_mid_train_task_is_retried_elsewhere_and_nothing_published_is_lost(stack):
+    client = stack.client
+    before = _latest_json(stack, "summary.json")
+    run_id = client.trigger("2024-03-21T02:00:00Z")
+    pattern = re.compile(rf"run_id={re.escape(run_id)}/task_id=train/map_index=(\d+)/")
+    worker_log = stack.logs / "worker1.log"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        handed = {int(m) for m in pattern.findall(worker_log.read_text(errors="replace"))}
+        running = {t["map_index"] for t in client.tasks(run_id) if t["task_id"] == "train" and t["state"] == "running"}
+        if handed & running:
+            victim = min(handed & running)
+            os.killpg(stack.pids["worker1"], signal.SIGKILL)
+        time.sleep(0.3)
+    assert victim is not None, "worker1 ran no train task of the run"
+
+    run = client.wait_run(run_id)
+    tasks = client.tasks(run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks
+                                        if t["state"] != "success"]
+    (killed,) = [t for t in tasks if t["task_id"] == "train" and t["map_index"] == victim]
+    assert killed["try_number"] >= 2, killed
+    assert victim in _workers_of(stack, run_id)["worker2"], "the retry ran on the surviving worker"
+
+    # latest/ moved forward to this run, complete, and agrees with the champions.
+    summary = _latest_json(stack, "summary.json")
+    assert summary["run_id"] == run_id and summary["run_key"] != before["run_key"]
+    manifest = _latest_json(stack, "_manifest.json")
+    assert manifest["run_id"] == summary["run_key"]
+    present = _keys(stack, "data/latest/")
+    missing = [name for name in manifest["names"] if not any(k.startswith(f"data/latest/{name}") for k in present)]
+    assert manifest["names"] and not missing, missing
+    assert {name: a["champion"] for name, a in _aliases(stack).items()} == {
+        name: str(v) for name, v in summary["champion_versions"].items()}
