@@ -238,9 +238,10 @@ class Stack:
         return proc.stdout.strip()
 
     def start_redis(self) -> None:
+        """The broker, with an append-only file: a restart keeps the queued tasks."""
         (self.dir / "redis").mkdir(parents=True, exist_ok=True)
         self.spawn("redis", [shutil.which("redis-server") or "redis-server", "--port", str(self.ports["redis"]),
-                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
+                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--dir",
                              str(self.dir / "redis")])
         self.wait_for("redis", lambda: redis_ping(self.ports["redis"]))
 

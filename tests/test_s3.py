@@ -1,6 +1,7 @@
 """The data root on S3 (moto's standalone server on loopback): lock, attempts, publish, exposition."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,56 @@ def test_a_nightly_run_on_s3_publishes_forward_only(s3_env, tmp_path):
         pipeline.run_nightly("2024-03-16T02:00:00", failing)
     assert _keys(client, "data/latest/") == latest
     assert not _keys(client, "data/runs/2024-03-16T020000Z/"), "a failed run never becomes a date's run folder"
+
+
+ALLOW_ALL = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}'
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth():
+    """A moto S3 server that checks signatures: one IAM user with a key, one bucket; then auth is on."""
+    import requests
+
+    port = free_port()
+    # The first four requests (user, key, policy, bucket) are let through; every later one is checked.
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/moto-api/", timeout=1).ok, what="moto S3 server")
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
+                           aws_secret_access_key="setup")
+        iam.create_user(UserName="foresight")
+        key = iam.create_access_key(UserName="foresight")["AccessKey"]
+        iam.put_user_policy(UserName="foresight", PolicyName="all", PolicyDocument=ALLOW_ALL)
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                     aws_secret_access_key=key["SecretAccessKey"]).create_bucket(Bucket="foresight-auth")
+        yield {"url": url, "key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_wrong_s3_credentials_fail_at_once_naming_the_bucket_and_never_the_secret(s3_with_auth, monkeypatch, caplog,
+                                                                                   tmp_path):
+    wrong_secret = "wrong-" + s3_with_auth["secret"][::-1]
+    monkeypatch.setenv("FORESIGHT_S3_ENDPOINT", s3_with_auth["url"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_with_auth["key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong_secret)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    # boto3's default session keeps the credentials it first read: start from the environment above.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    settings = {"history_days": 3, "data_root": "s3://foresight-auth/data", "models": ["naive"],
+                "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    from foresight_lib.errors import SourceError
+
+    with caplog.at_level("DEBUG"), pytest.raises(SourceError) as failure:
+        pipeline.run_nightly(DATE, settings)
+    message = str(failure.value)
+    assert "s3://foresight-auth/" in message and "credentials" in message, message
+    assert wrong_secret not in message and wrong_secret not in caplog.text
+    # With the right secret the same run goes through: the failure was the credentials.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_with_auth["secret"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    assert pipeline.run_nightly(DATE, settings)["published"] is True

@@ -13,6 +13,9 @@ whose series are cut into shards, so that the train tasks spread over both worke
 2. One worker is killed with SIGKILL in the middle of a train task: the scheduler notices the
    lost task, retries it on the other worker and the run still succeeds; ``latest/`` is then
    complete (every file its manifest lists) and agrees with the aliases.
+3. Redis is restarted while train tasks run: the run still succeeds.
+4. The MLflow server goes down before publish: the run fails at publish with an error naming
+   the server, and ``latest/`` and the champions stay as they were.
 """
 from __future__ import annotations
 
@@ -249,3 +252,51 @@ def test_a_worker_killed_mid_train_task_is_retried_elsewhere_and_nothing_publish
     assert manifest["names"] and not missing, missing
     assert {name: a["champion"] for name, a in _aliases(stack).items()} == {
         name: str(v) for name, v in summary["champion_versions"].items()}
+
+
+def _wait_tasks(client, run_id: str, ready, timeout: float = RUN_TIMEOUT_S) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = client.tasks(run_id)
+        if ready(tasks):
+            return tasks
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} never reached the expected task states")
+
+
+def test_a_redis_restart_during_training_does_not_fail_the_run(stack):
+    client = stack.client
+    run_id = client.trigger("2024-03-22T02:00:00Z")
+    _wait_tasks(client, run_id, lambda ts: any(t["task_id"] == "train" and t["state"] == "running" for t in ts))
+    stack.stop("redis")
+    time.sleep(3)
+    stack.start_redis()
+    run = client.wait_run(run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in client.tasks(run_id)
+                                        if t["state"] != "success"]
+    assert _latest_json(stack, "summary.json")["run_id"] == run_id
+
+
+def test_the_mlflow_server_down_at_publish_fails_the_run_and_leaves_what_is_published(stack):
+    client = stack.client
+    s3 = _s3(stack)
+    before = {key: s3.get_object(Bucket="foresight", Key=key)["Body"].read() for key in _keys(stack, "data/latest/")}
+    aliases = _aliases(stack)
+    run_id = client.trigger("2024-03-23T02:00:00Z")
+    _wait_tasks(client, run_id, lambda ts: any(t["task_id"] == "evaluate" and t["state"] in ("running", "success")
+                                               for t in ts))
+    stack.stop("mlflow")
+    try:
+        run = client.wait_run(run_id)
+        tasks = {t["task_id"]: t for t in client.tasks(run_id) if t["map_index"] in (-1, None)}
+        assert run["state"] == "failed"
+        assert tasks["publish"]["state"] == "failed" and tasks["evaluate"]["state"] == "success", tasks["publish"]
+        logs = stack.dir / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=publish"
+        text = "\n".join(path.read_text(errors="replace") for path in logs.rglob("*.log"))
+        assert f"MLflow tracking server http://localhost:{stack.ports['mlflow']}" in text, text[-2000:]
+        after = {key: s3.get_object(Bucket="foresight", Key=key)["Body"].read()
+                 for key in _keys(stack, "data/latest/")}
+        assert after == before, "latest/ changed"
+    finally:
+        stack.start_mlflow()
+    assert _aliases(stack) == aliases

@@ -113,8 +113,11 @@ def publish(run: dict) -> dict:
     from foresight_lib.forecasting import champion as champion_mod
     from foresight_lib.publishing import registry, tracking
     from foresight_lib.publishing import transaction as publishing
+    from foresight_lib.publishing.mlflow_store import check_tracking_server
 
     cfg, store = open_run(run)
+    # The store may have gone away since extract: say so at once, naming it, before anything is written.
+    check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
     result = pickle.loads(store.read_bytes(RESULT))
     features = store.read_frame(FEATURES)
     feature_series = store.read_frame(FEATURE_SERIES)
