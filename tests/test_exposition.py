@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from airflow_support import migrate
 from prom_server import ScriptedServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -282,6 +283,7 @@ def plugin():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    module.app.dependency_overrides[module.read_access] = lambda: "tester"  # Airflow's JWT: test_api_auth
     yield module
     sys.modules.pop(spec.name, None)
 
@@ -347,7 +349,9 @@ def test_airflow_api_server_mounts_the_plugin_at_foresight(tmp_path):
     (home / "dags").mkdir(parents=True)
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "FORESIGHT_DATA_ROOT": str(root)}
+           "FORESIGHT_DATA_ROOT": str(root), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+    migrate(env)  # the plugin's JSON endpoints check Airflow's permissions on the nightly DAG
     out = tmp_path / "answers.json"
     script = (
         "import json, sys\n"
@@ -355,7 +359,9 @@ def test_airflow_api_server_mounts_the_plugin_at_foresight(tmp_path):
         "from fastapi.testclient import TestClient\n"
         "client = TestClient(create_app())\n"
         "metrics = client.get('/foresight/metrics')\n"
-        "forecasts = client.get('/foresight/forecasts', params={'model': 'naive'})\n"
+        "token = client.get('/auth/token').json()['access_token']\n"
+        "forecasts = client.get('/foresight/forecasts', params={'model': 'naive'},"
+        " headers={'Authorization': f'Bearer {token}'})\n"
         "json.dump({'status': metrics.status_code, 'metrics': metrics.text, 'forecasts': forecasts.json()},"
         " open(sys.argv[1], 'w'))\n"
     )
@@ -365,4 +371,4 @@ def test_airflow_api_server_mounts_the_plugin_at_foresight(tmp_path):
     answers = json.loads(out.read_text())
     assert answers["status"] == 200
     assert len(samples(answers["metrics"], "foresight_forecast")) == 2 * 2 * 3 * 3  # the config's three horizons
-    assert answers["forecasts"]["count"] == 12
+    assert answers["forecasts"]["count"] == 12  # with a token: Airflow's JWT guards all but /metrics

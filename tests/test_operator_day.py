@@ -303,6 +303,7 @@ def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     for table in ("#champions", "#leaderboard"):
         assert page.locator(f"table{table} tbody tr").count() > 0, f"{table} is empty"
     assert not page.errors, page.errors
+    mlflow_href = page.locator("a#mlflow-run").get_attribute("href")
 
     # The plugin's API docs render from the plugin's own files (no CDN).
     page.goto(f"{ui.base}/foresight/docs")
@@ -310,7 +311,6 @@ def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     assert not page.errors, page.errors
 
     # The MLflow link opens the run.
-    mlflow_href = page.locator("a#mlflow-run").get_attribute("href")
     assert mlflow_href.startswith(ui.mlflow_base), mlflow_href
     page.goto(mlflow_href)
     newest = max(run["data_interval_end"] for run in ui.finished)

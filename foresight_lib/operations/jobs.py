@@ -1,0 +1,221 @@
+"""Training jobs: nightly runs started, listed, followed and cancelled through Airflow's REST API.
+
+A job is a run of the ``foresight_nightly`` DAG; its id is the DAG run id. Every call goes
+to Airflow's own REST API (``/api/v2``) with the caller's token, so Airflow decides what
+the caller may do and records who did it. The base URL is ``AIRFLOW__API__BASE_URL``, else
+the URL the request came in on. When a run has finished, its leaderboard is read from its
+run folder (``runs/<run key>/summary.json``, else ``leaderboard.parquet``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, Field
+
+from foresight_lib.operations import OperationError
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "foresight_nightly"
+TIMEOUT_S = float(os.environ.get("FORESIGHT_API_AIRFLOW_TIMEOUT_S", "30"))
+FINISHED = ("success", "failed")
+
+
+class TrainRequest(BaseModel):
+    """The nightly run's parameters (the DAG's trigger form); anything left out takes the DAG's default."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"metrics": ["cpu_cores"], "models": ["naive", "seasonal_naive"], "horizons": ["5m", "30m"],
+         "overrides": {"history_days": 3}, "publish": "never"},
+    ]}}
+    metrics: list[str] | None = Field(None, max_length=100, description="Metrics to forecast (default: all)")
+    models: list[str] | None = Field(None, min_length=1, max_length=20, description="Models to train and compare")
+    horizons: list[str] | None = Field(None, min_length=1, max_length=32, description="Horizons (5m, 15m, 30m)")
+    overrides: dict[str, Any] | None = Field(None, description="Other settings of include/foresight.yaml")
+    publish: Literal["auto", "always", "never"] | None = Field(
+        None, description="auto: publish only the newest run with the configured settings; always; never")
+    logical_date: datetime | None = Field(None, description="The run's logical date (default: now)")
+    note: str | None = Field(None, max_length=1000, description="A note shown on the run in Airflow")
+
+
+class TaskProgress(BaseModel):
+    task_id: str
+    map_index: int = -1
+    state: str | None = None
+    try_number: int | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    duration: float | None = None
+
+
+class Job(BaseModel):
+    job_id: str = Field(description="The DAG run id")
+    state: str | None = None
+    run_type: str | None = None
+    logical_date: datetime | None = None
+    data_interval_end: datetime | None = None
+    queued_at: datetime | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    conf: dict[str, Any] | None = None
+    note: str | None = None
+    airflow_url: str | None = Field(None, description="The run in Airflow's UI")
+
+
+class JobDetail(Job):
+    tasks: list[TaskProgress] = Field(default_factory=list)
+    progress: dict[str, int] = Field(default_factory=dict, description="task state -> count")
+    leaderboard: list[dict[str, Any]] | None = Field(None, description="When finished: the run's leaderboard")
+    summary: dict[str, Any] | None = Field(None, description="When published: champion, publish decision…")
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    total_entries: int
+
+
+class AirflowApi:
+    """A small client of Airflow's REST API on behalf of one caller (their token)."""
+
+    def __init__(self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None,
+                 timeout_s: float = TIMEOUT_S):
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s,
+                                    transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> AirflowApi:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, method: str, path: str, what: str, **kwargs) -> dict:
+        try:
+            resp = self._client.request(method, f"/api/v2{path}", **kwargs)
+        except httpx.HTTPError as exc:
+            raise OperationError(502, f"Airflow's REST API at {self.base_url} did not answer {what} "
+                                      f"({type(exc).__name__}: {exc}); check AIRFLOW__API__BASE_URL") from exc
+        if resp.status_code >= 400:
+            raise OperationError(_status(resp.status_code), f"Airflow refused {what}: {resp.status_code} "
+                                                            f"{_detail(resp)}")
+        return resp.json() if resp.content else {}
+
+
+def _status(code: int) -> int:
+    """Airflow's answer as ours: its 401/403/404/409/422 pass through, anything else is a bad gateway."""
+    return code if code in (400, 401, 403, 404, 409, 422) else 502
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    return str(detail)[:500]
+
+
+def _job(run: dict, ui_base: str | None) -> Job:
+    run_id = run.get("dag_run_id") or run.get("run_id") or ""
+    fields = {k: run.get(k) for k in ("state", "run_type", "logical_date", "data_interval_end", "queued_at",
+                                      "start_date", "end_date", "conf", "note")}
+    url = f"{ui_base.rstrip('/')}/dags/{DAG_ID}/runs/{run_id}" if ui_base else None
+    return Job(job_id=run_id, airflow_url=url, **fields)
+
+
+def start(api: AirflowApi, request: TrainRequest) -> Job:
+    """Trigger a nightly run with ``request``'s parameters; the returned job id is its DAG run id."""
+    from datetime import UTC
+
+    conf = {k: v for k, v in request.model_dump(include={"metrics", "models", "horizons", "overrides",
+                                                         "publish"}).items() if v is not None}
+    logical = request.logical_date or datetime.now(UTC)
+    if logical.tzinfo is None:
+        logical = logical.replace(tzinfo=UTC)
+    body: dict[str, Any] = {"logical_date": logical.isoformat(), "conf": conf}
+    if request.note:
+        body["note"] = request.note
+    run = api.call("POST", f"/dags/{DAG_ID}/dagRuns", "to start a nightly run", json=body)
+    log.info("started nightly run %s with %s", run.get("dag_run_id"), conf)
+    return _job(run, api.base_url)
+
+
+def list_jobs(api: AirflowApi, limit: int = 25, state: str | None = None) -> JobList:
+    """The newest nightly runs first."""
+    params: dict[str, Any] = {"limit": limit, "order_by": "-run_after"}
+    if state:
+        params["state"] = state
+    data = api.call("GET", f"/dags/{DAG_ID}/dagRuns", "to list the nightly runs", params=params)
+    return JobList(jobs=[_job(r, api.base_url) for r in data.get("dag_runs", [])],
+                   total_entries=int(data.get("total_entries", 0)))
+
+
+def get_job(api: AirflowApi, job_id: str, data_root: str | None = None) -> JobDetail:
+    """One run: its state, each task's progress and, once finished, its leaderboard."""
+    run = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}", f"to read job {job_id!r}")
+    tis = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}/taskInstances",
+                   f"to read the tasks of job {job_id!r}", params={"limit": 1000})
+    tasks = [TaskProgress(**{k: ti.get(k) for k in TaskProgress.model_fields if k in ti})
+             for ti in tis.get("task_instances", [])]
+    progress: dict[str, int] = {}
+    for task in tasks:
+        progress[str(task.state or "none")] = progress.get(str(task.state or "none"), 0) + 1
+    detail = JobDetail(**_job(run, api.base_url).model_dump(), tasks=tasks, progress=progress)
+    if detail.state in FINISHED and data_root and run.get("data_interval_end"):
+        detail.leaderboard, detail.summary = run_results(data_root, run["data_interval_end"])
+    return detail
+
+
+def cancel(api: AirflowApi, job_id: str, data_root: str | None = None) -> JobDetail:
+    """Mark the run failed; a finished run is left as it is (409).
+
+    Airflow marks the running tasks failed and the pending ones skipped. The nightly's
+    teardown task is left to run (it releases the date's run lock), so the run itself
+    turns ``failed`` once the scheduler has run the teardown: until then it may still say
+    ``queued`` or ``running``, with every other task finished.
+    """
+    current = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}", f"to read job {job_id!r}")
+    if current.get("state") in FINISHED:
+        raise OperationError(409, f"job {job_id!r} has already finished ({current.get('state')}); nothing to cancel")
+    api.call("PATCH", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}", f"to cancel job {job_id!r}",
+             json={"state": "failed"})
+    log.info("cancelled nightly run %s", job_id)
+    return get_job(api, job_id, data_root)
+
+
+def run_results(data_root: str, data_interval_end: str) -> tuple[list[dict] | None, dict | None]:
+    """The leaderboard and summary a finished run left in its run folder (None when it left none)."""
+    from foresight_lib.publishing import exposition
+    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs import LEADERBOARD, run_key_for
+
+    try:
+        store = RunStore(data_root, run_key_for(data_interval_end))
+        summary = store.read_json("summary.json") if store.exists("summary.json") else None
+        if summary and summary.get("metric_leaderboard"):
+            board = summary["metric_leaderboard"]
+        elif store.exists(LEADERBOARD):
+            board = exposition.frame_records(store.read_frame(LEADERBOARD))
+        else:
+            board = None
+    except Exception as exc:  # noqa: BLE001 - the job's state stands without its results
+        log.warning("could not read the results of the run of %s: %s", data_interval_end, exc)
+        return None, None
+    if summary:
+        summary = {k: summary.get(k) for k in ("run_key", "champion", "published", "publish_reason",
+                                               "champion_versions", "registrations", "mlflow_parent_run")}
+    return board, summary
+
+
+def _quote(job_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(job_id, safe="")
