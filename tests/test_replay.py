@@ -11,7 +11,8 @@ from conftest import make_daily_series
 
 from foresight_lib.cli import main
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.rightsizing.replay import ReplaySpec, compare, replay, score
+from foresight_lib.rightsizing.replay import ReplaySpec, replay
+from foresight_lib.rightsizing.replay_report import compare, score
 
 
 def test_score_by_hand():

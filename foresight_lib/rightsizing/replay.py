@@ -41,211 +41,45 @@ import logging
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from dataclasses import replace as dc_replace
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.forecasting.models import FALLBACK_MODEL, MODEL_PATHS, check_model_names, make_model
+from foresight_lib.errors import DataError
+from foresight_lib.forecasting.models import FALLBACK_MODEL, make_model
 from foresight_lib.frames import check_series_frame, split_unique_id
-from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
 from foresight_lib.rightsizing import baselines as bl
 from foresight_lib.rightsizing import sizing as rs
-from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare, score, score_ratios
+from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA
+from foresight_lib.rightsizing.replay_scoring import (  # noqa: F401  (re-exported)
+    _records,
+    _sweep,
+    _target_sweep,
+    _totals,
+    forecast_tracks,
+    size_forecasts,
+)
+from foresight_lib.rightsizing.replay_spec import (  # noqa: F401  (re-exported: callers use them from here)
+    DEFAULT_MARGINS,
+    DEFAULT_MODEL,
+    LEVELS,
+    LOCAL_MODELS,
+    METHODS,
+    MODES,
+    PEAK_RATIO_DAYS,
+    TARGETS,
+    ReplayResult,
+    ReplaySpec,
+    _add,
+    _SeriesReplay,
+    _sized,
+    _skip,
+    _Track,
+)
 from foresight_lib.sources.loaders import guess_unit
 
 log = logging.getLogger(__name__)
-
-MODES = ("daily", "window")
-LOCAL_MODELS = [m for m in MODEL_PATHS if m != "lstm"]
-"""Models fitted one series at a time (the LSTM is fitted across all series at once)."""
-METHODS = {"daily": (FORECAST, VPA, CRANE), "window": (FORECAST, REACTIVE)}
-DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}
-"""Model per mode when none is named: a static daily size needs the day's shape (seasonal
-naive repeats yesterday's); a window plan is conditioned on the latest actuals, whose
-best level forecast over 30 minutes is the latest value (naive). Both are the fast models
-that measured best on the Bitbrains replay (benchmarks/results/rightsizing.md)."""
-DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
-TARGETS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)
-"""Target violation rates the forecast-driven plan is rerun with for its trade-off curve."""
-LEVELS = (80, 95)
-PEAK_RATIO_DAYS = 7
-"""Window mode: previous days whose same-time window gives the peak-to-level ratio (one
-week, so that every weekday is in it, as for the daily factor's ``calibration_days``)."""
-
-
-@dataclass
-class ReplaySpec:
-    """How to replay a trace."""
-
-    mode: str = "daily"
-    profile: str = "balanced"
-    model: str = "seasonal_naive"
-    """Forecasting model of the forecast-driven method (any local model of the registry)."""
-    freq: str = "5min"
-    window: str = "30m"
-    min_history_days: float = rs.MIN_HISTORY_DAYS
-    history_days: float = 7.0
-    """History the model is fitted on before each day."""
-    calibration_days: float = 7.0
-    """Daily mode: previous days the factor is learnt from."""
-    calibration_windows: int = 96
-    """Window mode: previous windows (96 = two days) the factor is learnt from."""
-    lead_windows: int = 0
-    """Window mode: how many windows ahead each window is set (0: at its start, from the
-    latest actuals; 3: an hour and a half before it starts, from the data known then)."""
-    memory_peak_days: int = rs.MEMORY_PEAK_DAYS
-    """Daily mode: whole days whose highest peak is the memory base (``rightsizing.daily_peak_base``)."""
-    memory_min_factor: float = rs.MEMORY_MIN_FACTOR
-    """Daily mode: least learnt factor over the memory base."""
-    memory_step_change: tuple[float, int, int] = (rs.STEP_CHANGE_RATIO, rs.STEP_CHANGE_HOURS,
-                                                   rs.STEP_CHANGE_MIN_HOURS)
-    """Daily mode: ratio, hours before and least hours after of a memory step change
-    (``rightsizing.last_step_change``)."""
-    margins: Sequence[float] = DEFAULT_MARGINS
-    max_days: int | None = None
-    """Score at most this many days per series (the first ones after the minimum history)."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown replay mode '{self.mode}'; choose from {list(MODES)}")
-        self.profile_ = rs.get_profile(self.profile)
-        check_model_names([self.model])
-        if self.model not in LOCAL_MODELS:
-            raise ConfigError(f"model '{self.model}' cannot size one series at a time; choose from {LOCAL_MODELS}")
-        self.steps_per_day = season_length(self.freq)
-        self.window_steps = horizon_steps(self.window, self.freq)
-        if self.steps_per_day % self.window_steps:
-            raise ConfigError(f"window {self.window} does not divide a day; use e.g. 15m, 30m, 1h")
-        if self.min_history_days < 1:
-            raise ConfigError(f"min_history_days must be at least 1 (one daily season), got {self.min_history_days}")
-        if self.history_days <= 0 or self.calibration_days <= 0 or self.calibration_windows < 1:
-            raise ConfigError("history_days, calibration_days and calibration_windows must be positive")
-        if self.lead_windows and self.mode != "window":
-            raise ConfigError("lead_windows applies to window mode only: a daily size is made at the day's start")
-        if not 0 <= self.lead_windows < self.steps_per_day // self.window_steps:
-            raise ConfigError(f"lead_windows must be between 0 and {self.steps_per_day // self.window_steps - 1} "
-                              f"(less than a day of {self.window} windows), got {self.lead_windows}")
-        if self.memory_peak_days < 1 or self.memory_min_factor <= 0:
-            raise ConfigError(f"memory_peak_days must be at least 1 and memory_min_factor positive, got "
-                              f"{self.memory_peak_days} and {self.memory_min_factor}")
-        if not self.margins or any(m < 0 for m in self.margins):
-            raise ConfigError(f"margins must be a non-empty list of non-negative numbers, got {list(self.margins)}")
-        self.margins = tuple(sorted(float(m) for m in self.margins))
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return METHODS[self.mode]
-
-    @property
-    def period_steps(self) -> int:
-        return self.steps_per_day if self.mode == "daily" else self.window_steps
-
-    @property
-    def step_ns(self) -> int:
-        """One grid step in nanoseconds."""
-        return to_timedelta(self.freq).value
-
-    @property
-    def lead_steps(self) -> int:
-        """Steps between the moment a period is sized and its start."""
-        return self.lead_windows * self.window_steps if self.mode == "window" else 0
-
-
-@dataclass
-class _Track:
-    """One method's bases (before any margin), requests and limits over a series' periods."""
-
-    bases: list[float] = field(default_factory=list)
-    requests: list[float] = field(default_factory=list)
-    limits: list[float] = field(default_factory=list)
-    factors: list[float] = field(default_factory=list)
-    confidences: list[float | None] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    """The forecast-driven request before rounding (base × factor, capped)."""
-    targets: list[float] = field(default_factory=list)
-    """The violation target the forecast-driven request aims at (per resource)."""
-
-
-@dataclass
-class _SeriesReplay:
-    unique_id: str
-    metric: str
-    entity: str
-    resource: str
-    unit: str
-    first_ns: int = 0
-    starts: list[int] = field(default_factory=list)
-    """Every walked period's first index; ``scored`` says which ones are scored."""
-    actuals: list[np.ndarray] = field(default_factory=list)
-    scored: list[bool] = field(default_factory=list)
-    bases: list[float] = field(default_factory=list)
-    """The forecast-driven method's calibrated base per period."""
-    first_bases: list[float] = field(default_factory=list)
-    """The base used with the fixed margin while no past period is known."""
-    means: list[np.ndarray | None] = field(default_factory=list)
-    confidences: list[float | None] = field(default_factory=list)
-    tracks: dict[str, _Track] = field(default_factory=dict)
-    fallbacks: int = 0
-    notes: list[str | None] = field(default_factory=list)
-    """Per period: why the fallback estimator sized it (None when the main one did)."""
-    level_starts: list[int] = field(default_factory=list)
-    """Per period: where the latest level known when it was sized began (daily memory:
-    after the last step change; 0 elsewhere). Its factor learns only from periods since."""
-
-
-@dataclass
-class ReplayResult:
-    """Everything a replay found."""
-
-    spec: ReplaySpec
-    records: pd.DataFrame
-    """One row per series, period and method: the recommendation and its scores."""
-    totals: pd.DataFrame
-    """Per metric and method: slack, violations (and above the limit), points, periods."""
-    sweep: pd.DataFrame
-    """Per metric, method and fixed margin: slack and violations."""
-    skipped: list[dict]
-    seconds: float
-    fallbacks: dict[str, int] = field(default_factory=dict)
-    targets: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """Per metric and target violation rate: the forecast-driven plan's slack and violations."""
-
-    def report(self) -> dict:
-        """The JSON-ready summary, with every record."""
-        records = self.records.copy()
-        for col in ("period_start", "period_end"):
-            records[col] = records[col].map(lambda t: t.isoformat())
-        return {
-            "mode": self.spec.mode, "profile": self.spec.profile, "model": self.spec.model,
-            "settings": {
-                "freq": self.spec.freq, "window": self.spec.window, "min_history_days": self.spec.min_history_days,
-                "history_days": self.spec.history_days, "calibration_days": self.spec.calibration_days,
-                "calibration_windows": self.spec.calibration_windows, "lead_windows": self.spec.lead_windows,
-                "memory_peak_days": self.spec.memory_peak_days, "memory_min_factor": self.spec.memory_min_factor,
-                "memory_step_change": list(self.spec.memory_step_change),
-                "margins": list(self.spec.margins),
-                "profile": vars(self.spec.profile_).copy(),
-            },
-            "methods": list(self.spec.methods),
-            "totals": self.totals.to_dict(orient="records"),
-            "comparison": compare(self.totals, self.spec.mode, self.targets),
-            "sweep": self.sweep.to_dict(orient="records"),
-            "targets": self.targets.to_dict(orient="records"),
-            "series": int(self.records["unique_id"].nunique()) if len(self.records) else 0,
-            "skipped": self.skipped,
-            "fallbacks": self.fallbacks,
-            "seconds": round(self.seconds, 2),
-            "records": records.to_dict(orient="records"),
-        }
-
-
-# ---------------------------------------------------------------------------
-# The walk: pass 1 (bases, per series) then pass 2 (factors, pooled across series)
-
 
 def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | None = None,
            progress: Callable[[int], None] | None = None) -> ReplayResult:
@@ -432,27 +266,6 @@ def _fit_forecast(sr: _SeriesReplay, history: np.ndarray, spec: ReplaySpec, run:
     return None
 
 
-def _add(track: _Track, base: float, request: float, limit: float, factor: float, conf: float | None) -> None:
-    track.bases.append(base)
-    track.requests.append(request)
-    track.limits.append(limit)
-    track.factors.append(factor)
-    track.confidences.append(conf)
-
-
-def _skip(*tracks: _Track) -> None:
-    """A period walked only to learn from: no baseline recommendation."""
-    for track in tracks:
-        _add(track, float("nan"), float("nan"), float("nan"), float("nan"), None)
-
-
-def _sized(value: float, sr: _SeriesReplay, prof: rs.Profile) -> tuple[float, float]:
-    if not np.isfinite(value):
-        return float("nan"), float("nan")
-    sizing = rs.size(value, sr.resource, sr.unit, prof)
-    return sizing.request, sizing.limit
-
-
 def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool, base: float, first_base: float,
                 mean: np.ndarray | None, conf: float | None, note: str | None = None, level_start: int = 0) -> None:
     sr.notes.append(note)
@@ -592,216 +405,3 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
                      None)
             elif baselines:
                 _skip(sr.tracks[REACTIVE])
-
-
-def size_forecasts(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> None:
-    """Pass 2 with the spec's profile, into each series' ``tracks[FORECAST]``."""
-    for sr, track in zip(done, forecast_tracks(done, spec, profile), strict=True):
-        sr.tracks[FORECAST] = track
-
-
-def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None,
-                    last_only: bool = False) -> list[_Track]:
-    """Pass 2: every period's factor and forecast-driven request, one track per series.
-
-    With ``last_only`` (the nightly plan) only each series' last period is sized.
-
-    The factor is learnt from the periods that had ended when the period was sized
-    (``calibration_days`` days, or ``calibration_windows`` windows): the smallest one that
-    kept the profile's target share of their points under ``factor × base``. In window
-    mode it is shrunk toward the factor learnt from every series of the same metric over
-    the same windows (``rightsizing.shrink_factor``). The request is capped at the highest usage of those
-    periods (``rightsizing.cap_to_observed``). Before any period is known: the first base
-    times the profile's fixed margin.
-    """
-    prof = profile or spec.profile_
-    step = spec.step_ns
-    wanted = {sr.first_ns + sr.starts[-1] * step for sr in done} if last_only else None
-    pooled = _pooled_factors(done, spec, prof, wanted) if spec.mode == "window" else {}
-    keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
-    tracks = []
-    for sr in done:
-        track = _Track()
-        ratios, peaks = _ratio_matrix(sr, spec.period_steps)
-        learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
-        learnable_starts = np.asarray(sr.starts, dtype="int64")[learnable]
-        for i in [len(sr.starts) - 1] if last_only else range(len(sr.starts)):
-            start = sr.starts[i]
-            # the periods that had ended when this one was sized
-            pos = int(np.searchsorted(learnable_starts, start - spec.lead_steps - spec.period_steps, side="right"))
-            past = learnable[max(0, pos - keep):pos]
-            # only periods sized after the last step change began (their bases knew the new level)
-            past = past[learnable_starts[max(0, pos - keep):pos] > sr.level_starts[i]] if sr.level_starts[i] else past
-            low = max(prof.min_factor, spec.memory_min_factor) if sr.resource == "memory" else None
-            own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low)
-            if spec.mode == "window":
-                learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof, low)
-            else:
-                learnt = own
-            base = sr.bases[i]
-            if learnt is not None and np.isfinite(base):
-                factor = learnt
-                cap = float(peaks[past].max()) if past.size else None
-                if cap is not None and low is not None:  # memory: never capped below its least factor
-                    cap = max(cap, base * low)
-                value = rs.cap_to_observed(base * factor, cap)
-            else:  # nothing learnt yet: the first base and the profile's fixed margin
-                base, factor = sr.first_bases[i], rs.default_factor(prof)
-                value = base * factor
-            _add(track, base, *_sized(value, sr, prof), factor, sr.confidences[i])
-            track.values.append(value)
-            track.targets.append(prof.target_for(sr.resource))
-        tracks.append(track)
-    return tracks
-
-
-def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per period: usage over the calibrated base (NaN where either is unknown) and the usage peak."""
-    ratios = np.full((len(sr.starts), width), np.nan)
-    peaks = np.full(len(sr.starts), np.nan)
-    for i, (base, actual) in enumerate(zip(sr.bases, sr.actuals, strict=True)):
-        if actual.size:
-            peaks[i] = float(np.max(actual))
-            if np.isfinite(base) and base > 0:
-                ratios[i, :actual.size] = actual / base
-    return ratios, peaks
-
-
-def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
-                    wanted: set[int] | None = None) -> dict[tuple[str, int], float]:
-    """Per metric and window start: the factor learnt from every series' previous windows.
-
-    The pool for a window starting at ``t``, sized ``lead`` before it, is every series'
-    windows of the same metric that had ended by then (the last ``calibration_windows``
-    window lengths), with their usage over base.
-    """
-    step = spec.step_ns
-    span = spec.calibration_windows * spec.window_steps * step
-    width = spec.window_steps * step
-    by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for sr in done:
-        times = sr.first_ns + np.asarray(sr.starts, dtype="int64") * step
-        by_metric.setdefault(sr.metric, []).append((times, _ratio_matrix(sr, spec.window_steps)[0]))
-    out: dict[tuple[str, int], float] = {}
-    for metric, parts in by_metric.items():
-        every = np.unique(np.concatenate([times for times, _ in parts]))
-        for t in every if wanted is None else every[np.isin(every, list(wanted))]:
-            decided = t - spec.lead_steps * step
-            pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
-                    for times, r in parts]
-            k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]),
-                                    prof.target_for(rs.resource_of(metric)))
-            if k is not None:
-                out[(metric, int(t))] = k
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Records, totals, sweep
-
-
-def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.DataFrame:
-    rows = []
-    period_ns = spec.period_steps * step_ns
-    for sr in done:
-        for i, start in enumerate(sr.starts):
-            if not sr.scored[i]:
-                continue
-            actual = sr.actuals[i]
-            peak = float(actual.max())
-            for method, track in sr.tracks.items():
-                request, limit = track.requests[i], track.limits[i]
-                if not np.isfinite(request):
-                    continue
-                s = score(request, actual, limit if sr.resource == "memory" else None)
-                rows.append({
-                    "unique_id": sr.unique_id, "entity": sr.entity, "metric": sr.metric, "resource": sr.resource,
-                    "unit": sr.unit, "method": method, "period_start": sr.first_ns + start * step_ns,
-                    "target_violation": track.targets[i] if track.targets else None,
-                    "base": track.bases[i], "factor": track.factors[i], "request": request, "limit": limit,
-                    "confidence": track.confidences[i], "usage_peak": peak, "points": s["points"],
-                    "provisioned": s["provisioned"], "unused": s["unused"], "over": s["over"],
-                    "over_limit": s.get("over_limit"), "slack": s["slack"], "violations": s["violations"],
-                    "violations_limit": s.get("violations_limit"),
-                })
-    records = pd.DataFrame(rows)
-    if records.empty:
-        return records
-    start_ns = records["period_start"].to_numpy("int64")
-    records["period_start"] = pd.to_datetime(start_ns, unit="ns", utc=True)
-    records["period_end"] = pd.to_datetime(start_ns + period_ns, unit="ns", utc=True)
-    return records
-
-
-def _totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
-    rows = []
-    if records.empty:
-        return pd.DataFrame()
-    for (metric, method), g in records.groupby(["metric", "method"], sort=True):
-        over_limit = int(g["over_limit"].sum()) if g["resource"].iloc[0] == "memory" else None
-        per_entity = g.groupby("unique_id")[["unused", "provisioned", "over", "points"]].sum()
-        rows.append({
-            "metric": metric, "resource": g["resource"].iloc[0], "method": method,
-            "series": int(g["unique_id"].nunique()), "periods": len(g), "points": int(g["points"].sum()),
-            **score_ratios(float(g["provisioned"].sum()), float(g["unused"].sum()), int(g["points"].sum()),
-                      int(g["over"].sum()), over_limit),
-            "mean_series_slack": float((per_entity["unused"] / per_entity["provisioned"]).mean()),
-            "mean_series_violations": float((per_entity["over"] / per_entity["points"]).mean()),
-        })
-    return pd.DataFrame(rows)
-
-
-def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
-    """Every method rescored with each fixed margin over its base (the forecast without a learnt factor)."""
-    acc: dict[tuple[str, str, float], list[float]] = {}
-    for sr in done:
-        scored = np.asarray(sr.scored, dtype=bool)
-        actual = np.vstack([a for a, s in zip(sr.actuals, scored, strict=True) if s])
-        for method, track in sr.tracks.items():
-            bases = np.asarray(track.bases, dtype="float64")[scored]
-            ok = np.isfinite(bases)
-            if not ok.any():
-                continue
-            for margin in spec.margins:
-                req = rs.round_many(bases[ok] * (1.0 + margin), sr.unit, sr.resource)[:, None]
-                a = actual[ok]
-                sums = acc.setdefault((sr.metric, method, margin), [0.0, 0.0, 0.0, 0.0])
-                sums[0] += float(req.sum() * a.shape[1])
-                sums[1] += float(np.maximum(req - a, 0.0).sum())
-                sums[2] += float(a.size)
-                sums[3] += float((a > req).sum())
-    rows = [{"metric": metric, "method": method, "margin": margin, "slack": s[1] / s[0] if s[0] else float("nan"),
-             "violations": s[3] / s[2] if s[2] else float("nan")}
-            for (metric, method, margin), s in sorted(acc.items())]
-    return pd.DataFrame(rows)
-
-
-def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[str]) -> pd.DataFrame:
-    """The forecast-driven plan rerun with each target violation rate of ``TARGETS``.
-
-    Its trade-off curve: the same bases, factors learnt (and pooled over every walked
-    series, as for the profile's own plan) for each target, rounded and scored like the
-    profile's own plan on the series in ``scored_ids``.
-    """
-    rows = []
-    for target in TARGETS:
-        prof = dc_replace(spec.profile_, target_violation=target, memory_target_violation=target)
-        acc: dict[str, list[float]] = {}
-        for sr, track in zip(done, forecast_tracks(done, spec, prof), strict=True):
-            if sr.unique_id not in scored_ids:
-                continue
-            sums = acc.setdefault(sr.metric, [0.0, 0.0, 0.0, 0.0, 0.0])
-            for i, scored in enumerate(sr.scored):
-                if not scored or not np.isfinite(track.requests[i]):
-                    continue
-                s = score(track.requests[i], sr.actuals[i], track.limits[i] if sr.resource == "memory" else None)
-                sums[0] += s["provisioned"]
-                sums[1] += s["unused"]
-                sums[2] += s["points"]
-                sums[3] += s["over"]
-                sums[4] += s.get("over_limit", 0)
-        for metric, (prov, unused, points, over, over_limit) in sorted(acc.items()):
-            memory = rs.resource_of(metric) == "memory"
-            rows.append({"metric": metric, "target": target,
-                         **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
-    return pd.DataFrame(rows)

@@ -1,0 +1,231 @@
+"""Sizing what the replay walked (factors learnt per series, pooled per metric) and scoring it.
+
+Per-period records, totals per method, the fixed-margin sweep and the target sweep of the
+forecast-driven plan (``foresight_lib.rightsizing.replay`` runs them).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace as dc_replace
+
+import numpy as np
+import pandas as pd
+
+from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing.replay_report import FORECAST, score, score_ratios
+from foresight_lib.rightsizing.replay_spec import TARGETS, ReplaySpec, _add, _SeriesReplay, _sized, _Track
+
+log = logging.getLogger(__name__)
+
+
+def size_forecasts(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> None:
+    """Pass 2 with the spec's profile, into each series' ``tracks[FORECAST]``."""
+    for sr, track in zip(done, forecast_tracks(done, spec, profile), strict=True):
+        sr.tracks[FORECAST] = track
+
+
+def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None,
+                    last_only: bool = False) -> list[_Track]:
+    """Pass 2: every period's factor and forecast-driven request, one track per series.
+
+    With ``last_only`` (the nightly plan) only each series' last period is sized.
+
+    The factor is learnt from the periods that had ended when the period was sized
+    (``calibration_days`` days, or ``calibration_windows`` windows): the smallest one that
+    kept the profile's target share of their points under ``factor × base``. In window
+    mode it is shrunk toward the factor learnt from every series of the same metric over
+    the same windows (``rightsizing.shrink_factor``). The request is capped at the highest usage of those
+    periods (``rightsizing.cap_to_observed``). Before any period is known: the first base
+    times the profile's fixed margin.
+    """
+    prof = profile or spec.profile_
+    step = spec.step_ns
+    wanted = {sr.first_ns + sr.starts[-1] * step for sr in done} if last_only else None
+    pooled = _pooled_factors(done, spec, prof, wanted) if spec.mode == "window" else {}
+    keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
+    tracks = []
+    for sr in done:
+        track = _Track()
+        ratios, peaks = _ratio_matrix(sr, spec.period_steps)
+        learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
+        learnable_starts = np.asarray(sr.starts, dtype="int64")[learnable]
+        for i in [len(sr.starts) - 1] if last_only else range(len(sr.starts)):
+            start = sr.starts[i]
+            # the periods that had ended when this one was sized
+            pos = int(np.searchsorted(learnable_starts, start - spec.lead_steps - spec.period_steps, side="right"))
+            past = learnable[max(0, pos - keep):pos]
+            # only periods sized after the last step change began (their bases knew the new level)
+            past = past[learnable_starts[max(0, pos - keep):pos] > sr.level_starts[i]] if sr.level_starts[i] else past
+            low = max(prof.min_factor, spec.memory_min_factor) if sr.resource == "memory" else None
+            own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low)
+            if spec.mode == "window":
+                learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof, low)
+            else:
+                learnt = own
+            base = sr.bases[i]
+            if learnt is not None and np.isfinite(base):
+                factor = learnt
+                cap = float(peaks[past].max()) if past.size else None
+                if cap is not None and low is not None:  # memory: never capped below its least factor
+                    cap = max(cap, base * low)
+                value = rs.cap_to_observed(base * factor, cap)
+            else:  # nothing learnt yet: the first base and the profile's fixed margin
+                base, factor = sr.first_bases[i], rs.default_factor(prof)
+                value = base * factor
+            _add(track, base, *_sized(value, sr, prof), factor, sr.confidences[i])
+            track.values.append(value)
+            track.targets.append(prof.target_for(sr.resource))
+        tracks.append(track)
+    return tracks
+
+
+def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per period: usage over the calibrated base (NaN where either is unknown) and the usage peak."""
+    ratios = np.full((len(sr.starts), width), np.nan)
+    peaks = np.full(len(sr.starts), np.nan)
+    for i, (base, actual) in enumerate(zip(sr.bases, sr.actuals, strict=True)):
+        if actual.size:
+            peaks[i] = float(np.max(actual))
+            if np.isfinite(base) and base > 0:
+                ratios[i, :actual.size] = actual / base
+    return ratios, peaks
+
+
+def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
+                    wanted: set[int] | None = None) -> dict[tuple[str, int], float]:
+    """Per metric and window start: the factor learnt from every series' previous windows.
+
+    The pool for a window starting at ``t``, sized ``lead`` before it, is every series'
+    windows of the same metric that had ended by then (the last ``calibration_windows``
+    window lengths), with their usage over base.
+    """
+    step = spec.step_ns
+    span = spec.calibration_windows * spec.window_steps * step
+    width = spec.window_steps * step
+    by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for sr in done:
+        times = sr.first_ns + np.asarray(sr.starts, dtype="int64") * step
+        by_metric.setdefault(sr.metric, []).append((times, _ratio_matrix(sr, spec.window_steps)[0]))
+    out: dict[tuple[str, int], float] = {}
+    for metric, parts in by_metric.items():
+        every = np.unique(np.concatenate([times for times, _ in parts]))
+        for t in every if wanted is None else every[np.isin(every, list(wanted))]:
+            decided = t - spec.lead_steps * step
+            pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
+                    for times, r in parts]
+            k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]),
+                                    prof.target_for(rs.resource_of(metric)))
+            if k is not None:
+                out[(metric, int(t))] = k
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Records, totals, sweep
+
+
+def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.DataFrame:
+    rows = []
+    period_ns = spec.period_steps * step_ns
+    for sr in done:
+        for i, start in enumerate(sr.starts):
+            if not sr.scored[i]:
+                continue
+            actual = sr.actuals[i]
+            peak = float(actual.max())
+            for method, track in sr.tracks.items():
+                request, limit = track.requests[i], track.limits[i]
+                if not np.isfinite(request):
+                    continue
+                s = score(request, actual, limit if sr.resource == "memory" else None)
+                rows.append({
+                    "unique_id": sr.unique_id, "entity": sr.entity, "metric": sr.metric, "resource": sr.resource,
+                    "unit": sr.unit, "method": method, "period_start": sr.first_ns + start * step_ns,
+                    "target_violation": track.targets[i] if track.targets else None,
+                    "base": track.bases[i], "factor": track.factors[i], "request": request, "limit": limit,
+                    "confidence": track.confidences[i], "usage_peak": peak, "points": s["points"],
+                    "provisioned": s["provisioned"], "unused": s["unused"], "over": s["over"],
+                    "over_limit": s.get("over_limit"), "slack": s["slack"], "violations": s["violations"],
+                    "violations_limit": s.get("violations_limit"),
+                })
+    records = pd.DataFrame(rows)
+    if records.empty:
+        return records
+    start_ns = records["period_start"].to_numpy("int64")
+    records["period_start"] = pd.to_datetime(start_ns, unit="ns", utc=True)
+    records["period_end"] = pd.to_datetime(start_ns + period_ns, unit="ns", utc=True)
+    return records
+
+
+def _totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
+    rows = []
+    if records.empty:
+        return pd.DataFrame()
+    for (metric, method), g in records.groupby(["metric", "method"], sort=True):
+        over_limit = int(g["over_limit"].sum()) if g["resource"].iloc[0] == "memory" else None
+        per_entity = g.groupby("unique_id")[["unused", "provisioned", "over", "points"]].sum()
+        rows.append({
+            "metric": metric, "resource": g["resource"].iloc[0], "method": method,
+            "series": int(g["unique_id"].nunique()), "periods": len(g), "points": int(g["points"].sum()),
+            **score_ratios(float(g["provisioned"].sum()), float(g["unused"].sum()), int(g["points"].sum()),
+                      int(g["over"].sum()), over_limit),
+            "mean_series_slack": float((per_entity["unused"] / per_entity["provisioned"]).mean()),
+            "mean_series_violations": float((per_entity["over"] / per_entity["points"]).mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+    """Every method rescored with each fixed margin over its base (the forecast without a learnt factor)."""
+    acc: dict[tuple[str, str, float], list[float]] = {}
+    for sr in done:
+        scored = np.asarray(sr.scored, dtype=bool)
+        actual = np.vstack([a for a, s in zip(sr.actuals, scored, strict=True) if s])
+        for method, track in sr.tracks.items():
+            bases = np.asarray(track.bases, dtype="float64")[scored]
+            ok = np.isfinite(bases)
+            if not ok.any():
+                continue
+            for margin in spec.margins:
+                req = rs.round_many(bases[ok] * (1.0 + margin), sr.unit, sr.resource)[:, None]
+                a = actual[ok]
+                sums = acc.setdefault((sr.metric, method, margin), [0.0, 0.0, 0.0, 0.0])
+                sums[0] += float(req.sum() * a.shape[1])
+                sums[1] += float(np.maximum(req - a, 0.0).sum())
+                sums[2] += float(a.size)
+                sums[3] += float((a > req).sum())
+    rows = [{"metric": metric, "method": method, "margin": margin, "slack": s[1] / s[0] if s[0] else float("nan"),
+             "violations": s[3] / s[2] if s[2] else float("nan")}
+            for (metric, method, margin), s in sorted(acc.items())]
+    return pd.DataFrame(rows)
+
+
+def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[str]) -> pd.DataFrame:
+    """The forecast-driven plan rerun with each target violation rate of ``TARGETS``.
+
+    Its trade-off curve: the same bases, factors learnt (and pooled over every walked
+    series, as for the profile's own plan) for each target, rounded and scored like the
+    profile's own plan on the series in ``scored_ids``.
+    """
+    rows = []
+    for target in TARGETS:
+        prof = dc_replace(spec.profile_, target_violation=target, memory_target_violation=target)
+        acc: dict[str, list[float]] = {}
+        for sr, track in zip(done, forecast_tracks(done, spec, prof), strict=True):
+            if sr.unique_id not in scored_ids:
+                continue
+            sums = acc.setdefault(sr.metric, [0.0, 0.0, 0.0, 0.0, 0.0])
+            for i, scored in enumerate(sr.scored):
+                if not scored or not np.isfinite(track.requests[i]):
+                    continue
+                s = score(track.requests[i], sr.actuals[i], track.limits[i] if sr.resource == "memory" else None)
+                sums[0] += s["provisioned"]
+                sums[1] += s["unused"]
+                sums[2] += s["points"]
+                sums[3] += s["over"]
+                sums[4] += s.get("over_limit", 0)
+        for metric, (prov, unused, points, over, over_limit) in sorted(acc.items()):
+            memory = rs.resource_of(metric) == "memory"
+            rows.append({"metric": metric, "target": target,
+                         **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
+    return pd.DataFrame(rows)
