@@ -40,7 +40,7 @@ from foresight_dags.common import (
     validate,
 )
 
-ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "ensemble"]
+ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "lightgbm", "ensemble"]
 SOURCE = section("source")
 TRAIN = section("train")
 TRAIN_AT_ONCE = TRAIN.get("parallel_tasks") if isinstance(TRAIN.get("parallel_tasks"), int) else 4

@@ -47,7 +47,8 @@ CHALLENGER_ALIAS = "challenger"
 ALIASES = (CHAMPION_ALIAS, CHALLENGER_ALIAS)
 """The aliases a publish moves, and so the ones a snapshot keeps."""
 BUNDLE_ARTIFACT = "bundle"
-EXTRA_REQUIREMENTS = {"arima": ["statsmodels"], "ets": ["statsmodels"], "prophet": ["prophet"], "lstm": ["torch"]}
+EXTRA_REQUIREMENTS = {"arima": ["statsmodels"], "ets": ["statsmodels"], "prophet": ["prophet"], "lstm": ["torch"],
+                      "lightgbm": ["lightgbm"]}
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 """Error codes of a registered model, version or alias that does not exist (anything else is a failure)."""
 _RUN_IDS_PER_SEARCH = 50

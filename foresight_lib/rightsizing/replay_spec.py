@@ -20,8 +20,8 @@ from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, V
 log = logging.getLogger(__name__)
 
 MODES = ("daily", "window")
-LOCAL_MODELS = [m for m in MODEL_PATHS if m != "lstm"]
-"""Models fitted one series at a time (the LSTM is fitted across all series at once)."""
+LOCAL_MODELS = [m for m in MODEL_PATHS if m not in ("lstm", "lightgbm")]
+"""Models fitted one series at a time (the LSTM and LightGBM are fitted across all series at once)."""
 METHODS = {"daily": (FORECAST, VPA, CRANE), "window": (FORECAST, REACTIVE)}
 DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}
 """Model per mode when none is named: a static daily size needs the day's shape (seasonal

@@ -1,7 +1,7 @@
 """Model registry: names used in config and on the command line.
 
 Classes are imported lazily so that listing or validating names never pulls in
-torch, Prophet or statsmodels.
+torch, LightGBM, Prophet or statsmodels.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ MODEL_PATHS: dict[str, str] = {
     "fourier": "foresight_lib.forecasting.models.fourier:Fourier",
     "prophet": "foresight_lib.forecasting.models.prophet:Prophet",
     "lstm": "foresight_lib.forecasting.models.lstm:LSTM",
+    "lightgbm": "foresight_lib.forecasting.models.lightgbm:LightGBM",
 }
 ENSEMBLE = "ensemble"
 """Combines the other models per horizon from their errors on a validation day."""

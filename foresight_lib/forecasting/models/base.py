@@ -99,6 +99,8 @@ class GlobalForecaster(ABC):
 
     alias: ClassVar[str]
     min_seasons: ClassVar[float] = 0.0
+    needs_timestamps: ClassVar[bool] = False
+    """Whether ``fit_many`` and ``forecast_origins_many`` take the series' timestamps (``ds=``)."""
 
     @abstractmethod
     def fit_many(self, ys: Sequence[np.ndarray], season_length: int) -> GlobalForecaster:

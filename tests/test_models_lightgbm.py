@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_daily_series
+
+from foresight_lib.errors import ConfigError, SeriesTooShortError
+from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
+from foresight_lib.forecasting.models import make_model
+from foresight_lib.forecasting.models.base import GlobalForecaster
+from foresight_lib.forecasting.models.lightgbm import LightGBM
+
+M = 24  # a short "day" keeps the tests fast
+H = 6
+KEYS = ["mean", "lo-80", "hi-80", "lo-95", "hi-95"]
+SMALL = dict(horizon=H, lags=6, short_window=6, lookback_days=2, num_leaves=8, n_estimators=60,
+             learning_rate=0.1, min_data_in_leaf=10, n_threads=1)
+ORIGINS = list(range(0, 2 * M - H + 1, 3))
+
+
+def periodic(n_series: int = 4, days: int = 12, noise: float = 0.3, seed: int = 0) -> list[np.ndarray]:
+    """Daily cycles of different levels, amplitudes and phases."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * M)
+    return [10 * (i + 1) + (2 + i) * np.sin(2 * np.pi * t / M + i) + rng.normal(0, noise, t.size)
+            for i in range(n_series)]
+
+
+def split(ys: list[np.ndarray], test: int = 2 * M):
+    return [y[:-test] for y in ys], [y[-test:] for y in ys]
+
+
+def stamps(n: int, start: str = "2024-03-01") -> pd.DatetimeIndex:
+    return pd.date_range(start, periods=n, freq=pd.Timedelta(days=1) / M, tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, test = split(periodic())
+    model = LightGBM(**SMALL, seed=1).fit_many(train, M)
+    return model, train, test
+
+
+def actuals(future: np.ndarray, origins) -> np.ndarray:
+    return np.stack([future[o : o + H] for o in origins])
+
+
+def test_registry_gives_a_global_model():
+    model = make_model("lightgbm", **SMALL)
+    assert isinstance(model, GlobalForecaster)
+    assert model.get_params()["horizon"] == H and model.get_params()["n_threads"] == 1
+
+
+def test_shapes_per_horizon_and_ordered_intervals(fitted):
+    model, train, test = fitted
+    results = model.forecast_origins_many(train, test, ORIGINS, H)
+    assert len(results) == len(train)
+    for fc in results:
+        assert set(fc) == set(KEYS)
+        for key in KEYS:
+            assert fc[key].shape == (len(ORIGINS), H)
+            assert np.isfinite(fc[key]).all()
+        assert (fc["lo-95"] <= fc["lo-80"]).all() and (fc["lo-80"] <= fc["mean"]).all()
+        assert (fc["mean"] <= fc["hi-80"]).all() and (fc["hi-80"] <= fc["hi-95"]).all()
+    act = np.concatenate([actuals(f, ORIGINS) for f in test])
+    lo = np.concatenate([fc["lo-95"] for fc in results])
+    hi = np.concatenate([fc["hi-95"] for fc in results])
+    assert ((act >= lo) & (act <= hi)).mean() > 0.8
+
+
+def test_beats_naive_at_30_minutes(fitted):
+    model, train, test = fitted
+    results = model.forecast_origins_many(train, test, ORIGINS, H)
+    ours, naive = [], []
+    for history, future, fc in zip(train, test, results, strict=True):
+        last = np.array([history[-1] if o == 0 else future[o - 1] for o in ORIGINS])
+        act = actuals(future, ORIGINS)
+        ours.append(np.abs(fc["mean"][:, -1] - act[:, -1]).mean())
+        naive.append(np.abs(last - act[:, -1]).mean())
+    assert np.mean(ours) < 0.6 * np.mean(naive)
+
+
+def test_same_seed_gives_identical_forecasts(fitted):
+    model, train, test = fitted
+    again = LightGBM(**SMALL, seed=1).fit_many(train, M)
+    a = model.forecast_origins_many(train, test, ORIGINS, H)
+    b = again.forecast_origins_many(train, test, ORIGINS, H)
+    for x, y in zip(a, b, strict=True):
+        for key in KEYS:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_pickle_round_trip_gives_identical_forecasts(fitted):
+    model, train, test = fitted
+    copy = pickle.loads(pickle.dumps(model))
+    a = model.forecast_origins_many(train, test, ORIGINS, H)
+    b = copy.forecast_origins_many(train, test, ORIGINS, H)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x["mean"], y["mean"])
+
+
+def test_values_after_a_cutoff_never_change_its_forecast(fitted):
+    model, train, test = fitted
+    base = model.forecast_origins_many(train, test, ORIGINS, H)
+    origin_index = 5
+    origin = ORIGINS[origin_index]
+    poisoned = [f.copy() for f in test]
+    for f in poisoned:
+        f[origin:] = 1e6  # everything from the cutoff's next step on
+    changed = model.forecast_origins_many(train, poisoned, ORIGINS, H)
+    for x, y in zip(base, changed, strict=True):
+        for key in KEYS:
+            np.testing.assert_array_equal(x[key][: origin_index + 1], y[key][: origin_index + 1])
+        assert not np.array_equal(x["mean"][origin_index + 1 :], y["mean"][origin_index + 1 :])
+
+
+def test_constant_and_zero_series_give_finite_forecasts():
+    train, test = split(periodic(n_series=2))
+    n = train[0].size
+    train += [np.full(n, 3.0), np.zeros(n)]
+    test += [np.full(2 * M, 3.0), np.zeros(2 * M)]
+    model = LightGBM(**SMALL).fit_many(train, M)
+    results = model.forecast_origins_many(train, test, ORIGINS, H)
+    for fc in results:
+        for key in KEYS:
+            assert np.isfinite(fc[key]).all()
+    np.testing.assert_allclose(results[2]["mean"], 3.0, atol=1e-6)
+    np.testing.assert_allclose(results[3]["mean"], 0.0, atol=1e-6)
+    assert (results[3]["lo-95"] >= 0).all()  # a usage that never went negative is never forecast so
+
+
+def test_calendar_features_come_from_timestamps():
+    ys = periodic(n_series=3)
+    train, test = split(ys)
+    ds = [stamps(len(y)) for y in train]
+    model = LightGBM(**SMALL).fit_many(train, M, ds=ds)
+    assert model.timestamps_
+    with_ds = model.forecast_origins_many(train, test, ORIGINS, H, ds=ds)
+    shifted = model.forecast_origins_many(train, test, ORIGINS, H, ds=[stamps(len(y), "2024-03-01 06:00")
+                                                                          for y in train])
+    assert all(np.isfinite(fc["mean"]).all() for fc in with_ds + shifted)
+    names = model.feature_names()
+    assert {"lag_1", "same_time_1d", "same_time_7d", "time_of_day", "weekday", "mean_day"} <= set(names)
+    assert len(names) == model.boosters_[0].num_feature()
+    with pytest.raises(ConfigError, match="timestamps"):
+        model.fit_many(train, M, ds=[stamps(5)] * len(train))
+
+
+def test_longer_than_horizon_is_made_block_by_block(fitted):
+    model, train, test = fitted
+    fc = model.forecast_origins_many(train, test, [0, 6], 2 * H + 1)
+    for result in fc:
+        assert result["mean"].shape == (2, 2 * H + 1)
+        assert (result["hi-95"] - result["lo-95"])[:, -1].min() >= (result["hi-95"] - result["lo-95"])[:, 0].min()
+    one = model.predict_from(train[0], H)
+    np.testing.assert_array_equal(one["mean"], fc[0]["mean"][0, :H])
+
+
+def test_bad_settings_and_short_series_are_reported():
+    with pytest.raises(ConfigError, match="lags"):
+        LightGBM(lags=0)
+    with pytest.raises(ConfigError, match="feature_fraction"):
+        LightGBM(feature_fraction=1.5)
+    with pytest.raises(SeriesTooShortError):
+        LightGBM(**SMALL).fit_many([np.arange(10.0)], M)
+    with pytest.raises(ConfigError, match="not fitted"):
+        LightGBM(**SMALL).forecast_origins_many([np.ones(50)], [np.ones(10)], [0], H)
+
+
+def test_runs_in_the_backtest_and_enters_the_ensemble():
+    df = make_daily_series(days=5, n_series=3, freq="1h")
+    params = {"lightgbm": {**SMALL, "min_data_in_leaf": 5}}
+    spec = BacktestSpec(models=["naive", "seasonal_naive", "lightgbm", "ensemble"], freq="1h",
+                        horizons=["1h", "3h", "6h"], stride="3h", n_jobs=1, model_params=params, keep_models=True)
+    result = run_backtest(df, spec)
+    assert not [f for f in result.fallbacks if f["model"] == "lightgbm"]
+    assert set(result.leaderboard["model"]) == {"naive", "seasonal_naive", "lightgbm", "ensemble"}
+    assert isinstance(result.models["lightgbm"], LightGBM)
+    ours = result.forecasts[result.forecasts["model"] == "lightgbm"]
+    assert len(ours) == 3 * len(spec.origins) * spec.max_steps
+    assert (ours["yhat_lo_95"] <= ours["yhat_lo_80"]).all() and (ours["yhat_hi_80"] <= ours["yhat_hi_95"]).all()
+    assert any("lightgbm" in w.models for w in result.ensemble_weights.values())
+    assert not (result.forecasts[result.forecasts["model"] == "ensemble"]["yhat"]).isna().any()
+
+
+def test_window_scale_gives_finite_ordered_forecasts_on_a_burst():
+    train, test = split(periodic(n_series=3))
+    n = train[0].size
+    train.append(np.zeros(n))
+    test.append(np.zeros(2 * M))
+    test[0] = test[0] * 100.0  # far more volatile than anything in its history
+    model = LightGBM(**SMALL, window_scale=True).fit_many(train, M)
+    for fc in model.forecast_origins_many(train, test, ORIGINS, H):
+        for key in KEYS:
+            assert np.isfinite(fc[key]).all()
+        assert (fc["lo-95"] <= fc["lo-80"]).all() and (fc["lo-80"] <= fc["mean"]).all()
+        assert (fc["mean"] <= fc["hi-80"]).all() and (fc["hi-80"] <= fc["hi-95"]).all()
