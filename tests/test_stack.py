@@ -130,9 +130,10 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("foresight")
     ports = {name: free_port() for name in module.DEFAULT_PORTS}
     with pytest.MonkeyPatch.context() as env:
-        # The stack's processes inherit these: the fast config, a lost task noticed after 30 s.
+        # The stack's processes inherit these: the fast config, a lost task noticed after two minutes
+        # (much shorter, and a live task whose heartbeat is late on a loaded machine is taken for lost).
         env.setenv("FORESIGHT_CONFIG", str(_stack_config(root)))
-        env.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "30")
+        env.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "120")
         env.setenv("AIRFLOW__API__WORKERS", "1")
         stack = module.Stack(state, ports, workers=2, concurrency=1)
         try:
