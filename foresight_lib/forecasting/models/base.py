@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from foresight_lib.errors import ConfigError, SeriesTooShortError
 from foresight_lib.frames import LEVELS
 
 Forecast = dict[str, np.ndarray]
@@ -38,6 +39,30 @@ def gaussian_intervals(mean: np.ndarray, sigma: np.ndarray, levels: Sequence[int
         out[f"lo-{level}"] = mean - z * sigma
         out[f"hi-{level}"] = mean + z * sigma
     return out
+
+
+def empty_forecast(h: int, levels: Sequence[int] = LEVELS) -> Forecast:
+    """A forecast with no origin: every key, zero rows."""
+    empty = np.empty((0, h))
+    return {"mean": empty, **{f"{side}-{level}": empty for level in levels for side in ("lo", "hi")}}
+
+
+def known_context(model: str, history, future, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A series' history and everything known at its last origin (``history + future[:max origin]``).
+
+    What a global model may read when it forecasts from ``origins``; checked to be non-empty,
+    long enough and finite, with errors naming ``model``.
+    """
+    history = np.asarray(history, dtype="float64").ravel()
+    future = np.asarray(future, dtype="float64").ravel()
+    if history.size == 0:
+        raise SeriesTooShortError(f"{model}: a series has no history to forecast from; give it some")
+    if origins.max() > future.size:
+        raise ConfigError(f"{model}: an origin needs {origins.max()} future values, got {future.size}")
+    known = np.concatenate([history, future[: origins.max()]])
+    if not np.isfinite(known).all():
+        raise ValueError(f"{model} got missing values in the context; fill gaps first")
+    return history, known
 
 
 def stack_forecasts(forecasts: Sequence[Forecast]) -> Forecast:

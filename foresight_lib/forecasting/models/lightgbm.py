@@ -40,7 +40,7 @@ import pandas as pd
 
 from foresight_lib.errors import ConfigError, SeriesTooShortError
 from foresight_lib.forecasting.metrics import seasonal_naive_scale
-from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster, z_value
+from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster, empty_forecast, known_context, z_value
 from foresight_lib.frames import LEVELS
 
 log = logging.getLogger(__name__)
@@ -380,21 +380,11 @@ class LightGBM(GlobalForecaster):
         origins = np.asarray(origins, dtype="int64")
         n_series, n_origins = len(histories), origins.size
         if n_series == 0 or n_origins == 0:
-            empty = np.empty((0, h))
-            return [{"mean": empty, **{f"{s}-{lv}": empty for lv in levels for s in ("lo", "hi")}}
-                    for _ in range(n_series)]
+            return [empty_forecast(h, levels) for _ in range(n_series)]
         P = self._context
         ctxs, scales, nonneg, stamp_rows, step_rows = [], [], [], [], []
         for history, future, stamps in zip(histories, futures, ds, strict=True):
-            history = np.asarray(history, dtype="float64").ravel()
-            future = np.asarray(future, dtype="float64").ravel()
-            if history.size == 0:
-                raise SeriesTooShortError("lightgbm: a series has no history to forecast from; give it some")
-            if origins.max() > future.size:
-                raise ConfigError(f"lightgbm: an origin needs {origins.max()} future values, got {future.size}")
-            known = np.concatenate([history, future[: origins.max()]])
-            if not np.isfinite(known).all():
-                raise ValueError("lightgbm got missing values in the context; fill gaps first")
+            history, known = known_context("lightgbm", history, future, origins)
             start_ns, step_ns = _as_stamps(stamps, history.size, "ds")
             scale = self._scale(history)
             flat = np.concatenate([np.full(P, np.nan), known / scale])

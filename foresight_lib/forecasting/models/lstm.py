@@ -40,7 +40,7 @@ from torch import nn
 
 from foresight_lib.errors import ConfigError, SeriesTooShortError
 from foresight_lib.forecasting.metrics import seasonal_naive_scale
-from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster, z_value
+from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster, empty_forecast, known_context, z_value
 from foresight_lib.frames import LEVELS
 
 log = logging.getLogger(__name__)
@@ -439,21 +439,11 @@ class LSTM(GlobalForecaster):
         origins = np.asarray(origins, dtype="int64")
         n_series, n_origins = len(histories), origins.size
         if n_series == 0 or n_origins == 0:
-            empty = np.empty((0, h))
-            return [{"mean": empty, **{f"{s}-{lv}": empty for lv in levels for s in ("lo", "hi")}}
-                    for _ in range(n_series)]
+            return [empty_forecast(h, levels) for _ in range(n_series)]
         P = self._context
         ctxs, scales, nonneg = [], [], []
         for history, future in zip(histories, futures, strict=True):
-            history = np.asarray(history, dtype="float64").ravel()
-            future = np.asarray(future, dtype="float64").ravel()
-            if history.size == 0:
-                raise SeriesTooShortError("lstm: a series has no history to forecast from; give it some")
-            if origins.max() > future.size:
-                raise ConfigError(f"lstm: an origin needs {origins.max()} future values, got {future.size}")
-            known = np.concatenate([history, future[: origins.max()]])
-            if not np.isfinite(known).all():
-                raise ValueError("lstm got missing values in the context; fill gaps first")
+            history, known = known_context("lstm", history, future, origins)
             scale = self._scale(history)
             flat = np.concatenate([np.full(P, np.nan), known / scale])
             cuts = P + history.size + origins - 1

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.forecasting.models.base import Forecast, Forecaster
+from foresight_lib.forecasting.models.base import Forecast, Forecaster, empty_forecast
 from foresight_lib.forecasting.models.fourier import (
     abs_error_quantiles,
     check_history,
@@ -273,8 +273,7 @@ class Prophet(Forecaster):
         y_future = np.asarray(y_future, dtype="float64").ravel()
         origins = np.asarray(origins, dtype="int64")
         if origins.size == 0:
-            empty = np.empty((0, h))
-            return {"mean": empty, **{f"{side}-{level}": empty for level in levels for side in ("lo", "hi")}}
+            return empty_forecast(h, levels)
         last = int(origins.max())
         if last > y_future.size:
             raise DataError(f"prophet: an origin needs {last} future values but only {y_future.size} were given")
