@@ -14,9 +14,11 @@ Used by the API tests, the schema fuzz and ``benchmarks/predict_latency.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -113,6 +115,24 @@ def allow_all(plugin, user: str = "tester") -> None:
     """Stand in for Airflow's JWT check (covered against a real api-server in test_api_airflow)."""
     for dependency in (plugin.read_access, plugin.run_access, plugin.run_edit_access, plugin.dag_edit_access):
         plugin.app.dependency_overrides[dependency] = lambda: user
+
+
+@contextlib.contextmanager
+def served_world(root: Path, plugin_name: str = "foresight_plugin_api_test") -> Iterator[tuple]:
+    """A published world under ``root`` and the plugin serving it (every user allowed, a cold model cache)."""
+    import pytest
+
+    from foresight_lib.operations import predict as operations_predict
+
+    with pytest.MonkeyPatch.context() as mp:
+        built = build_world(root)
+        mp.setenv("FORESIGHT_CONFIG", str(built["config"]))
+        for name in ("FORESIGHT_DATA_ROOT", "MLFLOW_TRACKING_URI", "FORESIGHT_METRICS_TOKEN"):
+            mp.delenv(name, raising=False)
+        plugin = load_plugin(plugin_name)
+        allow_all(plugin)
+        operations_predict.CACHE.clear()
+        yield built, plugin, mp
 
 
 class FakeAirflow:

@@ -13,12 +13,10 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from api_support import FakeAirflow, allow_all, build_world, load_plugin  # noqa: E402
+from api_support import FakeAirflow, served_world  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
-
-from foresight_lib.operations import predict as operations_predict  # noqa: E402
 
 MAX_EXAMPLES = int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "12"))
 """Per operation: the whole fuzz stays well under a minute on two cores."""
@@ -26,17 +24,8 @@ MAX_EXAMPLES = int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "12"))
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api-fuzz")
-    with pytest.MonkeyPatch.context() as mp:
-        built = build_world(root)
-        mp.setenv("FORESIGHT_CONFIG", str(built["config"]))
-        mp.delenv("FORESIGHT_DATA_ROOT", raising=False)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("FORESIGHT_METRICS_TOKEN", raising=False)
-        plugin = load_plugin("foresight_plugin_fuzz_test")
-        allow_all(plugin)
+    with served_world(tmp_path_factory.mktemp("api-fuzz"), "foresight_plugin_fuzz_test") as (_, plugin, mp):
         mp.setattr(plugin, "_airflow", FakeAirflow().patch(plugin))
-        operations_predict.CACHE.clear()
         yield plugin.app
 
 

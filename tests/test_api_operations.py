@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from api_support import METRIC, NAME, RUN_KEY, FakeAirflow, allow_all, build_world, history, load_plugin
+from api_support import METRIC, NAME, RUN_KEY, FakeAirflow, history, served_world
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
@@ -24,16 +24,7 @@ from foresight_lib.publishing.storage import RunStore
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api-world")
-    with pytest.MonkeyPatch.context() as mp:
-        built = build_world(root)
-        mp.setenv("FORESIGHT_CONFIG", str(built["config"]))
-        mp.delenv("FORESIGHT_DATA_ROOT", raising=False)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("FORESIGHT_METRICS_TOKEN", raising=False)
-        plugin = load_plugin()
-        allow_all(plugin)
-        operations_predict.CACHE.clear()
+    with served_world(tmp_path_factory.mktemp("api-world")) as (built, plugin, _):
         yield {**built, "plugin": plugin, "client": TestClient(plugin.app)}
 
 
