@@ -71,8 +71,7 @@ def publish(run: dict) -> dict:
 
     cfg, store = pipeline.open_run(run)
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout),
-                                          duration(cfg.publish.wait), run.get("run_id") or run["run_key"],
-                                          run.get("owner_pid"))
+                                          duration(cfg.publish.wait), run.get("run_id") or run["run_key"])
     try:
         publishing.recover(store)
         publishing.remove_temp_files(store)
@@ -80,7 +79,8 @@ def publish(run: dict) -> dict:
         newer = not published.get("data_interval_end") or (
             pd.Timestamp(run["data_interval_end"]) >= pd.Timestamp(published["data_interval_end"]))
         publishing.run_transaction(store, {}, lambda tx: None, [SCALING_PLAN] if newer else [],
-                                   {"data_interval_end": run["data_interval_end"]}, manifest_name=PLAN_MANIFEST)
+                                   {"data_interval_end": run["data_interval_end"]}, manifest_name=PLAN_MANIFEST,
+                                   still_holding=lambda: lock.check(token))
     finally:
         lock.release(token)
     if not newer:

@@ -202,7 +202,7 @@ def test_an_activation_waits_for_a_publish_in_progress_then_gives_up_with_409(wo
 
     settings = operations.settings()
     root = DataRoot(settings.data_root)
-    lock, token = transaction.publish_lock(root, pd.Timedelta("1h"), pd.Timedelta(0), "nightly", None)
+    lock, token = transaction.publish_lock(root, pd.Timedelta("1h"), pd.Timedelta(0), "nightly")
     before = registry_state()
     try:
         with pytest.raises(OperationError) as refused:

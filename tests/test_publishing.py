@@ -65,6 +65,33 @@ def test_a_failure_before_the_switch_changes_nothing(tmp_path):
     assert not (tmp_path / "locks" / publishing.JOURNAL).exists()
 
 
+def test_a_publish_overtaken_before_the_switch_rolls_back(tmp_path):
+    _published(tmp_path, "a1", 1.0)
+    before = {"latest": _files(tmp_path / "latest"), "run": _files(tmp_path / "runs" / KEY)}
+    lock, token = publishing.publish_lock(DataRoot(str(tmp_path)), pd.Timedelta("1h"), pd.Timedelta(0), "r2")
+
+    def register(tx):  # meanwhile the lock is deleted and taken by another publish
+        lock._delete()
+        publishing.publish_lock(DataRoot(str(tmp_path)), pd.Timedelta("1h"), pd.Timedelta(0), "r3")
+
+    with pytest.raises(publishing.RunLocked, match="overtaken"):
+        publishing.run_transaction(_attempt(tmp_path, "a2", 2.0), {}, register, NAMES, None,
+                                   still_holding=lambda: lock.check(token))
+    assert _files(tmp_path / "latest") == before["latest"]
+    assert _files(tmp_path / "runs" / KEY) == before["run"]
+    assert not (tmp_path / "locks" / publishing.JOURNAL).exists()
+
+
+def test_the_publish_lock_names_its_process_and_a_retry_of_the_same_run_waits_for_it(tmp_path):
+    root = DataRoot(str(tmp_path))
+    lock, token = publishing.publish_lock(root, pd.Timedelta("1h"), pd.Timedelta(0), "scheduled__x")
+    assert lock.owner().pid == os.getpid()
+    # A second try of the same Airflow run does not take over a publish whose process lives.
+    with pytest.raises(publishing.RunLocked, match="did not end within"):
+        publishing.publish_lock(root, pd.Timedelta("1h"), pd.Timedelta(seconds=1), "scheduled__x")
+    assert lock.owner().attempt == token
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 KiB tmpfs (needs root, as in CI); skipped where mounting is not allowed."""

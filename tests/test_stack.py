@@ -27,6 +27,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -262,7 +263,30 @@ def test_after_a_killed_worker_the_champions_agree_with_what_is_published(stack)
     if not hasattr(stack, "after_kill"):
         pytest.skip("the killed-worker run did not get this far")
     aliases, published = stack.after_kill
+    if aliases != published:
+        # Say what the registry and the publish logs show, so that the next occurrence explains itself.
+        warnings.warn(f"champion aliases {aliases} != latest/summary.json {published}\n{_registry_story(stack)}",
+                      stacklevel=1)
     assert aliases == published
+
+
+def _registry_story(stack) -> str:
+    """Every registered version with its decision, and the publish tasks' log lines about the registry."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=stack.env()["MLFLOW_TRACKING_URI"])
+    lines = []
+    for model in client.search_registered_models():
+        lines.append(f"{model.name} aliases {dict(model.aliases)}")
+        for mv in client.search_model_versions(f"name = '{model.name}'"):
+            tags = {k: mv.tags.get(k) for k in ("decision", "reason", "run_id", "previous_champion")}
+            lines.append(f"  v{mv.version} {tags}")
+    pattern = re.compile(r"registered|rolled back|completed the publish|taking over|lock|restor", re.I)
+    for log in sorted(Path(stack.dir, "airflow", "logs").rglob("*.log")):
+        if "task_id=publish" in str(log) or "task_id=release" in str(log):
+            hits = [line[:300] for line in log.read_text(errors="replace").splitlines() if pattern.search(line)]
+            lines += [f"{log.relative_to(stack.dir)}:"] + [f"  {h}" for h in hits[-20:]]
+    return "\n".join(lines)
 
 
 def _wait_tasks(client, run_id: str, ready, timeout: float = RUN_TIMEOUT_S) -> list[dict]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -237,7 +236,7 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
     root = DataRoot(settings.data_root)
     try:
         lock, token = publishing.publish_lock(root, duration(settings.lock_timeout), pd.Timedelta(seconds=wait_s),
-                                              f"activate {name} v{version} by {user}", os.getpid())
+                                              f"activate {name} v{version} by {user}")
     except RunLocked as exc:
         raise OperationError(409, f"a publish is in progress; try the activation again later ({exc})") from exc
     try:

@@ -167,7 +167,7 @@ def publish(run: dict) -> dict:
         return registrations
 
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout), duration(cfg.publish.wait),
-                                          run.get("run_id") or run["run_key"], run.get("owner_pid"))
+                                          run.get("run_id") or run["run_key"])
     try:
         publishing.recover(store)
         publishing.remove_temp_files(store)
@@ -177,7 +177,8 @@ def publish(run: dict) -> dict:
         names = [FORECASTS, LEADERBOARD, RECOMMENDATIONS, ACTUALS, "summary.json"] if go else []
         registrations = publishing.run_transaction(store, aliases, register, names,
                                                    {"data_interval_end": run["data_interval_end"]},
-                                                   source_run_id=parent["parent_run_id"], name_prefix=prefix)
+                                                   source_run_id=parent["parent_run_id"], name_prefix=prefix,
+                                                   still_holding=lambda: lock.check(token))
     finally:
         lock.release(token)
     _after_publish(cfg, run, store, parent["parent_run_id"])

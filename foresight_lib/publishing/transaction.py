@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -203,15 +204,19 @@ def recover(root: DataRoot) -> str | None:
 # The transaction
 
 
-def publish_lock(root: DataRoot, timeout: pd.Timedelta, wait: pd.Timedelta, owner: str,
-                 owner_pid: int | None) -> tuple[RunLock, str]:
-    """Take the data root's publish lock, waiting up to ``wait`` for another publish to end."""
+def publish_lock(root: DataRoot, timeout: pd.Timedelta, wait: pd.Timedelta, owner: str) -> tuple[RunLock, str]:
+    """Take the data root's publish lock, waiting up to ``wait`` for another publish to end.
+
+    A publish lives in one process, so the lock names that process (host and pid): it is
+    taken over only when that process is gone, or after ``timeout``, never because the
+    same Airflow run tries again while an earlier try may still be publishing.
+    """
     lock = RunLock(root, PUBLISH_LOCK[0], PUBLISH_LOCK[1], timeout)
     token = f"publish-{uuid.uuid4().hex[:12]}"
     deadline = time.monotonic() + wait.total_seconds()
     while True:
         try:
-            lock.acquire(owner, token, owner_pid=owner_pid)
+            lock.acquire(owner, token, owner_pid=os.getpid())
             return lock, token
         except RunLocked as exc:
             if time.monotonic() >= deadline:
@@ -267,17 +272,22 @@ class Transaction:
 def run_transaction(attempt: RunStore, aliases: dict, register: Callable[[Transaction], Any],
                     latest_names: list[str], manifest_extra: dict | None,
                     manifest_name: str = MANIFEST, source_run_id: str | None = None,
-                    name_prefix: str | None = None) -> Any:
+                    name_prefix: str | None = None, still_holding: Callable[[], None] | None = None) -> Any:
     """Register, promote and switch ``latest/`` as one transaction; returns what ``register`` returned.
 
     ``register(tx)`` moves the aliases and reports each new version with ``tx.registered``;
     ``source_run_id`` (the MLflow run the versions are logged from) lets an undo find a
     version registered just before the process died. ``latest_names`` empty: the run
-    folder is promoted but ``latest/`` is left alone.
+    folder is promoted but ``latest/`` is left alone. ``still_holding`` (e.g. the publish
+    lock's ``check``) raises when another publish took the lock over; it is called before
+    anything moves and again before the switch, so an overtaken publish rolls back.
     """
+    check = still_holding or (lambda: None)
+    check()
     tx = Transaction.begin(attempt, aliases, source_run_id, name_prefix)
     try:
         registered = register(tx)
+        check()
         tx.promote()
         committed = attempt.committed()
         manifest = committed.manifest_record(latest_names, manifest_extra) if latest_names else None
