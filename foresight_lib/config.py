@@ -27,7 +27,7 @@ from pydantic import (
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ConfigError, ForesightError
-from foresight_lib.forecasting.models import ALL_MODELS, DEFAULT_MODELS, check_model_names
+from foresight_lib.forecasting.models import ALL_MODELS, DEFAULT_MODELS, TUNABLE_MODELS, check_model_names
 from foresight_lib.horizons import format_duration, horizon_steps, parse_duration, parse_horizons, to_timedelta
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +142,30 @@ class TrainConfig(_Section):
     """Series per shard of a local model's train task; 0 or null: one task per model."""
     parallel_tasks: int = Field(4, ge=1, le=1024)
     """Train tasks of one run that may run at once; each limits its threads to its share of the CPUs."""
+
+
+class TuningConfig(_Section):
+    """Automatic tuning of the models with a search space, on the validation split only
+    (``foresight_lib.forecasting.tuning``); tuned parameters are reused until the next re-tune."""
+
+    enabled: bool = False
+    models: list[str] = Field(default_factory=lambda: list(TUNABLE_MODELS))
+    """Models to tune when they are among the run's models."""
+    trials: int = Field(20, ge=0, le=10_000)
+    """Most Optuna trials per tuning (the base parameters are scored first, not counted)."""
+    timeout_s: float = Field(1800.0, gt=0)
+    """Time budget of one model's tuning, the base parameters' scoring included."""
+    every_days: float = Field(7.0, gt=0)
+    """Re-tune a model when its stored parameters are this old."""
+    seed: int = 0
+
+    @field_validator("models")
+    @classmethod
+    def _tunable(cls, value: list[str]) -> list[str]:
+        bad = [m for m in value if m not in TUNABLE_MODELS]
+        if bad:
+            raise ValueError(f"no search space for {bad}; tunable models are {TUNABLE_MODELS}")
+        return value
 
 
 class RangeConfig(_Section):
@@ -299,6 +323,7 @@ class ForesightConfig(_Section):
     levels: list[int] = Field(default_factory=lambda: [80, 95])
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)

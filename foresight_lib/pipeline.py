@@ -394,11 +394,13 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
     _limit_threads(threads)
     spec = backtest_spec(cfg)
     spec.n_jobs = threads
-    spec.model_params = with_threads(spec.model_params, model, threads)
     frame = store.read_frame(FEATURES if shard is None else features_name(shard))
+    tuned, tuning = _tuned_params(cfg, store, frame, spec, model, threads)
+    spec.model_params = with_threads({**spec.model_params, **tuned}, model, threads)
     progress = ProgressLog(label, log)
     part = backtest_part(frame, spec, models=[model], allow_empty=shard is not None, progress=progress.update,
                          on_start=progress.start)
+    part.model_params, part.tuning = tuned, tuning
     store.write_bytes(part_name(model, shard), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
     out = {"model": model, "shard": shard, "series": len(part.splits), "seconds": round(part.seconds, 3),
            "fallbacks": len(part.outcome.fallbacks)}
@@ -408,6 +410,19 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
     log.info("trained %s on %d series in %.1f s with %d thread(s) (%d fallbacks)", label, len(part.splits),
              part.seconds, threads, out["fallbacks"])
     return out
+
+
+def _tuned_params(cfg, store, frame, spec, model: str, threads: int) -> tuple[dict, dict]:
+    """``{model: params}`` tuned or reused for this run and ``{model: record}``; both empty when not tuned."""
+    if not (cfg.tuning.enabled and model in cfg.tuning.models):
+        return {}, {}
+    from foresight_lib.forecasting.shards import is_global
+    from foresight_lib.forecasting.tuning import ParamStore, params_for_run
+
+    fixed = {"n_threads": threads} if is_global(model) else None
+    params, record = params_for_run(frame, spec, model, cfg.tuning, ParamStore(store),
+                                    base_params=cfg.model_params.get(model, {}), fixed_params=fixed)
+    return {model: params}, {model: record}
 
 
 def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:

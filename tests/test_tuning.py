@@ -3,16 +3,18 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import make_daily_series
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.forecasting import models
+from foresight_lib.forecasting import models, tuning
 from foresight_lib.forecasting.backtest import BacktestSpec
 from foresight_lib.forecasting.models.base import Forecaster, gaussian_intervals
-from foresight_lib.forecasting.tuning import ParamStore, TuningResult, tune, validation_frame
+from foresight_lib.forecasting.tuning import ParamStore, TuningResult, params_for_run, tune, validation_frame
 
 SENTINEL = 1e9
 SEEN: list[np.ndarray] = []
@@ -50,6 +52,7 @@ def factor_space(trial) -> dict:
 def _fake_model(monkeypatch):
     monkeypatch.setitem(models.MODEL_PATHS, "scaled_last", "test_tuning:ScaledLast")
     monkeypatch.setattr(models, "ALL_MODELS", [*models.MODEL_PATHS, models.ENSEMBLE])
+    monkeypatch.setitem(tuning.SEARCH_SPACES, "scaled_last", factor_space)
     SEEN.clear()
 
 
@@ -121,11 +124,11 @@ def test_params_round_trip_through_the_store(tmp_path):
         trials=[{"number": 0, "params": {"num_leaves": 16}, "mase": 0.6}],
         tuned_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
     )
-    store = ParamStore(tmp_path / "tuned")
+    store = ParamStore(str(tmp_path))
     assert store.load("lightgbm") is None and store.params("lightgbm") == {}
     assert store.due("lightgbm", every_days=7)
-    path = store.save(result)
-    assert path.name == "lightgbm.json" and not list(path.parent.glob(".tmp-*"))
+    path = Path(store.save(result))
+    assert path == tmp_path / "tuning" / "lightgbm.json" and not list(path.parent.glob(".tmp-*"))
     loaded = store.load("lightgbm")
     assert loaded.best_params == {"num_leaves": 16, "learning_rate": 0.05}
     assert loaded.mase_after == 0.6 and loaded.trials == result.trials
@@ -146,3 +149,42 @@ def test_bad_requests_are_reported():
         tune(df, spec, "naive")
     with pytest.raises(ConfigError, match="timeout_s"):
         tune(df, spec, "scaled_last", timeout_s=0, search_space=factor_space)
+
+
+class Budget:
+    """The ``tuning`` config section's budget, as ``params_for_run`` reads it."""
+
+    trials, timeout_s, every_days, seed = 2, 60.0, 7.0, 0
+
+
+def test_a_nightly_tunes_once_then_reuses_until_the_parameters_are_due(tmp_path):
+    df, spec = hourly(days=7)
+    store = ParamStore(str(tmp_path))
+    params, first = params_for_run(df, spec, "scaled_last", Budget, store, fixed_params={"pause": 0.0})
+    assert first["action"] == "tuned" and first["why"] == "never tuned" and first["stored_at"]
+    assert "pause" not in params, "fixed parameters are used, never stored"
+    stored = Path(first["stored_at"]).read_bytes()
+
+    again, second = params_for_run(df, spec, "scaled_last", Budget, store)
+    assert second["action"] == "reused" and again == params
+    later = datetime.now(UTC) + timedelta(days=8)
+    _, due = params_for_run(df, spec, "scaled_last", Budget, store, now=later)
+    assert due["action"] == "tuned" and "or more ago" in due["why"]
+    _, rebased = params_for_run(df, spec, "scaled_last", Budget, store, base_params={"pause": 0.0})
+    assert rebased["action"] == "tuned" and "configured parameters changed" in rebased["why"]
+    assert rebased["stored_at"] and ParamStore(str(tmp_path)).load("scaled_last").base_params == {"pause": 0.0}
+    assert Path(first["stored_at"]).read_bytes() != stored
+
+
+def test_a_backfill_never_reuses_parameters_tuned_on_later_data_nor_replaces_them(tmp_path):
+    df, spec = hourly(days=7)
+    store = ParamStore(str(tmp_path))
+    _, newest = params_for_run(df, spec, "scaled_last", Budget, store)
+    stored = Path(newest["stored_at"]).read_bytes()
+    end = df.groupby("unique_id")["ds"].transform("max")
+    earlier = df[df["ds"] <= end - np.timedelta64(2, "D")].reset_index(drop=True)  # two days back
+    _, backfill = params_for_run(earlier, spec, "scaled_last", Budget, store)
+    assert backfill["action"] == "tuned" and "after this run's validation split" in backfill["why"]
+    assert backfill["stored_at"] is None
+    assert Path(newest["stored_at"]).read_bytes() == stored
+    assert pd.Timestamp(backfill["data_end"]) < pd.Timestamp(newest["data_end"])

@@ -19,6 +19,7 @@ arithmetic in :mod:`foresight_lib.forecasting.ensemble`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -157,6 +158,8 @@ class BacktestResult:
     """Models of the spec missing from the leaderboard, with the reason (normally none)."""
     validation_fallbacks: list[dict] = field(default_factory=list)
     """Fallbacks on the ensemble's validation day (``fallbacks`` holds the held-out day's only)."""
+    tuning: dict = field(default_factory=dict)
+    """model -> how its tuned parameters were chosen in this run (tuned or reused, MASE before/after)."""
 
     def report(self) -> dict:
         """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks, MASE guards."""
@@ -381,6 +384,10 @@ class BacktestPart:
     outcome: _LocalOutcome
     validation: _LocalOutcome | None
     seconds: float
+    model_params: dict = field(default_factory=dict)
+    """Parameters a model of this part ran with that the spec's do not hold (tuned ones)."""
+    tuning: dict = field(default_factory=dict)
+    """model -> how its tuned parameters were chosen (``tuning.params_for_run``)."""
 
 
 def backtest_part(
@@ -432,6 +439,7 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
     started = time.perf_counter()
     splits = parts[0].splits
     ids = [s.unique_id for s in splits]
+    spec, tuning = _with_part_params(spec, parts)
     total = _LocalOutcome({}, {}, {}, [], {})
     val = _LocalOutcome({}, {}, {}, [], {})
     for part in parts:
@@ -481,7 +489,21 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
         seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,
         future_forecasts=future, models=total.models, ensemble_weights=ensemble_weights, scales=scales,
         scale_notes=notes, unscored=unscored, skipped_models=skipped_models, validation_fallbacks=val.fallbacks,
+        tuning=tuning,
     )
+
+
+def _with_part_params(spec: BacktestSpec, parts: Sequence[BacktestPart]) -> tuple[BacktestSpec, dict]:
+    """``spec`` holding the parameters the parts' models really ran with (tuned ones), and the tuning records."""
+    params, tuning = {}, {}
+    for part in parts:
+        params.update(getattr(part, "model_params", None) or {})
+        tuning.update(getattr(part, "tuning", None) or {})
+    if not params:
+        return spec, tuning
+    spec = copy.copy(spec)
+    spec.model_params = {**spec.model_params, **params}
+    return spec, tuning
 
 
 def _check_finite(frame: pd.DataFrame | None, name: str) -> None:

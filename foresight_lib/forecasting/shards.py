@@ -124,6 +124,8 @@ def merge_parts(parts: Sequence[BacktestPart]) -> BacktestPart:
         skipped=sorted((row for part in parts for row in part.skipped), key=lambda row: str(row["unique_id"])),
         outcome=outcome, validation=validation,
         seconds=sum(part.seconds for part in parts),
+        model_params={k: v for part in parts for k, v in (getattr(part, "model_params", None) or {}).items()},
+        tuning={k: v for part in parts for k, v in (getattr(part, "tuning", None) or {}).items()},
     )
 
 

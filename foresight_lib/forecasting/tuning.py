@@ -15,7 +15,8 @@ keeps the base parameters unless a trial beat them, so tuning never makes the va
 MASE worse.
 
 :class:`ParamStore` keeps the tuned parameters as one JSON file per model, so that a
-nightly run can reuse them (as ``model_params``) until the next scheduled re-tune.
+nightly run can reuse them (as ``model_params``) until the next scheduled re-tune; a nightly run
+chooses between reusing and tuning with :func:`params_for_run` (config section ``tuning``).
 """
 from __future__ import annotations
 
@@ -23,12 +24,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +35,9 @@ import pandas as pd
 
 from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
-from foresight_lib.forecasting.models import ENSEMBLE, MODEL_PATHS
+from foresight_lib.forecasting.models import ENSEMBLE, MODEL_PATHS, TUNABLE_MODELS
 from foresight_lib.frames import check_series_frame
+from foresight_lib.publishing.storage import DataRoot
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ def _lstm_space(trial) -> dict:
 
 SEARCH_SPACES: dict[str, SearchSpace] = {"lightgbm": _lightgbm_space, "lstm": _lstm_space}
 """Models with a built-in search space; any other model needs ``search_space=``."""
+assert list(SEARCH_SPACES) == TUNABLE_MODELS
+TUNING = "tuning"
+"""The folder under the data root that holds the tuned parameters, one JSON file per model."""
 
 
 @dataclass
@@ -96,6 +99,9 @@ class TuningResult:
     """Per trial: number, params, mase, seconds."""
     protocol: dict = field(default_factory=dict)
     tuned_at: str = ""
+    data_end: str = ""
+    """The last timestamp the tuning read (the end of the validation split): a run whose held-out
+    day starts before it must not reuse these parameters."""
 
     @property
     def improved(self) -> bool:
@@ -150,6 +156,7 @@ def tune(
     seed: int = 0,
     base_params: dict | None = None,
     search_space: SearchSpace | None = None,
+    fixed_params: dict | None = None,
 ) -> TuningResult:
     """Tune ``model``'s parameters on the validation split of ``df`` with Optuna (TPE, seeded).
 
@@ -165,6 +172,7 @@ def tune(
         base_params: parameters before tuning (the model's defaults when None); the search's
             suggestions override them.
         search_space: ``trial -> params``; the built-in one of ``model`` when None.
+        fixed_params: passed to every fit but not part of the result (e.g. the task's thread count).
 
     Raises:
         ConfigError: an unknown model, the ensemble, no search space, or a bad budget.
@@ -180,15 +188,16 @@ def tune(
         raise ConfigError(f"tuning needs n_trials >= 0 and timeout_s > 0, got {n_trials} and {timeout_s}")
     started = time.perf_counter()
     base = dict(base_params or {})
+    fixed = dict(fixed_params or {})
     frame = validation_frame(df, spec)
-    before, report = validation_mase(df, spec, model, base, _frame=frame)
+    before, report = validation_mase(df, spec, model, {**base, **fixed}, _frame=frame)
     log.info("tuning %s: validation MASE %.4f with the base parameters (%d series, %.1f s)",
              model, before, report["series"], time.perf_counter() - started)
     trials: list[dict] = []
 
     def objective(trial) -> float:
         t0 = time.perf_counter()
-        params = {**base, **space(trial)}
+        params = {**base, **space(trial), **fixed}
         mase, rep = validation_mase(df, spec, model, params, _frame=frame)
         trials.append({"number": trial.number, "params": space_params(trial), "mase": mase,
                        "fallbacks": rep["fallbacks"], "seconds": round(time.perf_counter() - t0, 3)})
@@ -218,6 +227,7 @@ def tune(
                   "freq": spec.freq, "horizons": spec.horizons, "test_days": spec.test_days,
                   "history_days": spec.history_days, "stride": spec.stride},
         tuned_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        data_end=pd.Timestamp(frame["ds"].max()).isoformat() if len(frame) else "",
     )
     log.info("tuning %s: validation MASE %.4f -> %.4f after %d trials in %.1f s (stopped by %s)",
              model, before, after, result.n_trials, result.seconds, stopped_by)
@@ -230,39 +240,31 @@ def space_params(trial) -> dict:
 
 
 class ParamStore:
-    """Tuned parameters as JSON, one file per model (``<root>/<model>.json``), written atomically."""
+    """Tuned parameters under a data root (local or S3): ``<data_root>/tuning/<model>.json``, written atomically."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    def __init__(self, root: DataRoot | str | os.PathLike):
+        self.root = root if isinstance(root, DataRoot) else DataRoot(str(root))
 
-    def path(self, model: str) -> Path:
-        return self.root / f"{model}.json"
+    def path(self, model: str) -> str:
+        return self.root._join(TUNING, f"{model}.json")
 
-    def save(self, result: TuningResult) -> Path:
-        """Store ``result`` (its best parameters, MASE before/after, trials and time)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.path(result.model)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".tmp-{result.model}-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(result.to_dict(), fh, indent=2, default=_json_default)
-                fh.write("\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+    def save(self, result: TuningResult) -> str:
+        """Store ``result`` (its best parameters, MASE before/after, trials and time); returns where."""
+        path = self.path(result.model)
+        data = json.dumps(result.to_dict(), indent=2, default=_json_default) + "\n"
+        self.root._write_atomic(path, data.encode("utf-8"))
+        return self.root._uri(path)
 
     def load(self, model: str) -> TuningResult | None:
         """The stored result for ``model``, or None when it was never tuned."""
-        target = self.path(model)
-        if not target.exists():
+        path = self.path(model)
+        if not self.root._exists(path):
             return None
         try:
-            return TuningResult(**json.loads(target.read_text()))
+            return TuningResult(**json.loads(self.root._read(path, f"tuned parameters of {model}")))
         except (ValueError, TypeError) as exc:
             raise ConfigError(
-                f"tuned parameters in {target} cannot be read ({exc}); delete the file to re-tune"
+                f"tuned parameters in {self.root._uri(path)} cannot be read ({exc}); delete the file to re-tune"
             ) from exc
 
     def params(self, model: str) -> dict:
@@ -272,11 +274,60 @@ class ParamStore:
 
     def due(self, model: str, every_days: float, now: datetime | None = None) -> bool:
         """Whether ``model`` should be (re-)tuned: never tuned, or tuned ``every_days`` or more ago."""
-        stored = self.load(model)
-        if stored is None or not stored.tuned_at:
-            return True
-        now = now or datetime.now(UTC)
-        return now - datetime.fromisoformat(stored.tuned_at) >= timedelta(days=float(every_days))
+        return _age_reason(self.load(model), every_days, now) is not None
+
+
+def _age_reason(stored: TuningResult | None, every_days: float, now: datetime | None) -> str | None:
+    if stored is None or not stored.tuned_at:
+        return "never tuned"
+    now = now or datetime.now(UTC)
+    if now - datetime.fromisoformat(stored.tuned_at) >= timedelta(days=float(every_days)):
+        return f"last tuned {stored.tuned_at}, {every_days:g} day(s) or more ago"
+    return None
+
+
+def params_for_run(df: pd.DataFrame, spec: BacktestSpec, model: str, settings, store: ParamStore,
+                   base_params: dict | None = None, fixed_params: dict | None = None,
+                   now: datetime | None = None) -> tuple[dict, dict]:
+    """The parameters ``model`` runs with in a nightly run, and a record of how they were chosen.
+
+    Stored parameters are reused until ``settings.every_days`` have passed, unless the
+    configured (base) parameters changed or the stored tuning read data after this run's
+    validation split (a backfill of an earlier date): then the model is tuned again on this
+    run's validation split, within ``settings.trials`` and ``settings.timeout_s``. A new
+    tuning is stored unless the stored one read newer data, so a backfill never replaces the
+    parameters the nightly reuses.
+
+    ``settings`` has ``trials``, ``timeout_s``, ``every_days`` and ``seed`` (``TuningConfig``).
+    """
+    base = dict(base_params or {})
+    frame = validation_frame(df, spec)
+    val_end = pd.Timestamp(frame["ds"].max()) if len(frame) else None
+    stored = store.load(model)
+    why = _age_reason(stored, settings.every_days, now)
+    if why is None and stored.base_params != base:
+        why = "its configured parameters changed since it was tuned"
+    if why is None and stored.data_end and val_end is not None and pd.Timestamp(stored.data_end) > val_end:
+        why = f"the stored tuning read data up to {stored.data_end}, after this run's validation split"
+    if why is None:
+        log.info("%s: reusing the parameters tuned at %s (validation MASE %.4f -> %.4f)", model, stored.tuned_at,
+                 stored.mase_before, stored.mase_after)
+        return dict(stored.best_params), {**_summary(stored), "action": "reused", "stored_at": store.root._uri(
+            store.path(model))}
+    log.info("%s: tuning (%s)", model, why)
+    result = tune(df, spec, model, n_trials=settings.trials, timeout_s=settings.timeout_s, seed=settings.seed,
+                  base_params=base, fixed_params=fixed_params)
+    newer = stored is None or not stored.data_end or not result.data_end or \
+        pd.Timestamp(result.data_end) >= pd.Timestamp(stored.data_end)
+    where = store.save(result) if newer else None
+    return dict(result.best_params), {**_summary(result), "action": "tuned", "why": why, "stored_at": where,
+                                      "trials": result.trials}
+
+
+def _summary(result: TuningResult) -> dict:
+    keys = ("best_params", "mase_before", "mase_after", "n_trials", "seconds", "stopped_by", "series",
+            "tuned_at", "data_end")
+    return {k: getattr(result, k) for k in keys}
 
 
 def _json_default(value: Any) -> Any:

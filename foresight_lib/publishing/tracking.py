@@ -438,6 +438,12 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
     metrics["fit_seconds"] = result.fit_seconds.get(model, 0.0)
     metrics["predict_seconds"] = result.predict_seconds.get(model, 0.0)
     metrics["fallbacks"] = sum(1 for f in result.fallbacks if f.get("model") == model)
+    tuning = (getattr(result, "tuning", None) or {}).get(model)
+    if tuning:
+        params.update(_tuning_params(tuning))
+        metrics.update(_tuning_metrics(tuning))
+        client.set_tag(run_id, "foresight.tuning", tuning["action"])
+        client.log_text(run_id, json.dumps(tuning, indent=2, default=str), "tuning/tuning.json")
     _log_batch(client, run_id, params, metrics)
     tmp.mkdir(parents=True, exist_ok=True)
     per_series = result.per_series[result.per_series["model"] == model] if not result.per_series.empty else None
@@ -451,6 +457,25 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
         client.log_artifact(run_id, str(png), "plots")
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def _tuning_params(tuning: dict) -> dict:
+    """How the model's parameters were chosen: tuned this run or reused, when, on which data."""
+    out = {"tuning.action": tuning["action"], "tuning.tuned_at": tuning.get("tuned_at") or "",
+           "tuning.data_end": tuning.get("data_end") or "", "tuning.stopped_by": tuning.get("stopped_by") or ""}
+    if tuning.get("why"):
+        out["tuning.why"] = tuning["why"]
+    return out
+
+
+def _tuning_metrics(tuning: dict) -> dict[str, float]:
+    """Validation MASE before and after tuning (on the validation split, never the held-out day)."""
+    out = {"tuning_trials": float(tuning.get("n_trials") or 0), "tuning_seconds": float(tuning.get("seconds") or 0)}
+    for key in ("mase_before", "mase_after"):
+        value = tuning.get(key)
+        if value is not None and math.isfinite(float(value)):
+            out[f"tuning_validation_{key}"] = float(value)
+    return out
 
 
 def model_params(result: BacktestResult, model: str) -> dict:

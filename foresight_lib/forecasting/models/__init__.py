@@ -25,6 +25,8 @@ ENSEMBLE = "ensemble"
 DEFAULT_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", ENSEMBLE]
 FALLBACK_MODEL = "seasonal_naive"
 ALL_MODELS = [*MODEL_PATHS, ENSEMBLE]
+TUNABLE_MODELS = ["lightgbm", "lstm"]
+"""Models with a search space for automatic tuning (``foresight_lib.forecasting.tuning``)."""
 
 
 def check_model_names(names: list[str]) -> list[str]:
