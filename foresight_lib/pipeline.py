@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError, ForesightError
+from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
 from foresight_lib.runs import (
     BACKTEST_FORECASTS,
@@ -235,6 +236,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         raise
     log.info("extracted %d rows of %d series for run %s, attempt %s (%s .. %s)", len(frame), run["series"],
              run_key, attempt, start, end)
+    log_peak_memory("extract", log)
     return run
 
 
@@ -279,6 +281,7 @@ def validate(run: dict) -> dict:
     _write_validation(store, outcome)
     quarantined = _count_quarantined(outcome.quarantine)
     log.info("validation: %d series kept, %d quarantined", outcome.valid["unique_id"].nunique(), quarantined)
+    log_peak_memory("validate", log)
     return {**run, "valid_series": int(outcome.valid["unique_id"].nunique()), "quarantined": quarantined}
 
 
@@ -316,6 +319,7 @@ def build_features(run: dict) -> dict:
     store.write_frame(FEATURE_SERIES, result.series)
     store.write_json("features.json", result.report)
     shards = _write_shards(cfg, store, result.frame)
+    log_peak_memory("features", log)
     return {**run, "feature_series": int(result.frame["unique_id"].nunique()), "models": base_models(cfg),
             "shards": shards}
 
@@ -409,6 +413,7 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
         log.warning("%s: %s", label, out["skipped"])
     log.info("trained %s on %d series in %.1f s with %d thread(s) (%d fallbacks)", label, len(part.splits),
              part.seconds, threads, out["fallbacks"])
+    out.update(log_peak_memory(label, log))
     return out
 
 
@@ -453,6 +458,7 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     store.write_bytes(RESULT, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     board = result.leaderboard.groupby("model", sort=False)["mase"].mean()
     log.info("champion %s; mean MASE per model: %s", result.champion, board.round(4).to_dict())
+    log_peak_memory("evaluate", log)
     return {**run, "champion": result.champion, "mean_mase": {k: round(float(v), 6) for k, v in board.items()},
             "skipped_shards": skipped_shards}
 

@@ -58,9 +58,12 @@ def test_a_train_task_logs_its_progress(tmp_path, caplog):
     try:
         run = pipeline.build_features(pipeline.validate(run))
         with caplog.at_level(logging.INFO, logger="foresight_lib.pipeline"):
-            pipeline.train(run, "naive", tasks_at_once=1)
+            out = pipeline.train(run, "naive", tasks_at_once=1)
     finally:
         pipeline.release(run)
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("naive: backtesting ") for m in messages), messages
     assert any(" series (100 %)" in m and "left" in m for m in messages), messages
+    # what the task needed, for sizing workers (benchmarks/scale.py reads this line from the task logs)
+    assert out["peak_rss_mb"] > 50 and out["children_peak_rss_mb"] >= 0
+    assert any(m.startswith("naive: peak RSS ") and m.endswith(" MB)") for m in messages), messages

@@ -50,3 +50,20 @@ class ProgressLog:
                              self.total, 100 * self.done // self.total, format_seconds(elapsed), format_seconds(left))
         else:
             self.logger.info("%s: %d series, %s elapsed", self.label, self.done, format_seconds(elapsed))
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest finished child process, in MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(own, 1), "children_peak_rss_mb": round(children, 1)}
+
+
+def log_peak_memory(step: str, logger: logging.Logger) -> dict[str, float]:
+    """Log ``<step>: peak RSS <n> MB (largest child <m> MB)``: what a task needed, for sizing workers."""
+    peak = peak_rss_mb()
+    logger.info("%s: peak RSS %.0f MB (largest child %.0f MB)", step, peak["peak_rss_mb"],
+                peak["children_peak_rss_mb"])
+    return peak

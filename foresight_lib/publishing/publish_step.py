@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from foresight_lib.errors import SourceError
+from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.runs import (
     ACTUAL_TAIL,
     ACTUALS,
@@ -184,6 +185,7 @@ def publish(run: dict) -> dict:
     _after_publish(cfg, run, store, parent["parent_run_id"])
     pushed = push_latest(cfg) if go else None
     log.info("published run %s (%s): champion %s, %s", run["run_key"], why, result.champion, registrations)
+    log_peak_memory("publish", log)
     out = {k: summary[k] for k in ("run_key", "champion", "published", "publish_reason", "registrations",
                                    "mlflow_parent_run", "forecast_rows")}
     return {**out, "pushgateway": pushed} if pushed else out
