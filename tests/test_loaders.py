@@ -15,9 +15,8 @@ from foresight_lib.sources.loaders import (
     infer_freq,
     load_series,
     parse_nab_name,
-    save_frame,
-    series_table_path,
 )
+from foresight_lib.sources.saving import save_frame, series_table_path
 
 UTC = "UTC"
 

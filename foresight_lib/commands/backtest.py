@@ -28,7 +28,8 @@ from foresight_lib.forecasting.backtest import BacktestResult, BacktestSpec, run
 from foresight_lib.forecasting.models import ALL_MODELS, DEFAULT_MODELS
 from foresight_lib.quality.features import FeatureResult, prepare_series
 from foresight_lib.quality.validation import ValidationOutcome, validate_frame
-from foresight_lib.sources.loaders import FORMATS, LoadResult, atomic_write, load_series, save_frame
+from foresight_lib.sources.loaders import FORMATS, LoadResult, load_series
+from foresight_lib.sources.saving import atomic_write, save_frame
 
 NOT_CHECKED = [
     "completeness on a common grid: files may cover different periods; --max-filled-share bounds each "

@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.sources.loaders import FORMATS, LoadResult, load_series, save_frame, series_table_path
+from foresight_lib.sources.loaders import FORMATS, LoadResult, load_series
+from foresight_lib.sources.saving import save_frame, series_table_path
 
 SOURCES = ("files", "prometheus")
 

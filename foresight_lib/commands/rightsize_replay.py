@@ -22,7 +22,8 @@ from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, replay
 from foresight_lib.rightsizing.replay_report import plot_sweep
 from foresight_lib.rightsizing.sizing import PROFILES
-from foresight_lib.sources.loaders import FORMATS, atomic_write, load_series
+from foresight_lib.sources.loaders import FORMATS, load_series
+from foresight_lib.sources.saving import atomic_write
 
 
 def register(subparsers) -> None:
