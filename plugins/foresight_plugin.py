@@ -36,10 +36,10 @@ its runs, and an activation the right to edit the DAG, else 403. ``/foresight/me
 is open for Prometheus unless ``FORESIGHT_METRICS_TOKEN`` is set, then it needs that
 bearer token.
 
-This file only wires: reading and rendering live in ``foresight_lib.publishing.exposition``
-and ``foresight_lib.publishing.dashboard``. The data root and horizons come from the
-Foresight config (``FORESIGHT_CONFIG``, ``FORESIGHT_DATA_ROOT``), read at each request so
-a config change needs no restart.
+This file only wires: reading and rendering live in ``foresight_lib.publishing.exposition``,
+``foresight_lib.publishing.json_views`` and ``foresight_lib.publishing.dashboard``. The data
+root and horizons come from the Foresight config (``FORESIGHT_CONFIG``,
+``FORESIGHT_DATA_ROOT``), read at each request so a config change needs no restart.
 """
 from __future__ import annotations
 
@@ -226,19 +226,19 @@ def metrics(request: Request) -> Response:
 @app.get("/forecasts", summary="Latest forecasts as JSON")
 def forecasts(_: Reader, series: str | None = None, metric: str | None = None, entity: str | None = None,
               model: str | None = None, limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
-    from foresight_lib.publishing import exposition
+    from foresight_lib.publishing import json_views
 
     data_root, _ = _settings()
-    return JSONResponse(exposition.forecasts_payload(data_root, series, metric, entity, model, limit))
+    return JSONResponse(json_views.forecasts_payload(data_root, series, metric, entity, model, limit))
 
 
 @app.get("/recommendations", summary="Latest rightsizing recommendations as JSON")
 def recommendations(_: Reader, entity: str | None = None, resource: str | None = None,
                     limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
-    from foresight_lib.publishing import exposition
+    from foresight_lib.publishing import json_views
 
     data_root, _ = _settings()
-    payload = exposition.recommendations_payload(data_root, entity, resource, limit)
+    payload = json_views.recommendations_payload(data_root, entity, resource, limit)
     if payload is None:
         raise HTTPException(status_code=404, detail=f"no recommendations published under {data_root} yet; "
                                                     "they appear after a successful nightly run")

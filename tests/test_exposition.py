@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from foresight_lib.commands.serve_metrics import make_server
 from foresight_lib.errors import DataError, SourceError
-from foresight_lib.publishing import exposition, pushgateway
+from foresight_lib.publishing import exposition, json_views, pushgateway
 from foresight_lib.publishing.storage import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,14 +232,14 @@ def test_openmetrics_and_gzip_are_served_when_asked(tmp_path):
 
 def test_json_views_of_the_published_files(tmp_path):
     root = tmp_path / "data"
-    assert exposition.forecasts_payload(str(root))["count"] == 0
+    assert json_views.forecasts_payload(str(root))["count"] == 0
     recs = pd.DataFrame({"entity": ["shop/web-1"], "resource": ["memory"], "request": [2.0e9]})
     publish(root, "r1", make_forecasts(), recommendations=recs)
-    payload = exposition.forecasts_payload(str(root), metric="cpu_cores", model="naive", limit=4)
+    payload = json_views.forecasts_payload(str(root), metric="cpu_cores", model="naive", limit=4)
     assert payload["count"] == 6 and payload["truncated"] and len(payload["forecasts"]) == 4
     first = payload["forecasts"][0]
     assert first["ds"] == (CUTOFF + FREQ).isoformat() and first["yhat"] == 11.0 and payload["run_id"] == "r1"
-    assert exposition.recommendations_payload(str(root))["recommendations"][0]["request"] == 2.0e9
+    assert json_views.recommendations_payload(str(root))["recommendations"][0]["request"] == 2.0e9
 
 
 # ---------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def cancel(api: AirflowApi, job_id: str, data_root: str | None = None) -> JobDet
 
 def run_results(data_root: str, data_interval_end: str) -> tuple[list[dict] | None, dict | None]:
     """The leaderboard and summary a finished run left in its run folder (None when it left none)."""
-    from foresight_lib.publishing import exposition
+    from foresight_lib.publishing import json_views
     from foresight_lib.publishing.storage import RunStore
     from foresight_lib.runs import LEADERBOARD, run_key_for
 
@@ -203,7 +203,7 @@ def run_results(data_root: str, data_interval_end: str) -> tuple[list[dict] | No
         if summary and summary.get("metric_leaderboard"):
             board = summary["metric_leaderboard"]
         elif store.exists(LEADERBOARD):
-            board = exposition.frame_records(store.read_frame(LEADERBOARD))
+            board = json_views.frame_records(store.read_frame(LEADERBOARD))
         else:
             board = None
     except Exception as exc:  # noqa: BLE001 - the job's state stands without its results

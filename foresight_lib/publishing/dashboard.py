@@ -37,13 +37,8 @@ import pandas as pd
 from foresight_lib.errors import DataError, ForesightError
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import parse_duration
-from foresight_lib.publishing.exposition import (
-    LATEST_FILES,
-    frame_records,
-    interval_levels,
-    prepare_forecasts,
-    registry_files,
-)
+from foresight_lib.publishing.exposition import LATEST_FILES, interval_levels, prepare_forecasts, registry_files
+from foresight_lib.publishing.json_views import frame_records
 
 log = logging.getLogger(__name__)
 
