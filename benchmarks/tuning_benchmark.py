@@ -12,6 +12,9 @@ mlforecast variant was chosen.
 Usage:
     .venv/bin/python benchmarks/tuning_benchmark.py --dataset nab_cpu --trials 8 --timeout 900
     .venv/bin/python benchmarks/tuning_benchmark.py --dataset bitbrains --max-series 20 --trials 4 --timeout 900
+    .venv/bin/python benchmarks/tuning_benchmark.py --dataset nab_cpu --model lstm --trials 6 --timeout 1500
+
+Results: ``benchmarks/results/tuning_<dataset>.json`` (lightgbm), ``tuning_<dataset>_<model>.json`` (others).
 """
 from __future__ import annotations
 
@@ -85,14 +88,14 @@ def main() -> None:
     }
     if args.peer_configs:
         record["mlforecast_configs"] = peer_configs(frame, spec, args.n_jobs, args.peer_configs.split(","))
-    base = {"n_threads": args.threads} if args.model == "lightgbm" else {}
     result = tune(frame, spec, args.model, n_trials=args.trials, timeout_s=args.timeout, seed=args.seed,
-                  base_params=base)
+                  fixed_params={"n_threads": args.threads})
     record["tuning"] = result.to_dict()
     record["validation_mase_before"] = round(result.mase_before, 4)
     record["validation_mase_after"] = round(result.mase_after, 4)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"tuning_{args.dataset}.json"
+    out = RESULTS / (f"tuning_{args.dataset}.json" if args.model == "lightgbm" else
+                     f"tuning_{args.dataset}_{args.model}.json")
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"{args.model} on {args.dataset}: validation MASE {result.mase_before:.4f} -> {result.mase_after:.4f} "
           f"({result.n_trials} trials, {result.seconds:.0f} s, stopped by {result.stopped_by}); written {out}")
