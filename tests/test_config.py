@@ -98,7 +98,7 @@ def test_bad_values_name_key_and_allowed_values(tmp_path):
     ({"features": {"gap_limit": "an hour"}}, "features.gap_limit"),
     ({"retry_delay": "2T"}, "retry_delay: '2T' is not a duration"),  # the DAG file reads it without pandas
     ({"rightsizing": {"replica_capacity": {"cpu": 0}}}, "replica_capacity must be positive"),
-    ({"tuning": {"models": ["arima"]}}, "tuning.models: no search space for ['arima']; tunable models are ['lightgbm', 'lstm']"),
+    ({"tuning": {"models": ["arima"]}}, "tuning.models: no search space for ['arima']; tunable models are"),
     ({"tuning": {"timeout_s": 0}}, "tuning.timeout_s"),
 ])
 def test_cross_field_checks(overrides, key):

@@ -198,3 +198,65 @@ def test_window_scale_gives_finite_ordered_forecasts_on_a_burst():
             assert np.isfinite(fc[key]).all()
         assert (fc["lo-95"] <= fc["lo-80"]).all() and (fc["lo-80"] <= fc["mean"]).all()
         assert (fc["mean"] <= fc["hi-80"]).all() and (fc["hi-80"] <= fc["hi-95"]).all()
+
+
+def test_backtest_and_champion_pass_the_series_timestamps(monkeypatch):
+    """The calendar features need ``ds``: the runner and the champion must hand it over."""
+    from foresight_lib.forecasting.champion import ChampionBundle
+
+    seen: dict[str, list] = {"fit": [], "origins": [], "predict": []}
+    fit, origins, predict = LightGBM.fit_many, LightGBM.forecast_origins_many, LightGBM.predict_from
+
+    def fit_many(self, ys, season_length, ds=None):
+        seen["fit"].append(ds)
+        return fit(self, ys, season_length, ds=ds)
+
+    def forecast_origins_many(self, histories, futures, origins_, h, levels=(80, 95), ds=None):
+        seen["origins"].append(ds)
+        return origins(self, histories, futures, origins_, h, levels, ds=ds)
+
+    def predict_from(self, y_context, h, levels=(80, 95), ds=None):
+        seen["predict"].append(ds)
+        return predict(self, y_context, h, levels, ds=ds)
+
+    monkeypatch.setattr(LightGBM, "fit_many", fit_many)
+    monkeypatch.setattr(LightGBM, "forecast_origins_many", forecast_origins_many)
+    monkeypatch.setattr(LightGBM, "predict_from", predict_from)
+    df = make_daily_series(days=5, n_series=2, freq="1h")
+    spec = BacktestSpec(models=["lightgbm"], freq="1h", horizons=["1h", "3h"], stride="3h", n_jobs=1,
+                        model_params={"lightgbm": {**SMALL, "min_data_in_leaf": 5}}, keep_models=True, future=True)
+    result = run_backtest(df, spec)
+    assert not result.fallbacks
+    model = result.models["lightgbm"]
+    assert model.timestamps_  # calendar features were computed, not left missing
+    (fit_ds,), (origins_ds,) = seen["fit"], seen["origins"]
+    first = df[df["unique_id"] == "cpu_cores/c0"]["ds"]
+    for stamps_ in (fit_ds, origins_ds):
+        assert stamps_ is not None and len(stamps_) == 2
+        assert stamps_[0][0] == first.iloc[0]
+        assert stamps_[0][1] - stamps_[0][0] == pd.Timedelta("1h")
+    bundle = ChampionBundle.from_result(result, "lightgbm", df)
+    uid = "cpu_cores/c0"
+    new = pd.DataFrame({"unique_id": uid, "ds": [bundle.last_ds[uid] + pd.Timedelta("1h")], "y": [5.0]})
+    bundle.forecast(new, h_steps=3, check_history="off")
+    (stamps_,) = seen["predict"]
+    assert stamps_ is not None and stamps_[-1] == new["ds"].iloc[0]
+    bundle.backtest_on(df, spec)
+    assert seen["origins"][-1] is not None
+
+
+def test_an_isolated_spike_is_not_taken_for_the_new_level():
+    """Changes are measured from the median of the last ``anchor_steps`` values, not the last one."""
+    rng = np.random.default_rng(0)
+    train = periodic(n_series=3)
+    n = train[0].size
+    spiky = np.zeros(n)
+    spiky[rng.choice(n, size=n // 20, replace=False)] = 50.0
+    spiky[-1] = 50.0
+    model = LightGBM(**SMALL, anchor_steps=6).fit_many([*train, spiky], M)
+    mean = model.predict_from(spiky, H)["mean"]
+    assert np.isfinite(mean).all() and (mean < 10.0).all()
+    with pytest.raises(ConfigError, match="anchor_steps"):
+        LightGBM(anchor_steps=0)
+    with pytest.raises(ConfigError, match="scale"):
+        LightGBM(scale="max")

@@ -1,7 +1,8 @@
 """Fitting and forecasting the models of a backtest, in worker processes, with fallback.
 
 Local models run one series at a time, in parallel across series (one process per
-core); global models (the LSTM) are fitted once across all series. A model that fails
+core); global models (the LSTM, LightGBM) are fitted once across all series, with the
+series' training timestamps when the model reads them (``needs_timestamps``). A model that fails
 on a series, or whose forecasts there are not finite, is replaced on that series by the
 fallback model (the seasonal naive, else the naive: the first whose forecasts are
 finite), and the outcome lists it. The protocol and the assembly of the results are in
@@ -10,6 +11,7 @@ finite), and the outcome lists it. The protocol and the assembly of the results 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -188,6 +190,20 @@ def _run_local_models(
     return total
 
 
+def _timestamps(model: GlobalForecaster, splits: list[SeriesSplit]) -> dict:
+    """``{"ds": [train timestamps per series]}`` for a global model that reads timestamps, else ``{}``.
+
+    Only models whose class sets ``needs_timestamps`` and whose ``fit_many`` and
+    ``forecast_origins_many`` both take ``ds`` get them (the LSTM, for one, takes none).
+    """
+    if not getattr(type(model), "needs_timestamps", False):
+        return {}
+    for method in (model.fit_many, model.forecast_origins_many):
+        if "ds" not in inspect.signature(method).parameters:
+            return {}
+    return {"ds": [s.ds[: len(s.train)] for s in splits]}
+
+
 def _run_global_model(
     name: str, splits: list[SeriesSplit], origins: list[int], spec: BacktestSpec, total: _LocalOutcome
 ) -> None:
@@ -195,10 +211,11 @@ def _run_global_model(
     t0 = time.perf_counter()
     try:
         model = make_model(name, **spec.model_params.get(name, {}))
-        model.fit_many([s.train for s in splits], spec.season_length)
+        stamps = _timestamps(model, splits)
+        model.fit_many([s.train for s in splits], spec.season_length, **stamps)
         t1 = time.perf_counter()
         results = model.forecast_origins_many(
-            [s.train for s in splits], [s.test for s in splits], origins, spec.max_steps, spec.levels
+            [s.train for s in splits], [s.test for s in splits], origins, spec.max_steps, spec.levels, **stamps
         )
         if len(results) != len(splits):
             raise ValueError(f"{len(results)} forecasts for {len(splits)} series")

@@ -453,7 +453,9 @@ class ChampionBundle:
                 model.update(new)
             return model.predict(h, self.levels)
         context = np.concatenate([self.contexts[uid], new])
-        return self.global_models[member].predict_from(context, h, self.levels)
+        model = self.global_models[member]
+        stamps = _stamps(model, len(context), self.last_ds[uid] + len(new) * self.step, self.step)
+        return model.predict_from(context, h, self.levels, **({"ds": stamps[0]} if stamps else {}))
 
     def _forecast_known(self, uid: str, new: np.ndarray, h: int, update_state: bool) -> Forecast:
         if self.model != ENSEMBLE:
@@ -467,7 +469,9 @@ class ChampionBundle:
         ds = pd.date_range(first_ds, periods=len(y), freq=self.step)
         if member in self.global_models:
             try:
-                return self.global_models[member].predict_from(y, h, self.levels), member
+                model = self.global_models[member]
+                stamps = {"ds": ds} if getattr(type(model), "needs_timestamps", False) else {}
+                return model.predict_from(y, h, self.levels, **stamps), member
             except Exception as exc:  # noqa: BLE001 - too short a context falls back
                 log.warning("global model %s cannot forecast from %d values (%s); using the fallback",
                             member, len(y), exc)
@@ -577,7 +581,10 @@ class ChampionBundle:
         origins, uid = spec.origins, split.unique_id
         if member in self.global_models:
             history = np.concatenate([self.contexts[uid], gap]) if gap is not None else split.train
-            return self.global_models[member].forecast_origins_many([history], [split.test], origins, h, self.levels)[0]
+            model = self.global_models[member]  # the history ends with the training part, whatever its start
+            stamps = _stamps(model, len(history), split.ds[len(split.train) - 1], self.step)
+            return model.forecast_origins_many([history], [split.test], origins, h, self.levels,
+                                               **({"ds": stamps} if stamps else {}))[0]
         if gap is not None:
             model = copy.deepcopy(self.local_models[(member, uid)])
             if gap.size:
@@ -586,6 +593,13 @@ class ChampionBundle:
             params = self.model_params.get(member, {})
             model, _ = fit_local(member, params, split.train, split.ds[: len(split.train)], spec.season_length)
         return model.forecast_origins(split.test, origins, h, self.levels)
+
+
+def _stamps(model: GlobalForecaster, n: int, last: pd.Timestamp, step: pd.Timedelta) -> list | None:
+    """``[timestamps]`` of ``n`` values ending at ``last``, for a global model that reads them, else None."""
+    if not getattr(type(model), "needs_timestamps", False):
+        return None
+    return [pd.date_range(end=last, periods=n, freq=step)]
 
 
 def _as_origins(fc: Forecast) -> Forecast:

@@ -1,23 +1,27 @@
 """A global gradient-boosting model (LightGBM): one set of trees for every series.
 
-Each series is divided by its scale (the in-sample MAE of the one-day seasonal naive over
-its last eight days, the MASE denominator, as the LSTM does), so trees fitted on all series
-at once see every series in the same units and the L1 loss weighs series the way the
-leaderboard does. From a cutoff ``t`` the features are, all in scaled units and relative
-to the last value ``y[t]`` (so that the level of a series never matters):
+Each series is divided by its scale (by default the in-sample MAE of the one-day seasonal
+naive over its last eight days, the MASE denominator, as the LSTM does; ``scale`` also offers
+the standard deviation, or the larger of the two), so trees fitted on all series at once see
+every series in the same units and the L1 loss weighs series the way the leaderboard does.
+From a cutoff ``t`` the features are, all in scaled units and relative to the anchor ``a``,
+the median of the last ``anchor_steps`` values (12 by default, an hour at 5-minute data), so
+that the level of a series never matters and a lone spike at the cutoff is not taken for
+the level the forecast starts from (``anchor_steps=1`` anchors on the last value ``y[t]``):
 
-- lags: ``y[t-j] - y[t]`` for the last ``lags`` steps (an hour at 5-minute data);
+- lags: ``y[t-j] - a`` for ``j = 0..lags`` (an hour at 5-minute data; ``j = 0``, the last
+  value, only when ``a`` is a median);
 - rolling statistics over the last ``short_window`` steps and the last day: mean, standard
-  deviation, minimum and maximum, and the last value minus the day's median;
+  deviation, minimum and maximum, and the day's median (all but the deviations less ``a``);
 - for the target step ``t+k``: the value at the same time on each of the last
-  ``lookback_days`` days and a week earlier (``y[t+k-d*m] - y[t]``), their mean, and the
+  ``lookback_days`` days and a week earlier (``y[t+k-d*m] - a``), their mean, and the
   change the same hour made yesterday (``y[t+k-m] - y[t-m]``);
 - calendar: time of day and weekday of the target timestamp, when the caller passes
   timestamps (``ds``); without them these features are missing, which LightGBM sends down
   the branch it learnt for missing values, and the day-earlier lags carry the daily cycle.
 
 Multi-horizon forecasts are direct: one booster per step ``k = 1..horizon`` predicts the
-change ``y[t+k] - y[t]``. Direct models do not feed their own errors back (recursive ones
+change ``y[t+k] - a``. Direct models do not feed their own errors back (recursive ones
 do, and their error grows with the step), each step gets the seasonal lags of its own
 target time, and the protocol's horizons are short (6 steps), so the extra fits are cheap.
 Forecasts beyond ``horizon`` are made block by block, feeding the means back.
@@ -51,6 +55,7 @@ WEEK_DAYS = 7
 WINDOW_FLOOR = 0.1
 """Least window scale (with ``window_scale``), in units of the series' scale."""
 _NS_PER_DAY = 86_400 * 10**9
+SCALES = ("mase", "std", "mase_std")
 
 
 def _as_stamps(ds, n: int, name: str) -> tuple[float, float]:
@@ -77,11 +82,12 @@ class LightGBM(GlobalForecaster):
     """The runner passes the series' timestamps (``ds``) for the calendar features when it can."""
 
     def __init__(
-        self, horizon: int = 6, lags: int = 12, short_window: int = 12, lookback_days: int = 3,
+        self, horizon: int = 6, lags: int = 12, short_window: int = 12, lookback_days: int = 7,
         num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 400,
         min_data_in_leaf: int = 100, feature_fraction: float = 0.8, bagging_fraction: float = 0.8,
         lambda_l2: float = 1.0, early_stopping_rounds: int = 30, val_days: float = 1.0,
         refit: bool = True, max_train_rows: int = 300_000, calendar: bool = True, window_scale: bool = False,
+        anchor_steps: int = 12, scale: str = "mase",
         levels: Sequence[int] = LEVELS, seed: int = 0, n_threads: int = 1,
     ):
         """
@@ -99,6 +105,9 @@ class LightGBM(GlobalForecaster):
                 fitted without the validation days).
             max_train_rows: training rows kept per step (a seeded random subset beyond it).
             calendar: use time-of-day and weekday features when timestamps are given.
+            anchor_steps: the anchor is the median of this many last values (1: the last value).
+            scale: a series' scale over its last eight days: ``mase`` (the seasonal naive's
+                in-sample MAE), ``std`` (the standard deviation) or ``mase_std`` (the larger).
             window_scale: also divide each window by its own recent volatility (the mean absolute
                 step over the last day, at least ``WINDOW_FLOOR``), so that a series far more
                 volatile than in its history is forecast in units the trees have seen.
@@ -107,8 +116,9 @@ class LightGBM(GlobalForecaster):
             n_threads: LightGBM threads.
         """
         for name, value in (("horizon", horizon), ("lags", lags), ("short_window", short_window),
-                            ("lookback_days", lookback_days), ("num_leaves", num_leaves),
-                            ("n_estimators", n_estimators), ("min_data_in_leaf", min_data_in_leaf),
+                            ("lookback_days", lookback_days), ("anchor_steps", anchor_steps),
+                            ("num_leaves", num_leaves), ("n_estimators", n_estimators),
+                            ("min_data_in_leaf", min_data_in_leaf),
                             ("max_train_rows", max_train_rows), ("n_threads", n_threads)):
             if int(value) < 1:
                 raise ConfigError(f"lightgbm: {name} must be a positive integer, got {value}")
@@ -134,6 +144,10 @@ class LightGBM(GlobalForecaster):
         self.max_train_rows = int(max_train_rows)
         self.calendar = bool(calendar)
         self.window_scale = bool(window_scale)
+        if scale not in SCALES:
+            raise ConfigError(f"lightgbm: scale must be one of {SCALES}, got {scale!r}")
+        self.anchor_steps = int(anchor_steps)
+        self.scale = scale
         self.levels = tuple(int(v) for v in levels)
         self.seed = int(seed)
         self.n_threads = int(n_threads)
@@ -155,11 +169,25 @@ class LightGBM(GlobalForecaster):
             "deterministic": True, "force_row_wise": True, "verbosity": -1,
         }
 
+    @property
+    def _anchor_width(self) -> int:
+        """Values the anchor is the median of (1 for models saved before the anchor existed)."""
+        return min(getattr(self, "anchor_steps", 1), self._context + 1)
+
+    def _anchor(self, ctx: np.ndarray) -> np.ndarray:
+        """Each window's anchor (n,): the value the features and the target are measured from."""
+        width = self._anchor_width
+        if width == 1:
+            return ctx[:, -1]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(ctx[:, -width:], axis=1)
+
     def _common(self, ctx: np.ndarray) -> np.ndarray:
         """Step-independent features (n, n_common) from contexts (n, context + 1), last column the cutoff."""
         m, P = self.season_length_, self._context
-        last = ctx[:, -1:]
-        lags = ctx[:, P - self.lags : P] - last
+        last = self._anchor(ctx)[:, None]
+        lags = ctx[:, P - self.lags : P + (self._anchor_width > 1)] - last  # lag 0 is 0 without a median
         short = ctx[:, P + 1 - self.short_window :]
         day = ctx[:, P + 1 - m :]
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -178,7 +206,7 @@ class LightGBM(GlobalForecaster):
         (NaN when unknown).
         """
         m, P = self.season_length_, self._context
-        last = ctx[:, -1]
+        last = self._anchor(ctx)
         days = [ctx[:, P - d * m + k] - last for d in range(1, self.lookback_days + 1)]
         week = ctx[:, P - WEEK_DAYS * m + k] - last
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -203,9 +231,18 @@ class LightGBM(GlobalForecaster):
         return np.maximum(np.nan_to_num(r, nan=WINDOW_FLOOR), WINDOW_FLOOR)
 
     def _scale(self, y: np.ndarray) -> float:
-        """A series' scale: the in-sample MAE of the seasonal naive over its last eight days."""
+        """A series' scale over its last eight days: the in-sample MAE of the seasonal naive (``mase``),
+        the standard deviation (``std``), or the larger of the two (``mase_std``)."""
         m = self.season_length_
-        return seasonal_naive_scale(y[-SCALE_DAYS * m :], m)
+        recent = y[-SCALE_DAYS * m :]
+        kind = getattr(self, "scale", "mase")
+        mase = seasonal_naive_scale(recent, m)
+        if kind == "mase":
+            return mase
+        std = float(np.std(recent))
+        if not std > 0:
+            return mase
+        return std if kind == "std" else max(mase, std)
 
     def _contexts(self, flat: np.ndarray, cut: np.ndarray) -> np.ndarray:
         """Rows ``flat[cut - context : cut + 1]`` (``flat`` is left-padded with NaN)."""
@@ -265,7 +302,7 @@ class LightGBM(GlobalForecaster):
         to_end = np.concatenate(n_rows)
         ctx = self._contexts(flat, cut)
         local = self._local(ctx)
-        target_all = (flat[cut[:, None] + np.arange(1, H + 1)[None, :]] - ctx[:, -1:]) / local[:, None]
+        target_all = (flat[cut[:, None] + np.arange(1, H + 1)[None, :]] - self._anchor(ctx)[:, None]) / local[:, None]
         ctx = ctx / local[:, None]
         common = self._common(ctx)
         rng = np.random.default_rng(self.seed)
@@ -319,7 +356,7 @@ class LightGBM(GlobalForecaster):
     # -- forecasting -----------------------------------------------------------
 
     def _block(self, ctx: np.ndarray, stamps: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled mean changes from the last value for the next ``horizon`` steps, shape (n, horizon),
+        """Scaled mean changes from the anchor for the next ``horizon`` steps, shape (n, horizon),
         and the window scales (n,) they were made in."""
         local = self._local(ctx)
         ctx = ctx / local[:, None]
@@ -337,7 +374,7 @@ class LightGBM(GlobalForecaster):
         done = 0
         while done < h:
             change, local = self._block(ctx, stamps, steps)
-            mean = ctx[:, -1:] + change
+            mean = self._anchor(ctx)[:, None] + change
             means.append(mean)
             for level in self.levels:
                 lo, hi = self.offsets_[level]
@@ -414,7 +451,7 @@ class LightGBM(GlobalForecaster):
 
     def feature_names(self) -> list[str]:
         """Names of the features, in the order the boosters read them."""
-        names = [f"lag_{j}" for j in range(self.lags, 0, -1)]
+        names = [f"lag_{j}" for j in range(self.lags, -1 if self._anchor_width > 1 else 0, -1)]
         names += [f"{stat}_{w}" for w in ("short", "day") for stat in ("mean", "std", "min", "max")]
         names += ["median_day"]
         names += [f"same_time_{d}d" for d in range(1, self.lookback_days + 1)]
