@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -267,8 +268,40 @@ def render(record: dict) -> str:
                             "as fast as 1 worker")
     if speedups:
         lines += ["", *speedups]
+    projection = project(record["runs"])
+    if projection:
+        lines += ["", projection]
     lines += ["", "Per-task figures are in `scale.json`."]
     return "\n".join(lines) + "\n"
+
+
+WINDOW_S = 4 * 3600
+TARGET_SERIES = 100_000
+
+
+def project(runs: list[dict]) -> str | None:
+    """Workers for ``TARGET_SERIES`` in a 4-hour window, from the largest successful run's measured costs.
+
+    Train tasks spread over the workers; the other steps (extract, validate, features, evaluate,
+    publish) are one task each and scale with the series too, so they bound the window alone.
+    """
+    done = [r for r in runs if r["state"] == "success"]
+    if not done:
+        return None
+    run = max(done, key=lambda r: (r["series"], r["workers"]))
+    train = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] == "train")
+    serial = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] not in ("train", "release", "select_models"))
+    per_train, per_serial = train / run["series"], serial / run["series"]
+    serial_total = per_serial * TARGET_SERIES
+    left = WINDOW_S - serial_total
+    head = (f"Projection from the {run['series']}-series run with {run['workers']} worker(s): train tasks cost "
+            f"{per_train:.2f} task-seconds per series, the single-task steps {per_serial:.3f} s per series. "
+            f"For {TARGET_SERIES:,} series the single-task steps alone take {serial_total / 3600:.1f} h")
+    if left <= 0:
+        return head + "; they do not fit a 4-hour window without being split too."
+    workers = math.ceil(per_train * TARGET_SERIES / left)
+    return head + (f", which leaves {left / 3600:.1f} h for training: about {workers} workers of concurrency 1 "
+                   "(one core each, as measured here), assuming the cost per series stays linear.")
 
 
 def main() -> None:
