@@ -281,10 +281,13 @@ def _registry_story(stack) -> str:
         for mv in client.search_model_versions(f"name = '{model.name}'"):
             tags = {k: mv.tags.get(k) for k in ("decision", "reason", "run_id", "previous_champion")}
             lines.append(f"  v{mv.version} {tags}")
-    pattern = re.compile(r"registered|rolled back|completed the publish|taking over|lock|restor", re.I)
-    for log in sorted(Path(stack.dir, "airflow", "logs").rglob("*.log")):
-        if "task_id=publish" in str(log) or "task_id=release" in str(log):
-            hits = [line[:300] for line in log.read_text(errors="replace").splitlines() if pattern.search(line)]
+    # Every log of the stack (task logs, workers, api-server, scheduler, the MLflow server's
+    # requests): who registered, rolled back, discarded or deleted what, and when.
+    pattern = re.compile(r"registered|rolled back|completed the publish|taking over|discarded|restor|"
+                         r"model-versions/delete|registered-models/alias|journal", re.I)
+    for log in sorted(Path(stack.dir).rglob("*.log")):
+        hits = [line[:300] for line in log.read_text(errors="replace").splitlines() if pattern.search(line)]
+        if hits:
             lines += [f"{log.relative_to(stack.dir)}:"] + [f"  {h}" for h in hits[-20:]]
     return "\n".join(lines)
 
