@@ -339,6 +339,63 @@ class Stack:
         return {name: self.alive(name) for name in self.pids}
 
 
+class AirflowClient:
+    """The stack's Airflow REST API as its ``admin`` user (tests and benchmarks drive runs with it)."""
+
+    def __init__(self, stack: Stack, dag_id: str, timeout: float = 60):
+        self.stack, self.dag_id, self.timeout = stack, dag_id, timeout
+        self.base = f"http://localhost:{stack.ports['airflow']}"
+        self.token: str | None = None
+
+    def login(self, timeout: float = 300) -> None:
+        """Wait for the generated admin password, take a token, and wait until the DAG is served."""
+        import requests
+
+        passwords = self.stack.dir / "airflow" / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if passwords.exists():
+                password = json.loads(passwords.read_text())["admin"]
+                resp = requests.post(f"{self.base}/auth/token", json={"username": "admin", "password": password},
+                                     timeout=self.timeout)
+                if resp.status_code in (200, 201):
+                    self.token = resp.json()["access_token"]
+                    if self.request("GET", f"/api/v2/dags/{self.dag_id}").status_code == 200:
+                        return
+            time.sleep(2)
+        raise StackError(f"the stack's Airflow is not ready after {timeout:.0f} s\n{self.stack.tail('api-server')}")
+
+    def request(self, method: str, path: str, **kwargs):
+        import requests
+
+        return requests.request(method, f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"},
+                                timeout=self.timeout, **kwargs)
+
+    def unpause(self) -> None:
+        resp = self.request("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": False})
+        if resp.status_code != 200:
+            raise StackError(f"cannot unpause {self.dag_id}: {resp.status_code} {resp.text[:500]}")
+
+    def trigger(self, logical_date: str, conf: dict | None = None) -> str:
+        """Trigger a run; returns its run id."""
+        resp = self.request("POST", f"/api/v2/dags/{self.dag_id}/dagRuns",
+                            json={"logical_date": logical_date, "conf": conf or {}})
+        if resp.status_code not in (200, 201):
+            raise StackError(f"cannot trigger {self.dag_id} at {logical_date}: {resp.status_code} {resp.text[:500]}")
+        return resp.json()["dag_run_id"]
+
+    def run(self, run_id: str) -> dict:
+        resp = self.request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}")
+        resp.raise_for_status()
+        return resp.json()
+
+    def tasks(self, run_id: str) -> list[dict]:
+        resp = self.request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}/taskInstances",
+                            params={"limit": 1000})
+        resp.raise_for_status()
+        return resp.json()["task_instances"]
+
+
 class _suppress_lookup:
     def __enter__(self):
         return self

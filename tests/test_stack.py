@@ -60,56 +60,18 @@ def _stack_config(root: Path) -> Path:
     return path
 
 
-class Client:
-    """The REST API as the stack's admin user."""
-
-    def __init__(self, stack):
-        self.stack = stack
-        self.base = f"http://localhost:{stack.ports['airflow']}"
-        self.token: str | None = None
-
-    def login(self, timeout: float = 240) -> None:
-        passwords = self.stack.dir / "airflow" / "simple_auth_manager_passwords.json.generated"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if passwords.exists():
-                password = json.loads(passwords.read_text())["admin"]
-                resp = requests.post(f"{self.base}/auth/token", json={"username": "admin", "password": password},
-                                     timeout=30)
-                if resp.status_code in (200, 201):
-                    self.token = resp.json()["access_token"]
-                    if self.request("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200:
-                        return
-            time.sleep(2)
-        raise AssertionError(f"the stack's Airflow is not ready after {timeout:.0f} s\n{self.stack.tail('api-server')}")
-
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        return requests.request(method, f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"},
-                                timeout=30, **kwargs)
-
-    def trigger(self, logical_date: str) -> str:
-        resp = self.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": logical_date, "conf": {}})
-        assert resp.status_code in (200, 201), resp.text
-        return resp.json()["dag_run_id"]
-
-    def tasks(self, run_id: str) -> list[dict]:
-        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        resp.raise_for_status()
-        return resp.json()["task_instances"]
-
-    def wait_run(self, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        run: dict = {}
-        while time.monotonic() < deadline:
-            dead = [name for name in self.stack.pids if not name.startswith("worker1") and not self.stack.alive(name)]
-            assert not dead, f"stack processes exited: {dead}"
-            resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-            resp.raise_for_status()
-            run = resp.json()
-            if run["state"] in ("success", "failed"):
-                return run
-            time.sleep(3)
-        raise AssertionError(f"run {run_id} not finished after {timeout:.0f} s: {run.get('state')}")
+def _wait_run(stack, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+    """The run once it ended, failing early if a process of the stack (but the killed worker) exited."""
+    deadline = time.monotonic() + timeout
+    run: dict = {}
+    while time.monotonic() < deadline:
+        dead = [name for name in stack.pids if not name.startswith("worker1") and not stack.alive(name)]
+        assert not dead, f"stack processes exited: {dead}"
+        run = stack.client.run(run_id)
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(3)
+    raise AssertionError(f"run {run_id} not finished after {timeout:.0f} s: {run.get('state')}")
 
 
 def _workers_of(stack, run_id: str, task_id: str = "train") -> dict[str, set[int]]:
@@ -139,10 +101,9 @@ def stack(tmp_path_factory):
         stack = module.Stack(state, ports, workers=2, concurrency=1)
         try:
             stack.up()
-            client = Client(stack)
-            client.login()
-            resp = client.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-            assert resp.status_code == 200, resp.text
+            client = module.AirflowClient(stack, DAG_ID, timeout=30)
+            client.login(timeout=240)
+            client.unpause()
             stack.client = client
             yield stack
         finally:
@@ -179,7 +140,7 @@ def _aliases(stack) -> dict[str, dict[str, str]]:
 def test_a_run_on_the_celery_stack_uses_both_workers_s3_and_the_mlflow_server(stack):
     client = stack.client
     run_id = client.trigger("2024-03-20T02:00:00Z")
-    run = client.wait_run(run_id)
+    run = _wait_run(stack, run_id)
     tasks = client.tasks(run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks if
                                         t["state"] != "success"]
@@ -236,7 +197,7 @@ def test_a_worker_killed_mid_train_task_is_retried_elsewhere_and_nothing_publish
         time.sleep(0.3)
     assert victim is not None, "worker1 ran no train task of the run"
 
-    run = client.wait_run(run_id)
+    run = _wait_run(stack, run_id)
     tasks = client.tasks(run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks
                                         if t["state"] != "success"]
@@ -309,7 +270,7 @@ def test_a_redis_restart_during_training_does_not_fail_the_run(stack):
     stack.stop("redis")
     time.sleep(3)
     stack.start_redis()
-    run = client.wait_run(run_id)
+    run = _wait_run(stack, run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in client.tasks(run_id)
                                         if t["state"] != "success"]
     assert _latest_json(stack, "summary.json")["run_id"] == run_id
@@ -325,7 +286,7 @@ def test_the_mlflow_server_down_at_publish_fails_the_run_and_leaves_what_is_publ
                                                for t in ts))
     stack.stop("mlflow")
     try:
-        run = client.wait_run(run_id)
+        run = _wait_run(stack, run_id)
         tasks = {t["task_id"]: t for t in client.tasks(run_id) if t["map_index"] in (-1, None)}
         assert run["state"] == "failed"
         assert tasks["publish"]["state"] == "failed" and tasks["evaluate"]["state"] == "success", tasks["publish"]
