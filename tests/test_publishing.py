@@ -178,3 +178,39 @@ def test_ad_hoc_differences_name_what_departs_from_the_configuration():
     assert publishing.ad_hoc_differences({"models": ["ensemble", "naive"], "metrics": [], "overrides": {}}, base) == []
     found = publishing.ad_hoc_differences({"models": ["naive"], "overrides": {"history_days": 3}}, base)
     assert found == ["models ['naive'] instead of ['naive', 'ensemble']", "settings overridden: ['history_days']"]
+
+
+class _DeleteIgnored:
+    """A filesystem whose ``delete_file`` reports success and removes nothing (an eventually consistent store)."""
+
+    def __init__(self, fs):
+        self._fs = fs
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+    def delete_file(self, path):
+        return None
+
+
+def test_a_journal_that_survives_its_deletion_fails_loudly_instead_of_being_undone_later(tmp_path, caplog):
+    root = DataRoot(str(tmp_path))
+    journal = publishing.Journal(root=root, run_key=KEY, attempt="a1", phase="switching")
+    journal.save()
+    root.fs = _DeleteIgnored(root.fs)
+    with pytest.raises(SourceError, match="still there after its deletion.*phase switching"):
+        journal.delete()
+    root.fs = root.fs._fs
+    journal.delete()
+    assert publishing.Journal.load(root) is None
+    journal.delete()  # already gone: nothing to do
+
+
+def test_an_undo_names_the_process_and_what_it_discards(tmp_path, caplog):
+    store = _attempt(tmp_path, "a1", 1.0)
+    journal = publishing.Journal(root=store, run_key=KEY, attempt="a1")
+    journal.save()
+    with caplog.at_level("WARNING", logger="foresight_lib.publishing.transaction"):
+        assert publishing.recover(store) == "rolled back"
+    undo = [r.getMessage() for r in caplog.records if r.getMessage().startswith("undoing the publish")]
+    assert undo and f"pid {os.getpid()}" in undo[0] and KEY in undo[0], caplog.text

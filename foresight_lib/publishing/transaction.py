@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -138,7 +139,31 @@ class Journal:
         return cls(root=root, **data)
 
     def delete(self) -> None:
-        self.root._delete_quietly(self.path(self.root))
+        """Remove the journal, and make sure it is gone: a journal left behind would be undone later.
+
+        Raises:
+            SourceError: it could not be deleted.
+        """
+        path = self.path(self.root)
+        try:
+            self.root.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SourceError(f"cannot delete the publish journal {self.root._uri(path)} of {self.run_key}: {exc}; "
+                              "the next publish finishes or undoes it again (phase "
+                              f"{self.phase}), or delete it by hand") from exc
+        if self.root._exists(path):
+            raise SourceError(f"the publish journal {self.root._uri(path)} of {self.run_key} is still there after its "
+                              f"deletion; the next publish finishes or undoes it again (phase {self.phase}), or "
+                              "delete it by hand")
+
+
+def who() -> str:
+    """This process, for the log of whoever changes what is published: host, pid and Airflow task if any."""
+    task = "/".join(os.environ[k] for k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TASK_ID",
+                                            "AIRFLOW_CTX_TRY_NUMBER") if os.environ.get(k))
+    return f"{socket.gethostname()} pid {os.getpid()}" + (f" task {task}" if task else "")
 
 
 def _registry():
@@ -150,11 +175,14 @@ def _registry():
 def _undo(journal: Journal) -> None:
     """Put aliases, versions, the run folder and ``latest/`` back as they were before the publish."""
     root = journal.root
-    if journal.aliases:
-        _registry().restore_aliases(journal.aliases)
     versions = [(name, int(version)) for name, version in journal.versions]
     if journal.source_run_id and journal.name_prefix:
         versions += _registry().versions_from_run(journal.source_run_id, journal.name_prefix)
+    log.warning("undoing the publish of %s (attempt %s, phase %s) from %s: aliases back to %s, discarding %s",
+                journal.run_key, journal.attempt or "-", journal.phase, who(), journal.aliases or "-",
+                sorted(set(versions)) or "-")
+    if journal.aliases:
+        _registry().restore_aliases(journal.aliases)
     if versions:
         _registry().discard_versions(list(dict.fromkeys(versions)))
     for _name, tmp, _target in journal.staged:
@@ -173,6 +201,8 @@ def _undo(journal: Journal) -> None:
 def _finish(journal: Journal) -> None:
     """Complete a publish whose switch of ``latest/`` had begun (every staged file is whole)."""
     root = journal.root
+    log.info("switching latest/ to the publish of %s (attempt %s) from %s", journal.run_key, journal.attempt or "-",
+             who())
     root.switch_latest(journal.staged)
     previous = (journal.promoted or {}).get("previous")
     if previous and root.scheme != "s3" and root.fs.get_file_info(previous).type == pafs.FileType.Directory:
