@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,40 +111,6 @@ def build_series(n: int, end: pd.Timestamp, freq: str = "5min") -> tuple[pd.Data
 
 # -- one run on the stack --------------------------------------------------------------------
 
-class Airflow:
-    def __init__(self, stack):
-        self.stack = stack
-        self.base = f"http://localhost:{stack.ports['airflow']}"
-        self.token = None
-
-    def login(self, timeout: float = 300) -> None:
-        passwords = self.stack.dir / "airflow" / "simple_auth_manager_passwords.json.generated"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if passwords.exists():
-                password = json.loads(passwords.read_text())["admin"]
-                resp = requests.post(f"{self.base}/auth/token", json={"username": "admin", "password": password},
-                                     timeout=30)
-                if resp.status_code in (200, 201):
-                    self.token = resp.json()["access_token"]
-                    if self.get(f"/api/v2/dags/{DAG_ID}").status_code == 200:
-                        return
-            time.sleep(3)
-        raise RuntimeError(f"Airflow not ready after {timeout:.0f} s")
-
-    def get(self, path: str, **kw) -> requests.Response:
-        return requests.get(f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kw)
-
-    def send(self, method: str, path: str, body: dict) -> requests.Response:
-        return requests.request(method, f"{self.base}{path}", json=body,
-                                headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
-
-    def tasks(self, run_id: str) -> list[dict]:
-        resp = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        resp.raise_for_status()
-        return resp.json()["task_instances"]
-
-
 def _config(state: Path, series_dir: Path, models: list[str] | None) -> Path:
     config = yaml.safe_load((ROOT / "include" / "foresight.yaml").read_text())
     if models:
@@ -211,16 +176,14 @@ def run_once(n_series: int, workers: int, timeout_s: float, models: list[str] | 
     stack = module.Stack(state / "stack", ports, workers=workers, concurrency=1)
     try:
         stack.up()
-        airflow = Airflow(stack)
+        airflow = module.AirflowClient(stack, DAG_ID)
         airflow.login()
-        assert airflow.send("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}).status_code == 200
-        resp = airflow.send("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": LOGICAL_DATE, "conf": {}})
-        resp.raise_for_status()
-        run_id = resp.json()["dag_run_id"]
+        airflow.unpause()
+        run_id = airflow.trigger(LOGICAL_DATE)
         deadline = time.monotonic() + timeout_s
         run = {}
         while time.monotonic() < deadline:
-            run = airflow.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()
+            run = airflow.run(run_id)
             if run["state"] in ("success", "failed"):
                 break
             time.sleep(10)
@@ -276,31 +239,35 @@ def render(record: dict) -> str:
 
 
 WINDOW_S = 4 * 3600
+MAPPED = ("train", "rightsize")
+"""Tasks mapped over the series' shards: they spread over the workers."""
+BOOKKEEPING = ("release", "select_models", "rightsize_shards")
 TARGET_SERIES = 100_000
 
 
 def project(runs: list[dict]) -> str | None:
     """Workers for ``TARGET_SERIES`` in a 4-hour window, from the largest successful run's measured costs.
 
-    Train tasks spread over the workers; the other steps (extract, validate, features, evaluate,
-    publish) are one task each and scale with the series too, so they bound the window alone.
+    Train and rightsize tasks are mapped over shards and spread over the workers; the other
+    steps (extract, validate, features, evaluate, publish) are one task each and scale with
+    the series too, so they bound the window alone.
     """
     done = [r for r in runs if r["state"] == "success"]
     if not done:
         return None
     run = max(done, key=lambda r: (r["series"], r["workers"]))
-    train = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] == "train")
-    serial = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] not in ("train", "release", "select_models"))
+    train = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] in MAPPED)
+    serial = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] not in (*MAPPED, *BOOKKEEPING))
     per_train, per_serial = train / run["series"], serial / run["series"]
     serial_total = per_serial * TARGET_SERIES
     left = WINDOW_S - serial_total
-    head = (f"Projection from the {run['series']}-series run with {run['workers']} worker(s): train tasks cost "
+    head = (f"Projection from the {run['series']}-series run with {run['workers']} worker(s): mapped tasks cost "
             f"{per_train:.2f} task-seconds per series, the single-task steps {per_serial:.3f} s per series. "
             f"For {TARGET_SERIES:,} series the single-task steps alone take {serial_total / 3600:.1f} h")
     if left <= 0:
         return head + "; they do not fit a 4-hour window without being split too."
     workers = math.ceil(per_train * TARGET_SERIES / left)
-    return head + (f", which leaves {left / 3600:.1f} h for training: about {workers} workers of concurrency 1 "
+    return head + (f", which leaves {left / 3600:.1f} h for the mapped tasks: about {workers} workers of concurrency 1 "
                    "(one core each, as measured here), assuming the cost per series stays linear.")
 
 

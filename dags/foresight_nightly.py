@@ -5,7 +5,8 @@ Every night: **extract** the metrics → **validate** them (Great Expectations; 
 series are quarantined) → build **features** (counters to rates, resampling, gap
 filling) → **train** every model (rolling-origin backtest; one mapped task per model and
 shard of `train.shard_series` series, the global LSTM one task over every series)
-→ **evaluate** (leaderboard, champion by mean MASE) → **publish** (MLflow parent and
+→ **evaluate** (leaderboard, champion by mean MASE); beside training, **rightsize** walks
+each shard's series for the rightsizing plan → **publish** (MLflow parent and
 child runs, the champion registered as `foresight-<metric>`, forecasts written to the
 run folder and then to `latest`).
 
@@ -48,6 +49,8 @@ TRAIN_AT_ONCE = TRAIN.get("parallel_tasks") if isinstance(TRAIN.get("parallel_ta
 TRAIN_LABEL = ("{{ task.op_kwargs['model'] }}{% if task.op_kwargs['shard'] %} · shard "
                "{{ task.op_kwargs['shard'] }}/{{ task.op_kwargs['shards'] }}{% endif %}")
 """A train task in the UI: ``arima · shard 3/8``, or the model alone when it runs over every series."""
+RIGHTSIZE_LABEL = ("{% if task.op_kwargs['shard'] %}shard {{ task.op_kwargs['shard'] }}/"
+                   "{{ task.op_kwargs['shards'] }}{% else %}every series{% endif %}")
 
 
 @dag(
@@ -107,6 +110,18 @@ def foresight_nightly():
         return pipeline.train(run, model, shard, shards)
 
     @task
+    def rightsize_shards(run: dict) -> list[dict]:
+        from foresight_lib import pipeline
+
+        return pipeline.rightsize_tasks(run)
+
+    @task(map_index_template=RIGHTSIZE_LABEL)
+    def rightsize(run: dict, shard: int | None = None, shards: int = 1) -> dict:
+        from foresight_lib import pipeline
+
+        return pipeline.rightsize(run, shard, shards)
+
+    @task
     def evaluate(run: dict, trained: list[dict]) -> dict:
         from foresight_lib import pipeline
 
@@ -121,7 +136,10 @@ def foresight_nightly():
     run = extract()
     features = build_features(validate(run))
     trained = train.partial(run=features).expand_kwargs(select_models(features))
-    publish(evaluate(features, trained)) >> release(run)
+    walked = rightsize.partial(run=features).expand_kwargs(rightsize_shards(features))
+    published = publish(evaluate(features, trained))
+    walked >> published
+    published >> release(run)
 
 
 nightly = foresight_nightly()

@@ -138,7 +138,7 @@ class FeaturesConfig(_Section):
 class TrainConfig(_Section):
     """How the train step is split into mapped tasks (``foresight_lib.forecasting.shards``)."""
 
-    shard_series: int | None = Field(500, ge=0)
+    shard_series: int | None = Field(100, ge=0)
     """Series per shard of a local model's train task; 0 or null: one task per model."""
     parallel_tasks: int = Field(4, ge=1, le=1024)
     """Train tasks of one run that may run at once; each limits its threads to its share of the CPUs."""

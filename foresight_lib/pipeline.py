@@ -1,7 +1,8 @@
 """The nightly pipeline's steps, one function per DAG task.
 
 extract → validate → build_features → train (per model and series shard) → evaluate →
-publish, and ``release`` as the DAG's teardown.
+publish, with rightsize (per series shard: the rightsizing plan's walks, beside training)
+before publish, and ``release`` as the DAG's teardown.
 
 Every step takes and returns small things (the run dict: run key, attempt, run id,
 settings overrides, a few counts) and keeps its data in the run's attempt folder
@@ -39,6 +40,7 @@ import pandas as pd
 from foresight_lib.errors import ConfigError, DataError, ForesightError
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
+from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
     BACKTEST_FORECASTS,
     FEATURE_SERIES,
@@ -68,8 +70,9 @@ from foresight_lib.runs import (
     run_lock,
 )
 
-__all__ = ["extract", "validate", "build_features", "train_tasks", "train", "evaluate", "publish", "release",
-           "run_nightly", "recommend", "push_latest", "open_run", "run_key_for", "load_run_config",
+__all__ = ["extract", "validate", "build_features", "train_tasks", "train", "rightsize_tasks", "rightsize",
+           "evaluate", "publish", "release", "run_nightly", "recommend", "push_latest", "open_run", "run_key_for",
+           "load_run_config",
            "overrides_from_params", "FEATURES", "FEATURE_SERIES", "FORECASTS", "RECOMMENDATIONS", "RAW", "SERIES"]
 
 log = logging.getLogger(__name__)
@@ -480,6 +483,8 @@ def run_nightly(logical_date, config_overrides: dict | None = None, params: dict
         run = validate(run)
         run = build_features(run)
         trained = [train(run, **task, tasks_at_once=1) for task in train_tasks(run)]
+        for task in rightsize_tasks(run):
+            rightsize(run, **task)
         run = evaluate(run, trained)
         return publish(run)
     finally:

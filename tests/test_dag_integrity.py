@@ -96,7 +96,10 @@ def test_nightly_shape(parsed):
     assert up["train"] == ["build_features", "select_models"]
     assert dag["tasks"]["train"]["mapped"] is True
     assert up["evaluate"] == ["build_features", "train"]
-    assert up["publish"] == ["evaluate"]
+    assert up["rightsize_shards"] == ["build_features"]
+    assert up["rightsize"] == ["build_features", "rightsize_shards"]
+    assert dag["tasks"]["rightsize"]["mapped"] is True
+    assert up["publish"] == ["evaluate", "rightsize"], "publish sizes from the walks of every shard"
     assert up["release"] == ["extract", "publish"]
     assert dag["tasks"]["release"]["teardown"] is True, "the lock is released however the run ended"
     assert "Foresight nightly" in dag["doc_md"]

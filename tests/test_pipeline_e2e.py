@@ -21,7 +21,8 @@ FIRST_DATE = "2024-03-15T02:00:00"
 FAILED_DATE = "2024-03-16T02:00:00"
 REAL_DATE = "2024-05-01T02:00:00"
 NAB_FILES = ["ec2_cpu_utilization_5f5533.csv", "ec2_cpu_utilization_77c1ca.csv", "ec2_cpu_utilization_825cc2.csv"]
-TASKS = {"extract", "validate", "build_features", "select_models", "evaluate", "publish", "release"}
+TASKS = {"extract", "validate", "build_features", "select_models", "rightsize_shards", "rightsize", "evaluate",
+         "publish", "release"}
 
 
 FAST_MODELS = ["naive", "seasonal_naive", "ets", "ensemble"]

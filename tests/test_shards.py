@@ -23,6 +23,7 @@ from foresight_lib.forecasting.shards import (
     train_tasks,
 )
 from foresight_lib.publishing.storage import RunStore
+from foresight_lib.rightsizing import plan_step
 
 DATE = "2024-03-15T02:00:00"
 METRIC = "container_memory_working_set_bytes"
@@ -65,7 +66,11 @@ def runs(tmp_path_factory) -> dict:
         root = tmp_path_factory.mktemp(name)
         with _features(root, shard_series) as (run, store):
             trained, evaluated = _train_and_evaluate(run)
-            out[name] = {"run": evaluated, "store": store, "trained": trained,
+            walked = [pipeline.rightsize(run, **task) for task in pipeline.rightsize_tasks(run)]
+            cfg, _ = pipeline.open_run(run)
+            plans = plan_step.recommendations(cfg, store, run, store.read_frame(pipeline.FEATURES),
+                                              store.read_frame(pipeline.FEATURE_SERIES))
+            out[name] = {"run": evaluated, "store": store, "trained": trained, "walked": walked, "plans": plans,
                          "frames": {n: store.read_frame(n) for n in COMPARED},
                          "report": json.loads(store.read_bytes("backtest_report.json"))}
     return out
@@ -80,6 +85,40 @@ def test_local_models_forecast_and_score_the_same_sharded_or_not(runs):
     assert sharded["run"]["champion"] == whole["run"]["champion"]
     assert sharded["report"]["series_ids"] == whole["report"]["series_ids"] == sorted(whole["report"]["series_ids"])
     assert sharded["report"]["skipped_shards"] == [] and sharded["report"]["shards"] == sharded["run"]["shards"]
+
+
+def test_the_rightsizing_plan_is_the_same_walked_in_shards_or_at_once(runs):
+    whole, sharded = runs["whole"], runs["sharded"]
+    shards = sharded["run"]["shards"]
+    assert [w["shard"] for w in sharded["walked"]] == list(range(1, shards + 1))
+    assert [w["shard"] for w in whole["walked"]] == [None]
+    assert sum(w["series"] for w in sharded["walked"]) == whole["walked"][0]["series"]
+    plans = whole["plans"]
+    assert plans["request"].notna().any() and set(plans["kind"]) == {"daily", "window"}, plans
+    # the window factors pool across a metric's series, which the shards split: still the same sizes
+    pd.testing.assert_frame_equal(sharded["plans"], plans)
+    # and the same as the plan made in one go, as the scaling plan makes it
+    cfg = pipeline.load_run_config(whole["run"].get("overrides"))
+    store = whole["store"]
+    pd.testing.assert_frame_equal(pipeline.recommend(cfg, store.read_frame(pipeline.FEATURES),
+                                                     store.read_frame(pipeline.FEATURE_SERIES)), plans)
+
+
+def test_a_missing_shard_walk_is_named_and_none_at_all_are_walked_in_publish(runs, tmp_path):
+    sharded = runs["sharded"]
+    store, run = sharded["store"], sharded["run"]
+    cfg = pipeline.load_run_config(run.get("overrides"))
+    features, series = store.read_frame(pipeline.FEATURES), store.read_frame(pipeline.FEATURE_SERIES)
+    name = plan_step.walk_name(2)
+    saved = store.read_bytes(name)
+    store.fs.delete_file(store.path(name))
+    try:
+        with pytest.raises(DataError, match="shard-2"):
+            plan_step.recommendations(cfg, store, run, features, series)
+    finally:
+        store.write_bytes(name, saved)
+    empty = RunStore(str(tmp_path / "data"), run["run_key"], attempt=run["attempt"])  # no walks: walked in publish
+    pd.testing.assert_frame_equal(plan_step.recommendations(cfg, empty, run, features, series), sharded["plans"])
 
 
 def test_each_train_task_backtests_only_its_shard(runs):

@@ -122,7 +122,7 @@ def publish(run: dict) -> dict:
     result = pickle.loads(store.read_bytes(RESULT))
     features = store.read_frame(FEATURES)
     feature_series = store.read_frame(FEATURE_SERIES)
-    _recommend(cfg, store, features, feature_series)
+    _recommend(cfg, store, run, features, feature_series)
     store.write_frame(ACTUALS, latest_actuals(features))
     tracking.configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
@@ -241,19 +241,19 @@ def _jsonable(value: Any) -> Any:
 def recommend(cfg, features: pd.DataFrame, series: pd.DataFrame, daily: bool = True) -> pd.DataFrame:
     """The configured rightsizing plan (``foresight_lib.rightsizing.plan``) on a features frame."""
     from foresight_lib.rightsizing import plan
+    from foresight_lib.rightsizing.plan_step import plan_settings
 
-    return plan.recommend(
-        features, series, profile=cfg.rightsizing.profile, freq=cfg.freq,
-        models={"daily": cfg.rightsizing.daily_model, "window": cfg.rightsizing.window_model},
-        windows=cfg.rightsizing.plan_windows, replica_capacity=cfg.rightsizing.replica_capacity, daily=daily,
-    )
+    return plan.recommend(features, series, replica_capacity=cfg.rightsizing.replica_capacity,
+                          **plan_settings(cfg, daily=daily))
 
 
-def _recommend(cfg, store, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
-    """Rightsizing: the next day's sizes and the next window's plan, the way the replay measures them."""
-    recommendations = recommend(cfg, features, series)
-    store.write_frame(RECOMMENDATIONS, recommendations)
-    return recommendations
+def _recommend(cfg, store, run: dict, features: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
+    """Rightsizing: the next day's sizes and the next window's plan, from the rightsize tasks' walks."""
+    from foresight_lib.rightsizing.plan_step import recommendations
+
+    out = recommendations(cfg, store, run, features, series)
+    store.write_frame(RECOMMENDATIONS, out)
+    return out
 
 
 def push_latest(cfg) -> dict | None:

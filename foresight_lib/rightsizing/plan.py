@@ -29,7 +29,6 @@ import pandas as pd
 
 from foresight_lib.errors import ConfigError
 from foresight_lib.frames import check_series_frame, split_unique_id
-from foresight_lib.horizons import to_timedelta
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, series_units, walk
 from foresight_lib.sources.loaders import guess_unit
@@ -40,6 +39,9 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
               windows: int = 1, replica_capacity: Mapping[str, float] | None = None,
               daily: bool = True) -> pd.DataFrame:
     """The next windows' plan and the next day's size per series of ``frame`` (long, regular).
+
+    ``walk_plan`` then ``plan_from_walks``: the nightly runs the first per shard of series,
+    in parallel, and the second, which pools across a metric's series, once.
 
     Args:
         models: forecasting model per kind (default: the replay's, ``DEFAULT_MODEL``).
@@ -54,20 +56,54 @@ def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
     Returns:
         Frame with ``rightsizing.RECOMMENDATION_COLUMNS``.
     """
+    walks = walk_plan(frame, series_table, profile, models, freq, window, windows, daily)
+    return plan_from_walks(walks, series_table, replica_capacity)
+
+
+def walk_plan(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",
+              models: Mapping[str, str] | None = None, freq: str = "5min", window: str = "30m",
+              windows: int = 1, daily: bool = True) -> dict:
+    """The per-series part of ``recommend`` (arguments as there): every series walked once per kind and lead.
+
+    Series are independent here, so shards of series can be walked apart and joined with
+    ``merge_walks``. Returns ``{"specs": [ReplaySpec, ...], "walks": [(done, skipped), ...]}``.
+    """
     frame = _latest_stretch(check_series_frame(frame))
     models = {**DEFAULT_MODEL, **dict(models or {})}
-    units = series_units(series_table)
-    step = to_timedelta(freq)
     if windows < 1:
         raise ConfigError(f"the plan needs at least one window, got {windows}")
-    rows: list[dict] = []
     runs = [("window", lead) for lead in range(windows)] + ([("daily", 0)] if daily else [])
-    for kind, lead in runs:
-        spec = ReplaySpec(mode=kind, profile=profile, model=models[kind], freq=freq, window=window,
-                          lead_windows=lead)
+    specs = [ReplaySpec(mode=kind, profile=profile, model=models[kind], freq=freq, window=window, lead_windows=lead)
+             for kind, lead in runs]
+    return {"specs": specs, "walks": [walk(frame, spec, series_table, next_period=True) for spec in specs]}
+
+
+def merge_walks(parts: list[dict]) -> dict:
+    """The walks of shards of series as one (shards in the order of their sorted ids give the sorted order)."""
+    if not parts:
+        raise ConfigError("no rightsizing walks to merge")
+    specs = parts[0]["specs"]
+    if any(part["specs"] != specs for part in parts):
+        raise ConfigError("the rightsizing walks of the shards were made with different settings; run the "
+                          "rightsize tasks of this run again")
+    walks = []
+    for i in range(len(specs)):
+        done = sorted((sr for part in parts for sr in part["walks"][i][0]), key=lambda sr: sr.unique_id)
+        skipped = sorted((s for part in parts for s in part["walks"][i][1]), key=lambda s: s["unique_id"])
+        walks.append((done, skipped))
+    return {"specs": specs, "walks": walks}
+
+
+def plan_from_walks(walks: dict, series_table: pd.DataFrame | None = None,
+                    replica_capacity: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The pooled part of ``recommend``: factors learnt across each metric's series, then the sizes."""
+    units = series_units(series_table)
+    rows: list[dict] = []
+    for spec, (done, skipped) in zip(walks["specs"], walks["walks"], strict=True):
+        kind, lead = spec.mode, spec.lead_windows
         prof = spec.profile_
+        step = pd.Timedelta(spec.step_ns, unit="ns")
         lead_text = _duration(lead * spec.window_steps * step)
-        done, skipped = walk(frame, spec, series_table, next_period=True)
         for sr, track in zip(done, forecast_tracks(done, spec, last_only=True), strict=True):
             common = {**_common(sr.unique_id, units, spec.model, prof.name), "lead": lead_text}
             start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
