@@ -234,6 +234,22 @@ def _score_current(name: str, current_score_fn: Callable[[ChampionBundle], float
 
 
 def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, experiment_id: str | None):
+    """Log the bundle as an MLflow logged model whose source run is ``parent_run_id`` (or a new run).
+
+    The logged model is created first and filled outside any active run: logged inside the
+    parent run, MLflow would copy the history of every metric of that run onto the model,
+    one request per metric (a nightly's parent holds hundreds), for each metric's champion.
+    The registered version still names the parent as its run, through the model's source run.
+    """
+    client = _client()
+    if parent_run_id:
+        source_run_id = parent_run_id
+        experiment = client.get_run(parent_run_id).info.experiment_id
+    else:
+        experiment = _experiment_id(experiment_id)
+        with mlflow.start_run(experiment_id=experiment, nested=mlflow.active_run() is not None,
+                              run_name=f"register {metric}") as run:
+            source_run_id = run.info.run_id
     with tempfile.TemporaryDirectory(prefix="foresight-champion-") as tmp:
         path = Path(tmp) / "bundle.pkl"
         with open(path, "wb") as fh:
@@ -242,20 +258,15 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
         shutil.copytree(Path(__file__).resolve().parents[1], code,  # the whole foresight_lib package
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         example = bundle.example if bundle.example is not None else None
-        nested = mlflow.active_run() is not None
-        if parent_run_id:
-            run_ctx = mlflow.start_run(run_id=parent_run_id, nested=nested)
-        else:
-            run_ctx = mlflow.start_run(experiment_id=_experiment_id(experiment_id), nested=nested,
-                                       run_name=f"register {metric}")
-        with run_ctx as run:
-            info = mlflow.pyfunc.log_model(
-                name=f"champion-{metric}", python_model=ForesightPyfunc(), artifacts={BUNDLE_ARTIFACT: str(path)},
-                signature=_signature(bundle, example), input_example=example,
-                pip_requirements=_requirements(bundle), code_paths=[str(code)],
-                tags={MODEL_TAG: bundle.model, METRIC_TAG: metric},
-            )
-            return info, run.info.run_id
+        tags = {MODEL_TAG: bundle.model, METRIC_TAG: metric}
+        model = mlflow.initialize_logged_model(name=f"champion-{metric}", source_run_id=source_run_id, tags=tags,
+                                               experiment_id=experiment)
+        info = mlflow.pyfunc.log_model(
+            name=f"champion-{metric}", python_model=ForesightPyfunc(), artifacts={BUNDLE_ARTIFACT: str(path)},
+            signature=_signature(bundle, example), input_example=example,
+            pip_requirements=_requirements(bundle), code_paths=[str(code)], model_id=model.model_id,
+        )
+        return info, source_run_id
 
 
 def _signature(bundle: ChampionBundle, example: pd.DataFrame | None) -> ModelSignature:
