@@ -116,6 +116,10 @@ def test_rerun_keeps_the_run_behind_the_champion_and_deletes_the_others(store, b
     assert stage(client, rerun) == "active"
     mv = client.get_model_version_by_alias("foresight-cpu", "champion")
     assert mv.run_id == first and stage(client, mv.run_id) == "active"
+    # the version's logged model names the parent as its source run, without a copy of the parent's metrics
+    logged = client.get_logged_model(mv.model_id)
+    assert logged.source_run_id == first and client.get_run(first).data.metrics
+    assert not logged.metrics, "the parent's metrics are not copied onto every champion"
     model = mlflow.pyfunc.load_model("models:/foresight-cpu@champion")
     history = make_daily_series(days=1, n_series=2, seed=11).groupby("unique_id").tail(6)
     assert len(model.predict(history, params={"horizons": "5m"})) == 2
