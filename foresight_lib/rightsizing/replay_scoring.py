@@ -41,12 +41,12 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
     prof = profile or spec.profile_
     step = spec.step_ns
     wanted = {sr.first_ns + sr.starts[-1] * step for sr in done} if last_only else None
-    pooled = _pooled_factors(done, spec, prof, wanted) if spec.mode == "window" else {}
+    matrices = [_ratio_matrix(sr, spec.period_steps) for sr in done]
+    pooled = _pooled_factors(done, spec, prof, wanted, matrices) if spec.mode == "window" else {}
     keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
     tracks = []
-    for sr in done:
+    for sr, (ratios, peaks) in zip(done, matrices, strict=True):
         track = _Track()
-        ratios, peaks = _ratio_matrix(sr, spec.period_steps)
         learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
         learnable_starts = np.asarray(sr.starts, dtype="int64")[learnable]
         for i in [len(sr.starts) - 1] if last_only else range(len(sr.starts)):
@@ -81,31 +81,44 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
 
 def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per period: usage over the calibrated base (NaN where either is unknown) and the usage peak."""
-    ratios = np.full((len(sr.starts), width), np.nan)
-    peaks = np.full(len(sr.starts), np.nan)
-    for i, (base, actual) in enumerate(zip(sr.bases, sr.actuals, strict=True)):
-        if actual.size:
-            peaks[i] = float(np.max(actual))
-            if np.isfinite(base) and base > 0:
-                ratios[i, :actual.size] = actual / base
+    n = len(sr.starts)
+    ratios = np.full((n, width), np.nan)
+    peaks = np.full(n, np.nan)
+    sizes = np.fromiter((actual.size for actual in sr.actuals), dtype="int64", count=n)
+    bases = np.asarray(sr.bases, dtype="float64")
+    whole = np.flatnonzero(sizes == width)  # every period but a last one cut short: at once
+    if whole.size:
+        block = np.stack([sr.actuals[i] for i in whole])
+        peaks[whole] = block.max(axis=1)
+        ok = np.isfinite(bases[whole]) & (bases[whole] > 0)
+        ratios[whole[ok]] = block[ok] / bases[whole[ok], None]
+    for i in np.flatnonzero((sizes > 0) & (sizes != width)):
+        actual = sr.actuals[i]
+        peaks[i] = float(np.max(actual))
+        if np.isfinite(bases[i]) and bases[i] > 0:
+            ratios[i, :actual.size] = actual / bases[i]
     return ratios, peaks
 
 
 def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
-                    wanted: set[int] | None = None) -> dict[tuple[str, int], float]:
+                    wanted: set[int] | None = None,
+                    matrices: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[tuple[str, int], float]:
     """Per metric and window start: the factor learnt from every series' previous windows.
 
     The pool for a window starting at ``t``, sized ``lead`` before it, is every series'
     windows of the same metric that had ended by then (the last ``calibration_windows``
-    window lengths), with their usage over base.
+    window lengths), with their usage over base. ``matrices``: each series' ``_ratio_matrix``
+    when the caller has them already.
     """
     step = spec.step_ns
     span = spec.calibration_windows * spec.window_steps * step
     width = spec.window_steps * step
     by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for sr in done:
+    if matrices is None:
+        matrices = [_ratio_matrix(sr, spec.window_steps) for sr in done]
+    for sr, (ratios, _) in zip(done, matrices, strict=True):
         times = sr.first_ns + np.asarray(sr.starts, dtype="int64") * step
-        by_metric.setdefault(sr.metric, []).append((times, _ratio_matrix(sr, spec.window_steps)[0]))
+        by_metric.setdefault(sr.metric, []).append((times, ratios))
     out: dict[tuple[str, int], float] = {}
     for metric, parts in by_metric.items():
         every = np.unique(np.concatenate([times for times, _ in parts]))
