@@ -192,7 +192,7 @@ def test_on_other_ports_a_triggered_run_succeeds_without_a_retry(ui):
 def _aliases(tracking_uri: str) -> dict[str, dict[str, str]]:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # not the session's registry
     return {model.name: {alias: str(version) for alias, version in model.aliases.items()}
             for model in client.search_registered_models()}
 
