@@ -222,7 +222,9 @@ class DataRoot:
 
     def _read(self, path: str, what: str) -> bytes:
         try:
-            with self.fs.open_input_stream(path) as src:
+            # A random-access file reads its whole size at once (one GET on S3); a stream would be
+            # read in small chunks, each a request, which is slow for a large result.
+            with self.fs.open_input_file(path) as src:
                 return src.read()
         except FileNotFoundError:
             raise DataError(f"{what} not found at {self._uri(path)}; run the step that writes it first") from None
