@@ -117,7 +117,7 @@ def test_rerun_keeps_the_run_behind_the_champion_and_deletes_the_others(store, b
     mv = client.get_model_version_by_alias("foresight-cpu", "champion")
     assert mv.run_id == first and stage(client, mv.run_id) == "active"
     # the version's logged model names the parent as its source run, without a copy of the parent's metrics
-    logged = client.get_logged_model(mv.model_id)
+    logged = client.get_logged_model(mv.source.removeprefix("models:/").split("/", 1)[0])
     assert logged.source_run_id == first and client.get_run(first).data.metrics
     assert not logged.metrics, "the parent's metrics are not copied onto every champion"
     model = mlflow.pyfunc.load_model("models:/foresight-cpu@champion")
