@@ -148,7 +148,7 @@ class Journal:
         try:
             self.root.fs.delete_file(path)
         except FileNotFoundError:
-            pass
+            return  # already gone: nothing left to undo or finish
         except OSError as exc:
             raise SourceError(f"cannot delete the publish journal {self.root._uri(path)} of {self.run_key}: {exc}; "
                               "the next publish finishes or undoes it again (phase "
