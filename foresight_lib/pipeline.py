@@ -42,7 +42,6 @@ from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
-    BACKTEST_FORECASTS,
     FEATURE_SERIES,
     FEATURES,
     FORECASTS,
@@ -434,25 +433,24 @@ def _tuned_params(cfg, store, frame, spec, model: str, threads: int) -> tuple[di
 
 
 def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
-    """Merge the models' parts (and their shards), add the ensemble, score and rank; write the results.
+    """Add the ensemble, score and rank the models' parts, shard by shard; write the results.
 
-    Shards with no series left are listed in the result (``skipped_shards``) and in
-    ``backtest_report.json``.
+    Each shard's result, fitted models included, is stored on its own and the run's
+    scores and rankings are made from them (``foresight_lib.forecasting.shard_results``),
+    so the task holds one shard's models at a time. Shards with no series left are listed
+    in the result (``skipped_shards``) and in ``backtest_report.json``.
 
     The forecasts to publish are clipped to each metric's physical range (no negative lower
     bound for usage); a non-finite one is an error, never published.
     """
-    from foresight_lib.forecasting.backtest import finish_backtest
-    from foresight_lib.forecasting.shards import load_parts
+    from foresight_lib.forecasting.shard_results import evaluate_in_shards
     from foresight_lib.quality.validation import clip_to_physical_range
 
     cfg, store = open_run(run)
     spec = backtest_spec(cfg)
-    parts, skipped_shards = load_parts(store, base_models(cfg), _shards(run), run["run_key"])
-    result = finish_backtest(parts, spec)
+    result, skipped_shards = evaluate_in_shards(store, base_models(cfg), _shards(run), run["run_key"], spec)
     store.write_frame(LEADERBOARD, result.leaderboard)
     store.write_frame(PER_SERIES, result.per_series)
-    store.write_frame(BACKTEST_FORECASTS, result.forecasts)
     series = store.read_frame(FEATURE_SERIES)
     forecasts = clip_to_physical_range(result.future_forecasts, series, cfg)
     store.write_frame(FORECASTS, mark_champions(forecasts, metric_champions(result, series), series))

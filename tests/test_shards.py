@@ -8,11 +8,20 @@ import pickle
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from foresight_lib import pipeline
 from foresight_lib.errors import ConfigError, DataError
+from foresight_lib.forecasting.backtest import BacktestPart, SeriesSplit
+from foresight_lib.forecasting.backtest_runner import _LocalOutcome
+from foresight_lib.forecasting.shard_results import (
+    champion_bundles,
+    read_backtest_forecasts,
+    result_name,
+    subset_part,
+)
 from foresight_lib.forecasting.shards import (
     features_name,
     load_parts,
@@ -31,7 +40,7 @@ METRIC = "container_memory_working_set_bytes"
 MODELS = ["naive", "seasonal_naive", "ets", "ensemble"]
 LOCAL = [m for m in MODELS if m != "ensemble"]
 BASELINES = ["naive", "seasonal_naive"]
-COMPARED = [pipeline.FORECASTS, pipeline.LEADERBOARD, pipeline.PER_SERIES, "backtest_forecasts"]
+COMPARED = [pipeline.FORECASTS, pipeline.LEADERBOARD, pipeline.PER_SERIES]
 
 
 def _settings(root: Path, shard_series: int | None, models: list[str]) -> dict:
@@ -71,7 +80,8 @@ def runs(tmp_path_factory) -> dict:
             plans = plan_step.recommendations(cfg, store, run, store.read_frame(pipeline.FEATURES),
                                               store.read_frame(pipeline.FEATURE_SERIES))
             out[name] = {"run": evaluated, "store": store, "trained": trained, "walked": walked, "plans": plans,
-                         "frames": {n: store.read_frame(n) for n in COMPARED},
+                         "frames": {**{n: store.read_frame(n) for n in COMPARED},
+                                    "backtest_forecasts": read_backtest_forecasts(store, run["shards"])},
                          "report": json.loads(store.read_bytes("backtest_report.json"))}
     return out
 
@@ -80,7 +90,7 @@ def test_local_models_forecast_and_score_the_same_sharded_or_not(runs):
     whole, sharded = runs["whole"], runs["sharded"]
     n_series = whole["run"]["feature_series"]
     assert whole["run"]["shards"] == 1 and sharded["run"]["shards"] == shard_count(n_series, 2) > 1
-    for name in COMPARED:
+    for name in [*COMPARED, "backtest_forecasts"]:
         pd.testing.assert_frame_equal(sharded["frames"][name], whole["frames"][name], obj=name)
     assert sharded["run"]["champion"] == whole["run"]["champion"]
     assert sharded["report"]["series_ids"] == whole["report"]["series_ids"] == sorted(whole["report"]["series_ids"])
@@ -222,3 +232,63 @@ def test_a_missing_shard_part_is_named(runs):
     with pytest.raises(ConfigError, match=f"no backtest for ets · shard 2/{shards} "
                                           r"\(backtests/ets/shard-2.pkl\) in run run-1"):
         load_parts(_Parts(files), LOCAL, shards, "run-1")
+
+
+def _bundles(store: RunStore, model: str) -> dict:
+    """Each metric's bundle of ``model``, built by publish's path from the run's stored results."""
+    result = pickle.loads(store.read_bytes(pipeline.RESULT))
+    features = store.read_frame(pipeline.FEATURES)
+    metric_of = {uid: uid.split("/", 1)[0] for uid in result.series}
+    return dict(champion_bundles(store, result, {METRIC: model}, features, metric_of))
+
+
+@pytest.mark.parametrize("model", ["ets", "ensemble"])
+def test_a_champion_built_from_the_shards_forecasts_as_one_built_at_once(runs, model):
+    whole, sharded = runs["whole"], runs["sharded"]
+    one, pieced = _bundles(whole["store"], model)[METRIC], _bundles(sharded["store"], model)[METRIC]
+    assert pieced.series == one.series and len(pieced.local_models) == len(one.local_models) > 0
+    assert pieced.mean_mase == pytest.approx(one.mean_mase, rel=1e-12)
+    assert pieced.profiles == one.profiles
+    assert set(pieced.ensemble_weights) == set(one.ensemble_weights)
+    history = whole["store"].read_frame(pipeline.FEATURES)
+    pd.testing.assert_frame_equal(pieced.forecast(history), one.forecast(history))
+    pd.testing.assert_frame_equal(pieced.example, one.example)
+    for bundle in (one, pieced):  # publish scores the previous champion on it
+        assert sorted(bundle._eval_frame["unique_id"].unique()) == bundle.series
+
+
+def test_evaluate_keeps_the_fitted_models_in_the_shards_results_only(runs):
+    sharded = runs["sharded"]
+    store, shards = sharded["store"], sharded["run"]["shards"]
+    result = pickle.loads(store.read_bytes(pipeline.RESULT))
+    assert result.models == {} and result.ensemble_weights == {}
+    assert result.shard_results == [result_name(i) for i in range(1, shards + 1)]
+    expected = split_ids(store.read_frame(pipeline.FEATURES)["unique_id"], shards)
+    for name, ids in zip(result.shard_results, expected, strict=True):
+        piece = pickle.loads(store.read_bytes(name))
+        assert piece.series == ids and {k[1] for k in piece.models} == set(ids), name
+    # MLflow plots each model's best, median and worst series: their backtest forecasts are kept
+    assert set(result.forecasts["unique_id"]) and set(result.forecasts["unique_id"]) <= set(result.series)
+    assert set(result.fitted_params) >= set(LOCAL)
+    whole = pickle.loads(runs["whole"]["store"].read_bytes(pipeline.RESULT))
+    assert whole.shard_results == [result_name(None)] and whole.models == {}
+
+
+def test_a_global_models_part_is_cut_to_a_shard_with_its_network_whole():
+    ds = pd.date_range("2024-01-01", periods=4, freq="5min")
+    splits = [SeriesSplit(uid, ds, np.zeros(3), np.zeros(1)) for uid in ("m/a", "m/b", "m/c")]
+    network = object()
+
+    def outcome():
+        return _LocalOutcome({("lstm", s.unique_id): {"mean": np.zeros((1, 1))} for s in splits},
+                             {"lstm": 5.0}, {"lstm": 1.0},
+                             [{"model": "lstm", "unique_id": "m/b", "error": "x"}], {"lstm": network})
+
+    part = BacktestPart(["lstm"], splits, [{"unique_id": "m/z", "reason": "too short"}], outcome(), outcome(), 6.0)
+    cut = subset_part(part, {"m/b", "m/z"}, keep_seconds=False)
+    assert [s.unique_id for s in cut.splits] == ["m/b"] and cut.skipped == part.skipped
+    for out in (cut.outcome, cut.validation):
+        assert list(out.forecasts) == [("lstm", "m/b")] and out.models == {"lstm": network}
+        assert out.fallbacks == [{"model": "lstm", "unique_id": "m/b", "error": "x"}] and out.fit_seconds == {}
+    assert subset_part(part, {"m/a"}, keep_seconds=True).outcome.fit_seconds == {"lstm": 5.0}
+    assert len(part.splits) == 3, "the part itself is left whole"

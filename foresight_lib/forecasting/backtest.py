@@ -160,6 +160,12 @@ class BacktestResult:
     """Fallbacks on the ensemble's validation day (``fallbacks`` holds the held-out day's only)."""
     tuning: dict = field(default_factory=dict)
     """model -> how its tuned parameters were chosen in this run (tuned or reused, MASE before/after)."""
+    fitted_params: dict[str, dict] = field(default_factory=dict)
+    """model -> the constructor parameters of one fitted instance, where ``models`` is not kept
+    (a run evaluated in shards keeps its fitted models in the shards' results)."""
+    shard_results: list[str] = field(default_factory=list)
+    """Where the shards' results, with their fitted models, are stored in the run folder (see
+    :mod:`foresight_lib.forecasting.shard_results`); empty when this result holds the models itself."""
 
     def report(self) -> dict:
         """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks, MASE guards."""
@@ -434,8 +440,13 @@ def backtest_part(
     return BacktestPart(models, splits, skipped, outcome, validation, time.perf_counter() - started)
 
 
-def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> BacktestResult:
-    """Merge parts, add the ensemble, score every model and rank them."""
+def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_scored: bool = True) -> BacktestResult:
+    """Merge parts, add the ensemble, score every model and rank them.
+
+    Args:
+        require_scored: fail when no series can be scored. A shard of a larger run passes
+            False: its series may all be unscored while the run's others are not.
+    """
     started = time.perf_counter()
     splits = parts[0].splits
     ids = [s.unique_id for s in splits]
@@ -477,13 +488,14 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec) -> Backte
     unscored = [{"unique_id": uid, "reason": notes[uid]} for uid in ids if not np.isfinite(scales[uid])]
     for row in unscored:
         log.warning("series %s is not scored: %s", row["unique_id"], row["reason"])
-    if len(unscored) == len(ids):
+    if len(unscored) == len(ids) and require_scored:
         reasons = "; ".join(f"{r['unique_id']}: {r['reason']}" for r in unscored[:5])
         raise DataError(f"no series can be scored ({len(ids)} backtested, none with a usable MASE scale): {reasons}")
     per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)
     board, skipped_models = _ranked(leaderboard(per_series, spec.horizons), spec.models)
     return BacktestResult(
-        forecasts=forecasts, per_series=per_series, leaderboard=board, champion=champion(board),
+        forecasts=forecasts, per_series=per_series, leaderboard=board,
+        champion=champion(board) if len(unscored) < len(ids) else "",
         series=ids, skipped=parts[0].skipped, fallbacks=total.fallbacks,
         fit_seconds=total.fit_seconds, predict_seconds=total.predict_seconds,
         seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,

@@ -6,10 +6,10 @@ champion is the ensemble, and the last timestamp each model has seen. Between tw
 nightly trainings it forecasts from fresh actuals by conditioning on the values newer
 than that timestamp, with no refit: exactly what the evaluation protocol measures.
 
-It also records what its training data looked like, per metric (``MetricProfile``:
-unit, scale, sign, counter or gauge), and refuses history that does not match (another
-metric's series, a raw counter, values off by orders of magnitude) instead of
-forecasting nonsense from it; its forecasts of a non-negative metric never go below 0.
+It also records what its training data looked like, per metric (``MetricProfile`` in
+``foresight_lib.forecasting.profiles``: unit, scale, sign, counter or gauge), and refuses
+history that does not match (another metric's series, a raw counter, values off by
+orders of magnitude) instead of forecasting nonsense from it; its forecasts of a non-negative metric never go below 0.
 
 ``score_on`` runs an older champion through a newer run's held-out day with the same
 protocol, so that the alias rule compares the current champion and a new model on the
@@ -32,9 +32,9 @@ from foresight_lib.forecasting.backtest import BacktestResult, BacktestSpec, Ens
 from foresight_lib.forecasting.metrics import evaluate, leaderboard, mase_scales
 from foresight_lib.forecasting.models import ENSEMBLE, FALLBACK_MODEL, model_class
 from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster
+from foresight_lib.forecasting.profiles import MetricProfile, seen_test_steps
 from foresight_lib.frames import check_series_frame, split_unique_id
 from foresight_lib.horizons import horizon_steps, parse_horizons, to_timedelta
-from foresight_lib.sources.loaders import guess_unit
 
 log = logging.getLogger(__name__)
 
@@ -44,84 +44,8 @@ CHECK_MODES = ("raise", "warn", "off")
 """What ``forecast`` does with history unlike the training data: refuse it, log a warning, or nothing."""
 DEFAULT_SCALE_FACTOR = 100.0
 """History whose level is this many times off the training data's is refused."""
-COUNTER_MIN_POINTS = 24
-"""A series rises like a counter only when seen over at least this many points (a gauge may rise for an hour)."""
-COUNTER_SHARE = 0.95
-"""Share of rising steps from which a series is a counter."""
-
-
 class HistoryMismatchError(DataError, ValueError):
     """The history given to a champion does not look like the metric it was trained on."""
-
-
-@dataclass
-class MetricProfile:
-    """What one metric's training data looked like: the yardstick new history is held against.
-
-    ``median`` of every value, ``high`` the 99th percentile of absolute values, ``low``
-    the quietest series' median absolute value (0 when one sat at zero), ``counter``
-    whether every series rose like a counter, ``series``: unique_id -> (median, high).
-    """
-
-    metric: str
-    unit: str | None
-    median: float
-    high: float
-    low: float
-    minimum: float
-    nonnegative: bool
-    counter: bool
-    series: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, metric: str, values: dict[str, np.ndarray], unit: str | None = None) -> MetricProfile:
-        """The profile of ``values`` (unique_id -> training values) of ``metric``."""
-        clean = {uid: y[np.isfinite(y)] for uid, y in values.items()}
-        clean = {uid: y for uid, y in clean.items() if y.size}
-        if not clean:
-            raise DataError(f"no finite training values of {metric} to profile")
-        pooled = np.concatenate(list(clean.values()))
-        per_series = {uid: (float(np.median(y)), float(np.quantile(np.abs(y), 0.99))) for uid, y in clean.items()}
-        guessed = unit or guess_unit(metric)
-        return cls(
-            metric=metric, unit=None if guessed == "unknown" else guessed, median=float(np.median(pooled)),
-            high=float(np.quantile(np.abs(pooled), 0.99)),
-            low=float(min(np.median(np.abs(y)) for y in clean.values())), minimum=float(pooled.min()),
-            nonnegative=bool(pooled.min() >= 0),
-            counter=all(_counter_share(y) >= COUNTER_SHARE for y in clean.values()),
-            series=per_series,
-        )
-
-    def problems(self, uid: str, y: np.ndarray, factor: float) -> list[str]:
-        """What makes ``y`` (one series' history) unlike this metric's training data; empty when nothing."""
-        y = y[np.isfinite(y)]
-        if not y.size:
-            return []
-        unit = f" {self.unit}" if self.unit else ""
-        out = []
-        high = max(self.high, self.series.get(uid, (0.0, 0.0))[1])
-        if self.nonnegative and y.min() < -1e-9 * max(high, 1.0):
-            out.append(f"values go down to {y.min():.4g}, but {self.metric} was never negative in training")
-        share = _counter_share(y)
-        if not self.counter and share >= COUNTER_SHARE:
-            out.append(f"it rises at {share:.0%} of its steps like a counter (a *_total before rate()), but "
-                       f"{self.metric} was trained as a gauge")
-        level, top = float(np.median(np.abs(y))), float(np.abs(y).max())
-        if high > 0 and level > factor * high:
-            out.append(f"its median {level:.4g} is {level / high:.3g}x the training data's 99th percentile "
-                       f"{high:.4g}{unit} (limit {factor:g}x)")
-        elif self.low > 0 and 0 < top < self.low / factor**2:  # an idle series may sit far below its usual level
-            out.append(f"its largest value {top:.4g} is {self.low / top:.3g}x below the quietest training series' "
-                       f"median {self.low:.4g}{unit} (limit {factor**2:g}x)")
-        return out
-
-
-def _counter_share(y: np.ndarray) -> float:
-    """Share of steps that rise, when ``y`` is long enough and never falls but for a reset; else 0."""
-    steps = np.diff(y[np.isfinite(y)])
-    if steps.size < COUNTER_MIN_POINTS - 1 or (steps < 0).sum() > max(1, steps.size // 50):
-        return 0.0
-    return float((steps > 0).mean())
 
 
 def mean_mase(board: pd.DataFrame, model: str) -> float:
@@ -239,7 +163,7 @@ class ChampionBundle:
                 f"the frame shares no series with the backtest (it covered {len(result.series)} series, "
                 f"e.g. {result.series[:3]}); pass the frame the backtest ran on"
             )
-        seen_test = spec.test_steps if spec.future else spec.origins[-1]
+        seen_test = seen_test_steps(spec)
         bundle = cls(
             model=name, freq=spec.freq, horizons=list(spec.horizons), levels=tuple(spec.levels),
             season_length=spec.season_length, horizon_steps=dict(spec.horizon_steps), max_steps=spec.max_steps,

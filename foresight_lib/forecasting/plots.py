@@ -19,9 +19,12 @@ from foresight_lib.errors import DataError
 log = logging.getLogger(__name__)
 
 DPI = 100
+PLOT_SERIES = 3
+"""Series plotted per model in its MLflow run."""
 
 
-def pick_series(per_series: pd.DataFrame | None, model: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+def pick_series(per_series: pd.DataFrame | None, model: str, candidates: Sequence[str],
+                n: int = PLOT_SERIES) -> list[str]:
     """Up to ``n`` series to show for ``model``: its best, median and worst by mean MASE.
 
     Without per-series scores, the first ``n`` of ``candidates``.

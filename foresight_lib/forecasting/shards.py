@@ -27,8 +27,8 @@ from foresight_lib.forecasting.backtest_runner import _LocalOutcome, _merge_outc
 from foresight_lib.forecasting.models import model_class
 from foresight_lib.forecasting.models.base import GlobalForecaster
 
-__all__ = ["empty_reason", "features_name", "is_global", "load_parts", "merge_parts", "part_name", "shard_count",
-           "split_ids", "task_label", "train_tasks", "with_threads"]
+__all__ = ["empty_reason", "features_name", "is_global", "load_parts", "merge_parts", "part_name", "require_parts",
+           "shard_count", "split_ids", "task_label", "train_tasks", "with_threads"]
 
 
 def shard_count(n_series: int, shard_series: int | None) -> int:
@@ -135,6 +135,20 @@ def empty_reason(part: BacktestPart) -> str:
     return f"every series of the shard was skipped ({len(part.skipped)}): {reasons}"
 
 
+def require_parts(store, models: Sequence[str], shards: int, run_key: str) -> list[dict]:
+    """The run's train tasks, once every one has stored its part.
+
+    Raises:
+        ConfigError: a train task's part is missing (named by model and shard).
+    """
+    planned = train_tasks(models, shards)
+    missing = [t for t in planned if not store.exists(part_name(t["model"], t["shard"]))]
+    if missing:
+        named = ", ".join(f"{task_label(t)} ({part_name(t['model'], t['shard'])})" for t in missing)
+        raise ConfigError(f"no backtest for {named} in run {run_key}; run their train tasks first")
+    return planned
+
+
 def load_parts(store, models: Sequence[str], shards: int, run_key: str) -> tuple[list[BacktestPart], list[dict]]:
     """Every model's part from a run folder, its shards merged, and the shards that had no series left.
 
@@ -145,11 +159,7 @@ def load_parts(store, models: Sequence[str], shards: int, run_key: str) -> tuple
         ConfigError: a train task's part is missing (named by model and shard).
         DataError: no series at all could be backtested.
     """
-    planned = train_tasks(models, shards)
-    missing = [t for t in planned if not store.exists(part_name(t["model"], t["shard"]))]
-    if missing:
-        named = ", ".join(f"{task_label(t)} ({part_name(t['model'], t['shard'])})" for t in missing)
-        raise ConfigError(f"no backtest for {named} in run {run_key}; run their train tasks first")
+    planned = require_parts(store, models, shards, run_key)
     parts, skipped_shards = [], []
     for model in models:
         shard_parts = []

@@ -93,11 +93,12 @@ def _metric_units(series: pd.DataFrame) -> dict[str, str]:
     return dict(zip(known["metric"].astype(str), known["unit"].astype(str), strict=True))
 
 
-def _metric_ids(result, series: pd.DataFrame, metric: str) -> list[str]:
+def _metric_of(result, series: pd.DataFrame) -> dict[str, str]:
+    """unique_id -> metric, for every series of the backtest."""
     from foresight_lib.frames import split_unique_id
 
     by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
-    return [uid for uid in result.series if (by_id.get(uid) or split_unique_id(uid)[0]) == metric]
+    return {uid: by_id.get(uid) or split_unique_id(uid)[0] for uid in result.series}
 
 
 def publish(run: dict) -> dict:
@@ -112,6 +113,7 @@ def publish(run: dict) -> dict:
     behind a registered version) and its failed attempts removed.
     """
     from foresight_lib.forecasting import champion as champion_mod
+    from foresight_lib.forecasting.shard_results import champion_bundles
     from foresight_lib.publishing import registry, tracking
     from foresight_lib.publishing import transaction as publishing
     from foresight_lib.publishing.mlflow_store import check_tracking_server
@@ -154,9 +156,8 @@ def publish(run: dict) -> dict:
 
     def register(tx) -> dict:
         registrations = {}
-        for metric, model_name in champions.items() if summary["published"] else ():
-            frame = features[features["unique_id"].isin(_metric_ids(result, feature_series, metric))]
-            bundle = champion_mod.ChampionBundle.from_result(result, model_name, frame, unit=units.get(metric))
+        bundles = champion_bundles(store, result, champions, features, _metric_of(result, feature_series), units)
+        for metric, bundle in bundles if summary["published"] else ():
             registration = champion_mod.register_champion(
                 bundle, metric, name_prefix=prefix, run_key=run["run_key"], parent_run_id=parent["parent_run_id"],
             )

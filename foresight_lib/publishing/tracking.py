@@ -39,7 +39,7 @@ from foresight_lib.forecasting.backtest import TOP_MODELS, BacktestResult, Backt
 from foresight_lib.forecasting.metrics import champion as best_model
 from foresight_lib.forecasting.metrics import leaderboard
 from foresight_lib.forecasting.models import ENSEMBLE
-from foresight_lib.forecasting.plots import pick_series, plot_forecasts, plot_leaderboard
+from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series, plot_forecasts, plot_leaderboard
 from foresight_lib.frames import split_unique_id
 from foresight_lib.publishing.mlflow_store import (
     CHECK_TIMEOUT_S,
@@ -114,7 +114,7 @@ def log_nightly(
     run_key: str, result_or_parts: BacktestResult | Sequence, config_dict: dict | None = None,
     artifacts: dict[str, str | Path] | None = None, validation_html: str | None = None, *,
     logical_date: str | None = None, metric: str | None = None, spec: BacktestSpec | None = None,
-    experiment_id: str | None = None, plot_series: int = 3,
+    experiment_id: str | None = None, plot_series: int = PLOT_SERIES,
 ) -> dict:
     """Log one nightly run: a parent run and a nested child run per model.
 
@@ -488,6 +488,8 @@ def model_params(result: BacktestResult, model: str) -> dict:
         fitted = next((m for k, m in result.models.items() if isinstance(k, tuple) and k[0] == model), None)
     if fitted is not None and hasattr(fitted, "get_params"):
         params.update(fitted.get_params())
+    elif fitted is None:
+        params.update((getattr(result, "fitted_params", None) or {}).get(model, {}))
     params.update(result.spec.model_params.get(model, {}))
     params["name"] = model
     return params
