@@ -17,11 +17,26 @@ API_WAIT_S="${FORESIGHT_UI_API_WAIT_S:-180}"
 logs="$AIRFLOW_HOME/ui-logs"
 mkdir -p "$logs"
 
+STOP_GRACE_S="${FORESIGHT_UI_STOP_GRACE_S:-30}"
 pids=()
+# Each process has a group of its own (setsid): TERM every group, and KILL what is left of
+# them after STOP_GRACE_S (a scheduler may wait on its task processes), so nothing outlives us.
 stop() {
     trap - INT TERM EXIT
     for pid in "${pids[@]}"; do
         kill -TERM -- "-$pid" 2> /dev/null || kill -TERM "$pid" 2> /dev/null || true
+    done
+    local deadline=$(( SECONDS + STOP_GRACE_S )) alive
+    while (( SECONDS < deadline )); do
+        alive=0
+        for pid in "${pids[@]}"; do
+            kill -0 -- "-$pid" 2> /dev/null && alive=1
+        done
+        (( alive )) || break
+        sleep 1
+    done
+    for pid in "${pids[@]}"; do
+        kill -KILL -- "-$pid" 2> /dev/null || true
     done
     wait 2> /dev/null || true
 }
