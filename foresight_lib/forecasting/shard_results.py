@@ -123,7 +123,7 @@ def evaluate_in_shards(store, models: Sequence[str], shards: int, run_key: str, 
         ConfigError: a train task's part is missing (named by model and shard).
         DataError: no series at all could be backtested, or none could be scored.
     """
-    pieces, names, skipped_shards, skipped_series = [], [], [], []
+    pieces, evaluated, skipped_shards, skipped_series = [], [], [], []
     for shard, parts, skipped in _shard_parts(store, models, shards, run_key):
         if parts is None:
             skipped_series.extend(skipped["skipped"])
@@ -134,7 +134,7 @@ def evaluate_in_shards(store, models: Sequence[str], shards: int, run_key: str, 
         del parts
         store.write_bytes(result_name(shard), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
         store.write_frame(backtest_forecasts_name(shard), result.forecasts)
-        names.append(result_name(shard))
+        evaluated.append(shard)
         pieces.append(_light(result))
         log.info("evaluated %s: %d series", "every series" if shard is None else f"shard {shard}/{shards}",
                  len(result.series))
@@ -142,8 +142,8 @@ def evaluate_in_shards(store, models: Sequence[str], shards: int, run_key: str, 
     if not pieces:
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped_series[:5])
         raise DataError(f"no series can be backtested ({len(skipped_series)} skipped): {reasons}")
-    summary = summarize(pieces, spec, names, skipped_series)
-    summary.forecasts = _plotted_forecasts(store, summary, names)
+    summary = summarize(pieces, spec, [result_name(shard) for shard in evaluated], skipped_series)
+    summary.forecasts = _plotted_forecasts(store, summary, evaluated)
     return summary, skipped_shards
 
 
@@ -204,13 +204,12 @@ def _summed(dicts) -> dict[str, float]:
     return out
 
 
-def _plotted_forecasts(store, summary: BacktestResult, names: Sequence[str]) -> pd.DataFrame:
-    """The backtest forecasts of the series each model's MLflow run plots (``pick_series``)."""
+def _plotted_forecasts(store, summary: BacktestResult, shards: Sequence[int | None]) -> pd.DataFrame:
+    """The backtest forecasts of the series each model's MLflow run plots (``pick_series``), from ``shards``."""
     wanted = {uid for model in summary.spec.models
               for uid in pick_series(summary.per_series, model, summary.series, PLOT_SERIES)}
     frames = []
-    for name in names:
-        shard = None if name == result_name(None) else int(name.rsplit("-", 1)[1].removesuffix(".pkl"))
+    for shard in shards:
         frame = store.read_frame(backtest_forecasts_name(shard))
         if not frame.empty:
             frames.append(frame[frame["unique_id"].isin(wanted)])
@@ -233,7 +232,8 @@ def champion_bundles(store, result: BacktestResult, champions: dict[str, str], f
     from foresight_lib.forecasting.champion import ChampionBundle
 
     units = units or {}
-    if not result.shard_results:  # a result that holds its fitted models (evaluated at once, in one process)
+    # A result that holds its fitted models: evaluated at once in one process, or stored before shard results.
+    if not getattr(result, "shard_results", None):
         for metric, model in champions.items():
             frame = features[features["unique_id"].isin([u for u in result.series if metric_of[u] == metric])]
             yield metric, ChampionBundle.from_result(result, model, frame, unit=units.get(metric))
@@ -260,12 +260,13 @@ def champion_bundles(store, result: BacktestResult, champions: dict[str, str], f
             ids = [uid for uid in result.series if metric_of[uid] == metric]
             frame = features[features["unique_id"].isin(ids)]
             yield metric, merge_bundles([pickle.loads(p.read_bytes()) for p in paths], result, frame,
-                                        units.get(metric))
+                                        {metric: units[metric]} if metric in units else None)
             for path in paths:
                 path.unlink()
 
 
-def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame, unit: str | None = None):
+def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame,
+                  units: dict[str, str] | None = None):
     """One metric's champion from its pieces built on each shard (in shard order).
 
     The profile, mean MASE and evaluation frame (``frame``: the metric's series, on which
@@ -285,8 +286,7 @@ def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame
         for attr in ("local_models", "contexts", "ensemble_weights", "last_ds", "fitted_as"):
             getattr(out, attr).update(getattr(piece, attr))
     ids = set(out.last_ds)
-    metric = next(iter(bundles[0].profiles or {None: None}))
-    out.profiles = metric_profiles(frame, out.spec, {metric: unit} if unit and metric else None, ids)
+    out.profiles = metric_profiles(frame, out.spec, units, ids)
     scored = result.per_series[result.per_series["unique_id"].isin(ids)]
     out.mean_mase = float("nan")
     if not scored.empty and out.model in set(scored["model"]):
