@@ -231,6 +231,9 @@ class ValidationConfig(_Section):
     quarantined as constant (nothing to forecast, MASE undefined); 0: exactly constant only."""
     ranges: dict[str, RangeConfig] = Field(default_factory=_default_ranges)
     suite_dir: str = "include/gx"
+    chunk_rows: int = Field(2_000_000, ge=1)
+    """The suites run on chunks of whole series of about this many rows, so validation's
+    memory stays that of one chunk however many series there are; the outcome is the same."""
 
     @field_validator("max_abs_value", "min_relative_std")
     @classmethod

@@ -39,6 +39,7 @@ import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError, ForesightError
 from foresight_lib.forecasting.progress import log_peak_memory
+from foresight_lib.frames import sort_series
 from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
@@ -105,9 +106,7 @@ def replay(frame: pd.DataFrame, end: pd.Timestamp, freq: str) -> tuple[pd.DataFr
         return frame, {}
     target = end - pd.Timedelta(freq)
     last = frame.groupby("unique_id", sort=False)["ds"].transform("max")
-    out = frame.copy()
-    out["ds"] = out["ds"] + (target - last)
-    out = out.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
+    out = sort_series(frame.assign(ds=frame["ds"] + (target - last)))
     shifts = (target - frame.groupby("unique_id", sort=True)["ds"].max()).astype(str).to_dict()
     return out, shifts
 
@@ -336,7 +335,7 @@ def _write_shards(cfg, store, frame: pd.DataFrame) -> int:
 
     if store.folder != RUNS:  # a scaling plan trains nothing
         return 1
-    ids = frame["unique_id"].astype(str)
+    ids = frame["unique_id"]
     shards = shard_count(ids.nunique(), cfg.train.shard_series)
     if shards > 1:
         for shard, members in enumerate(split_ids(ids.unique(), shards), start=1):

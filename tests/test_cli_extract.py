@@ -26,7 +26,7 @@ def test_extract_bitbrains_to_parquet_and_read_back(tmp_path, shared_data, capsy
     assert "wrote 17236 rows of 2 series" in capsys.readouterr().out
     # the long loader picks the series table up again
     again = load_series(out, "long")
-    pd.testing.assert_frame_equal(again.frame, frame)
+    pd.testing.assert_frame_equal(again.frame.astype({"unique_id": str}), frame.astype({"unique_id": str}))
     assert again.series["unit"].tolist() == ["MHz", "KB"]
     assert json.loads(again.series["labels"].iloc[0])["vm"] == "100"
 

@@ -240,8 +240,8 @@ def test_scaling_plan_dag_resizes_the_windows_between_nightly_runs(demo_plan):
     assert served.loc[served["kind"] == "window", "period_start"].min() == start
     nightly = DataRoot(data_root).read_latest(pipeline.RECOMMENDATIONS)
     daily = nightly[nightly["kind"] == "daily"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(served[served["kind"] == "daily"].reset_index(drop=True), daily,
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(served[served["kind"] == "daily"].reset_index(drop=True).astype({"unique_id": str}),
+                                  daily.astype({"unique_id": str}), check_dtype=False)
     assert RunStore(data_root, pipeline.run_key_for(PLAN_DATE), folder=scaling_plan.PLAN_FOLDER).exists(
         scaling_plan.SCALING_PLAN)
 

@@ -77,8 +77,11 @@ def test_frames_files_and_json_round_trip(tmp_path):
     df = frame()
     uri = store.write_frame("raw", df)
     assert uri == str(tmp_path / "runs" / safe_run_id(RUN_ID) / "raw.parquet")
-    pd.testing.assert_frame_equal(store.read_frame("raw"), df, check_dtype=False)
-    assert str(store.read_frame("raw")["ds"].dtype).endswith("UTC]")
+    read = store.read_frame("raw")
+    assert isinstance(read["unique_id"].dtype, pd.CategoricalDtype)  # 2 bytes a row instead of the id's text
+    assert list(read["unique_id"].cat.categories) == sorted(df["unique_id"].unique())
+    pd.testing.assert_frame_equal(read.astype({"unique_id": str}), df, check_dtype=False)
+    assert str(read["ds"].dtype).endswith("UTC]")
     store.write_frame("backtests/arima", df)
     store.write_bytes("validation/report.html", b"<html></html>")
     store.write_json("validation/summary.json", {"when": pd.Timestamp("2024-03-01", tz="UTC"), "n": 2})

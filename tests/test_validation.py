@@ -53,7 +53,8 @@ def test_demo_quarantines_only_the_broken_series(demo):
     assert outcome.summary["seconds"] < 10
 
 
-def test_broken_inputs_quarantine_exactly_the_broken_series():
+def broken_frame() -> pd.DataFrame:
+    """Ten series, six of them broken in six ways (see below), rows not in order."""
     frame = clean_frame(n_series=10)
     ids = sorted(frame["unique_id"].unique())
     dup, neg, nan_heavy, backwards, short, gappy = ids[:6]
@@ -74,8 +75,13 @@ def test_broken_inputs_quarantine_exactly_the_broken_series():
     out = out.drop(out.index[out["unique_id"] == short][1:])
     # stopped reporting half-way: completeness 0.5
     rows = out.index[out["unique_id"] == gappy]
-    out = out.drop(rows[len(rows) // 2:])
+    return out.drop(rows[len(rows) // 2:])
 
+
+def test_broken_inputs_quarantine_exactly_the_broken_series():
+    out = broken_frame()
+    ids = sorted(out["unique_id"].unique())
+    dup, neg, nan_heavy, backwards, short, gappy = ids[:6]
     outcome = validate_frame(out, cfg=ValidationConfig(max_failed_share=0.9))
     got = reasons_of(outcome)
     assert set(got) == {dup, neg, nan_heavy, backwards, short, gappy}
@@ -94,6 +100,38 @@ def test_broken_inputs_quarantine_exactly_the_broken_series():
     assert summary["series_failed_by_check"]["duplicates"] == 1
     checks = {f["check"] for f in summary["failed_expectations"]}
     assert {"duplicates", "order", "range", "too_short", "completeness", "nulls"} <= checks
+
+
+def _comparable(outcome) -> dict:
+    summary = {k: v for k, v in outcome.summary.items() if k != "seconds"}
+    results = []
+    for r in outcome.results:
+        result = r["result"] or {}
+        results.append((r["suite"], r["expectation_config"]["type"], r["success"], result.get("element_count"),
+                        result.get("unexpected_count"), round(result.get("unexpected_percent") or 0, 9)))
+    return {"summary": summary, "reasons": outcome.reasons, "results": results}
+
+
+@pytest.mark.parametrize("case", ["broken", "demo"])
+def test_validation_in_chunks_of_series_finds_what_one_pass_finds(case, demo):
+    """Chunks of whole series (validation.chunk_rows) give the outcome of one pass over every row."""
+    if case == "broken":  # rows out of order, so chunks are picked by series, not sliced
+        frame, series, settings = broken_frame(), None, {"max_failed_share": 0.9}
+    else:  # a series table, a tolerated infinity nulled, a series quarantined by its range
+        frame, series = demo
+        frame = frame.copy()
+        frame.loc[frame.index[frame["unique_id"] == frame["unique_id"].iloc[0]][5], "y"] = np.inf
+        settings = {**load_config().validation.model_dump(), "max_non_finite_share": 0.01}
+    whole = validate_frame(frame, series, ValidationConfig(**{**settings, "chunk_rows": len(frame)}))
+    chunked = validate_frame(frame, series, ValidationConfig(**{**settings, "chunk_rows": 600}))
+    assert whole.summary["rows_total"] == len(frame)
+    assert _comparable(chunked) == _comparable(whole)
+    pd.testing.assert_frame_equal(chunked.valid, whole.valid)
+    pd.testing.assert_frame_equal(chunked.quarantine, whole.quarantine)
+    assert chunked.valid["unique_id"].is_monotonic_increasing
+    if series is not None:
+        pd.testing.assert_frame_equal(chunked.series, whole.series)
+        assert whole.summary["values_nulled"] >= 1
 
 
 def test_over_threshold_raises_with_outcome_attached():

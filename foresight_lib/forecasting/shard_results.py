@@ -31,6 +31,7 @@ from foresight_lib.forecasting.backtest_runner import _LocalOutcome
 from foresight_lib.forecasting.metrics import champion, leaderboard
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series
 from foresight_lib.forecasting.shards import empty_reason, is_global, load_parts, part_name, require_parts
+from foresight_lib.frames import categorical_ids
 
 __all__ = ["backtest_forecasts_name", "champion_bundles", "evaluate_in_shards", "merge_bundles",
            "read_backtest_forecasts", "result_name", "subset_part", "summarize"]
@@ -54,7 +55,9 @@ def read_backtest_forecasts(store, shards: int) -> pd.DataFrame:
         return store.read_frame(backtest_forecasts_name(None))
     frames = [store.read_frame(backtest_forecasts_name(shard)) for shard in range(1, shards + 1)
               if store.exists(backtest_forecasts_name(shard))]
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out["unique_id"] = categorical_ids(out["unique_id"])  # as read from one file
+    return out
 
 
 def subset_part(part: BacktestPart, ids: set[str], keep_seconds: bool) -> BacktestPart:

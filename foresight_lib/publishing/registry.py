@@ -270,7 +270,9 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
 
 
 def _signature(bundle: ChampionBundle, example: pd.DataFrame | None) -> ModelSignature:
-    inputs = Schema([ColSpec("string", "unique_id"), ColSpec(AnyType(), "ds"), ColSpec("double", "y")])
+    # unique_id: text, or categorical as a run's frames read from Parquet hold it (MLflow's
+    # "string" refuses a categorical column); the bundle takes either.
+    inputs = Schema([ColSpec(AnyType(), "unique_id"), ColSpec(AnyType(), "ds"), ColSpec("double", "y")])
     params = ParamSchema([
         ParamSpec("horizons", "string", ",".join(bundle.horizons)),
         ParamSpec("check_history", "string", CHECK_MODES[0]),

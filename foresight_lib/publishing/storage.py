@@ -43,6 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from foresight_lib.errors import DataError, SourceError
+from foresight_lib.frames import read_parquet_frame
 
 log = logging.getLogger(__name__)
 
@@ -597,8 +598,10 @@ class Promotion:
         return True
 
 
+
 def _frame_from_bytes(data: bytes, where: str) -> pd.DataFrame:
+    """The Parquet file's frame, its ``unique_id`` column categorical (``frames.read_parquet_frame``)."""
     try:
-        return pq.read_table(pa.BufferReader(data)).to_pandas()
+        return read_parquet_frame(pa.BufferReader(data))
     except pa.ArrowException as exc:
         raise DataError(f"{where} is not a readable Parquet file: {exc}; re-run the step that writes it") from exc

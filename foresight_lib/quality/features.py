@@ -164,7 +164,7 @@ def prepare_series(
             labels["source_metric"] = meta["metric"]
         per_series[new_uid] = info
         grid = outcome.start + np.arange(values.size, dtype="int64") * settings.step
-        out_frames.append(pd.DataFrame({"unique_id": new_uid, "ds": grid, "y": values}))
+        out_frames.append((new_uid, grid, values))
         out_rows.append({"unique_id": new_uid, "metric": metric, "entity": meta["entity"], "unit": new_unit,
                          "labels": json.dumps(labels, sort_keys=True), "freq": _freq_label(step)})
 
@@ -441,13 +441,20 @@ def _freq_label(step: pd.Timedelta) -> str:
     return label.replace("m", "min") if label.endswith("m") else label
 
 
-def _assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    if not frames:
+def _assemble(pieces: list[tuple[str, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """One long frame from ``(unique_id, ds as int64 ns, y)`` per series, its ids categorical (``categorical_ids``)."""
+    if not pieces:
         return pd.DataFrame({"unique_id": pd.Series([], dtype=str),
                              "ds": pd.Series([], dtype="datetime64[ns, UTC]"), "y": pd.Series([], dtype="float64")})
-    out = pd.concat(frames, ignore_index=True)
-    out["ds"] = pd.to_datetime(out["ds"], unit="ns", utc=True)
-    out["unique_id"] = out["unique_id"].astype(str)
+    categories = sorted({uid for uid, _, _ in pieces})
+    position = {uid: i for i, uid in enumerate(categories)}
+    codes = np.repeat(np.asarray([position[uid] for uid, _, _ in pieces], dtype=np.int32),
+                      [len(values) for _, _, values in pieces])
+    out = pd.DataFrame({
+        "unique_id": pd.Categorical.from_codes(codes, categories),
+        "ds": pd.to_datetime(np.concatenate([grid for _, grid, _ in pieces]), unit="ns", utc=True),
+        "y": np.concatenate([values for _, _, values in pieces]).astype("float64", copy=False),
+    })
     return out.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
 
 

@@ -27,22 +27,30 @@ caller can still store it.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from foresight_lib.config import ForesightConfig, ValidationConfig, foresight_home, resolve_path
-from foresight_lib.errors import ConfigError, DataError, ValidationFailed
-from foresight_lib.frames import split_unique_id
+from foresight_lib.config import ForesightConfig, ValidationConfig
+from foresight_lib.errors import DataError, ValidationFailed
+from foresight_lib.frames import categorical_ids, sort_series, split_unique_id
 from foresight_lib.horizons import to_timedelta
+from foresight_lib.quality.gx_runner import (
+    SUITES,
+    GxRunner,
+    build_suite,
+    clean_result,
+    failed_expectations,
+    load_suite_spec,
+    merge_results,
+    range_expectations,
+)
 from foresight_lib.quality.ranges import (
     clip_to_physical_range,
     magnitude_cap,
@@ -59,7 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SUITES = ("foresight_schema", "foresight_rows", "foresight_series")
 REASON_COLUMN = "reason"
 
 
@@ -100,100 +107,6 @@ def _settings(cfg: ForesightConfig | ValidationConfig | None, freq: str | None) 
     return vcfg, freq or (cfg.freq if isinstance(cfg, ForesightConfig) else "5min")
 
 
-def load_suite_spec(suite_dir: str | os.PathLike, name: str) -> dict[str, Any]:
-    """The JSON of suite ``name`` from ``suite_dir``.
-
-    Raises:
-        ConfigError: the file is missing or not valid JSON.
-    """
-    path = Path(resolve_path(str(suite_dir), foresight_home())) / f"{name}.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"expectation suite {path} not found; set validation.suite_dir to the folder holding "
-                          f"{', '.join(s + '.json' for s in SUITES)} (default include/gx)") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
-
-
-def quiet_gx() -> None:
-    """GX's own INFO lines (hundreds per run: registrations, temporary folders) become silent.
-
-    Only when nobody set the ``great_expectations`` logger's level: its warnings and errors
-    still show, and a user who wants its INFO lines sets the level themselves.
-    """
-    gx_logger = logging.getLogger("great_expectations")
-    if gx_logger.level == logging.NOTSET:
-        gx_logger.setLevel(logging.WARNING)
-
-
-class _Runner:
-    """One ephemeral GX context running suites on pandas frames."""
-
-    def __init__(self):
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        quiet_gx()
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        # GX pins this logger to INFO for a notice about temporary folders; it follows its parent
-        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.NOTSET)
-
-        self.gx = gx
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.source = self.context.data_sources.add_pandas("foresight")
-
-    def run(self, suite, frame: pd.DataFrame, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        gx = self.gx
-        suite = self.context.suites.add(suite)
-        asset = self.source.add_dataframe_asset(suite.name)
-        batch = asset.add_batch_definition_whole_dataframe(f"{suite.name}.all")
-        definition = self.context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{suite.name}.validation", data=batch, suite=suite))
-        result = definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {},
-                                result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
-        order = {e.id: i for i, e in enumerate(suite.expectations)}
-        out = []
-        for item in result.results:
-            d = item.to_json_dict()
-            d["suite"] = suite.name
-            d["_order"] = order.get(item.expectation_config.id, len(order))
-            out.append(d)
-        return sorted(out, key=lambda d: d["_order"])
-
-
-def _suite(gx, spec: dict[str, Any], extra: list | None = None):
-    suite = gx.ExpectationSuite(name=spec["name"], expectations=spec.get("expectations", []),
-                                meta=spec.get("meta") or {})
-    for expectation in extra or []:
-        suite.add_expectation(expectation)
-    return suite
-
-
-def _range_expectations(rules: dict[str, Any], used: list[str]) -> list:
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
-
-    out = []
-    for key in used:
-        rule = rules[key]
-        if rule.min is None and rule.max is None:
-            continue
-        if rule.max is None:
-            bounds = f"below {rule.min:g}"
-        elif rule.min is None:
-            bounds = f"above {rule.max:g}"
-        else:
-            bounds = f"outside [{rule.min:g}, {rule.max:g}]"
-        out.append(gxe.ExpectColumnValuesToBeBetween(
-            column="y", min_value=rule.min, max_value=rule.max, row_condition=Column("range_rule") == key,
-            meta={"check": "range", "rule": key, "mostly": rule.mostly,
-                  "reason": f"values {bounds} (range rule '{key}')"},
-        ))
-    return out
-
-
 def _series_of(items: list, frame: pd.DataFrame) -> list[str]:
     """unique_ids of GX unexpected_index_list entries (row indices or column-value dicts)."""
     if not items:
@@ -228,40 +141,105 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
         raise DataError(f"validation needs a pandas DataFrame, got {type(frame).__name__}")
     if frame.empty:
         raise DataError("no rows to validate; check the source settings and the run's data interval")
-    runner = _Runner()
+    runner = GxRunner()
     gx = runner.gx
     specs = {name: load_suite_spec(vcfg.suite_dir, name) for name in SUITES}
 
     raw = frame.reset_index(drop=True)
-    schema_results = runner.run(_suite(gx, specs["foresight_schema"]), raw)
+    schema_suite = build_suite(gx, specs["foresight_schema"])
+    schema_results = merge_results([runner.run(schema_suite, raw.iloc[start:start + vcfg.chunk_rows])
+                                    for start in range(0, len(raw), vcfg.chunk_rows)])
     if not all(r["success"] for r in schema_results):
         outcome = _schema_failure(raw, schema_results, vcfg, freq, started)
         if raise_on_failure:
             raise _failed(outcome)
         return outcome
 
-    work = _prepare(raw, series_table, vcfg)
-    used_rules = [k for k in vcfg.ranges if (work["range_rule"] == k).any()]
-    row_suite = _suite(gx, specs["foresight_rows"], _range_expectations(vcfg.ranges, used_rules))
-    checked = work[["unique_id", "ds", "y_in_scale", "ds_step_s", "in_series_table", "range_rule",
-                    "y_not_infinite", "y_share_of_cap"]].rename(columns={"y_in_scale": "y"}).astype(
-        {"unique_id": "category", "range_rule": "category"})
-    row_results = runner.run(row_suite, checked)
-
-    per_series = _series_stats(work, series_table, freq)
-    series_results = runner.run(_suite(gx, specs["foresight_series"]), per_series,
-                                {"min_completeness": vcfg.min_completeness, "max_null_share": vcfg.max_null_share,
-                                 "min_relative_std": vcfg.min_relative_std})
-
-    reasons, checks, nulled = _collect_reasons(work, per_series, row_results, series_results, vcfg)
-    outcome = _build_outcome(work, per_series, series_table, reasons, checks, nulled,
-                             schema_results + row_results + series_results, vcfg, freq, started)
-    log.info("validated %d series in %.1f s: %d quarantined (%d only constant; %.0f%% failed)",
-             outcome.summary["series_total"], outcome.summary["seconds"], outcome.summary["series_failed"],
-             outcome.summary["series_constant_only"], 100 * outcome.summary["failed_share"])
+    raw["unique_id"] = categorical_ids(raw["unique_id"])  # every chunk's pieces share its categories
+    row_suite = build_suite(gx, specs["foresight_rows"], range_expectations(vcfg.ranges, _used_rules(raw, vcfg)))
+    series_suite = build_suite(gx, specs["foresight_series"])
+    end_ns = _last_value_ns(raw)
+    present = set(raw["unique_id"].cat.categories)
+    missing = ([] if series_table is None else
+               [u for u in dict.fromkeys(series_table["unique_id"].astype(str)) if u not in present])
+    chunks = [_check_chunk(runner, row_suite, series_suite, chunk, series_table, vcfg, freq, end_ns,
+                           missing if i == 0 else [])
+              for i, chunk in enumerate(_series_chunks(raw, vcfg.chunk_rows))]
+    del raw
+    outcome = _build_outcome(chunks, series_table, [schema_results], vcfg, freq, started)
+    log.info("validated %d series in %d chunk(s) in %.1f s: %d quarantined (%d only constant; %.0f%% failed)",
+             outcome.summary["series_total"], len(chunks), outcome.summary["seconds"],
+             outcome.summary["series_failed"], outcome.summary["series_constant_only"],
+             100 * outcome.summary["failed_share"])
     if raise_on_failure and not outcome.passed:
         raise _failed(outcome)
     return outcome
+
+
+@dataclass
+class _Chunk:
+    """What the row and series suites found on one chunk of series."""
+
+    per_series: pd.DataFrame
+    reasons: dict[str, list[str]]
+    checks: dict[str, list[str]]
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows: int
+    nulled: int
+    row_results: list[dict[str, Any]]
+    series_results: list[dict[str, Any]]
+
+
+def _series_chunks(raw: pd.DataFrame, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """``raw`` cut into frames of whole series with about ``chunk_rows`` rows each (in id order)."""
+    codes = raw["unique_id"].cat.codes.to_numpy()
+    sizes = np.bincount(codes, minlength=len(raw["unique_id"].cat.categories))
+    ends = np.cumsum(sizes)
+    bounds, start = [], 0
+    for code, end in enumerate(ends):
+        if end - (ends[start - 1] if start else 0) >= chunk_rows or code == len(ends) - 1:
+            bounds.append((start, code + 1))
+            start = code + 1
+    in_order = bool((np.diff(codes) >= 0).all())
+    for first, last in bounds:
+        if in_order:
+            rows = slice(int(ends[first - 1]) if first else 0, int(ends[last - 1]))
+            yield raw.iloc[rows].reset_index(drop=True)
+        else:
+            yield raw[(codes >= first) & (codes < last)].reset_index(drop=True)
+
+
+def _used_rules(raw: pd.DataFrame, vcfg: ValidationConfig) -> list[str]:
+    """The range rules some series of ``raw`` fall under (one expectation each)."""
+    rules = {match_range_rule(split_unique_id(str(uid))[0], vcfg.ranges) for uid in raw["unique_id"].cat.categories}
+    return [key for key in vcfg.ranges if key in rules]
+
+
+def _last_value_ns(raw: pd.DataFrame) -> int:
+    """The frame's last timestamp holding a value (completeness counts grid slots up to it), in ns."""
+    last = raw.loc[raw["y"].notna(), "ds"].max()
+    if pd.isna(last):
+        return 0
+    last = pd.Timestamp(last)
+    return (last.tz_localize("UTC") if last.tz is None else last.tz_convert("UTC")).value
+
+
+def _check_chunk(runner, row_suite, series_suite, raw: pd.DataFrame, series_table, vcfg, freq: str, end_ns: int,
+                 missing: list[str]) -> _Chunk:
+    work = _prepare(raw, series_table, vcfg)
+    checked = work[["unique_id", "ds", "y_in_scale", "ds_step_s", "in_series_table", "range_rule",
+                    "y_not_infinite", "y_share_of_cap"]].rename(columns={"y_in_scale": "y"})
+    row_results = runner.run(row_suite, checked)
+    del checked
+    per_series = _series_stats(work, series_table, freq, end_ns, missing)
+    series_results = runner.run(series_suite, per_series,
+                                {"min_completeness": vcfg.min_completeness, "max_null_share": vcfg.max_null_share,
+                                 "min_relative_std": vcfg.min_relative_std})
+    reasons, checks, nulled = _collect_reasons(work, per_series, row_results, series_results, vcfg)
+    valid, quarantine = _split_rows(work, reasons, nulled)
+    return _Chunk(per_series, reasons, checks, valid, quarantine, len(work), int(len(nulled)),
+                  [clean_result(r) for r in row_results], [clean_result(r) for r in series_results])
 
 
 def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: ValidationConfig) -> pd.DataFrame:
@@ -275,7 +253,8 @@ def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: Validat
     mapping string columns row by row.
     """
     work = pd.DataFrame({
-        "unique_id": raw["unique_id"].astype(str),
+        "unique_id": raw["unique_id"] if isinstance(raw["unique_id"].dtype, pd.CategoricalDtype)
+        else categorical_ids(raw["unique_id"]),
         "ds": raw["ds"].dt.tz_convert("UTC").astype("datetime64[ns, UTC]"),
         "y": raw["y"].astype("float64"),
     })
@@ -292,8 +271,8 @@ def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: Validat
     cap_of = {key: magnitude_cap(vcfg.ranges.get(key), vcfg) for key in set(rule_of.values())}
     work["_code"] = codes
     work["in_series_table"] = known[codes]
-    work["metric"] = np.asarray(metrics, dtype=object)[codes]
-    work["range_rule"] = np.asarray([rule_of[m] for m in metrics], dtype=object)[codes]
+    work["metric"] = _per_row(metrics, codes)
+    work["range_rule"] = _per_row([rule_of[m] for m in metrics], codes)
     work["ds_step_s"] = work.groupby("_code", sort=False)["ds"].diff().dt.total_seconds()
     y = work["y"].to_numpy()
     infinite = np.isinf(y)
@@ -307,19 +286,26 @@ def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: Validat
     return work
 
 
-def _series_stats(work: pd.DataFrame, series_table: pd.DataFrame | None, freq: str) -> pd.DataFrame:
+def _per_row(values: list[str], codes: np.ndarray) -> pd.Categorical:
+    """One value per series spread over its rows (by factorized id), as a categorical."""
+    categories = sorted(set(values))
+    position = {value: i for i, value in enumerate(categories)}
+    per_series = np.asarray([position[v] for v in values], dtype=np.int32)
+    return pd.Categorical.from_codes(per_series[codes] if len(codes) else codes, categories)
+
+
+def _series_stats(work: pd.DataFrame, series_table: pd.DataFrame | None, freq: str, end_ns: int,
+                  missing: list[str]) -> pd.DataFrame:
     """One row per series: rows, NaN share, completeness on its grid up to the frame's end.
 
     Completeness is the share of grid slots (``freq``, or the series' own coarser
-    ``freq`` from the series table) from the series' first value to the frame's last
-    timestamp that hold at least one value, so a series that stopped reporting fails.
+    ``freq`` from the series table) from the series' first value to the whole frame's
+    last timestamp with a value (``end_ns``) that hold at least one value, so a series
+    that stopped reporting fails. ``missing``: series of the table with no row, added.
     """
     base_step = to_timedelta(freq)
     ids = list(work.attrs["ids"])
-    extra = []
-    if series_table is not None:
-        present_ids = set(ids)
-        extra = [u for u in dict.fromkeys(series_table["unique_id"].astype(str)) if u not in present_ids]
+    extra = list(missing)
     steps = {uid: base_step for uid in ids + extra}
     if series_table is not None and "freq" in series_table.columns:
         for uid, native in zip(series_table["unique_id"].astype(str), series_table["freq"], strict=False):
@@ -340,7 +326,6 @@ def _series_stats(work: pd.DataFrame, series_table: pd.DataFrame | None, freq: s
     present = np.bincount(pairs["c"].to_numpy(), minlength=n)
     first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, ok_codes, slots)
-    end_ns = int(ds_ns.max()) if len(ds_ns) else 0
     expected = np.where(present > 0, end_ns // step_ns - first + 1, 0)
     table = pd.DataFrame({
         "unique_id": ids, "rows": rows.astype(np.int64), "nulls": nulls,
@@ -492,43 +477,44 @@ def _label(step_s: float) -> str:
     return f"{seconds}s"
 
 
-def _failed_expectations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for res in results:
-        if res["success"]:
-            continue
-        cfg = res["expectation_config"]
-        result = res.get("result") or {}
-        out.append({
-            "suite": res.get("suite"), "expectation": cfg["type"], "column": cfg["kwargs"].get("column"),
-            "check": (cfg.get("meta") or {}).get("check"), "rule": (cfg.get("meta") or {}).get("rule"),
-            "unexpected_count": result.get("unexpected_count"), "observed_value": result.get("observed_value"),
-        })
-    return out
-
-
-def _build_outcome(work, per_series, series_table, reasons, checks, nulled, results, vcfg, freq, started):
+def _split_rows(work: pd.DataFrame, reasons: dict[str, list[str]], nulled: np.ndarray):
+    """The chunk's rows of passing series (tolerated bad values nulled) and of failed ones (with reasons)."""
     failed = set(reasons)
-    all_ids = list(per_series["unique_id"])
     failed_codes = np.array([uid in failed for uid in work.attrs["ids"]], dtype=bool)
     is_failed = pd.Series(failed_codes[work["_code"].to_numpy()] if len(failed_codes) else False, index=work.index)
-    valid = work.loc[~is_failed, ["unique_id", "ds", "y"]].copy()
+    valid = work.loc[~is_failed, ["unique_id", "ds", "y"]]
     if len(nulled):
         keep = np.intersect1d(nulled, valid.index.to_numpy())
         valid.loc[keep, "y"] = np.nan
-    valid = valid.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
-    quarantine = work.loc[is_failed, ["unique_id", "ds", "y"]].copy()
-    quarantine[REASON_COLUMN] = quarantine["unique_id"].map({u: "; ".join(r) for u, r in reasons.items()})
-    quarantine = quarantine.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
+    quarantine = work.loc[is_failed, ["unique_id", "ds", "y"]]
+    quarantine[REASON_COLUMN] = quarantine["unique_id"].map({u: "; ".join(r) for u, r in reasons.items()}).astype(str)
+    return valid, quarantine
+
+
+def _build_outcome(chunks: list[_Chunk], series_table, schema_results, vcfg, freq, started):
+    reasons = {uid: texts for chunk in chunks for uid, texts in chunk.reasons.items()}
+    checks = {uid: names for chunk in chunks for uid, names in chunk.checks.items()}
+    all_ids = [uid for chunk in chunks for uid in chunk.per_series["unique_id"]]
+    valid = _rows(chunk.valid for chunk in chunks)
+    quarantine = _rows(chunk.quarantine for chunk in chunks)
+    results = [*schema_results[0], *merge_results([c.row_results for c in chunks]),
+               *merge_results([c.series_results for c in chunks])]
     series = None
     if series_table is not None:
-        series = series_table[~series_table["unique_id"].astype(str).isin(failed)].reset_index(drop=True)
+        series = series_table[~series_table["unique_id"].astype(str).isin(set(reasons))].reset_index(drop=True)
     outcome = ValidationOutcome(valid=valid, quarantine=quarantine, reasons=reasons, summary={}, html="",
-                                results=[_clean(r) for r in results], series=series)
-    outcome.summary = _summary(all_ids, reasons, checks, len(work), len(valid), len(quarantine), int(len(nulled)),
-                               results, vcfg, freq, started)
+                                results=results, series=series)
+    outcome.summary = _summary(all_ids, reasons, checks, sum(c.rows for c in chunks), len(valid), len(quarantine),
+                               sum(c.nulled for c in chunks), results, vcfg, freq, started)
     outcome.html = render_html(outcome)
     return outcome
+
+
+def _rows(pieces: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks' pieces as one frame sorted by ``unique_id, ds``, ids categorical (the series present)."""
+    out = pd.concat(list(pieces), ignore_index=True)
+    out["unique_id"] = categorical_ids(out["unique_id"])
+    return sort_series(out)
 
 
 def _summary(all_ids, reasons, checks, rows, rows_valid, rows_quarantined, nulled, results, vcfg, freq, started):
@@ -549,21 +535,11 @@ def _summary(all_ids, reasons, checks, rows, rows_valid, rows_quarantined, nulle
         "max_abs_value": vcfg.max_abs_value, "min_relative_std": vcfg.min_relative_std, "freq": freq,
         "expectations_evaluated": len(results),
         "expectations_failed": sum(1 for r in results if not r["success"]),
-        "failed_expectations": _failed_expectations(results),
+        "failed_expectations": failed_expectations(results),
         "series_failed_by_check": dict(by_check),
         "worst_series": [{"unique_id": uid, "reasons": texts} for uid, texts in worst],
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def _clean(res: dict[str, Any]) -> dict[str, Any]:
-    """A GX result without its long row lists (kept short for JSON and the report)."""
-    out = {k: v for k, v in res.items() if k != "_order"}
-    result = dict(out.get("result") or {})
-    for key in ("unexpected_list", "unexpected_index_list", "partial_unexpected_index_list"):
-        result.pop(key, None)
-    out["result"] = result
-    return out
 
 
 def _schema_failure(raw, results, vcfg, freq, started) -> ValidationOutcome:
@@ -575,7 +551,7 @@ def _schema_failure(raw, results, vcfg, freq, started) -> ValidationOutcome:
     quarantine = raw.copy()
     quarantine[REASON_COLUMN] = "; ".join(texts)
     outcome = ValidationOutcome(valid=raw.iloc[0:0].copy(), quarantine=quarantine, reasons=reasons, summary={},
-                                html="", results=[_clean(r) for r in results])
+                                html="", results=[clean_result(r) for r in results])
     outcome.summary = _summary(ids, reasons, checks, len(raw), 0, len(raw), 0, results, vcfg, freq, started)
     outcome.summary["passed"] = False
     outcome.summary["schema_failed"] = True

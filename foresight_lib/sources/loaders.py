@@ -38,8 +38,10 @@ from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.frames import (
     SERIES_COLUMNS,
     SERIES_TABLE_COLUMNS,
+    categorical_ids,
     check_series_frame,
     make_unique_id,
+    read_parquet_frame,
     split_unique_id,
     to_utc,
 )
@@ -254,7 +256,8 @@ def _load_files(
             reasons = "; ".join(s["reason"] for s in skipped[:3])
             raise DataError(f"{path}: none of {len(files)} file(s) could be read: {reasons}")
         return _empty_result(skipped, notes)
-    frame = check_series_frame(pd.concat(frames, ignore_index=True), source=str(path))
+    frame = check_series_frame(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True),
+                               source=str(path))
     return LoadResult(frame, _make_series_table(rows, frame), skipped, notes)
 
 
@@ -296,7 +299,7 @@ def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame,
         if file.stat().st_size == 0:
             raise DataError(f"{file}: file is empty; remove it or re-export the data")
         try:
-            df = pd.read_parquet(file)
+            df = read_parquet_frame(str(file))
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a corrupt file
             raise DataError(f"{file}: cannot be read as Parquet ({type(exc).__name__}: {str(exc)[:200]}); "
                             "check that the file is complete and really Parquet") from exc
@@ -305,14 +308,14 @@ def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame,
     else:
         df = _read_csv(file, sep=_separator(file), encoding="utf-8-sig")
     _require(df, SERIES_COLUMNS, file, "a long-format file")
-    df = df.copy()
+    df = df.copy(deep=False)  # copy on write: columns are replaced, never changed in place
     df["y"] = _numeric(df["y"], file, "y")
     df["ds"] = to_utc(df["ds"], source=str(file))
-    df["unique_id"] = df["unique_id"].astype(str)
+    df["unique_id"] = categorical_ids(df["unique_id"])
     table = _sidecar_table(file)
     rows = []
-    for uid, group in df.groupby("unique_id", sort=False):
-        first = group.iloc[0]
+    for _, first in df[~df["unique_id"].duplicated()].iterrows():
+        uid = first["unique_id"]
         metric_default, entity_default = split_unique_id(uid)
         row = {
             "unique_id": uid,
