@@ -103,6 +103,21 @@ def test_pickle_round_trip_gives_identical_forecasts(fitted):
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_forecasts_made_a_few_series_per_pass_equal_those_made_at_once(fitted, monkeypatch):
+    """Forecasting cuts the windows into passes to bound memory; no forecast depends on the cut."""
+    from foresight_lib.forecasting.models import lstm
+
+    model, train, test = fitted
+    at_once = model.forecast_origins_many(train, test, ORIGINS, H)
+    monkeypatch.setattr(lstm, "PREDICT_WINDOWS", len(ORIGINS))  # one series per pass
+    by_series = model.forecast_origins_many(train, test, ORIGINS, H)
+    assert len(by_series) == len(at_once) == len(train)
+    for a, b in zip(at_once, by_series, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-9)
+
+
 def test_poisoned_future_after_an_origin_changes_nothing_before_it(fitted):
     model, train, test = fitted
     origin = 12

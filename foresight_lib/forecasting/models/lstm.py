@@ -46,6 +46,8 @@ from foresight_lib.frames import LEVELS
 log = logging.getLogger(__name__)
 
 SCALE_DAYS = 8
+PREDICT_WINDOWS = 8192
+"""Most windows in one forward pass when forecasting (the activations of one pass are held at once)."""
 """Days of history each series' scale is measured on (recent, but longer than a week)."""
 N_SEQ = 2
 N_ANCHORS = 4
@@ -428,9 +430,12 @@ class LSTM(GlobalForecaster):
         h: int,
         levels: Sequence[int] = LEVELS,
     ) -> list[Forecast]:
-        """All series x origins in one forward pass per block of ``horizon`` steps.
+        """Every series x origin, ``PREDICT_WINDOWS`` windows to a forward pass per block of ``horizon`` steps.
 
         Each forecast reads only ``history + future[:origin]``; the scale comes from the history.
+        Windows are independent, so cutting them into passes changes no forecast; it keeps the
+        network's activations to those of one pass (all 4,000 series x 49 origins at once
+        held 5 GB).
         """
         if not hasattr(self, "state_"):
             raise ConfigError("lstm: the model is not fitted; call fit_many() first")
@@ -440,7 +445,21 @@ class LSTM(GlobalForecaster):
         n_series, n_origins = len(histories), origins.size
         if n_series == 0 or n_origins == 0:
             return [empty_forecast(h, levels) for _ in range(n_series)]
-        P = self._context
+        per_pass = max(1, PREDICT_WINDOWS // n_origins)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.n_threads or os.cpu_count() or 1)
+        try:
+            results = []
+            for start in range(0, n_series, per_pass):
+                part = slice(start, start + per_pass)
+                results += self._forecast_series(histories[part], futures[part], origins, h, levels)
+        finally:
+            torch.set_num_threads(threads)
+        return results
+
+    def _forecast_series(self, histories, futures, origins: np.ndarray, h: int, levels) -> list[Forecast]:
+        """``forecast_origins_many`` for a few series, in one forward pass per block."""
+        P, n_origins = self._context, origins.size
         ctxs, scales, nonneg = [], [], []
         for history, future in zip(histories, futures, strict=True):
             history, known = known_context("lstm", history, future, origins)
@@ -450,13 +469,7 @@ class LSTM(GlobalForecaster):
             ctxs.append(self._contexts(flat, cuts))
             scales.append(scale)
             nonneg.append(history.min() >= 0)
-        ctx = np.concatenate(ctxs)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.n_threads or os.cpu_count() or 1)
-        try:
-            mean, offsets = self._forecast(ctx, h)
-        finally:
-            torch.set_num_threads(threads)
+        mean, offsets = self._forecast(np.concatenate(ctxs), h)
         results = []
         for i, (scale, positive) in enumerate(zip(scales, nonneg, strict=True)):
             rows = slice(i * n_origins, (i + 1) * n_origins)
