@@ -66,7 +66,7 @@ def walk_plan(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
     """The per-series part of ``recommend`` (arguments as there): every series walked once per kind and lead.
 
     Series are independent here, so shards of series can be walked apart and joined with
-    ``merge_walks``. Returns ``{"specs": [ReplaySpec, ...], "walks": [(done, skipped), ...]}``.
+    ``plan_step.plan_from_walk_files``. Returns ``{"specs": [ReplaySpec, ...], "walks": [(done, skipped), ...]}``.
     """
     frame = _latest_stretch(check_series_frame(frame))
     models = {**DEFAULT_MODEL, **dict(models or {})}
@@ -78,55 +78,59 @@ def walk_plan(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, pro
     return {"specs": specs, "walks": [walk(frame, spec, series_table, next_period=True) for spec in specs]}
 
 
-def merge_walks(parts: list[dict]) -> dict:
-    """The walks of shards of series as one (shards in the order of their sorted ids give the sorted order)."""
-    if not parts:
-        raise ConfigError("no rightsizing walks to merge")
-    specs = parts[0]["specs"]
-    if any(part["specs"] != specs for part in parts):
-        raise ConfigError("the rightsizing walks of the shards were made with different settings; run the "
-                          "rightsize tasks of this run again")
-    walks = []
-    for i in range(len(specs)):
-        done = sorted((sr for part in parts for sr in part["walks"][i][0]), key=lambda sr: sr.unique_id)
-        skipped = sorted((s for part in parts for s in part["walks"][i][1]), key=lambda s: s["unique_id"])
-        walks.append((done, skipped))
-    return {"specs": specs, "walks": walks}
-
-
 def plan_from_walks(walks: dict, series_table: pd.DataFrame | None = None,
                     replica_capacity: Mapping[str, float] | None = None) -> pd.DataFrame:
     """The pooled part of ``recommend``: factors learnt across each metric's series, then the sizes."""
     units = series_units(series_table)
     rows: list[dict] = []
     for spec, (done, skipped) in zip(walks["specs"], walks["walks"], strict=True):
-        kind, lead = spec.mode, spec.lead_windows
-        prof = spec.profile_
-        step = pd.Timedelta(spec.step_ns, unit="ns")
-        lead_text = _duration(lead * spec.window_steps * step)
-        for sr, track in zip(done, forecast_tracks(done, spec, last_only=True), strict=True):
-            common = {**_common(sr.unique_id, units, spec.model, prof.name), "lead": lead_text}
-            start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
-            end = start + spec.period_steps * step
-            value = track.values[-1]
-            if not np.isfinite(value):
-                rows.append(_empty_row(common, kind, f"{spec.model} gave no usable forecast for the next {kind}"))
-                continue
-            if value < 0:  # a forecast of zero (an idle workload) gets the smallest size, as the replay scores it
-                rows.append(_empty_row(common, kind, f"the size for the next {kind} came out at {value:.4g} "
-                                                     f"{sr.unit}: usage below zero cannot be sized; "
-                                                     "check the metric's source"))
-                continue
-            capacity = (replica_capacity or {}).get(sr.resource)
-            sizing = rs.size(value, sr.resource, sr.unit, prof, peak=_forecast_peak(sr, value),
-                             replica_capacity=capacity)
-            rows.append({**dict.fromkeys(rs.RECOMMENDATION_COLUMNS), **common, "kind": kind, "period_start": start,
-                         "period_end": end, "target_violation": track.targets[-1], "base": track.bases[-1],
-                         "factor": round(track.factors[-1], 4), "confidence": track.confidences[-1],
-                         "reason": sr.notes[-1], **asdict(sizing)})
-        for s in skipped:
-            rows.append(_empty_row({**_common(s["unique_id"], units, None, prof.name), "lead": lead_text}, kind,
-                                   f"no recommendation: {s['reason']}"))
+        rows += sized_rows(spec, done, units, replica_capacity) + skipped_rows(spec, skipped, units)
+    return plan_frame(rows)
+
+
+def sized_rows(spec: ReplaySpec, done: list, units: Mapping[str, str],
+               replica_capacity: Mapping[str, float] | None = None) -> list[dict]:
+    """The next period's size of each walked series of one kind and lead (``done`` sorted by id).
+
+    A window's factor pools the series of the same metric only, so the walks of one metric
+    at a time give the same rows as every metric's at once.
+    """
+    kind, lead, prof = spec.mode, spec.lead_windows, spec.profile_
+    step = pd.Timedelta(spec.step_ns, unit="ns")
+    lead_text = _duration(lead * spec.window_steps * step)
+    rows = []
+    for sr, track in zip(done, forecast_tracks(done, spec, last_only=True), strict=True):
+        common = {**_common(sr.unique_id, units, spec.model, prof.name), "lead": lead_text}
+        start = pd.Timestamp(sr.first_ns + sr.starts[-1] * step.value, tz="UTC")
+        end = start + spec.period_steps * step
+        value = track.values[-1]
+        if not np.isfinite(value):
+            rows.append(_empty_row(common, kind, f"{spec.model} gave no usable forecast for the next {kind}"))
+            continue
+        if value < 0:  # a forecast of zero (an idle workload) gets the smallest size, as the replay scores it
+            rows.append(_empty_row(common, kind, f"the size for the next {kind} came out at {value:.4g} "
+                                                 f"{sr.unit}: usage below zero cannot be sized; "
+                                                 "check the metric's source"))
+            continue
+        capacity = (replica_capacity or {}).get(sr.resource)
+        sizing = rs.size(value, sr.resource, sr.unit, prof, peak=_forecast_peak(sr, value),
+                         replica_capacity=capacity)
+        rows.append({**dict.fromkeys(rs.RECOMMENDATION_COLUMNS), **common, "kind": kind, "period_start": start,
+                     "period_end": end, "target_violation": track.targets[-1], "base": track.bases[-1],
+                     "factor": round(track.factors[-1], 4), "confidence": track.confidences[-1],
+                     "reason": sr.notes[-1], **asdict(sizing)})
+    return rows
+
+
+def skipped_rows(spec: ReplaySpec, skipped: list[dict], units: Mapping[str, str]) -> list[dict]:
+    """A row saying why, for each series of one kind and lead that could not be walked."""
+    lead_text = _duration(spec.lead_windows * spec.window_steps * pd.Timedelta(spec.step_ns, unit="ns"))
+    return [_empty_row({**_common(s["unique_id"], units, None, spec.profile_.name), "lead": lead_text}, spec.mode,
+                       f"no recommendation: {s['reason']}") for s in skipped]
+
+
+def plan_frame(rows: list[dict]) -> pd.DataFrame:
+    """The plan's rows as its frame, sorted by series, kind and period (ties kept in the order given)."""
     out = pd.DataFrame(rows, columns=rs.RECOMMENDATION_COLUMNS)
     return out.sort_values(["unique_id", "kind", "period_start"], kind="stable", ignore_index=True)
 

@@ -4,14 +4,16 @@ Sizing the next day and windows walks every series over its last days (the repla
 method, ``plan.walk_plan``); it costs about as much per series as a quick model's
 backtest. So the DAG maps a ``rightsize`` task over the same shards as the train tasks,
 running while the models train, and publish only joins the walks and sizes
-(``plan.plan_from_walks``): the part that pools across a metric's series, a small share
+(``plan_from_walk_files``): the part that pools across a metric's series, a small share
 of the work. The sizes are exactly those of ``plan.recommend`` over every series at once.
 """
 from __future__ import annotations
 
 import logging
 import pickle
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -80,5 +82,48 @@ def recommendations(cfg, store, run: dict, features: pd.DataFrame, series: pd.Da
         raise DataError(f"run {run['run_key']} lacks the rightsizing walks {missing} in {store.uri('')}: clear "
                         "and run its rightsize tasks again, then publish")
     else:
-        walks = plan.merge_walks([pickle.loads(store.read_bytes(name)) for name in names])
+        return plan_from_walk_files(store, names, series, cfg.rightsizing.replica_capacity)
     return plan.plan_from_walks(walks, series, cfg.rightsizing.replica_capacity)
+
+
+def plan_from_walk_files(store, names: list[str], series: pd.DataFrame,
+                         replica_capacity: dict[str, float] | None = None) -> pd.DataFrame:
+    """``plan.plan_from_walks`` over the shards' walks, one metric's walks of one kind and lead in memory at a time.
+
+    A walk keeps every period of its series; all of them at once held 8 GB at 4,000
+    series. Each shard's walks are read once and set aside on local disk by kind, lead and
+    metric; a window's factor pools one metric's series, so each group is sized on its own
+    and the rows are those of the walks merged at once.
+    """
+    units = plan.series_units(series)
+    with tempfile.TemporaryDirectory(prefix="foresight-walks-") as tmp:
+        specs, skipped, pieces = None, [], {}
+        for name in names:
+            part = pickle.loads(store.read_bytes(name))
+            if specs is None:
+                specs, skipped = part["specs"], [[] for _ in part["specs"]]
+            elif part["specs"] != specs:
+                raise ConfigError("the rightsizing walks of the shards were made with different settings; run the "
+                                  "rightsize tasks of this run again")
+            for j, (done, left_out) in enumerate(part["walks"]):
+                skipped[j] += left_out
+                by_metric: dict[str, list] = {}
+                for sr in done:
+                    by_metric.setdefault(sr.metric, []).append(sr)
+                for metric, walked in by_metric.items():
+                    path = Path(tmp) / f"{sum(map(len, pieces.values()))}.pkl"
+                    path.write_bytes(pickle.dumps(walked, protocol=pickle.HIGHEST_PROTOCOL))
+                    pieces.setdefault((j, metric), []).append(path)
+            del part
+        rows: list[dict] = []
+        for j, spec in enumerate(specs):
+            for (k, _), paths in pieces.items():
+                if k != j:
+                    continue
+                done = sorted((sr for path in paths for sr in pickle.loads(path.read_bytes())),
+                              key=lambda sr: sr.unique_id)
+                rows += plan.sized_rows(spec, done, units, replica_capacity)
+                for path in paths:
+                    path.unlink()
+            rows += plan.skipped_rows(spec, sorted(skipped[j], key=lambda s: s["unique_id"]), units)
+    return plan.plan_frame(rows)
