@@ -126,3 +126,27 @@ def test_an_idle_workload_gets_the_smallest_size_never_zero():
     assert recs["reason"].isna().all()
     assert (recs["request"] == 0.01).all()  # 10 millicores
     assert (recs["limit"] > 0).all()
+
+
+def test_walks_pickle_compactly_and_load_back_the_same():
+    """A walk's per-period arrays are stored as one array each (fast to pickle); loaded, they are the same."""
+    import pickle
+
+    walks = plan.walk_plan(_fleet(4), windows=2)
+    done = [sr for walked, _ in walks["walks"] for sr in walked]
+    assert done and any(len(sr.actuals) > 10 for sr in done)
+    done[0].means[1] = None  # a period with no forecast
+    again = pickle.loads(pickle.dumps(walks))
+    for sr, back in zip(done, (sr for walked, _ in again["walks"] for sr in walked), strict=True):
+        state = {k: v for k, v in vars(sr).items() if k not in ("actuals", "means")}
+        assert {k: v for k, v in vars(back).items() if k not in ("actuals", "means")}.keys() == state.keys()
+        assert back.starts == sr.starts and back.notes == sr.notes and back.level_starts == sr.level_starts
+        np.testing.assert_array_equal(back.bases, sr.bases)
+        for name in ("actuals", "means"):
+            assert len(getattr(back, name)) == len(getattr(sr, name))
+            for a, b in zip(getattr(sr, name), getattr(back, name), strict=True):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    np.testing.assert_array_equal(b, a)
+    assert isinstance(done[0].__getstate__()["actuals"], tuple)  # packed
+    pd.testing.assert_frame_equal(plan.plan_from_walks(again), plan.plan_from_walks(walks))

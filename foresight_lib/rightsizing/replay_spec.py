@@ -156,6 +156,32 @@ class _SeriesReplay:
     """Per period: where the latest level known when it was sized began (daily memory:
     after the last step change; 0 elsewhere). Its factor learns only from periods since."""
 
+    def __getstate__(self) -> dict:
+        """Pickled with each period's actuals and means in one array: a walk has hundreds of
+        periods, and as many small arrays pickle and load several times slower."""
+        return {**self.__dict__, "actuals": _packed(self.actuals), "means": _packed(self.means)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, actuals=_unpacked(state["actuals"]), means=_unpacked(state["means"]))
+
+
+def _packed(arrays: list[np.ndarray | None]) -> object:
+    """``(values, lengths)``, a length of -1 for None; the list itself when its arrays differ in kind."""
+    present = [a for a in arrays if a is not None]
+    if not present or any(not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != present[0].dtype
+                          for a in present):
+        return arrays
+    lengths = np.asarray([-1 if a is None else a.size for a in arrays], dtype=np.int64)
+    return ("packed", np.concatenate(present), lengths)
+
+
+def _unpacked(packed: object) -> list[np.ndarray | None]:
+    if not (isinstance(packed, tuple) and len(packed) == 3 and packed[0] == "packed"):
+        return packed
+    _, values, lengths = packed
+    ends = np.cumsum(np.maximum(lengths, 0))
+    return [None if n < 0 else values[end - n:end] for n, end in zip(lengths.tolist(), ends.tolist(), strict=True)]
+
 
 @dataclass
 class ReplayResult:
