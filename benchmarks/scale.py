@@ -219,12 +219,14 @@ def render(record: dict) -> str:
         slowest = max((t for t in r["tasks"] if t["seconds"] is not None), key=lambda t: t["seconds"], default=None)
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r["wall_seconds"] else "-"
         slow = f"{slowest['label']} {slowest['seconds'] / 60:.1f} min" if slowest else "-"
-        models = f"{len(r.get('models') or [])} + ensemble"
+        models = _models_label(r)
         rate = r["series_per_second"] or "-"
         lines.append(f"| {r['series']} | {r['workers']} | {models} | {r['state']} | {wall} | {rate} | {slow} |"
                      f" {r['max_task_peak_rss_mb'] or '-'} MB | `{r['command']}` |")
     speedups = []
-    by = {(r["series"], r["workers"]): r for r in record["runs"] if r["state"] == "success"}
+    most = max((len(r.get("models") or []) for r in record["runs"]), default=0)
+    by = {(r["series"], r["workers"]): r for r in record["runs"]
+          if r["state"] == "success" and len(r.get("models") or []) == most}
     for (n, w), r in sorted(by.items()):
         if w == 2 and (n, 1) in by:
             speedups.append(f"- {n} series: 2 workers {by[(n, 1)]['wall_seconds'] / r['wall_seconds']:.2f}x "
@@ -236,6 +238,12 @@ def render(record: dict) -> str:
         lines += ["", projection]
     lines += ["", "Per-task figures are in `scale.json`."]
     return "\n".join(lines) + "\n"
+
+
+def _models_label(run: dict) -> str:
+    """``7 + ensemble`` for the shipped models; fewer are named."""
+    models = run.get("models") or []
+    return f"{len(models)} + ensemble" if len(models) >= 7 else f"{', '.join(models)} + ensemble"
 
 
 WINDOW_S = 4 * 3600
@@ -255,7 +263,7 @@ def project(runs: list[dict]) -> str | None:
     done = [r for r in runs if r["state"] == "success"]
     if not done:
         return None
-    run = max(done, key=lambda r: (r["series"], r["workers"]))
+    run = max(done, key=lambda r: (len(r.get("models") or []), r["series"], r["workers"]))  # every model first
     train = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] in MAPPED)
     serial = sum(t["seconds"] or 0 for t in run["tasks"] if t["task"] not in (*MAPPED, *BOOKKEEPING))
     per_train, per_serial = train / run["series"], serial / run["series"]
@@ -291,8 +299,10 @@ def main() -> None:
                   f"{result['max_task_peak_rss_mb']} MB", flush=True)
             for failure in result["failures"]:
                 print(f"  failed: {failure['task']}[{failure['map_index']}]", *failure["log"], sep="\n    ", flush=True)
-            record["runs"] = [r for r in record["runs"] if (r["series"], r["workers"]) != (n, w)] + [result]
-            record["runs"].sort(key=lambda r: (r["series"], r["workers"]))
+            key = (n, w, result["models"])
+            record["runs"] = [r for r in record["runs"] if (r["series"], r["workers"], r.get("models")) != key]
+            record["runs"] = sorted([*record["runs"], result],
+                                    key=lambda r: (-len(r.get("models") or []), r["series"], r["workers"]))
             RESULTS.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2, default=str) + "\n")
             (RESULTS / "scale.md").write_text(render(record))

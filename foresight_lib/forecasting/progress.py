@@ -53,12 +53,31 @@ class ProgressLog:
 
 
 def peak_rss_mb() -> dict[str, float]:
-    """Peak resident memory of this process and of its largest finished child process, in MB."""
+    """Peak resident memory of this process and of its largest finished child process, in MB.
+
+    The process's own peak is Linux's ``VmHWM``: ``ru_maxrss`` keeps the peak of the
+    process that started it across ``exec``, so a small task started by a large one would
+    report the large one's peak.
+    """
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
+    own = _vm_hwm_kb()
+    if own is None:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KB
+    own /= 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"peak_rss_mb": round(own, 1), "children_peak_rss_mb": round(children, 1)}
+
+
+def _vm_hwm_kb() -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def log_peak_memory(step: str, logger: logging.Logger) -> dict[str, float]:

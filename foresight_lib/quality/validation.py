@@ -4,7 +4,7 @@ Three suites, kept as JSON in ``validation.suite_dir`` (``include/gx``):
 
 - ``foresight.schema`` on the raw frame: columns, types, UTC timestamps. A failure there
   means the frame as a whole is unusable: every series fails.
-- ``foresight.rows`` on the whole frame, plus one value-range expectation per rule of
+- ``foresight.rows`` on every row, plus one value-range expectation per rule of
   ``validation.ranges``: duplicate ``(unique_id, ds)``, missing or backwards timestamps,
   infinite values, absurd magnitudes (beyond ``validation.max_abs_value``), values out of
   range, series unknown to the series table. Failing rows are mapped back to their series
@@ -17,13 +17,15 @@ Out-of-range and infinite values within a series' tolerance (the rule's ``mostly
 ``validation.max_non_finite_share``) become NaN; more quarantine the series. An absurd
 magnitude is never tolerated.
 
-The suites run once each on an ephemeral GX context (no project folder is needed), so a
-few hundred series take a few seconds. A series with any failure is quarantined with its
-reasons; the run fails (:class:`ValidationFailed`) when the share of failed series exceeds
-``validation.max_failed_share`` (series quarantined only for being constant are left out
-of that share: they are not broken data) or when no series passes. The outcome, with a
-self-contained HTML report, is attached to that exception as ``exc.outcome`` so the
-caller can still store it.
+The suites run on an ephemeral GX context (no project folder is needed), on chunks of
+whole series of about ``validation.chunk_rows`` rows, so memory stays that of one chunk
+however many series there are; the chunks' results are merged into one per expectation
+(``gx_runner.merge_results``), as one pass over every row would give them. A series with
+any failure is quarantined with its reasons; the run fails (:class:`ValidationFailed`)
+when the share of failed series exceeds ``validation.max_failed_share`` (series
+quarantined only for being constant are left out of that share: they are not broken
+data) or when no series passes. The outcome, with a self-contained HTML report, is
+attached to that exception as ``exc.outcome`` so the caller can still store it.
 """
 from __future__ import annotations
 
