@@ -390,10 +390,16 @@ class AirflowClient:
         return resp.json()
 
     def tasks(self, run_id: str) -> list[dict]:
-        resp = self.request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}/taskInstances",
-                            params={"limit": 1000})
-        resp.raise_for_status()
-        return resp.json()["task_instances"]
+        """Every task instance of the run, page by page (the API server returns at most 100 at a time)."""
+        out: list[dict] = []
+        while True:
+            resp = self.request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}/taskInstances",
+                                params={"limit": 100, "offset": len(out)})
+            resp.raise_for_status()
+            body = resp.json()
+            out += body["task_instances"]
+            if not body["task_instances"] or len(out) >= body.get("total_entries", 0):
+                return out
 
 
 class _suppress_lookup:
