@@ -134,6 +134,21 @@ def test_validation_in_chunks_of_series_finds_what_one_pass_finds(case, demo):
         assert whole.summary["values_nulled"] >= 1
 
 
+def test_a_range_rule_follows_the_series_tables_metric_in_chunks_too():
+    """The table's metric, not the id's prefix, picks the rule: the rule's expectation is in every chunk's suite."""
+    frame = clean_frame(n_series=3)
+    ids = sorted(frame["unique_id"].unique())
+    frame = frame.assign(unique_id=frame["unique_id"].str.replace("cpu_cores/", "host/"))
+    ids = [uid.replace("cpu_cores/", "host/") for uid in ids]
+    frame.loc[frame["unique_id"] == ids[0], "y"] = 150.0  # above the cpu_utilization rule's 100
+    table = pd.DataFrame({"unique_id": ids, "metric": "cpu_utilization"})
+    for chunk_rows in (len(frame), 600):
+        outcome = validate_frame(frame, table, ValidationConfig(**{**load_config().validation.model_dump(),
+                                                                   "chunk_rows": chunk_rows, "max_failed_share": 0.9}))
+        assert list(outcome.reasons) == [ids[0]]
+        assert "range rule '*cpu_utilization*'" in outcome.reasons[ids[0]][0]
+
+
 def test_over_threshold_raises_with_outcome_attached():
     frame = clean_frame(n_series=4)
     ids = sorted(frame["unique_id"].unique())

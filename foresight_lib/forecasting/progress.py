@@ -70,14 +70,13 @@ def peak_rss_mb() -> dict[str, float]:
 
 
 def _vm_hwm_kb() -> float | None:
+    """This process's peak resident memory in KB from ``/proc/self/status``; None off Linux."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1])
+            lines = [line for line in status if line.startswith("VmHWM:")]
     except OSError:
-        pass
-    return None
+        return None
+    return float(lines[0].split()[1]) if lines else None
 
 
 def log_peak_memory(step: str, logger: logging.Logger) -> dict[str, float]:

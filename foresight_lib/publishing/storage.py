@@ -598,7 +598,6 @@ class Promotion:
         return True
 
 
-
 def _frame_from_bytes(data: bytes, where: str) -> pd.DataFrame:
     """The Parquet file's frame, its ``unique_id`` column categorical (``frames.read_parquet_frame``)."""
     try:

@@ -22,7 +22,6 @@ COUNTS = ("element_count", "unexpected_count", "missing_count")
 PARTIAL_LIMIT = 20
 
 
-
 def load_suite_spec(suite_dir: str | os.PathLike, name: str) -> dict[str, Any]:
     """The JSON of suite ``name`` from ``suite_dir``.
 
@@ -39,7 +38,6 @@ def load_suite_spec(suite_dir: str | os.PathLike, name: str) -> dict[str, Any]:
         raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
 
 
-
 def quiet_gx() -> None:
     """GX's own INFO lines (hundreds per run: registrations, temporary folders) become silent.
 
@@ -49,7 +47,6 @@ def quiet_gx() -> None:
     gx_logger = logging.getLogger("great_expectations")
     if gx_logger.level == logging.NOTSET:
         gx_logger.setLevel(logging.WARNING)
-
 
 
 class GxRunner:
@@ -101,7 +98,6 @@ def build_suite(gx, spec: dict[str, Any], extra: list | None = None):
     return suite
 
 
-
 def range_expectations(rules: dict[str, Any], used: list[str]) -> list:
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
@@ -125,7 +121,6 @@ def range_expectations(rules: dict[str, Any], used: list[str]) -> list:
     return out
 
 
-
 def failed_expectations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for res in results:
@@ -139,7 +134,6 @@ def failed_expectations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "unexpected_count": result.get("unexpected_count"), "observed_value": result.get("observed_value"),
         })
     return out
-
 
 
 def clean_result(res: dict[str, Any]) -> dict[str, Any]:

@@ -158,7 +158,8 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
         return outcome
 
     raw["unique_id"] = categorical_ids(raw["unique_id"])  # every chunk's pieces share its categories
-    row_suite = build_suite(gx, specs["foresight_rows"], range_expectations(vcfg.ranges, _used_rules(raw, vcfg)))
+    rules = range_expectations(vcfg.ranges, _used_rules(raw, series_table, vcfg))
+    row_suite = build_suite(gx, specs["foresight_rows"], rules)
     series_suite = build_suite(gx, specs["foresight_series"])
     end_ns = _last_value_ns(raw)
     present = set(raw["unique_id"].cat.categories)
@@ -212,10 +213,23 @@ def _series_chunks(raw: pd.DataFrame, chunk_rows: int) -> Iterator[pd.DataFrame]
             yield raw[(codes >= first) & (codes < last)].reset_index(drop=True)
 
 
-def _used_rules(raw: pd.DataFrame, vcfg: ValidationConfig) -> list[str]:
-    """The range rules some series of ``raw`` fall under (one expectation each)."""
-    rules = {match_range_rule(split_unique_id(str(uid))[0], vcfg.ranges) for uid in raw["unique_id"].cat.categories}
+def _used_rules(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: ValidationConfig) -> list[str]:
+    """The range rules some series of ``raw`` fall under (one expectation each), as ``_prepare`` matches them."""
+    metrics = _metrics([str(uid) for uid in raw["unique_id"].cat.categories], _table_metrics(series_table))
+    rules = {match_range_rule(metric, vcfg.ranges) for metric in set(metrics)}
     return [key for key in vcfg.ranges if key in rules]
+
+
+def _table_metrics(series_table: pd.DataFrame | None) -> dict[str, str] | None:
+    """unique_id -> metric from the series table; None without one (or without its metric column)."""
+    if series_table is None or "metric" not in series_table.columns:
+        return None
+    return dict(zip(series_table["unique_id"].astype(str), series_table["metric"].astype(str), strict=False))
+
+
+def _metrics(ids: list[str], metric_of: dict[str, str] | None) -> list[str]:
+    """Each id's metric: the series table's, else the id's ``<metric>/`` part."""
+    return [(metric_of or {}).get(uid) or split_unique_id(uid)[0] for uid in ids]
 
 
 def _last_value_ns(raw: pd.DataFrame) -> int:
@@ -262,13 +276,10 @@ def _prepare(raw: pd.DataFrame, series_table: pd.DataFrame | None, vcfg: Validat
     })
     codes, uniques = pd.factorize(work["unique_id"])
     ids = [str(u) for u in uniques]
-    metric_of: dict[str, str] = {}
-    if series_table is not None and "metric" in series_table.columns:
-        metric_of = dict(zip(series_table["unique_id"].astype(str), series_table["metric"].astype(str), strict=False))
-        known = np.array([uid in metric_of for uid in ids], dtype=bool)
-    else:
-        known = np.ones(len(ids), dtype=bool)
-    metrics = [metric_of.get(uid) or split_unique_id(uid)[0] for uid in ids]
+    metric_of = _table_metrics(series_table)
+    known = (np.array([uid in metric_of for uid in ids], dtype=bool) if metric_of is not None
+             else np.ones(len(ids), dtype=bool))
+    metrics = _metrics(ids, metric_of)
     rule_of = {m: match_range_rule(m, vcfg.ranges) or "" for m in set(metrics)}
     cap_of = {key: magnitude_cap(vcfg.ranges.get(key), vcfg) for key in set(rule_of.values())}
     work["_code"] = codes

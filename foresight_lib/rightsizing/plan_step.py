@@ -97,11 +97,12 @@ def plan_from_walk_files(store, names: list[str], series: pd.DataFrame,
     """
     units = plan.series_units(series)
     with tempfile.TemporaryDirectory(prefix="foresight-walks-") as tmp:
-        specs, skipped, pieces = None, [], {}
+        specs, skipped, pieces, count = None, [], [], 0
         for name in names:
             part = pickle.loads(store.read_bytes(name))
             if specs is None:
-                specs, skipped = part["specs"], [[] for _ in part["specs"]]
+                specs = part["specs"]
+                skipped, pieces = [[] for _ in specs], [{} for _ in specs]  # by kind and lead: metric -> files
             elif part["specs"] != specs:
                 raise ConfigError("the rightsizing walks of the shards were made with different settings; run the "
                                   "rightsize tasks of this run again")
@@ -111,19 +112,18 @@ def plan_from_walk_files(store, names: list[str], series: pd.DataFrame,
                 for sr in done:
                     by_metric.setdefault(sr.metric, []).append(sr)
                 for metric, walked in by_metric.items():
-                    path = Path(tmp) / f"{sum(map(len, pieces.values()))}.pkl"
+                    count += 1
+                    path = Path(tmp) / f"{count}.pkl"
                     path.write_bytes(pickle.dumps(walked, protocol=pickle.HIGHEST_PROTOCOL))
-                    pieces.setdefault((j, metric), []).append(path)
+                    pieces[j].setdefault(metric, []).append(path)
             del part
         rows: list[dict] = []
-        for j, spec in enumerate(specs):
-            for (k, _), paths in pieces.items():
-                if k != j:
-                    continue
+        for spec, by_metric_files, left_out in zip(specs, pieces, skipped, strict=True):
+            for paths in by_metric_files.values():
                 done = sorted((sr for path in paths for sr in pickle.loads(path.read_bytes())),
                               key=lambda sr: sr.unique_id)
                 rows += plan.sized_rows(spec, done, units, replica_capacity)
                 for path in paths:
                     path.unlink()
-            rows += plan.skipped_rows(spec, sorted(skipped[j], key=lambda s: s["unique_id"]), units)
+            rows += plan.skipped_rows(spec, sorted(left_out, key=lambda s: s["unique_id"]), units)
     return plan.plan_frame(rows)
