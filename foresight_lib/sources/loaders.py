@@ -22,8 +22,6 @@ into a rate.
 """
 from __future__ import annotations
 
-import fnmatch
-import glob
 import json
 import logging
 import re
@@ -46,6 +44,7 @@ from foresight_lib.frames import (
     to_utc,
 )
 from foresight_lib.horizons import format_duration
+from foresight_lib.sources.file_reading import folder_files, glob_files, is_glob, numeric, read_csv, require, separator
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def load_series(path: str | Path, fmt: str, metrics: Sequence[str] | None = None
     if fmt not in _LOADERS:
         raise ConfigError(f"unknown format '{fmt}'; choose from {list(FORMATS)}")
     path = Path(path)
-    if not path.exists() and not (_is_glob(path) and _glob(path)):
+    if not path.exists() and not (is_glob(path) and glob_files(path)):
         raise DataError(f"{path}: no such file or folder; check the input path")
     wanted = _clean_metrics(metrics)
     result = _LOADERS[fmt](path, wanted)
@@ -159,81 +158,6 @@ def _make_series_table(rows: list[dict], frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("unique_id").reset_index(drop=True)[SERIES_TABLE_COLUMNS]
 
 
-def _read_csv(file: Path, **kwargs) -> pd.DataFrame:
-    """``pd.read_csv`` whose failures become a ``DataError`` naming the file."""
-    if file.stat().st_size == 0:
-        raise DataError(f"{file}: file is empty; remove it or re-export the data")
-    try:
-        df = pd.read_csv(file, **kwargs)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{file}: file is empty; remove it or re-export the data") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"{file}: cannot be read as CSV ({reason}); check that it is a text CSV file of this format"
-        ) from exc
-    if df.empty:
-        raise DataError(f"{file}: file has a header but no rows; remove it or re-export the data")
-    return df
-
-
-def _separator(file: Path) -> str:
-    """The field separator of a text file, from its header line: ``,``, ``;``, tab or ``|``."""
-    with open(file, encoding="utf-8-sig", errors="replace") as fh:
-        header = fh.readline()
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
-    best = max(counts, key=counts.get)
-    return best if counts[best] else ","
-
-
-def _numeric(values: pd.Series, file: Path, column: str) -> np.ndarray:
-    """float64 values; a non-numeric cell raises a ``DataError`` with examples and line numbers."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return values.to_numpy("float64", na_value=np.nan)
-    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
-    blank = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "null", "None"])
-    bad = parsed.isna() & ~blank
-    if bad.any():
-        lines = (np.flatnonzero(bad.to_numpy()) + 2).tolist()[:3]
-        examples = values[bad].astype(str).head(3).tolist()
-        raise DataError(
-            f"{file}: {int(bad.sum())} non-numeric value(s) in column '{column}', e.g. {examples} "
-            f"(line(s) {lines}); fix or remove those rows"
-        )
-    return parsed.to_numpy("float64", na_value=np.nan)
-
-
-def _require(df: pd.DataFrame, columns: Sequence[str], file: Path, what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{file}: missing column(s) {missing}; {what} needs {list(columns)} (found: {list(df.columns)[:12]})"
-        )
-
-
-def _is_glob(path: Path) -> bool:
-    return any(ch in str(path) for ch in "*?[")
-
-
-def _glob(path: Path) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-
-
-def _folder_files(path: Path, patterns: Sequence[str], exclude: Callable[[Path], bool] | None = None) -> list[Path]:
-    """The format's files in a folder (recursively), the file itself, or the files a glob pattern matches."""
-    if path.is_file():
-        return [path]
-    if not path.exists() and _is_glob(path):
-        files = [f for f in _glob(path) if any(fnmatch.fnmatch(f.name, p) for p in patterns)]
-    else:
-        files = sorted({f for pattern in patterns for f in path.rglob(pattern) if f.is_file()})
-    if exclude is not None:
-        files = [f for f in files if not exclude(f)]
-    if not files:
-        raise DataError(f"{path}: no {'/'.join(patterns)} file found in this folder; check the path and --format")
-    return files
-
-
 def _load_files(
     path: Path, files: list[Path], read_one: Callable[[Path], tuple[pd.DataFrame, list[dict], list[dict]]],
 ) -> LoadResult:
@@ -290,7 +214,7 @@ def _load_long(path: Path, metrics: set[str] | None) -> LoadResult:
     def is_table(f: Path) -> bool:
         return f.name.endswith(".series.parquet") or f.name.endswith(".series.csv")
 
-    files = _folder_files(path, ["*.csv", "*.parquet"], exclude=is_table)
+    files = folder_files(path, ["*.csv", "*.parquet"], exclude=is_table)
     return _load_files(path, files, lambda f: _read_long_file(f, metrics))
 
 
@@ -306,10 +230,10 @@ def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame,
         if df.empty:
             raise DataError(f"{file}: file has no rows; remove it or re-export the data")
     else:
-        df = _read_csv(file, sep=_separator(file), encoding="utf-8-sig")
-    _require(df, SERIES_COLUMNS, file, "a long-format file")
+        df = read_csv(file, sep=separator(file), encoding="utf-8-sig")
+    require(df, SERIES_COLUMNS, file, "a long-format file")
     df = df.copy(deep=False)  # copy on write: columns are replaced, never changed in place
-    df["y"] = _numeric(df["y"], file, "y")
+    df["y"] = numeric(df["y"], file, "y")
     df["ds"] = to_utc(df["ds"], source=str(file))
     df["unique_id"] = categorical_ids(df["unique_id"])
     table = _sidecar_table(file)
@@ -428,7 +352,7 @@ def parse_nab_name(stem: str) -> tuple[str, str, str, dict]:
 
 
 def _load_nab(path: Path, metrics: set[str] | None) -> LoadResult:
-    files = _folder_files(path, ["*.csv"])
+    files = folder_files(path, ["*.csv"])
     if metrics is not None:
         files = [f for f in files if parse_nab_name(f.stem)[0] in metrics]
         if not files:
@@ -438,12 +362,12 @@ def _load_nab(path: Path, metrics: set[str] | None) -> LoadResult:
 
 
 def _read_nab_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
-    df = _read_csv(file)
+    df = read_csv(file)
     df.columns = [str(c).strip().lower() for c in df.columns]
-    _require(df, ["timestamp", "value"], file, "a NAB file")
+    require(df, ["timestamp", "value"], file, "a NAB file")
     metric, entity, unit, labels = parse_nab_name(file.stem)
     uid = make_unique_id(metric, entity)
-    values = _numeric(df["value"], file, "value")
+    values = numeric(df["value"], file, "value")
     ds = to_utc(df["timestamp"], source=str(file))
     row = {"unique_id": uid, "metric": metric, "entity": entity, "unit": unit, "labels": _label_json(labels)}
     return _long_pieces(uid, ds, values), [row], []
@@ -470,7 +394,7 @@ BITBRAINS_METRICS = [m for m, _ in BITBRAINS_COLUMNS.values()]
 
 def _load_bitbrains(path: Path, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, BITBRAINS_METRICS, "bitbrains")
-    files = _folder_files(path, ["*.csv"])
+    files = folder_files(path, ["*.csv"])
     return _load_files(path, files, lambda f: _read_bitbrains_file(f, metrics))
 
 
@@ -488,15 +412,15 @@ def _epoch_seconds(values: np.ndarray) -> np.ndarray:
 
 def _read_bitbrains_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     # ';' then TAB: the C parser with skipinitialspace drops the TAB before each value.
-    df = _read_csv(file, sep=";", skipinitialspace=True, engine="c")
+    df = read_csv(file, sep=";", skipinitialspace=True, engine="c")
     df.columns = [str(c).strip().lower() for c in df.columns]
     ts_col = next((c for c in df.columns if c.startswith("timestamp")), None)
     if ts_col is None:
         raise DataError(f"{file}: no 'Timestamp' column; a Bitbrains file starts with 'Timestamp [ms];'"
                         f" (found: {list(df.columns)[:12]})")
     wanted = {h: mu for h, mu in BITBRAINS_COLUMNS.items() if metrics is None or mu[0] in metrics}
-    _require(df, list(wanted), file, "a Bitbrains file")
-    seconds = _epoch_seconds(_numeric(df[ts_col], file, ts_col))
+    require(df, list(wanted), file, "a Bitbrains file")
+    seconds = _epoch_seconds(numeric(df[ts_col], file, ts_col))
     if np.isnan(seconds).any():
         raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty timestamp(s); fix or remove those rows")
     ds = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True)).as_unit("ns")
@@ -504,7 +428,7 @@ def _read_bitbrains_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataF
     pieces, rows = [], []
     for header, (metric, unit) in wanted.items():
         uid = make_unique_id(metric, entity)
-        pieces.append(_long_pieces(uid, ds, _numeric(df[header], file, header)))
+        pieces.append(_long_pieces(uid, ds, numeric(df[header], file, header)))
         rows.append({"unique_id": uid, "metric": metric, "entity": entity, "unit": unit,
                      "labels": _label_json({"vm": file.stem, "source_file": file.name})})
     return pd.concat(pieces, ignore_index=True), rows, []
@@ -529,17 +453,17 @@ ALIBABA2018_METRICS = {
 
 def _load_alibaba2018(path: Path, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, [m for m, _, _ in ALIBABA2018_METRICS.values()], "alibaba2018")
-    files = _folder_files(path, ["machine_usage*.csv"])
+    files = folder_files(path, ["machine_usage*.csv"])
     return _load_files(path, files, lambda f: _read_alibaba2018_file(f, metrics))
 
 
 def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
-    df = _read_csv(file, header=None)
+    df = read_csv(file, header=None)
     if df.shape[1] != len(ALIBABA2018_COLUMNS):
         raise DataError(f"{file}: {df.shape[1]} column(s), expected {len(ALIBABA2018_COLUMNS)} "
                         f"({', '.join(ALIBABA2018_COLUMNS)}, no header row)")
     df.columns = ALIBABA2018_COLUMNS
-    seconds = _numeric(df["time_stamp"], file, "time_stamp")
+    seconds = numeric(df["time_stamp"], file, "time_stamp")
     if np.isnan(seconds).any():
         raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty time_stamp(s); fix or remove those rows")
     ds = pd.DatetimeIndex(ALIBABA2018_EPOCH + pd.to_timedelta(seconds, unit="s")).as_unit("ns")
@@ -548,7 +472,7 @@ def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.Dat
     for column, (metric, unit, counter) in ALIBABA2018_METRICS.items():
         if metrics is not None and metric not in metrics:
             continue
-        values = _numeric(df[column], file, column)
+        values = numeric(df[column], file, column)
         if column == "disk_io_percent":  # -1 and 101 mark invalid samples in the trace
             invalid = (values < 0) | (values > 100)
             values = np.where(invalid, np.nan, values)
@@ -574,16 +498,16 @@ def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.Dat
 
 def _load_alibaba_genai(path: Path, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, ["memory_utilization"], "alibaba_genai")
-    files = _folder_files(path, ["*.csv"])
+    files = folder_files(path, ["*.csv"])
     return _load_files(path, files, _read_alibaba_genai_file)
 
 
 def _read_alibaba_genai_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
-    df = _read_csv(file)
+    df = read_csv(file)
     df.columns = [str(c).strip().lower() for c in df.columns]
-    _require(df, ["value", "timestamp_anon", "container_ip"], file, "an Alibaba GenAI pod file")
-    values = _numeric(df["value"], file, "value")
-    seconds = _numeric(df["timestamp_anon"], file, "timestamp_anon")
+    require(df, ["value", "timestamp_anon", "container_ip"], file, "an Alibaba GenAI pod file")
+    values = numeric(df["value"], file, "value")
+    seconds = numeric(df["timestamp_anon"], file, "timestamp_anon")
     if np.isnan(seconds).any():
         raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty timestamp_anon value(s); "
                         "fix or remove those rows")
