@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from foresight_lib.forecasting.metrics import champion, leaderboard
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series
 from foresight_lib.forecasting.shards import empty_reason, is_global, load_parts, part_name, require_parts
 from foresight_lib.frames import categorical_ids
+from foresight_lib.scratch import scratch_dir
 
 __all__ = ["backtest_forecasts_name", "champion_bundles", "evaluate_in_shards", "merge_bundles",
            "read_backtest_forecasts", "result_name", "subset_part", "summarize"]
@@ -241,7 +241,7 @@ def champion_bundles(store, result: BacktestResult, champions: dict[str, str], f
             frame = features[features["unique_id"].isin([u for u in result.series if metric_of[u] == metric])]
             yield metric, ChampionBundle.from_result(result, model, frame, unit=units.get(metric))
         return
-    with tempfile.TemporaryDirectory(prefix="foresight-champions-") as tmp:
+    with scratch_dir("champions") as tmp:
         pieces: dict[str, list[Path]] = {metric: [] for metric in champions}
         for i, name in enumerate(result.shard_results):
             shard_result = pickle.loads(store.read_bytes(name))

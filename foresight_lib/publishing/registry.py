@@ -20,7 +20,6 @@ import logging
 import math
 import pickle
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -36,6 +35,7 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 from foresight_lib.errors import ConfigError, ForesightError
 from foresight_lib.forecasting.champion import CHECK_MODES, ChampionBundle
 from foresight_lib.publishing.mlflow_store import _client, _experiment_id, quiet_mlflow
+from foresight_lib.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
         with mlflow.start_run(experiment_id=experiment, nested=mlflow.active_run() is not None,
                               run_name=f"register {metric}") as run:
             source_run_id = run.info.run_id
-    with tempfile.TemporaryDirectory(prefix="foresight-champion-") as tmp:
+    with scratch_dir("champion") as tmp:
         path = Path(tmp) / "bundle.pkl"
         with open(path, "wb") as fh:
             pickle.dump(bundle, fh, protocol=pickle.HIGHEST_PROTOCOL)

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +74,7 @@ from foresight_lib.publishing.registry import (
     source_versions,
     versions_from_run,
 )
+from foresight_lib.scratch import scratch_dir
 
 __all__ = [
     "BUNDLE_ARTIFACT", "CHALLENGER_ALIAS", "CHAMPION_ALIAS", "CHECK_TIMEOUT_S", "DEFAULT_DIR_ENV",
@@ -162,7 +162,7 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
     parent_id = parent.info.run_id
     children: dict[str, str] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="foresight-mlflow-") as tmp:
+        with scratch_dir("mlflow") as tmp:
             _log_parent(client, parent_id, result, champions, config_dict or {}, artifacts or {}, validation_html,
                         Path(tmp))
             for model in models:

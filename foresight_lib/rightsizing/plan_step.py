@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.rightsizing import plan
 from foresight_lib.runs import FEATURE_SERIES, FEATURES, open_run
+from foresight_lib.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def plan_from_walk_files(store, names: list[str], series: pd.DataFrame,
     and the rows are those of the walks merged at once.
     """
     units = plan.series_units(series)
-    with tempfile.TemporaryDirectory(prefix="foresight-walks-") as tmp:
+    with scratch_dir("walks") as tmp:
         specs, skipped, pieces, count = None, [], [], 0
         for name in names:
             part = pickle.loads(store.read_bytes(name))
