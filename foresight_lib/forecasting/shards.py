@@ -8,7 +8,8 @@ every series, and ``merge_parts`` puts a model's shards back together before the
 
 The global LSTM learns one network across the series, so it is not sharded: one fit per
 run over every series, in a task of its own. Fitted per shard, what it learns (and so its
-accuracy) would change with the shard size.
+accuracy) would change with the shard size: at the default of 100 series the change was
+within the seed's own spread, for one fit per shard (``benchmarks/lstm_shards.py``).
 
 A part is ``backtests/<model>.pkl`` when the model runs as one task (the LSTM always,
 every model when there is one shard) and ``backtests/<model>/shard-<i>.pkl`` for shard
