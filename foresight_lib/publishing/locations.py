@@ -59,13 +59,19 @@ def unsafe_run_id(safe: str) -> str:
     return raw.decode("utf-8")
 
 
+def _s3_endpoint() -> str | None:
+    return (os.environ.get("FORESIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _s3_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def s3_client_kwargs() -> dict[str, Any]:
     """boto3 client arguments from the same environment as the data root's S3 filesystem."""
-    endpoint = os.environ.get("FORESIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL")
-    kwargs: dict[str, Any] = {
-        "region_name": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-    }
+    endpoint = _s3_endpoint()
+    kwargs: dict[str, Any] = {"region_name": _s3_region()}
     if endpoint:
         kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"http://{endpoint}"
     return kwargs
@@ -73,11 +79,8 @@ def s3_client_kwargs() -> dict[str, Any]:
 
 def s3_filesystem() -> pafs.S3FileSystem:
     """An S3 client configured from the environment (MinIO via FORESIGHT_S3_ENDPOINT/AWS_ENDPOINT_URL)."""
-    endpoint = os.environ.get("FORESIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL")
-    kwargs: dict[str, Any] = {
-        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-    }
+    endpoint = _s3_endpoint()
+    kwargs: dict[str, Any] = {"region": _s3_region()}
     if endpoint:
         scheme, sep, host = endpoint.partition("://")
         if sep:

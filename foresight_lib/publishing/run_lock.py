@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from foresight_lib.errors import ForesightError, RunLocked, SourceError
+from foresight_lib.scratch import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ class LockOwner:
     def describe(self) -> str:
         who = f"run {self.run_id!r} (attempt {self.attempt}, since {self.acquired_at}, on {self.host}"
         return who + (f", pid {self.pid})" if self.pid else ")")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:
@@ -119,7 +110,7 @@ class RunLock:
     # -- the protocol -------------------------------------------------------------------
     def stale(self, owner: LockOwner) -> str | None:
         """Why ``owner`` no longer holds the lock, or None when it may still be running."""
-        if owner.pid and owner.host == socket.gethostname() and not _pid_alive(int(owner.pid)):
+        if owner.pid and owner.host == socket.gethostname() and not process_alive(int(owner.pid)):
             return f"its process {owner.pid} is gone"
         try:
             age = pd.Timestamp.now(tz="UTC") - pd.Timestamp(owner.acquired_at)
