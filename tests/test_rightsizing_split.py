@@ -10,7 +10,7 @@ import pytest
 
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.tuning import tune
+from foresight_lib.rightsizing.tuning import tune, tune_window_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,3 +111,36 @@ def test_profiles_have_a_memory_target_far_below_cpu():
         prof = rs.get_profile(name)
         assert prof.target_for("memory") <= prof.target_for("cpu") / 5
     assert rs.get_profile("balanced").target_for("memory") == pytest.approx(0.001)
+
+
+def test_window_target_tuning_reads_only_tuning_series_and_picks_the_largest_kept_multiple():
+    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
+    read: list[str] = []
+
+    def loader(ids):
+        read.extend(ids)
+        return _frame(ids, days=4), None
+
+    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
+        tune_window_target("bitbrains", tuning + evaluation, loader, scales=(1.0,))
+    assert read == []
+
+    result = tune_window_target("bitbrains", tuning, loader, scales=(1.0, 2.0, 40.0))
+    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+    table = result.table
+    assert set(table["metric"]) == {"cpu_usage_mhz"}  # memory keeps its target
+    cpu = table.set_index("window_target_scale")
+    assert cpu.loc[40.0, "violations"] > cpu.loc[1.0, "violations"]  # aiming higher lets more points over
+    assert cpu.loc[40.0, "slack"] < cpu.loc[1.0, "slack"]
+    kept = cpu[cpu["kept"]]
+    chosen = result.chosen["cpu_usage_mhz"]["window_target_scale"]
+    assert chosen == (kept.index.max() if len(kept) else 1.0)
+
+
+def test_window_factors_aim_at_the_scaled_target_for_cpu_only():
+    prof = rs.get_profile("balanced")
+    assert rs.learnt_target(prof, "cpu", "window", 1.5) == pytest.approx(0.03)
+    assert rs.learnt_target(prof, "other", "window", 1.5) == pytest.approx(0.03)
+    assert rs.learnt_target(prof, "memory", "window", 1.5) == pytest.approx(0.001)
+    assert rs.learnt_target(prof, "cpu", "daily", 1.5) == pytest.approx(0.02)
+    assert rs.learnt_target(prof, "cpu", "window", 100.0) == 0.5

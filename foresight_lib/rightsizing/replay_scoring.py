@@ -57,7 +57,8 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             # only periods sized after the last step change began (their bases knew the new level)
             past = past[learnable_starts[max(0, pos - keep):pos] > sr.level_starts[i]] if sr.level_starts[i] else past
             low = max(prof.min_factor, spec.memory_min_factor) if sr.resource == "memory" else None
-            own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low)
+            target = rs.learnt_target(prof, sr.resource, spec.mode, spec.window_target_scale)
+            own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low, target)
             if spec.mode == "window":
                 learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof, low)
             else:
@@ -127,7 +128,8 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
             pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
                     for times, r in parts]
             k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]),
-                                    prof.target_for(rs.resource_of(metric)))
+                                    rs.learnt_target(prof, rs.resource_of(metric), spec.mode,
+                                                     spec.window_target_scale))
             if k is not None:
                 out[(metric, int(t))] = k
     return out
@@ -218,27 +220,38 @@ def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[s
 
     Its trade-off curve: the same bases, factors learnt (and pooled over every walked
     series, as for the profile's own plan) for each target, rounded and scored like the
-    profile's own plan on the series in ``scored_ids``.
+    profile's own plan on the series in ``scored_ids``. A target here is the one the plan
+    would name (in window mode its factors aim at ``spec.window_target_scale`` times it,
+    as the published plan's do).
     """
     rows = []
     for target in TARGETS:
         prof = dc_replace(spec.profile_, target_violation=target, memory_target_violation=target)
-        acc: dict[str, list[float]] = {}
-        for sr, track in zip(done, forecast_tracks(done, spec, prof), strict=True):
-            if sr.unique_id not in scored_ids:
-                continue
-            sums = acc.setdefault(sr.metric, [0.0, 0.0, 0.0, 0.0, 0.0])
-            for i, scored in enumerate(sr.scored):
-                if not scored or not np.isfinite(track.requests[i]):
-                    continue
-                s = score(track.requests[i], sr.actuals[i], track.limits[i] if sr.resource == "memory" else None)
-                sums[0] += s["provisioned"]
-                sums[1] += s["unused"]
-                sums[2] += s["points"]
-                sums[3] += s["over"]
-                sums[4] += s.get("over_limit", 0)
-        for metric, (prov, unused, points, over, over_limit) in sorted(acc.items()):
-            memory = rs.resource_of(metric) == "memory"
-            rows.append({"metric": metric, "target": target,
-                         **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
+        for row in score_tracks(done, forecast_tracks(done, spec, prof), scored_ids):
+            rows.append({"metric": row.pop("metric"), "target": target, **row})
     return pd.DataFrame(rows)
+
+
+def score_tracks(done: list[_SeriesReplay], tracks: list[_Track], scored_ids: set[str]) -> list[dict]:
+    """Per metric: slack and violations (memory: and above the limit) of ``tracks``' scored
+    requests on the series in ``scored_ids``."""
+    acc: dict[str, list[float]] = {}
+    for sr, track in zip(done, tracks, strict=True):
+        if sr.unique_id not in scored_ids:
+            continue
+        sums = acc.setdefault(sr.metric, [0.0, 0.0, 0.0, 0.0, 0.0])
+        for i, scored in enumerate(sr.scored):
+            if not scored or not np.isfinite(track.requests[i]):
+                continue
+            s = score(track.requests[i], sr.actuals[i], track.limits[i] if sr.resource == "memory" else None)
+            sums[0] += s["provisioned"]
+            sums[1] += s["unused"]
+            sums[2] += s["points"]
+            sums[3] += s["over"]
+            sums[4] += s.get("over_limit", 0)
+    rows = []
+    for metric, (prov, unused, points, over, over_limit) in sorted(acc.items()):
+        memory = rs.resource_of(metric) == "memory"
+        rows.append({"metric": metric,
+                     **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
+    return rows

@@ -65,6 +65,9 @@ class ReplaySpec:
                                                    rs.STEP_CHANGE_MIN_HOURS)
     """Daily mode: ratio, hours before and least hours after of a memory step change
     (``rightsizing.last_step_change``)."""
+    window_target_scale: float = rs.WINDOW_TARGET_SCALE
+    """Window mode: the learnt factors of every resource but memory aim at this many times
+    the profile's target (``rightsizing.learnt_target``)."""
     margins: Sequence[float] = DEFAULT_MARGINS
     max_days: int | None = None
     """Score at most this many days per series (the first ones after the minimum history)."""
@@ -92,6 +95,8 @@ class ReplaySpec:
         if self.memory_peak_days < 1 or self.memory_min_factor <= 0:
             raise ConfigError(f"memory_peak_days must be at least 1 and memory_min_factor positive, got "
                               f"{self.memory_peak_days} and {self.memory_min_factor}")
+        if not 0 < self.window_target_scale <= 50:
+            raise ConfigError(f"window_target_scale must be in (0, 50], got {self.window_target_scale}")
         if not self.margins or any(m < 0 for m in self.margins):
             raise ConfigError(f"margins must be a non-empty list of non-negative numbers, got {list(self.margins)}")
         self.margins = tuple(sorted(float(m) for m in self.margins))
@@ -213,6 +218,7 @@ class ReplayResult:
                 "calibration_windows": self.spec.calibration_windows, "lead_windows": self.spec.lead_windows,
                 "memory_peak_days": self.spec.memory_peak_days, "memory_min_factor": self.spec.memory_min_factor,
                 "memory_step_change": list(self.spec.memory_step_change),
+                "window_target_scale": self.spec.window_target_scale,
                 "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),
             },

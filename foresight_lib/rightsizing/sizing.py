@@ -11,7 +11,8 @@ seasonal peak-to-level ratio, or the latest known window's peak where higher; fo
 the smoothed peaks of the windows before, or the latest known window's peak where higher).
 The base is multiplied by a *factor* learnt from the entity's own past, a split-conformal
 quantile: the smallest factor that would have kept the share of 5-minute points above the
-request at or under the profile's target for the resource (``Profile.target_for``) over
+request at or under the profile's target for the resource (``Profile.target_for``; in
+window mode a multiple of it for CPU, ``learnt_target``) over
 the recent periods (``calibrate_factor``; window factors are shrunk toward the factor of
 every series of the same metric over the same windows, sized with the same lead,
 ``shrink_factor``), and the request is capped at the highest usage of those periods
@@ -425,17 +426,43 @@ def cap_to_observed(value: float, past_peak: float | None) -> float:
     return float(min(value, past_peak))
 
 
+WINDOW_TARGET_SCALE = 1.5
+"""Window mode, CPU and the other resources but memory: the learnt factors aim at this
+many times the profile's target (``learnt_target``). A window's request is the larger
+of the calibrated forecast and the latest known window's peak, and its factor is shrunk
+toward the fleet's, so the share of points above it comes out below the quantile its
+factor was learnt at. The scale that makes the published plan's violations on the
+tuning part meet the target (with ``tuning.HEADROOM``) was chosen there
+(``tuning.tune_window_target``, ``benchmarks/results/rightsizing_tuning.md``). Memory
+keeps its target as it is: there the realized share is above it already."""
+
+
+def learnt_target(profile: Profile, resource: str, mode: str = "daily",
+                  window_scale: float = WINDOW_TARGET_SCALE) -> float:
+    """The share of past points above ``factor × base`` a learnt factor aims at.
+
+    The profile's target for ``resource`` (``Profile.target_for``, the one a
+    recommendation names), in window mode times ``window_scale`` for every resource but
+    memory (``WINDOW_TARGET_SCALE``), at most a half.
+    """
+    target = profile.target_for(resource)
+    if mode == "window" and resource != "memory":
+        target *= window_scale
+    return float(min(target, 0.5))
+
+
 def calibrate_factor(ratios: np.ndarray, profile: Profile, resource: str = "cpu",
-                     min_factor: float | None = None) -> float | None:
-    """The smallest factor ``k`` with at most the profile's target share of the past points above ``k × base``.
+                     min_factor: float | None = None, target: float | None = None) -> float | None:
+    """The smallest factor ``k`` with at most the target share of the past points above ``k × base``.
 
     ``ratios`` are the past periods' usage over their bases (learnt from past periods
-    only); the target is the profile's for ``resource`` (``Profile.target_for``) and the
+    only); the target is ``target``, by default the profile's for ``resource``
+    (``Profile.target_for``), and the
     factor is clamped to ``[min_factor, max_factor]`` (default ``min_factor``: the
     profile's). This is a split-conformal quantile of the entity's own past errors. None
     when there is nothing to learn from.
     """
-    k = factor_of_ratios(ratios, profile.target_for(resource))
+    k = factor_of_ratios(ratios, profile.target_for(resource) if target is None else target)
     low = profile.min_factor if min_factor is None else min_factor
     return None if k is None else float(min(max(k, low), profile.max_factor))
 

@@ -14,21 +14,25 @@ the tuning run's figures in ``benchmarks/results/rightsizing_tuning.md``
 Candidates (daily mode, memory): the days whose highest peak is the base
 (``MEMORY_PEAK_DAYS_CANDIDATES``), the least factor over it
 (``MEMORY_MIN_FACTOR_CANDIDATES``) and what counts as a step change
-(``STEP_CHANGE_CANDIDATES``).
+(``STEP_CHANGE_CANDIDATES``). Window mode, CPU and the other resources but memory
+(``tune_window_target``): how many times the profile's target the learnt factors aim at
+(``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALE``).
 """
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 
 import pandas as pd
 
 from foresight_lib.errors import DataError
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay
+from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay, walk
 from foresight_lib.rightsizing.replay_report import FORECAST
+from foresight_lib.rightsizing.replay_scoring import forecast_tracks, score_tracks
 
 Loader = Callable[[list[str]], tuple[pd.DataFrame, pd.DataFrame | None]]
 """Given series ids, the regular long frame of those series and their series table."""
@@ -37,6 +41,8 @@ MEMORY_PEAK_DAYS_CANDIDATES = (1, 2, 3, 5, 7)
 MEMORY_MIN_FACTOR_CANDIDATES = (1.0, 1.05, 1.1)
 STEP_CHANGE_CANDIDATES = ((2.0, 6, 2), (3.0, 6, 2), (2.0, 24, 6))
 """Memory step change: (ratio, hours before, least hours after)."""
+WINDOW_TARGET_SCALE_CANDIDATES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+"""Window mode: multiples of the profile's target the learnt factors may aim at."""
 HEADROOM = 0.8
 """A candidate keeps the target when its violations on the tuning part are at most this
 share of the target: a fifth of the target is left for the difference between the
@@ -72,15 +78,7 @@ def tune(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced"
         EvaluationDataError: an id (asked for or returned by ``load``) is in the evaluation part.
         DataError: the loader returned no series.
     """
-    ids = splits.require_tuning(trace, ids)
-    frame, series = load(list(ids))
-    returned = frame["unique_id"].astype(str).unique().tolist() if len(frame) else []
-    splits.require_tuning(trace, returned)
-    unasked = sorted(set(returned) - set(ids))
-    if unasked:
-        raise DataError(f"the loader returned series that were not asked for: {unasked[:3]}")
-    if not returned:
-        raise DataError(f"the loader returned no series for the {len(ids)} tuning ids of {trace}")
+    frame, series = _load_tuning(trace, ids, load)
     prof = rs.get_profile(profile)
     rows = []
     for days, low, step in itertools.product(peak_days, min_factors, step_changes):
@@ -96,6 +94,60 @@ def tune(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced"
                          "target": target, "kept": bool(row["violations"] <= HEADROOM * target)})
     table = pd.DataFrame(rows)
     return TuningResult(trace, list(ids), prof.name, table, choose(table))
+
+
+def _load_tuning(trace: str, ids: Sequence[str], load: Loader) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The frame and series table of ``ids``, every one checked to be in the tuning part
+    before and after loading (``EvaluationDataError`` otherwise)."""
+    ids = splits.require_tuning(trace, ids)
+    frame, series = load(list(ids))
+    returned = frame["unique_id"].astype(str).unique().tolist() if len(frame) else []
+    splits.require_tuning(trace, returned)
+    unasked = sorted(set(returned) - set(ids))
+    if unasked:
+        raise DataError(f"the loader returned series that were not asked for: {unasked[:3]}")
+    if not returned:
+        raise DataError(f"the loader returned no series for the {len(ids)} tuning ids of {trace}")
+    return frame, series
+
+
+def tune_window_target(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
+                       scales: Sequence[float] = WINDOW_TARGET_SCALE_CANDIDATES,
+                       max_days: int | None = None) -> TuningResult:
+    """Window mode: the multiple of the profile's target the learnt factors aim at, per metric.
+
+    The tuning series ``ids`` of ``trace`` but memory's are walked once (window mode,
+    sized at the window start); the plan is then sized with each scale and scored. Per
+    metric the largest scale whose violations keep the profile's target (with
+    ``HEADROOM``) is chosen, the least slack of those kept; the smallest scale when none
+    keeps it. Raises as ``tune``.
+    """
+    frame, series = _load_tuning(trace, ids, load)
+    frame = frame[frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) != "memory")]
+    if frame.empty:
+        raise DataError(f"no tuning series of {trace} but memory's to tune the window target on")
+    prof = rs.get_profile(profile)
+    spec = ReplaySpec(mode="window", profile=profile, model=DEFAULT_MODEL["window"], max_days=max_days,
+                      margins=(0.0,))
+    done, _ = walk(frame, spec, series)
+    scored = {sr.unique_id for sr in done}
+    rows = []
+    for scale in scales:
+        scaled = dc_replace(spec, window_target_scale=float(scale))
+        for row in score_tracks(done, forecast_tracks(done, scaled), scored):
+            resource = rs.resource_of(row["metric"])
+            target = prof.target_for(resource)
+            rows.append({"window_target_scale": float(scale), "metric": row["metric"], "resource": resource,
+                         "slack": row["slack"], "violations": row["violations"], "target": target,
+                         "kept": bool(row["violations"] <= HEADROOM * target)})
+    table = pd.DataFrame(rows)
+    chosen: dict[str, dict] = {}
+    for metric, g in table.groupby("metric", sort=True) if len(table) else []:
+        kept = g[g["kept"]]
+        best = kept.sort_values(["slack", "violations"]).iloc[0] if len(kept) else \
+            g.sort_values("window_target_scale").iloc[0]
+        chosen[str(metric)] = best.to_dict()
+    return TuningResult(trace, list(ids), prof.name, table, chosen)
 
 
 def choose(table: pd.DataFrame) -> dict[str, dict]:

@@ -1,0 +1,141 @@
+"""Daily memory: a cross-series quantile regression of the next day's peak, judged on the tuning part.
+
+The daily memory base is the highest peak of the last ``MEMORY_PEAK_DAYS`` days times a
+least factor (``foresight_lib/rightsizing/sizing.py``). The alternative asked for is a
+model of the next day's peak fitted across series: a linear quantile regression of
+``log(peak of the day / peak of the day before)`` on features of the seven daily peaks
+before it (each relative to the latest: the two days before, the highest of three and of
+seven, their mean, the spread of their day-to-day changes) and whether the day is a
+weekend day. The request is the day before's peak times ``exp`` of the predicted
+quantile.
+
+Everything here runs on the **tuning** part of the Bitbrains trace only
+(``foresight_lib/rightsizing/splits.py``): the regression is scored by leave-one-VM-out
+cross-validation (each VM's days predicted by a model fitted on the other tuning VMs),
+next to the shipped estimator and the VPA-style baseline of the same daily replay on the
+same days, and the shipped estimator's requests rescaled by one factor (its own
+trade-off curve). Writes ``benchmarks/results/rightsizing_peak_regression.md`` and
+``.json``.
+
+    .venv/bin/python benchmarks/rightsizing_peak_regression.py
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import QuantileRegressor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rightsizing_tune import PREPARED_METRICS, TRACE, load_files, vm_ids  # noqa: E402
+
+from foresight_lib.rightsizing import splits  # noqa: E402
+from foresight_lib.rightsizing.replay import ReplaySpec, replay  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+COMMAND = ".venv/bin/python benchmarks/rightsizing_peak_regression.py"
+MEMORY = PREPARED_METRICS[1]
+PAST_DAYS = 7
+QUANTILES = (0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
+SCALES = (1.0, 1.05, 1.1, 1.15, 1.2)
+
+
+def features(peaks: np.ndarray, weekend: bool) -> np.ndarray:
+    """Features of the ``PAST_DAYS`` daily peaks before a day (oldest first), relative to the latest."""
+    lp = np.log(peaks)
+    last = lp[-1]
+    return np.array([lp[-2] - last, lp[-3] - last, lp[-3:].max() - last, lp.max() - last, lp.mean() - last,
+                     np.diff(lp).std(), float(weekend)])
+
+
+def days_table(frame: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Per scored day with ``PAST_DAYS`` whole positive daily peaks before it: the features,
+    the day's points and the shipped and VPA-style requests of the replay."""
+    requests = records.pivot_table(index=["unique_id", "period_start"], columns="method", values="request")
+    rows = []
+    for uid, g in frame.groupby("unique_id", sort=True):
+        day = g["ds"].dt.floor("D")
+        y = g["y"].to_numpy("float64")
+        by_day = {d: y[idx] for d, idx in g.groupby(day).indices.items()}
+        days = sorted(by_day)
+        peaks = np.array([np.nanmax(by_day[d]) if np.isfinite(by_day[d]).any() else np.nan for d in days])
+        for i in range(PAST_DAYS, len(days)):
+            key = (uid, days[i])
+            past = peaks[i - PAST_DAYS:i]
+            if key not in requests.index or not (np.isfinite(past).all() and (past > 0).all()):
+                continue
+            used = by_day[days[i]]
+            used = used[np.isfinite(used)]
+            if len(used) != 288:
+                continue
+            rows.append({"unique_id": uid, "entity": splits.entity_of(uid), "day": days[i], "last": past[-1],
+                         "x": features(past, days[i].day_of_week >= 5), "used": used,
+                         "shipped": float(requests.loc[key, "forecast"]), "vpa": float(requests.loc[key, "vpa"])})
+    return pd.DataFrame(rows)
+
+
+def score(requests: np.ndarray, used: list[np.ndarray]) -> dict:
+    provisioned = sum(r * u.size for r, u in zip(requests, used, strict=True))
+    unused = sum(np.maximum(r - u, 0.0).sum() for r, u in zip(requests, used, strict=True))
+    over = sum(int((u > r).sum()) for r, u in zip(requests, used, strict=True))
+    points = sum(u.size for u in used)
+    return {"slack": float(unused / provisioned), "violations": float(over / points)}
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore", module="sklearn")
+    started = time.perf_counter()
+    ids = [i for i in splits.ids_in(TRACE, vm_ids(), splits.TUNING) if i.startswith(MEMORY)]
+    frame, series = load_files(ids)
+    splits.require_tuning(TRACE, frame["unique_id"].astype(str).unique().tolist())
+    result = replay(frame, ReplaySpec(mode="daily", profile="balanced", model="seasonal_naive", margins=(0.0,)),
+                    series)
+    table = days_table(frame, result.records)
+    x, used = np.stack(table["x"].to_numpy()), list(table["used"])
+    target = np.log(np.array([u.max() for u in used]) / table["last"].to_numpy())
+    rows = [{"method": "VPA-style", **score(table["vpa"].to_numpy(), used)}]
+    for s in SCALES:
+        rows.append({"method": f"shipped × {s:g}", **score(table["shipped"].to_numpy() * s, used)})
+    entities = sorted(table["entity"].unique())
+    for q in QUANTILES:
+        predicted = np.zeros(len(table))
+        for entity in entities:  # leave one VM out
+            held = (table["entity"] == entity).to_numpy()
+            model = QuantileRegressor(quantile=q, alpha=0.0, solver="highs").fit(x[~held], target[~held])
+            predicted[held] = model.predict(x[held])
+        rows.append({"method": f"quantile regression, q = {q:g} (leave one VM out)",
+                     **score(table["last"].to_numpy() * np.exp(predicted), used)})
+    out = {"command": COMMAND, "python": platform.python_version(), "trace": TRACE, "part": splits.TUNING,
+           "metric": MEMORY, "series": int(table["unique_id"].nunique()), "days": len(table),
+           "seconds": round(time.perf_counter() - started, 1), "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "rightsizing_peak_regression.json").write_text(json.dumps(out, indent=2) + "\n")
+    text = render(out)
+    (RESULTS / "rightsizing_peak_regression.md").write_text(text)
+    print(text)
+    return 0
+
+
+def render(out: dict) -> str:
+    lines = [
+        "# Daily memory: a quantile regression of the next day's peak (tuning part only)", "",
+        f"Command: `{out['command']}` ({out['seconds']} s). Bitbrains, `{out['metric']}`, the tuning part "
+        f"({out['series']} VMs, {out['days']} days with a week of daily peaks before them; the evaluation part is "
+        "not read). The same days for every row; the shipped estimator and the VPA-style baseline are the daily "
+        "replay's requests (balanced profile). See the script's docstring for the features.", "",
+        "| method | slack | violations |", "|---|---|---|",
+    ]
+    lines += [f"| {r['method']} | {100 * r['slack']:.2f} % | {100 * r['violations']:.3f} % |" for r in out["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
