@@ -14,7 +14,11 @@ Everything here runs on the **tuning** part of the Bitbrains trace only
 cross-validation (each VM's days predicted by a model fitted on the other tuning VMs),
 next to the shipped estimator and the VPA-style baseline of the same daily replay on the
 same days, and the shipped estimator's requests rescaled by one factor (its own
-trade-off curve). Writes ``benchmarks/results/rightsizing_peak_regression.md`` and
+trade-off curve). A third alternative keeps the VPA-style baseline's base (its decaying
+histogram's 90th percentile of daily peaks) and replaces its fixed 15 % margin by a
+factor learnt from the VM's previous week as the shipped plan learns its own (the
+smallest factor that kept 0.1 % of those days' points above, never below a least factor).
+Writes ``benchmarks/results/rightsizing_peak_regression.md`` and
 ``.json``.
 
     .venv/bin/python benchmarks/rightsizing_peak_regression.py
@@ -38,6 +42,7 @@ from rightsizing_tune import PREPARED_METRICS, TRACE, load_files, vm_ids  # noqa
 
 from foresight_lib.rightsizing import splits  # noqa: E402
 from foresight_lib.rightsizing.replay import ReplaySpec, replay  # noqa: E402
+from foresight_lib.rightsizing.sizing import factor_of_ratios  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,6 +51,7 @@ MEMORY = PREPARED_METRICS[1]
 PAST_DAYS = 7
 QUANTILES = (0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 SCALES = (1.0, 1.05, 1.1, 1.15, 1.2)
+LEAST_FACTORS = (1.0, 1.05, 1.1, 1.15)
 
 
 def features(peaks: np.ndarray, weekend: bool) -> np.ndarray:
@@ -60,6 +66,7 @@ def days_table(frame: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     """Per scored day with ``PAST_DAYS`` whole positive daily peaks before it: the features,
     the day's points and the shipped and VPA-style requests of the replay."""
     requests = records.pivot_table(index=["unique_id", "period_start"], columns="method", values="request")
+    bases = records[records["method"] == "vpa"].set_index(["unique_id", "period_start"])["base"]
     rows = []
     for uid, g in frame.groupby("unique_id", sort=True):
         day = g["ds"].dt.floor("D")
@@ -78,8 +85,24 @@ def days_table(frame: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append({"unique_id": uid, "entity": splits.entity_of(uid), "day": days[i], "last": past[-1],
                          "x": features(past, days[i].day_of_week >= 5), "used": used,
-                         "shipped": float(requests.loc[key, "forecast"]), "vpa": float(requests.loc[key, "vpa"])})
+                         "shipped": float(requests.loc[key, "forecast"]), "vpa": float(requests.loc[key, "vpa"]),
+                         "vpa_base": float(bases.loc[key])})
     return pd.DataFrame(rows)
+
+
+def vpa_base_with_learnt_factor(table: pd.DataFrame, least: float, target: float = 0.001) -> np.ndarray:
+    """The VPA-style base times a factor learnt from the VM's previous ``PAST_DAYS`` days in the table."""
+    out = np.zeros(len(table))
+    for _, g in table.groupby("unique_id", sort=False):
+        g = g.sort_values("day")
+        base, used, days = g["vpa_base"].to_numpy(), list(g["used"]), g["day"].to_numpy()
+        for i, row in enumerate(g.index):
+            past = [used[j] / base[j] for j in range(i) if (days[i] - days[j]) <= np.timedelta64(PAST_DAYS, "D")]
+            ratios = np.concatenate(past) if past else np.array([])
+            ratios = ratios[np.isfinite(ratios)]
+            k = factor_of_ratios(ratios, target) if ratios.size else 1.15
+            out[table.index.get_loc(row)] = base[i] * max(k, least)
+    return out
 
 
 def score(requests: np.ndarray, used: list[np.ndarray]) -> dict:
@@ -104,6 +127,9 @@ def main() -> int:
     rows = [{"method": "VPA-style", **score(table["vpa"].to_numpy(), used)}]
     for s in SCALES:
         rows.append({"method": f"shipped × {s:g}", **score(table["shipped"].to_numpy() * s, used)})
+    for least in LEAST_FACTORS:
+        rows.append({"method": f"VPA-style base × a learnt factor, at least {least:g}",
+                     **score(vpa_base_with_learnt_factor(table, least), used)})
     entities = sorted(table["entity"].unique())
     for q in QUANTILES:
         predicted = np.zeros(len(table))
