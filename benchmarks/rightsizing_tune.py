@@ -3,7 +3,8 @@
 Lists the Bitbrains VMs, keeps those of the tuning part (``foresight_lib.rightsizing.splits``),
 reads only their files, and runs ``foresight_lib.rightsizing.tuning.tune`` (daily replays
 with each candidate memory setting) and ``tune_window_target`` (window replays with each
-multiple of the profile's target the learnt factors aim at). Writes ``benchmarks/results/rightsizing_tuning.md`` and
+multiple of the profile's target the learnt factors aim at, and for memory with each
+number of days of daily peaks a window's base is never below). Writes ``benchmarks/results/rightsizing_tuning.md`` and
 ``.json``; the chosen values are the constants in ``foresight_lib/rightsizing/sizing.py``.
 The evaluation part is never read here: ``benchmarks/rightsizing_replay.py`` reports it.
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.tuning import HEADROOM, tune, tune_window_target
+from foresight_lib.rightsizing.tuning import HEADROOM, tune, tune_window_memory, tune_window_target
 from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +58,16 @@ def main() -> int:
     started = time.perf_counter()
     result = tune(TRACE, ids, load_files)
     window = tune_window_target(TRACE, ids, load_files)
+    window_memory = tune_window_memory(TRACE, ids, load_files)
     seconds = time.perf_counter() - started
     out = {"trace": TRACE, "data": str(DATA.relative_to(ROOT.parent)), "profile": result.profile,
            "tuning_entities": sorted({splits.entity_of(i) for i in result.ids}), "seconds": round(seconds, 1),
            "headroom": HEADROOM,
            "python": platform.python_version(), "candidates": result.table.to_dict("records"),
            "chosen": result.chosen, "window_target_candidates": window.table.to_dict("records"),
-           "window_target_chosen": window.chosen}
+           "window_target_chosen": window.chosen,
+           "window_memory_candidates": window_memory.table.to_dict("records"),
+           "window_memory_chosen": window_memory.chosen}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rightsizing_tuning.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "rightsizing_tuning.md").write_text(render(out))
@@ -100,8 +104,9 @@ def render(out: dict) -> str:
     lines += [
         "", "## Window mode: the multiple of the target the learnt factors aim at", "",
         f"Window replay (sized at the window start), profile `{out['profile']}`, the same VMs, every series but "
-        "memory's (memory keeps its target: its violations are above it already). The plan is sized with each "
-        "multiple of the profile's target and scored; per metric the largest multiple whose violations keep the "
+        "memory's (memory keeps its own target; its window base has its own candidates below). The plan is "
+        "sized with each multiple of the profile's target and scored; per metric the largest multiple whose "
+        "violations keep the "
         f"target (at most {100 * out['headroom']:g} % of it) is chosen.", "",
         "| multiple of the target | metric | slack | violations | target | kept |", "|---|---|---|---|---|---|",
     ]
@@ -112,6 +117,23 @@ def render(out: dict) -> str:
     lines += ["", "Chosen:", ""]
     for metric, row in out["window_target_chosen"].items():
         lines.append(f"- {metric}: {row['window_target_scale']:g} × the target ({100 * row['slack']:.2f} % slack, "
+                     f"{100 * row['violations']:.3f} % violations)")
+    lines += [
+        "", "## Window mode, memory: the daily peaks a window's base is never below", "",
+        f"Window replay (sized at the window start), profile `{out['profile']}`, the same VMs' memory series. "
+        "A window's memory base is never below the highest daily peak of this many whole days before its day "
+        "(since the last step change) nor below the day's peak so far (0: no floor). Chosen as for the daily "
+        "candidates above.", "",
+        "| days of peaks | metric | slack | violations | above the limit | target | kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in out["window_memory_candidates"]:
+        lines.append(f"| {row['window_memory_floor_days']} | {row['metric']} | {100 * row['slack']:.2f} % | "
+                     f"{100 * row['violations']:.3f} % | {100 * row['violations_limit']:.3f} % | "
+                     f"{100 * row['target']:g} % | {'yes' if row['kept'] else 'no'} |")
+    lines += ["", "Chosen:", ""]
+    for metric, row in out["window_memory_chosen"].items():
+        lines.append(f"- {metric}: {row['window_memory_floor_days']} day(s) ({100 * row['slack']:.2f} % slack, "
                      f"{100 * row['violations']:.3f} % violations)")
     return "\n".join(lines) + "\n"
 

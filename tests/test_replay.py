@@ -167,6 +167,23 @@ def test_compare_checks_both_axes():
     assert verdicts == {"vpa": True, "crane": False}
 
 
+@pytest.mark.parametrize("mode", ["daily", "window"])
+def test_dominating_is_no_worse_on_both_axes_and_better_on_one(mode):
+    def verdict(forecast: tuple[float, float], baseline: tuple[float, float]) -> bool:
+        totals = pd.DataFrame([
+            {"metric": "mem", "method": "forecast", "slack": forecast[0], "violations": forecast[1],
+             "violations_limit": 0.0},
+            {"metric": "mem", "method": "base", "slack": baseline[0], "violations": baseline[1],
+             "violations_limit": 0.0},
+        ])
+        return compare(totals, mode)[0]["dominates"]
+
+    assert verdict((0.09, 0.0), (0.15, 0.0))  # less slack, neither goes over
+    assert verdict((0.15, 0.01), (0.15, 0.02))  # fewer violations, the same slack
+    assert not verdict((0.15, 0.02), (0.15, 0.02))  # the same point
+    assert not verdict((0.10, 0.03), (0.15, 0.02))  # a trade-off, not a win
+
+
 def _png_size(path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -297,3 +314,20 @@ def test_the_command_lists_every_series_left_out_with_its_reason(tmp_path, capsy
     assert "1 file(s) or series left out" in printed
     assert f"cpu_cores/broken (replay): {left_out[0]['reason']}" in printed
     assert {r["unique_id"] for r in report["records"]} == {"cpu_cores/good"}
+
+
+def test_replay_benchmark_compares_a_baseline_at_the_plans_violation_rate():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rightsizing_replay.py"
+    spec = importlib.util.spec_from_file_location("rightsizing_replay", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sweep = [{"method": "vpa", "metric": "cpu", "margin": m, "slack": s, "violations": v}
+             for m, s, v in ((0.0, 0.30, 0.10), (0.1, 0.40, 0.04), (0.2, 0.50, 0.02))]
+    sweep.append({"method": "crane", "metric": "cpu", "margin": 0.0, "slack": 0.9, "violations": 0.03})
+    assert module.baseline_at(sweep, "vpa", "cpu", 0.03) == pytest.approx(0.45)
+    assert module.baseline_at(sweep, "vpa", "cpu", 0.04) == pytest.approx(0.40)
+    assert module.baseline_at(sweep, "vpa", "cpu", 0.01) is None  # beyond the sweep: not extrapolated
+    assert module.baseline_at(sweep, "vpa", "mem", 0.03) is None

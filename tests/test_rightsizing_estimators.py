@@ -105,3 +105,38 @@ def test_no_size_is_ever_zero_negative_or_nan(mode):
                                       margins=(0.0,)))
     requests = result.records["request"].to_numpy("float64")
     assert requests.size and np.isfinite(requests).all() and (requests > 0).all()
+
+
+def test_a_memory_window_is_not_sized_below_the_recent_daily_peaks():
+    """A job that takes 3 GB for an hour every two or three days: the windows' factors,
+    learnt from the last two days, forget it; the floor of the recent daily peaks keeps
+    its hour under the request."""
+    n = 6 * SPD
+    y = np.full(n, 1e9)
+    for hour in (1, 68, 100):  # day 0 01:00, day 2 20:00 (67 h later), day 4 04:00
+        y[hour * 12:hour * 12 + 12] = 3e9
+    steady = [_series(f"container_memory_working_set_bytes/steady{k}", _memory([(1e9, 6)], seed=k)) for k in range(3)]
+    frame = pd.concat([_series(MEM, y), *steady], ignore_index=True)
+
+    def scored(floor_days: int) -> pd.DataFrame:
+        spec = ReplaySpec(mode="window", model="naive", margins=(0.0,), window_memory_floor_days=floor_days)
+        records = replay(frame, spec).records
+        return records[(records["method"] == "forecast") & (records["unique_id"] == MEM)]
+
+    without, with_floor = scored(0), scored(rs.WINDOW_MEMORY_FLOOR_DAYS)
+    assert rs.WINDOW_MEMORY_FLOOR_DAYS >= 1
+    assert without["over"].sum() > 0  # the nightly hour went over the shrunk windows
+    assert with_floor["over"].sum() == 0
+    assert (with_floor["request"] >= 3e9).all()
+    assert without["request"].min() < 3e9
+
+
+def test_the_window_memory_floor_restarts_after_a_step_down_is_not_acted_on_but_a_step_up_is():
+    """A restart with a larger footprint: the windows after it are sized from the new level."""
+    frame = _series(MEM, _memory([(1e9, 4), (3e9, 2)]))
+    spec = ReplaySpec(mode="window", model="naive", margins=(0.0,))
+    records = replay(frame, spec).records
+    last_day = records[(records["method"] == "forecast")
+                       & (records["period_start"] >= records["period_start"].max().normalize())]
+    assert (last_day["request"] >= 3e9 * 0.95).all()
+    assert (last_day["request"] <= 3e9 * 1.05 * 1.3).all()

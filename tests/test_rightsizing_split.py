@@ -10,7 +10,7 @@ import pytest
 
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.tuning import tune, tune_window_target
+from foresight_lib.rightsizing.tuning import tune, tune_window_memory, tune_window_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,3 +144,21 @@ def test_window_factors_aim_at_the_scaled_target_for_cpu_only():
     assert rs.learnt_target(prof, "memory", "window", 1.5) == pytest.approx(0.001)
     assert rs.learnt_target(prof, "cpu", "daily", 1.5) == pytest.approx(0.02)
     assert rs.learnt_target(prof, "cpu", "window", 100.0) == 0.5
+
+
+def test_window_memory_tuning_reads_only_tuning_memory_series():
+    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
+    read: list[str] = []
+
+    def loader(ids):
+        read.extend(ids)
+        return _frame(ids, days=4), None
+
+    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
+        tune_window_memory("bitbrains", evaluation, loader, floor_days=(0,))
+    assert read == []
+    result = tune_window_memory("bitbrains", tuning, loader, floor_days=(0, 2))
+    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+    assert set(result.table["metric"]) == {"memory_usage_bytes"}
+    assert sorted(result.table["window_memory_floor_days"]) == [0, 2]
+    assert result.chosen["memory_usage_bytes"]["window_memory_floor_days"] in (0, 2)

@@ -110,7 +110,7 @@ def format_totals(report: dict) -> str:
         limit_text = f"{100 * limit:.2f}%" if limit is not None and math.isfinite(limit) else "-"
         lines.append(f"{row['metric']:<24} {row['method']:<10} {row['periods']:>8} {100 * row['slack']:>7.2f}% "
                      f"{100 * row['violations']:>7.2f}% {limit_text:>9}")
-    goal = "less slack at <= violations" if report["mode"] == "daily" else "fewer violations at <= slack"
+    goal = "no more slack nor violations, less of one"
     for c in report["comparison"]:
         verdict = "yes" if c["dominates"] else "no"
         if "dominates_on_curve" in c:

@@ -368,9 +368,13 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
     smoothed_ends = [first]
     smoothed = [float(y[first - w:first].max()) if first >= w else float("nan")]
     sr.tracks = {REACTIVE: _Track()} if baselines else {}
+    floor_memory = sr.resource == "memory" and spec.window_memory_floor_days > 0
     for start in days:
         cut = start - lead
         known = y[cut:cut + spd]  # actuals after the day's fit, known at the decision points
+        if floor_memory:  # the recent daily peaks, as a daily memory size would start from
+            day_floor = _daily_memory_base(y, cut, spd, float("nan"), spec.window_memory_floor_days,
+                                           spec.memory_step_change)[0]
         # the windows with actuals (a prefix of the day), or the next period's first window
         origins = [o for o in all_origins if start + o + w <= len(y)] or [0]
         history = y[max(0, cut - hist_steps):cut]
@@ -389,6 +393,9 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
             known_to = begin - lead  # the data known when the window is sized
             last_peak = float(y[known_to - w:known_to].max()) if known_to >= w else float("nan")
             base = rs.window_base_for(sr.resource, level, list(ratios[k]), state, last_peak)
+            if floor_memory:  # memory: never below the recent daily peaks nor what the day has reached so far
+                so_far = float(np.nanmax(y[cut:known_to])) if known_to > cut else float("nan")
+                base = rs.memory_base(rs.memory_base(base, day_floor), so_far)
             conf = rs.confidence(begin / spd, recent.value())
             _add_period(sr, begin, actual, scored, base, base, mean, conf)
             if not actual.size:

@@ -73,21 +73,23 @@ def _known(value) -> bool:
 
 
 def _beats(f: dict, b: dict, mode: str) -> bool:
-    """Does the point ``f`` dominate the point ``b``? For memory the share above the limit may not be higher."""
+    """Does the point ``f`` dominate the point ``b``: no more slack and no more violations, and
+    less of at least one? For memory the share above the limit may not be higher either.
+    The same in both modes (``mode`` is kept for the callers' signature): a plan with less
+    slack and, like the baseline, no violation at all dominates it."""
     limit_ok = True
     if _known(f.get("violations_limit")) and _known(b.get("violations_limit")):
         limit_ok = f["violations_limit"] <= b["violations_limit"]
-    if mode == "daily":
-        return bool(f["slack"] < b["slack"] and f["violations"] <= b["violations"] and limit_ok)
-    return bool(f["violations"] < b["violations"] and f["slack"] <= b["slack"] and limit_ok)
+    no_worse = f["slack"] <= b["slack"] and f["violations"] <= b["violations"] and limit_ok
+    return bool(no_worse and (f["slack"] < b["slack"] or f["violations"] < b["violations"]))
 
 
 def compare(totals: pd.DataFrame, mode: str, targets: pd.DataFrame | None = None) -> list[dict]:
     """The forecast-driven plan against each baseline, per metric: does it dominate?
 
-    ``dominates`` is true when the profile's plan has less slack at an equal or lower
-    violation rate (daily), or fewer violations at equal or lower slack (window); for
-    memory the violations above the limit must not be higher either. With ``targets``
+    ``dominates`` is true when the profile's plan has no more slack and no more
+    violations than the baseline, and less of one of them; for memory the violations
+    above the limit must not be higher either. With ``targets``
     (the plan rerun per target violation rate), ``dominates_on_curve`` says whether some
     measured point of that curve dominates the baseline, and which: the one with the
     least slack (daily) or the fewest violations (window) among those that do.

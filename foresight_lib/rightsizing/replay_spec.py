@@ -65,6 +65,10 @@ class ReplaySpec:
                                                    rs.STEP_CHANGE_MIN_HOURS)
     """Daily mode: ratio, hours before and least hours after of a memory step change
     (``rightsizing.last_step_change``)."""
+    window_memory_floor_days: int = rs.WINDOW_MEMORY_FLOOR_DAYS
+    """Window mode, memory: the base is never below the highest peak of this many whole days
+    before the window's day (since the last step change) nor below the day's peak so far;
+    0: no floor (``rightsizing.WINDOW_MEMORY_FLOOR_DAYS``)."""
     window_target_scale: float = rs.WINDOW_TARGET_SCALE
     """Window mode: the learnt factors of every resource but memory aim at this many times
     the profile's target (``rightsizing.learnt_target``)."""
@@ -95,6 +99,8 @@ class ReplaySpec:
         if self.memory_peak_days < 1 or self.memory_min_factor <= 0:
             raise ConfigError(f"memory_peak_days must be at least 1 and memory_min_factor positive, got "
                               f"{self.memory_peak_days} and {self.memory_min_factor}")
+        if self.window_memory_floor_days < 0:
+            raise ConfigError(f"window_memory_floor_days must be 0 or more, got {self.window_memory_floor_days}")
         if not 0 < self.window_target_scale <= 50:
             raise ConfigError(f"window_target_scale must be in (0, 50], got {self.window_target_scale}")
         if not self.margins or any(m < 0 for m in self.margins):
@@ -219,6 +225,7 @@ class ReplayResult:
                 "memory_peak_days": self.spec.memory_peak_days, "memory_min_factor": self.spec.memory_min_factor,
                 "memory_step_change": list(self.spec.memory_step_change),
                 "window_target_scale": self.spec.window_target_scale,
+                "window_memory_floor_days": self.spec.window_memory_floor_days,
                 "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),
             },

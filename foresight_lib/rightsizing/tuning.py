@@ -16,7 +16,9 @@ Candidates (daily mode, memory): the days whose highest peak is the base
 (``MEMORY_MIN_FACTOR_CANDIDATES``) and what counts as a step change
 (``STEP_CHANGE_CANDIDATES``). Window mode, CPU and the other resources but memory
 (``tune_window_target``): how many times the profile's target the learnt factors aim at
-(``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALE``).
+(``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALE``). Window mode,
+memory (``tune_window_memory``): the days of daily peaks a window's base is never below
+(``WINDOW_MEMORY_FLOOR_CANDIDATES``, into ``sizing.WINDOW_MEMORY_FLOOR_DAYS``).
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ STEP_CHANGE_CANDIDATES = ((2.0, 6, 2), (3.0, 6, 2), (2.0, 24, 6))
 """Memory step change: (ratio, hours before, least hours after)."""
 WINDOW_TARGET_SCALE_CANDIDATES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 """Window mode: multiples of the profile's target the learnt factors may aim at."""
+WINDOW_MEMORY_FLOOR_CANDIDATES = (0, 1, 2, 3, 5)
+"""Window mode, memory: days of daily peaks a window's base is never below (0: none)."""
 HEADROOM = 0.8
 """A candidate keeps the target when its violations on the tuning part are at most this
 share of the target: a fifth of the target is left for the difference between the
@@ -165,3 +169,34 @@ def choose(table: pd.DataFrame) -> dict[str, dict]:
             g.sort_values(["violations", "slack"]).iloc[0]
         chosen[str(metric)] = best.to_dict()
     return chosen
+
+
+def tune_window_memory(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
+                       floor_days: Sequence[int] = WINDOW_MEMORY_FLOOR_CANDIDATES,
+                       max_days: int | None = None) -> TuningResult:
+    """Window mode, memory: the days of daily peaks a window's base is never below, per metric.
+
+    The tuning series ``ids`` of ``trace`` that are memory's are replayed (window mode,
+    sized at the window start) with each candidate and chosen from as ``tune`` chooses
+    (the least slack among those that keep the memory target with ``HEADROOM``, else the
+    fewest violations). Raises as ``tune``.
+    """
+    frame, series = _load_tuning(trace, ids, load)
+    frame = frame[frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) == "memory")]
+    if frame.empty:
+        raise DataError(f"no memory series among the tuning series of {trace}")
+    prof = rs.get_profile(profile)
+    rows = []
+    for days in floor_days:
+        spec = ReplaySpec(mode="window", profile=profile, model=DEFAULT_MODEL["window"], max_days=max_days,
+                          margins=(0.0,), window_memory_floor_days=int(days))
+        done, _ = walk(frame, spec, series)
+        for row in score_tracks(done, forecast_tracks(done, spec), {sr.unique_id for sr in done}):
+            resource = rs.resource_of(row["metric"])
+            target = prof.target_for(resource)
+            rows.append({"window_memory_floor_days": int(days), "metric": row["metric"], "resource": resource,
+                         "slack": row["slack"], "violations": row["violations"],
+                         "violations_limit": row.get("violations_limit"), "target": target,
+                         "kept": bool(row["violations"] <= HEADROOM * target)})
+    table = pd.DataFrame(rows)
+    return TuningResult(trace, list(ids), prof.name, table, choose(table))
