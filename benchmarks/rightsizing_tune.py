@@ -103,15 +103,17 @@ def render(out: dict) -> str:
                      f"({100 * row['slack']:.2f} % slack, {100 * row['violations']:.3f} % violations)")
     lines += [
         "", "## Window mode: the multiple of the target the learnt factors aim at", "",
-        f"Window replay (sized at the window start), profile `{out['profile']}`, the same VMs, every series but "
+        f"Window replay, profile `{out['profile']}`, the same VMs, every series but "
         "memory's (memory keeps its own target; its window base has its own candidates below). The plan is "
-        "sized with each multiple of the profile's target and scored; per metric the largest multiple whose "
-        "violations keep the "
+        "sized with each multiple of the profile's target and scored, for windows sized 0 to 3 windows ahead "
+        "(the lead); per metric and lead the largest multiple whose violations keep the "
         f"target (at most {100 * out['headroom']:g} % of it) is chosen.", "",
-        "| multiple of the target | metric | slack | violations | target | kept |", "|---|---|---|---|---|---|",
+        "| lead (windows) | multiple of the target | metric | slack | violations | target | kept |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in out["window_target_candidates"]:
-        lines.append(f"| {row['window_target_scale']:g} | {row['metric']} | {100 * row['slack']:.2f} % | "
+        lines.append(f"| {row['lead_windows']} | {row['window_target_scale']:g} | {row['metric']} | "
+                     f"{100 * row['slack']:.2f} % | "
                      f"{100 * row['violations']:.3f} % | {100 * row['target']:g} % | "
                      f"{'yes' if row['kept'] else 'no'} |")
     lines += ["", "Chosen:", ""]

@@ -10,6 +10,7 @@ import pytest
 
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
+from foresight_lib.rightsizing.replay import ReplaySpec
 from foresight_lib.rightsizing.tuning import tune, tune_window_memory, tune_window_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,16 +126,19 @@ def test_window_target_tuning_reads_only_tuning_series_and_picks_the_largest_kep
         tune_window_target("bitbrains", tuning + evaluation, loader, scales=(1.0,))
     assert read == []
 
-    result = tune_window_target("bitbrains", tuning, loader, scales=(1.0, 2.0, 40.0))
+    result = tune_window_target("bitbrains", tuning, loader, scales=(1.0, 2.0, 40.0), leads=(0, 2))
     assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
     table = result.table
     assert set(table["metric"]) == {"cpu_usage_mhz"}  # memory keeps its target
-    cpu = table.set_index("window_target_scale")
-    assert cpu.loc[40.0, "violations"] > cpu.loc[1.0, "violations"]  # aiming higher lets more points over
-    assert cpu.loc[40.0, "slack"] < cpu.loc[1.0, "slack"]
-    kept = cpu[cpu["kept"]]
-    chosen = result.chosen["cpu_usage_mhz"]["window_target_scale"]
-    assert chosen == (kept.index.max() if len(kept) else 1.0)
+    assert sorted(set(table["lead_windows"])) == [0, 2]
+    assert set(result.chosen) == {"cpu_usage_mhz lead 0", "cpu_usage_mhz lead 2"}
+    for lead in (0, 2):
+        cpu = table[table["lead_windows"] == lead].set_index("window_target_scale")
+        assert cpu.loc[40.0, "violations"] > cpu.loc[1.0, "violations"]  # aiming higher lets more points over
+        assert cpu.loc[40.0, "slack"] < cpu.loc[1.0, "slack"]
+        kept = cpu[cpu["kept"]]
+        chosen = result.chosen[f"cpu_usage_mhz lead {lead}"]["window_target_scale"]
+        assert chosen == (kept.index.max() if len(kept) else 1.0)
 
 
 def test_window_factors_aim_at_the_scaled_target_for_cpu_only():
@@ -144,6 +148,10 @@ def test_window_factors_aim_at_the_scaled_target_for_cpu_only():
     assert rs.learnt_target(prof, "memory", "window", 1.5) == pytest.approx(0.001)
     assert rs.learnt_target(prof, "cpu", "daily", 1.5) == pytest.approx(0.02)
     assert rs.learnt_target(prof, "cpu", "window", 100.0) == 0.5
+    assert rs.window_target_scale(0) == rs.WINDOW_TARGET_SCALES[0]
+    assert rs.window_target_scale(99) == rs.WINDOW_TARGET_SCALES[-1]  # longer leads: the last one
+    assert ReplaySpec(mode="window", lead_windows=1).window_target_scale == rs.WINDOW_TARGET_SCALES[1]
+    assert ReplaySpec(mode="window", window_target_scale=2.0).window_target_scale == 2.0
 
 
 def test_window_memory_tuning_reads_only_tuning_memory_series():

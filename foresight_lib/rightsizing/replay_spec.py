@@ -69,9 +69,10 @@ class ReplaySpec:
     """Window mode, memory: the base is never below the highest peak of this many whole days
     before the window's day (since the last step change) nor below the day's peak so far;
     0: no floor (``rightsizing.WINDOW_MEMORY_FLOOR_DAYS``)."""
-    window_target_scale: float = rs.WINDOW_TARGET_SCALE
+    window_target_scale: float | None = None
     """Window mode: the learnt factors of every resource but memory aim at this many times
-    the profile's target (``rightsizing.learnt_target``)."""
+    the profile's target (``rightsizing.learnt_target``); None: the multiple chosen for
+    the lead (``rightsizing.window_target_scale``)."""
     margins: Sequence[float] = DEFAULT_MARGINS
     max_days: int | None = None
     """Score at most this many days per series (the first ones after the minimum history)."""
@@ -101,6 +102,8 @@ class ReplaySpec:
                               f"{self.memory_peak_days} and {self.memory_min_factor}")
         if self.window_memory_floor_days < 0:
             raise ConfigError(f"window_memory_floor_days must be 0 or more, got {self.window_memory_floor_days}")
+        if self.window_target_scale is None:
+            self.window_target_scale = rs.window_target_scale(self.lead_windows)
         if not 0 < self.window_target_scale <= 50:
             raise ConfigError(f"window_target_scale must be in (0, 50], got {self.window_target_scale}")
         if not self.margins or any(m < 0 for m in self.margins):

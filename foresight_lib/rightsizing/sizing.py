@@ -437,24 +437,30 @@ eviction. Chosen on the tuning part among 0, 1, 2, 3 and 5 days
 floor the balanced plan went over 0.34 % of the points there (target 0.1 %), with two
 days 0.06 %, for 67.8 % slack instead of 62.5 %."""
 
-WINDOW_TARGET_SCALE = 1.5
-"""Window mode, CPU and the other resources but memory: the learnt factors aim at this
-many times the profile's target (``learnt_target``). A window's request is the larger
-of the calibrated forecast and the latest known window's peak, and its factor is shrunk
-toward the fleet's, so the share of points above it comes out below the quantile its
-factor was learnt at. The scale that makes the published plan's violations on the
-tuning part meet the target (with ``tuning.HEADROOM``) was chosen there
-(``tuning.tune_window_target``, ``benchmarks/results/rightsizing_tuning.md``). Memory
-keeps its own target (its window base has its own floor, ``WINDOW_MEMORY_FLOOR_DAYS``)."""
+WINDOW_TARGET_SCALES = (1.5, 1.25, 1.25, 1.25)
+"""Window mode, CPU and the other resources but memory: the learnt factors of a window
+sized ``lead`` windows ahead aim at ``WINDOW_TARGET_SCALES[lead]`` times the profile's
+target (the last one for longer leads; ``learnt_target``). A window's request is the
+larger of the calibrated forecast and the latest known window's peak, and its factor is
+shrunk toward the fleet's, so the share of points above it comes out below the quantile
+its factor was learnt at. Per lead, the largest multiple that kept the published plan's
+violations on the tuning part within the target (with ``tuning.HEADROOM``) was chosen
+there (``tuning.tune_window_target``, ``benchmarks/results/rightsizing_tuning.md``).
+Memory keeps its own target (its window base has its own floor,
+``WINDOW_MEMORY_FLOOR_DAYS``)."""
 
 
-def learnt_target(profile: Profile, resource: str, mode: str = "daily",
-                  window_scale: float = WINDOW_TARGET_SCALE) -> float:
+def window_target_scale(lead: int) -> float:
+    """The multiple of the target a window sized ``lead`` windows ahead aims its factors at."""
+    return WINDOW_TARGET_SCALES[min(max(int(lead), 0), len(WINDOW_TARGET_SCALES) - 1)]
+
+
+def learnt_target(profile: Profile, resource: str, mode: str = "daily", window_scale: float = 1.0) -> float:
     """The share of past points above ``factor × base`` a learnt factor aims at.
 
     The profile's target for ``resource`` (``Profile.target_for``, the one a
     recommendation names), in window mode times ``window_scale`` for every resource but
-    memory (``WINDOW_TARGET_SCALE``), at most a half.
+    memory (``window_target_scale``), at most a half.
     """
     target = profile.target_for(resource)
     if mode == "window" and resource != "memory":

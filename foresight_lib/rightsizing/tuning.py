@@ -16,7 +16,7 @@ Candidates (daily mode, memory): the days whose highest peak is the base
 (``MEMORY_MIN_FACTOR_CANDIDATES``) and what counts as a step change
 (``STEP_CHANGE_CANDIDATES``). Window mode, CPU and the other resources but memory
 (``tune_window_target``): how many times the profile's target the learnt factors aim at
-(``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALE``). Window mode,
+per lead (``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALES``). Window mode,
 memory (``tune_window_memory``): the days of daily peaks a window's base is never below
 (``WINDOW_MEMORY_FLOOR_CANDIDATES``, into ``sizing.WINDOW_MEMORY_FLOOR_DAYS``).
 """
@@ -45,6 +45,8 @@ STEP_CHANGE_CANDIDATES = ((2.0, 6, 2), (3.0, 6, 2), (2.0, 24, 6))
 """Memory step change: (ratio, hours before, least hours after)."""
 WINDOW_TARGET_SCALE_CANDIDATES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 """Window mode: multiples of the profile's target the learnt factors may aim at."""
+WINDOW_LEADS = (0, 1, 2, 3)
+"""Window mode: the leads (windows ahead) the nightly plan sizes windows with, each tuned apart."""
 WINDOW_MEMORY_FLOOR_CANDIDATES = (0, 1, 2, 3, 5)
 """Window mode, memory: days of daily peaks a window's base is never below (0: none)."""
 HEADROOM = 0.8
@@ -117,40 +119,41 @@ def _load_tuning(trace: str, ids: Sequence[str], load: Loader) -> tuple[pd.DataF
 
 def tune_window_target(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
                        scales: Sequence[float] = WINDOW_TARGET_SCALE_CANDIDATES,
-                       max_days: int | None = None) -> TuningResult:
-    """Window mode: the multiple of the profile's target the learnt factors aim at, per metric.
+                       leads: Sequence[int] = WINDOW_LEADS, max_days: int | None = None) -> TuningResult:
+    """Window mode: the multiple of the profile's target the learnt factors aim at, per metric and lead.
 
-    The tuning series ``ids`` of ``trace`` but memory's are walked once (window mode,
-    sized at the window start); the plan is then sized with each scale and scored. Per
-    metric the largest scale whose violations keep the profile's target (with
-    ``HEADROOM``) is chosen, the least slack of those kept; the smallest scale when none
-    keeps it. Raises as ``tune``.
+    The tuning series ``ids`` of ``trace`` but memory's are walked once per lead (window
+    mode, sized ``lead`` windows ahead); the plan is then sized with each scale and
+    scored. Per metric and lead the largest scale whose violations keep the profile's
+    target (with ``HEADROOM``) is chosen, the least slack of those kept; the smallest
+    scale when none keeps it. ``chosen`` is keyed ``"<metric> lead <n>"``. Raises as ``tune``.
     """
     frame, series = _load_tuning(trace, ids, load)
     frame = frame[frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) != "memory")]
     if frame.empty:
         raise DataError(f"no tuning series of {trace} but memory's to tune the window target on")
     prof = rs.get_profile(profile)
-    spec = ReplaySpec(mode="window", profile=profile, model=DEFAULT_MODEL["window"], max_days=max_days,
-                      margins=(0.0,))
-    done, _ = walk(frame, spec, series)
-    scored = {sr.unique_id for sr in done}
     rows = []
-    for scale in scales:
-        scaled = dc_replace(spec, window_target_scale=float(scale))
-        for row in score_tracks(done, forecast_tracks(done, scaled), scored):
-            resource = rs.resource_of(row["metric"])
-            target = prof.target_for(resource)
-            rows.append({"window_target_scale": float(scale), "metric": row["metric"], "resource": resource,
-                         "slack": row["slack"], "violations": row["violations"], "target": target,
-                         "kept": bool(row["violations"] <= HEADROOM * target)})
+    for lead in leads:
+        spec = ReplaySpec(mode="window", profile=profile, model=DEFAULT_MODEL["window"], max_days=max_days,
+                          margins=(0.0,), lead_windows=int(lead))
+        done, _ = walk(frame, spec, series)
+        scored = {sr.unique_id for sr in done}
+        for scale in scales:
+            scaled = dc_replace(spec, window_target_scale=float(scale))
+            for row in score_tracks(done, forecast_tracks(done, scaled), scored):
+                resource = rs.resource_of(row["metric"])
+                target = prof.target_for(resource)
+                rows.append({"lead_windows": int(lead), "window_target_scale": float(scale), "metric": row["metric"],
+                             "resource": resource, "slack": row["slack"], "violations": row["violations"],
+                             "target": target, "kept": bool(row["violations"] <= HEADROOM * target)})
     table = pd.DataFrame(rows)
     chosen: dict[str, dict] = {}
-    for metric, g in table.groupby("metric", sort=True) if len(table) else []:
+    for (metric, lead), g in table.groupby(["metric", "lead_windows"], sort=True) if len(table) else []:
         kept = g[g["kept"]]
         best = kept.sort_values(["slack", "violations"]).iloc[0] if len(kept) else \
             g.sort_values("window_target_scale").iloc[0]
-        chosen[str(metric)] = best.to_dict()
+        chosen[f"{metric} lead {lead}"] = best.to_dict()
     return TuningResult(trace, list(ids), prof.name, table, chosen)
 
 
