@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,17 @@ def _frame(ids: list[str], days: int = 5) -> pd.DataFrame:
         y = base * (1 + 0.3 * np.sin(np.arange(ds.size) * 2 * np.pi / 288)) + rng.normal(0, base * 0.02, ds.size)
         parts.append(pd.DataFrame({"unique_id": uid, "ds": ds, "y": np.abs(y)}))
     return pd.concat(parts, ignore_index=True)
+
+
+def _recording_loader(days: int = 5):
+    """A loader of synthetic series that records every id it is asked for."""
+    read: list[str] = []
+
+    def loader(ids):
+        read.extend(ids)
+        return _frame(ids, days=days), None
+
+    return loader, read
 
 
 def test_split_is_deterministic_and_keeps_an_entity_together():
@@ -116,11 +128,7 @@ def test_profiles_have_a_memory_target_far_below_cpu():
 
 def test_window_target_tuning_reads_only_tuning_series_and_picks_the_largest_kept_multiple():
     tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    read: list[str] = []
-
-    def loader(ids):
-        read.extend(ids)
-        return _frame(ids, days=4), None
+    loader, read = _recording_loader(days=4)
 
     with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
         tune_window_target("bitbrains", tuning + evaluation, loader, scales=(1.0,))
@@ -150,17 +158,15 @@ def test_window_factors_aim_at_the_scaled_target_for_cpu_only():
     assert rs.learnt_target(prof, "cpu", "window", 100.0) == 0.5
     assert rs.window_target_scale(0) == rs.WINDOW_TARGET_SCALES[0]
     assert rs.window_target_scale(99) == rs.WINDOW_TARGET_SCALES[-1]  # longer leads: the last one
-    assert ReplaySpec(mode="window", lead_windows=1).window_target_scale == rs.WINDOW_TARGET_SCALES[1]
-    assert ReplaySpec(mode="window", window_target_scale=2.0).window_target_scale == 2.0
+    assert ReplaySpec(mode="window", lead_windows=1).window_scale == rs.WINDOW_TARGET_SCALES[1]
+    assert ReplaySpec(mode="window", window_target_scale=2.0).window_scale == 2.0
+    # a spec copied to another lead aims at that lead's multiple, not the one it was copied from
+    assert dc_replace(ReplaySpec(mode="window"), lead_windows=3).window_scale == rs.WINDOW_TARGET_SCALES[3]
 
 
 def test_window_memory_tuning_reads_only_tuning_memory_series():
     tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    read: list[str] = []
-
-    def loader(ids):
-        read.extend(ids)
-        return _frame(ids, days=4), None
+    loader, read = _recording_loader(days=4)
 
     with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
         tune_window_memory("bitbrains", evaluation, loader, floor_days=(0,))

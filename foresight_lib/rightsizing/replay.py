@@ -394,7 +394,9 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
             last_peak = float(y[known_to - w:known_to].max()) if known_to >= w else float("nan")
             base = rs.window_base_for(sr.resource, level, list(ratios[k]), state, last_peak)
             if floor_memory:  # memory: never below the recent daily peaks nor what the day has reached so far
-                so_far = float(np.nanmax(y[cut:known_to])) if known_to > cut else float("nan")
+                seen = y[cut:known_to]
+                seen = seen[np.isfinite(seen)]
+                so_far = float(seen.max()) if seen.size else float("nan")
                 base = rs.memory_base(rs.memory_base(base, day_floor), so_far)
             conf = rs.confidence(begin / spd, recent.value())
             _add_period(sr, begin, actual, scored, base, base, mean, conf)

@@ -57,7 +57,7 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             # only periods sized after the last step change began (their bases knew the new level)
             past = past[learnable_starts[max(0, pos - keep):pos] > sr.level_starts[i]] if sr.level_starts[i] else past
             low = max(prof.min_factor, spec.memory_min_factor) if sr.resource == "memory" else None
-            target = rs.learnt_target(prof, sr.resource, spec.mode, spec.window_target_scale)
+            target = rs.learnt_target(prof, sr.resource, spec.mode, spec.window_scale)
             own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low, target)
             if spec.mode == "window":
                 learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof, low)
@@ -129,7 +129,7 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
                     for times, r in parts]
             k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]),
                                     rs.learnt_target(prof, rs.resource_of(metric), spec.mode,
-                                                     spec.window_target_scale))
+                                                     spec.window_scale))
             if k is not None:
                 out[(metric, int(t))] = k
     return out
@@ -221,7 +221,7 @@ def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[s
     Its trade-off curve: the same bases, factors learnt (and pooled over every walked
     series, as for the profile's own plan) for each target, rounded and scored like the
     profile's own plan on the series in ``scored_ids``. A target here is the one the plan
-    would name (in window mode its factors aim at ``spec.window_target_scale`` times it,
+    would name (in window mode its factors aim at ``spec.window_scale`` times it,
     as the published plan's do).
     """
     rows = []

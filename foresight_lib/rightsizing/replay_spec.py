@@ -102,13 +102,18 @@ class ReplaySpec:
                               f"{self.memory_peak_days} and {self.memory_min_factor}")
         if self.window_memory_floor_days < 0:
             raise ConfigError(f"window_memory_floor_days must be 0 or more, got {self.window_memory_floor_days}")
-        if self.window_target_scale is None:
-            self.window_target_scale = rs.window_target_scale(self.lead_windows)
-        if not 0 < self.window_target_scale <= 50:
+        if self.window_target_scale is not None and not 0 < self.window_target_scale <= 50:
             raise ConfigError(f"window_target_scale must be in (0, 50], got {self.window_target_scale}")
         if not self.margins or any(m < 0 for m in self.margins):
             raise ConfigError(f"margins must be a non-empty list of non-negative numbers, got {list(self.margins)}")
         self.margins = tuple(sorted(float(m) for m in self.margins))
+
+    @property
+    def window_scale(self) -> float:
+        """The multiple of the target window factors aim at: the one set, else the lead's."""
+        if self.window_target_scale is not None:
+            return self.window_target_scale
+        return rs.window_target_scale(self.lead_windows)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -227,7 +232,7 @@ class ReplayResult:
                 "calibration_windows": self.spec.calibration_windows, "lead_windows": self.spec.lead_windows,
                 "memory_peak_days": self.spec.memory_peak_days, "memory_min_factor": self.spec.memory_min_factor,
                 "memory_step_change": list(self.spec.memory_step_change),
-                "window_target_scale": self.spec.window_target_scale,
+                "window_target_scale": self.spec.window_scale,
                 "window_memory_floor_days": self.spec.window_memory_floor_days,
                 "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),

@@ -92,14 +92,35 @@ def tune(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced"
                           memory_min_factor=float(low), memory_step_change=tuple(step), max_days=max_days,
                           margins=(0.0,))
         totals = replay(frame, spec, series).totals
-        for row in totals[totals["method"] == FORECAST].to_dict("records"):
-            target = prof.target_for(row["resource"])
-            rows.append({"memory_peak_days": int(days), "memory_min_factor": float(low),
-                         "step_change": "/".join(f"{v:g}" for v in step), "metric": row["metric"],
-                         "resource": row["resource"], "slack": row["slack"], "violations": row["violations"],
-                         "target": target, "kept": bool(row["violations"] <= HEADROOM * target)})
+        settings = {"memory_peak_days": int(days), "memory_min_factor": float(low),
+                    "step_change": "/".join(f"{v:g}" for v in step)}
+        rows += [_judged(settings, row, prof) for row in totals[totals["method"] == FORECAST].to_dict("records")]
     table = pd.DataFrame(rows)
     return TuningResult(trace, list(ids), prof.name, table, choose(table))
+
+
+def _judged(settings: dict, score: dict, prof: rs.Profile) -> dict:
+    """A candidate's row: its settings, a metric's slack and violations, the profile's
+    target for the metric's resource and whether they keep it (with ``HEADROOM``)."""
+    resource = rs.resource_of(score["metric"])
+    target = prof.target_for(resource)
+    return {**settings, "metric": score["metric"], "resource": resource, "slack": score["slack"],
+            "violations": score["violations"], "violations_limit": score.get("violations_limit"),
+            "target": target, "kept": bool(score["violations"] <= HEADROOM * target)}
+
+
+def _pick(candidates: pd.DataFrame, fallback: list[str]) -> dict:
+    """Among the candidates that keep the target, the least slack; else the first by ``fallback``."""
+    kept = candidates[candidates["kept"]]
+    best = kept.sort_values(["slack", "violations"]).iloc[0] if len(kept) else \
+        candidates.sort_values(fallback).iloc[0]
+    return best.to_dict()
+
+
+def _with_resource(frame: pd.DataFrame, memory: bool) -> pd.DataFrame:
+    """The rows of ``frame``'s memory series (``memory``), or of every other series."""
+    is_memory = frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) == "memory")
+    return frame[is_memory == memory]
 
 
 def _load_tuning(trace: str, ids: Sequence[str], load: Loader) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -129,7 +150,7 @@ def tune_window_target(trace: str, ids: Sequence[str], load: Loader, profile: st
     scale when none keeps it. ``chosen`` is keyed ``"<metric> lead <n>"``. Raises as ``tune``.
     """
     frame, series = _load_tuning(trace, ids, load)
-    frame = frame[frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) != "memory")]
+    frame = _with_resource(frame, memory=False)
     if frame.empty:
         raise DataError(f"no tuning series of {trace} but memory's to tune the window target on")
     prof = rs.get_profile(profile)
@@ -141,19 +162,11 @@ def tune_window_target(trace: str, ids: Sequence[str], load: Loader, profile: st
         scored = {sr.unique_id for sr in done}
         for scale in scales:
             scaled = dc_replace(spec, window_target_scale=float(scale))
-            for row in score_tracks(done, forecast_tracks(done, scaled), scored):
-                resource = rs.resource_of(row["metric"])
-                target = prof.target_for(resource)
-                rows.append({"lead_windows": int(lead), "window_target_scale": float(scale), "metric": row["metric"],
-                             "resource": resource, "slack": row["slack"], "violations": row["violations"],
-                             "target": target, "kept": bool(row["violations"] <= HEADROOM * target)})
+            settings = {"lead_windows": int(lead), "window_target_scale": float(scale)}
+            rows += [_judged(settings, row, prof) for row in score_tracks(done, forecast_tracks(done, scaled), scored)]
     table = pd.DataFrame(rows)
-    chosen: dict[str, dict] = {}
-    for (metric, lead), g in table.groupby(["metric", "lead_windows"], sort=True) if len(table) else []:
-        kept = g[g["kept"]]
-        best = kept.sort_values(["slack", "violations"]).iloc[0] if len(kept) else \
-            g.sort_values("window_target_scale").iloc[0]
-        chosen[f"{metric} lead {lead}"] = best.to_dict()
+    chosen = {f"{metric} lead {lead}": _pick(g, ["window_target_scale"])
+              for (metric, lead), g in (table.groupby(["metric", "lead_windows"], sort=True) if len(table) else [])}
     return TuningResult(trace, list(ids), prof.name, table, chosen)
 
 
@@ -167,10 +180,7 @@ def choose(table: pd.DataFrame) -> dict[str, dict]:
     if table.empty:
         return chosen
     for metric, g in table[table["resource"] == "memory"].groupby("metric", sort=True):
-        kept = g[g["kept"]]
-        best = kept.sort_values(["slack", "violations"]).iloc[0] if len(kept) else \
-            g.sort_values(["violations", "slack"]).iloc[0]
-        chosen[str(metric)] = best.to_dict()
+        chosen[str(metric)] = _pick(g, ["violations", "slack"])
     return chosen
 
 
@@ -185,7 +195,7 @@ def tune_window_memory(trace: str, ids: Sequence[str], load: Loader, profile: st
     fewest violations). Raises as ``tune``.
     """
     frame, series = _load_tuning(trace, ids, load)
-    frame = frame[frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) == "memory")]
+    frame = _with_resource(frame, memory=True)
     if frame.empty:
         raise DataError(f"no memory series among the tuning series of {trace}")
     prof = rs.get_profile(profile)
@@ -194,12 +204,7 @@ def tune_window_memory(trace: str, ids: Sequence[str], load: Loader, profile: st
         spec = ReplaySpec(mode="window", profile=profile, model=DEFAULT_MODEL["window"], max_days=max_days,
                           margins=(0.0,), window_memory_floor_days=int(days))
         done, _ = walk(frame, spec, series)
-        for row in score_tracks(done, forecast_tracks(done, spec), {sr.unique_id for sr in done}):
-            resource = rs.resource_of(row["metric"])
-            target = prof.target_for(resource)
-            rows.append({"window_memory_floor_days": int(days), "metric": row["metric"], "resource": resource,
-                         "slack": row["slack"], "violations": row["violations"],
-                         "violations_limit": row.get("violations_limit"), "target": target,
-                         "kept": bool(row["violations"] <= HEADROOM * target)})
+        scored = score_tracks(done, forecast_tracks(done, spec), {sr.unique_id for sr in done})
+        rows += [_judged({"window_memory_floor_days": int(days)}, row, prof) for row in scored]
     table = pd.DataFrame(rows)
     return TuningResult(trace, list(ids), prof.name, table, choose(table))
