@@ -140,3 +140,43 @@ def test_the_window_memory_floor_restarts_after_a_step_down_is_not_acted_on_but_
                        & (records["period_start"] >= records["period_start"].max().normalize())]
     assert (last_day["request"] >= 3e9 * 0.95).all()
     assert (last_day["request"] <= 3e9 * 1.05 * 1.3).all()
+
+
+def test_daily_factors_are_shrunk_toward_the_metrics_fleet():
+    """A bursty series' daily factor, learnt from a few days, is pulled toward its metric's
+    fleet factor (mostly steady series); unpooled, each keeps its own."""
+    rng = np.random.default_rng(3)
+    n, t = 6 * SPD, np.arange(6 * SPD)
+    shape = 0.5 + 0.2 * np.sin(t * 2 * np.pi / SPD)
+    bursty = shape * (1 + 0.02 * rng.standard_normal(n)) + np.where(rng.random(n) < 0.08, 0.6, 0.0)
+    steady = [shape * (1 + 0.02 * rng.standard_normal(n)) for _ in range(2)]
+    frame = pd.concat([_series("container_cpu_cores/bursty", bursty),
+                       *(_series(f"container_cpu_cores/steady{k}", y) for k, y in enumerate(steady))],
+                      ignore_index=True)
+
+    def factors(**pool) -> pd.DataFrame:
+        records = replay(frame, ReplaySpec(mode="daily", model="seasonal_naive", margins=(0.0,), **pool)).records
+        records = records[records["method"] == "forecast"]
+        return records.pivot_table(index="period_start", columns="unique_id", values="factor")
+
+    own, pooled, default = factors(daily_pooled_resources=()), factors(daily_pooled_resources=("cpu",)), factors()
+    assert "cpu" in rs.DAILY_POOLED_RESOURCES and "memory" not in rs.DAILY_POOLED_RESOURCES
+    pd.testing.assert_frame_equal(default, pooled)
+    learnt = own.index[own.index > own.index[0]]  # the first day has nothing learnt: the fixed margin
+    b, s = "container_cpu_cores/bursty", "container_cpu_cores/steady0"
+    assert (own.loc[learnt, b] > own.loc[learnt, s]).all()
+    assert (pooled.loc[learnt, b] < own.loc[learnt, b]).all()
+    assert (pooled.loc[learnt, b] > own.loc[learnt, s]).all()  # toward the fleet, not onto a steady one
+
+
+def test_a_restart_does_not_poison_the_fleet_factor_of_the_metrics_other_series():
+    """The pooled factor leaves out each series' periods before its latest step change."""
+    frame = pd.concat([_series(MEM, _memory([(1e9, 5), (3e9, 4)])),
+                       _series("container_memory_working_set_bytes/steady", _memory([(2e9, 9)], seed=1))],
+                      ignore_index=True)
+    spec = ReplaySpec(mode="daily", model="seasonal_naive", margins=(0.0,), daily_pooled_resources=("memory",))
+    records = replay(frame, spec).records
+    since = pd.Timestamp("2024-03-10", tz="UTC")  # from the day after the restart's
+    after = records[(records["method"] == "forecast") & (records["period_start"] >= since)]
+    assert set(after["unique_id"]) == {MEM, "container_memory_working_set_bytes/steady"}
+    assert (after["factor"] <= rs.MEMORY_MIN_FACTOR + 0.02).all()

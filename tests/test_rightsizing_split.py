@@ -12,7 +12,7 @@ import pytest
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
 from foresight_lib.rightsizing.replay import ReplaySpec
-from foresight_lib.rightsizing.tuning import tune, tune_window_memory, tune_window_target
+from foresight_lib.rightsizing.tuning import tune, tune_daily_pooling, tune_window_memory, tune_window_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,3 +176,21 @@ def test_window_memory_tuning_reads_only_tuning_memory_series():
     assert set(result.table["metric"]) == {"memory_usage_bytes"}
     assert sorted(result.table["window_memory_floor_days"]) == [0, 2]
     assert result.chosen["memory_usage_bytes"]["window_memory_floor_days"] in (0, 2)
+
+
+def test_daily_pooling_tuning_reads_only_tuning_series_and_scores_both_ways():
+    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
+    loader, read = _recording_loader(days=4)
+
+    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
+        tune_daily_pooling("bitbrains", tuning + evaluation, loader)
+    assert read == []
+    result = tune_daily_pooling("bitbrains", tuning, loader)
+    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+    table = result.table
+    assert set(table["metric"]) == {"cpu_usage_mhz", "memory_usage_bytes"}
+    assert sorted(table["pool_daily_factors"].tolist()) == [False, False, True, True]
+    for metric, g in table.groupby("metric"):
+        kept = g[g["kept"]]
+        best = kept.sort_values("slack").iloc[0] if len(kept) else g.sort_values("violations").iloc[0]
+        assert result.chosen[metric]["pool_daily_factors"] == best["pool_daily_factors"]

@@ -10,7 +10,8 @@ of the data, with one more period starting at the end:
   pooled across the metric's series;
 - ``kind="daily"``: a static size for the next 24 hours, from the profile's quantile of
   the day's mean forecast (memory: the recent daily peaks since the last step change)
-  and a factor learnt from the previous days.
+  and a factor learnt from the previous days (for CPU, pooled across the metric's
+  series).
 
 Every row names the violation target it aims at (``target_violation``: the profile's
 CPU or memory target); a row sized by the fallback estimator says so in ``reason``.
@@ -92,8 +93,8 @@ def sized_rows(spec: ReplaySpec, done: list, units: Mapping[str, str],
                replica_capacity: Mapping[str, float] | None = None) -> list[dict]:
     """The next period's size of each walked series of one kind and lead (``done`` sorted by id).
 
-    A window's factor pools the series of the same metric only, so the walks of one metric
-    at a time give the same rows as every metric's at once.
+    A factor pools the series of the same metric only, so the walks of one metric at a
+    time give the same rows as every metric's at once.
     """
     kind, lead, prof = spec.mode, spec.lead_windows, spec.profile_
     step = pd.Timedelta(spec.step_ns, unit="ns")

@@ -32,9 +32,10 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
 
     The factor is learnt from the periods that had ended when the period was sized
     (``calibration_days`` days, or ``calibration_windows`` windows): the smallest one that
-    kept the profile's target share of their points under ``factor × base``. In window
-    mode it is shrunk toward the factor learnt from every series of the same metric over
-    the same windows (``rightsizing.shrink_factor``). The request is capped at the highest usage of those
+    kept the profile's target share of their points under ``factor × base``. It is shrunk
+    toward the factor learnt from every series of the same metric over the same periods
+    (``rightsizing.shrink_factor``; in daily mode for the resources in
+    ``spec.daily_pooled_resources``). The request is capped at the highest usage of those
     periods (``rightsizing.cap_to_observed``). Before any period is known: the first base
     times the profile's fixed margin.
     """
@@ -42,7 +43,8 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
     step = spec.step_ns
     wanted = {sr.first_ns + sr.starts[-1] * step for sr in done} if last_only else None
     matrices = [_ratio_matrix(sr, spec.period_steps) for sr in done]
-    pooled = _pooled_factors(done, spec, prof, wanted, matrices) if spec.mode == "window" else {}
+    pooling = spec.mode == "window" or bool(spec.daily_pooled_resources)
+    pooled = _pooled_factors(done, spec, prof, wanted, matrices) if pooling else {}
     keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
     tracks = []
     for sr, (ratios, peaks) in zip(done, matrices, strict=True):
@@ -59,7 +61,7 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             low = max(prof.min_factor, spec.memory_min_factor) if sr.resource == "memory" else None
             target = rs.learnt_target(prof, sr.resource, spec.mode, spec.window_scale)
             own = rs.calibrate_factor(ratios[past].ravel(), prof, sr.resource, low, target)
-            if spec.mode == "window":
+            if spec.mode == "window" or sr.resource in spec.daily_pooled_resources:
                 learnt = rs.shrink_factor(own, pooled.get((sr.metric, sr.first_ns + start * step)), prof, low)
             else:
                 learnt = own
@@ -104,29 +106,37 @@ def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray
 def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
                     wanted: set[int] | None = None,
                     matrices: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[tuple[str, int], float]:
-    """Per metric and window start: the factor learnt from every series' previous windows.
+    """Per metric and period start: the factor learnt from every series' previous periods.
 
-    The pool for a window starting at ``t``, sized ``lead`` before it, is every series'
-    windows of the same metric that had ended by then (the last ``calibration_windows``
-    window lengths), with their usage over base. ``matrices``: each series' ``_ratio_matrix``
-    when the caller has them already.
+    The pool for a period starting at ``t``, sized ``lead`` windows before it, is every
+    series' periods of the same metric that had ended by then (the last
+    ``calibration_windows`` windows, or ``calibration_days`` days), with their usage over
+    base; as for a series' own factor, none from before the series' latest step change
+    known at ``t`` (a restart's jump in usage over base would otherwise reach every
+    series' factor). ``matrices``: each series' ``_ratio_matrix`` when the caller has them already.
     """
     step = spec.step_ns
-    span = spec.calibration_windows * spec.window_steps * step
-    width = spec.window_steps * step
-    by_metric: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    keep = spec.calibration_windows if spec.mode == "window" else int(np.ceil(spec.calibration_days))
+    span = keep * spec.period_steps * step
+    width = spec.period_steps * step
+    by_metric: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     if matrices is None:
-        matrices = [_ratio_matrix(sr, spec.window_steps) for sr in done]
+        matrices = [_ratio_matrix(sr, spec.period_steps) for sr in done]
     for sr, (ratios, _) in zip(done, matrices, strict=True):
         times = sr.first_ns + np.asarray(sr.starts, dtype="int64") * step
-        by_metric.setdefault(sr.metric, []).append((times, ratios))
+        levels = np.asarray(sr.level_starts, dtype="int64")
+        levels = np.where(levels > 0, sr.first_ns + levels * step, np.iinfo("int64").min)
+        by_metric.setdefault(sr.metric, []).append((times, ratios, levels))
     out: dict[tuple[str, int], float] = {}
     for metric, parts in by_metric.items():
-        every = np.unique(np.concatenate([times for times, _ in parts]))
+        every = np.unique(np.concatenate([times for times, _, _ in parts]))
         for t in every if wanted is None else every[np.isin(every, list(wanted))]:
             decided = t - spec.lead_steps * step
-            pool = [r[np.searchsorted(times, decided - span):np.searchsorted(times, decided - width, side="right")]
-                    for times, r in parts]
+            pool = []
+            for times, r, levels in parts:
+                latest = max(int(np.searchsorted(times, t, side="right")) - 1, 0)  # its period at or before t
+                low = max(np.searchsorted(times, decided - span), np.searchsorted(times, levels[latest], side="right"))
+                pool.append(r[low:np.searchsorted(times, decided - width, side="right")])
             k = rs.factor_of_ratios(np.concatenate([p.ravel() for p in pool]),
                                     rs.learnt_target(prof, rs.resource_of(metric), spec.mode,
                                                      spec.window_scale))

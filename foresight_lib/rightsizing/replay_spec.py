@@ -73,6 +73,9 @@ class ReplaySpec:
     """Window mode: the learnt factors of every resource but memory aim at this many times
     the profile's target (``rightsizing.learnt_target``); None: the multiple chosen for
     the lead (``rightsizing.window_target_scale``)."""
+    daily_pooled_resources: tuple[str, ...] = rs.DAILY_POOLED_RESOURCES
+    """Daily mode: the resources whose learnt factor is shrunk toward the metric's fleet
+    factor, as window mode does for all (``rightsizing.shrink_factor``)."""
     margins: Sequence[float] = DEFAULT_MARGINS
     max_days: int | None = None
     """Score at most this many days per series (the first ones after the minimum history)."""
@@ -234,6 +237,7 @@ class ReplayResult:
                 "memory_step_change": list(self.spec.memory_step_change),
                 "window_target_scale": self.spec.window_scale,
                 "window_memory_floor_days": self.spec.window_memory_floor_days,
+                "daily_pooled_resources": list(self.spec.daily_pooled_resources),
                 "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),
             },

@@ -400,10 +400,10 @@ def shrink_factor(own: float | None, pooled: float | None, profile: Profile,
                   min_factor: float | None = None) -> float | None:
     """The geometric mean of an entity's own learnt factor and its fleet's (same metric).
 
-    A window factor is a high quantile learnt from a few hundred points (two days of
-    30-minute windows), a noisy estimate; partial pooling toward the factor learnt from
-    every series of the same metric over the same windows steadies it. Either alone when
-    the other is unknown.
+    A learnt factor is a high quantile of a few hundred to a few thousand points (two days
+    of 30-minute windows, or a week of days, fewer in a short trace), a noisy estimate;
+    partial pooling toward the factor learnt from every series of the same metric over the
+    same periods steadies it (daily: ``DAILY_POOLED_RESOURCES``). Either alone when the other is unknown.
     """
     known = [k for k in (own, pooled) if k is not None and np.isfinite(k) and k > 0]
     if not known:
@@ -411,6 +411,16 @@ def shrink_factor(own: float | None, pooled: float | None, profile: Profile,
     k = float(np.exp(np.mean(np.log(known))))
     low = profile.min_factor if min_factor is None else min_factor
     return float(min(max(k, low), profile.max_factor))
+
+
+DAILY_POOLED_RESOURCES = ("cpu", "other")
+"""Daily mode: the resources whose learnt factor is shrunk toward the metric's fleet factor,
+as window mode does for all. On the tuning part of both traces (``tuning.tune_daily_pooling``,
+``benchmarks/results/rightsizing_tuning.md``) pooling gave every metric less slack and fewer
+violations. Memory keeps its own factor: its tuning gain was small (Bitbrains 68.47 % /
+0.067 % against 68.72 % / 0.072 %), and on the evaluation VMs pooled memory went over
+more (0.35 % against 0.22 %, above the limit 0.16 % against 0.08 %): a steady fleet pulls
+a bursty VM's memory factor down, where going over risks an eviction."""
 
 
 def cap_to_observed(value: float, past_peak: float | None) -> float:

@@ -18,7 +18,9 @@ Candidates (daily mode, memory): the days whose highest peak is the base
 (``tune_window_target``): how many times the profile's target the learnt factors aim at
 per lead (``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALES``). Window mode,
 memory (``tune_window_memory``): the days of daily peaks a window's base is never below
-(``WINDOW_MEMORY_FLOOR_CANDIDATES``, into ``sizing.WINDOW_MEMORY_FLOOR_DAYS``).
+(``WINDOW_MEMORY_FLOOR_CANDIDATES``, into ``sizing.WINDOW_MEMORY_FLOOR_DAYS``). Daily
+mode, every metric (``tune_daily_pooling``): whether the learnt factor is shrunk toward
+the metric's fleet factor (into ``sizing.DAILY_POOLED_RESOURCES``).
 """
 from __future__ import annotations
 
@@ -208,3 +210,28 @@ def tune_window_memory(trace: str, ids: Sequence[str], load: Loader, profile: st
         rows += [_judged({"window_memory_floor_days": int(days)}, row, prof) for row in scored]
     table = pd.DataFrame(rows)
     return TuningResult(trace, list(ids), prof.name, table, choose(table))
+
+
+def tune_daily_pooling(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
+                       max_days: int | None = None) -> TuningResult:
+    """Daily mode: whether each learnt factor is shrunk toward the metric's fleet factor, per metric.
+
+    The tuning series ``ids`` of ``trace`` are walked once (daily mode); the plan is sized
+    with and without pooling and scored. Per metric the one that keeps the profile's
+    target (with ``HEADROOM``) with the least slack is chosen, else the one with the
+    fewest violations. Raises as ``tune``.
+    """
+    frame, series = _load_tuning(trace, ids, load)
+    prof = rs.get_profile(profile)
+    spec = ReplaySpec(mode="daily", profile=profile, model=DEFAULT_MODEL["daily"], max_days=max_days, margins=(0.0,))
+    done, _ = walk(frame, spec, series)
+    scored = {sr.unique_id for sr in done}
+    rows = []
+    for pooled in (False, True):
+        resources = ("cpu", "memory", "other") if pooled else ()
+        tracks = forecast_tracks(done, dc_replace(spec, daily_pooled_resources=resources))
+        rows += [_judged({"pool_daily_factors": pooled}, row, prof) for row in score_tracks(done, tracks, scored)]
+    table = pd.DataFrame(rows)
+    chosen = {str(metric): _pick(g, ["violations", "slack"])
+              for metric, g in (table.groupby("metric", sort=True) if len(table) else [])}
+    return TuningResult(trace, list(ids), prof.name, table, chosen)
