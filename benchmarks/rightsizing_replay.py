@@ -26,7 +26,7 @@ from foresight_lib.commands.backtest import _json_safe
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing import splits
 from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay
-from foresight_lib.rightsizing.replay_report import plot_sweep
+from foresight_lib.rightsizing.replay_report import plot_sweep, slack_at
 from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,12 +131,8 @@ def baseline_at(sweep: list[dict], method: str, metric: str, violations: float) 
     when the sweep does not reach it. This is the baseline's own trade-off curve, so it
     compares the plan with the baseline at an equal violation rate.
     """
-    rows = sorted((r["violations"], r["slack"]) for r in sweep if r["method"] == method and r["metric"] == metric
-                   and math.isfinite(r["violations"]) and math.isfinite(r["slack"]))
-    for (v0, s0), (v1, s1) in zip(rows, rows[1:], strict=False):
-        if v0 <= violations <= v1:
-            return s0 if v1 == v0 else s0 + (s1 - s0) * (violations - v0) / (v1 - v0)
-    return None
+    return slack_at(((r["violations"], r["slack"]) for r in sweep if r["method"] == method and r["metric"] == metric),
+                    violations)
 
 
 def _pct(value, digits: int = 2) -> str:

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from foresight_lib.errors import ConfigError
 from foresight_lib.rightsizing import plan
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay import ReplaySpec, replay
@@ -180,3 +181,20 @@ def test_a_restart_does_not_poison_the_fleet_factor_of_the_metrics_other_series(
     after = records[(records["method"] == "forecast") & (records["period_start"] >= since)]
     assert set(after["unique_id"]) == {MEM, "container_memory_working_set_bytes/steady"}
     assert (after["factor"] <= rs.MEMORY_MIN_FACTOR + 0.02).all()
+
+
+def test_a_daily_base_from_the_last_days_usage_is_their_quantile():
+    rng = np.random.default_rng(4)
+    n = 6 * SPD
+    cpu = 0.5 + 0.1 * np.arange(n) / SPD + 0.05 * rng.standard_normal(n)  # rising: each day differs
+    frame = _series(CPU, cpu)
+    prof = rs.get_profile("balanced")
+    for days in (0, 2):
+        records = replay(frame, ReplaySpec(mode="daily", model="seasonal_naive", margins=(0.0,),
+                                           daily_base_days=days)).records
+        row = records[records["method"] == "forecast"].iloc[-1]
+        start = int((row["period_start"] - frame["ds"].iloc[0]) / pd.Timedelta("5min"))
+        span = days or 1  # seasonal naive: tomorrow is today again
+        assert row["base"] == pytest.approx(np.quantile(cpu[start - span * SPD:start], prof.quantile), rel=1e-6)
+    with pytest.raises(ConfigError, match="daily_base_days"):
+        ReplaySpec(mode="daily", daily_base_days=-1)

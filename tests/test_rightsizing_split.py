@@ -12,7 +12,13 @@ import pytest
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
 from foresight_lib.rightsizing.replay import ReplaySpec
-from foresight_lib.rightsizing.tuning import tune, tune_daily_pooling, tune_window_memory, tune_window_target
+from foresight_lib.rightsizing.tuning import (
+    tune,
+    tune_daily_base,
+    tune_daily_pooling,
+    tune_window_memory,
+    tune_window_target,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,3 +200,19 @@ def test_daily_pooling_tuning_reads_only_tuning_series_and_scores_both_ways():
         kept = g[g["kept"]]
         best = kept.sort_values("slack").iloc[0] if len(kept) else g.sort_values("violations").iloc[0]
         assert result.chosen[metric]["pool_daily_factors"] == best["pool_daily_factors"]
+
+
+def test_daily_base_tuning_reads_only_tuning_series_and_judges_at_the_vpa_rate():
+    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
+    loader, read = _recording_loader(days=5)
+
+    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
+        tune_daily_base("bitbrains", evaluation, loader, days=(0,))
+    assert read == []
+    result = tune_daily_base("bitbrains", tuning, loader, days=(0, 2))
+    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+    table = result.table.set_index("daily_base_days")
+    assert set(table["metric"]) == {"cpu_usage_mhz"}  # memory has its own base
+    assert sorted(table.index) == [0, 2]
+    best = table["slack_at_vpa_rate"].idxmin() if table["slack_at_vpa_rate"].notna().any() else 0
+    assert result.chosen["cpu_usage_mhz"]["daily_base_days"] == best

@@ -282,7 +282,8 @@ def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool,
 def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
                 spec: ReplaySpec, baselines: bool = True) -> None:
     """Per day: the calibrated base (``rightsizing.daily_base_for``: the mean forecast's
-    quantile; for memory the smoothed daily peaks where higher), the upper bound's quantile
+    quantile, or the recent usage's with ``spec.daily_base_days``; for memory the recent
+    daily peaks since the last step change), the upper bound's quantile
     (the base used with the fixed margin while no past day is known); the VPA and Crane bases."""
     prof = spec.profile_
     spd = spec.steps_per_day
@@ -305,6 +306,8 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         if sr.resource == "memory":
             base, note, level_start = _daily_memory_base(y, start, spd, mean_base, spec.memory_peak_days,
                                                          spec.memory_step_change)
+        elif spec.daily_base_days:
+            base = _usage_quantile(y[max(0, start - spec.daily_base_days * spd):start], prof.quantile)
         else:
             base = rs.daily_base_for(sr.resource, mean_base, smoothed)
         first_base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
@@ -328,6 +331,12 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         crane_base = bl.crane_percentile(y[:start], times[:start], now_s=float(times[start]), margin=0.0)
         _add(sr.tracks[CRANE], crane_base, *_sized(crane_base * (1 + bl.CRANE_MARGIN), sr, prof),
              1 + bl.CRANE_MARGIN, None)
+
+
+def _usage_quantile(values: np.ndarray, quantile: float) -> float:
+    """``quantile`` of the known ``values`` (NaN when none is known)."""
+    known = values[np.isfinite(values)]
+    return float(np.quantile(known, quantile)) if known.size else float("nan")
 
 
 def _daily_memory_base(y: np.ndarray, start: int, spd: int, mean_base: float, peak_days: int = rs.MEMORY_PEAK_DAYS,

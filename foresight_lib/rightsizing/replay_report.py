@@ -11,6 +11,8 @@ memory also above the limit, the OOM proxy).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,19 @@ def score_ratios(provisioned: float, unused: float, points: int, over: int, over
         "violations": over / points if points else float("nan"),
         "violations_limit": (over_limit / points if points else float("nan")) if over_limit is not None else None,
     }
+
+
+def slack_at(curve: Iterable[tuple[float, float]], violations: float) -> float | None:
+    """The slack of a trade-off curve, given as (violations, slack) points, at ``violations``.
+
+    Linear interpolation between the two points around that rate (sorted by violations);
+    None when the curve does not reach it or a point is not measured.
+    """
+    points = sorted((v, s) for v, s in curve if math.isfinite(v) and math.isfinite(s))
+    for (v0, s0), (v1, s1) in zip(points, points[1:], strict=False):
+        if v0 <= violations <= v1:
+            return s0 if v1 == v0 else s0 + (s1 - s0) * (violations - v0) / (v1 - v0)
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -73,6 +73,11 @@ class ReplaySpec:
     """Window mode: the learnt factors of every resource but memory aim at this many times
     the profile's target (``rightsizing.learnt_target``); None: the multiple chosen for
     the lead (``rightsizing.window_target_scale``)."""
+    daily_base_days: int = 0
+    """Daily mode, every resource but memory: 0, the base is the profile's quantile of the
+    model's mean forecast of the day; ``k`` > 0, the same quantile of the last ``k`` days'
+    usage (the VPA's histogram, without its decay). A candidate of
+    ``tuning.tune_daily_base``; 0 is shipped."""
     daily_pooled_resources: tuple[str, ...] = rs.DAILY_POOLED_RESOURCES
     """Daily mode: the resources whose learnt factor is shrunk toward the metric's fleet
     factor, as window mode does for all (``rightsizing.shrink_factor``)."""
@@ -103,6 +108,8 @@ class ReplaySpec:
         if self.memory_peak_days < 1 or self.memory_min_factor <= 0:
             raise ConfigError(f"memory_peak_days must be at least 1 and memory_min_factor positive, got "
                               f"{self.memory_peak_days} and {self.memory_min_factor}")
+        if self.daily_base_days < 0:
+            raise ConfigError(f"daily_base_days must be 0 or more, got {self.daily_base_days}")
         if self.window_memory_floor_days < 0:
             raise ConfigError(f"window_memory_floor_days must be 0 or more, got {self.window_memory_floor_days}")
         if self.window_target_scale is not None and not 0 < self.window_target_scale <= 50:
@@ -238,6 +245,7 @@ class ReplayResult:
                 "window_target_scale": self.spec.window_scale,
                 "window_memory_floor_days": self.spec.window_memory_floor_days,
                 "daily_pooled_resources": list(self.spec.daily_pooled_resources),
+                "daily_base_days": self.spec.daily_base_days,
                 "margins": list(self.spec.margins),
                 "profile": vars(self.spec.profile_).copy(),
             },

@@ -20,7 +20,10 @@ per lead (``WINDOW_TARGET_SCALE_CANDIDATES``, into ``sizing.WINDOW_TARGET_SCALES
 memory (``tune_window_memory``): the days of daily peaks a window's base is never below
 (``WINDOW_MEMORY_FLOOR_CANDIDATES``, into ``sizing.WINDOW_MEMORY_FLOOR_DAYS``). Daily
 mode, every metric (``tune_daily_pooling``): whether the learnt factor is shrunk toward
-the metric's fleet factor (into ``sizing.DAILY_POOLED_RESOURCES``).
+the metric's fleet factor (into ``sizing.DAILY_POOLED_RESOURCES``). Daily mode, CPU and
+the other resources but memory (``tune_daily_base``): the model's forecast or the last few
+days' usage as the base (``DAILY_BASE_DAYS_CANDIDATES``), judged at the VPA-style
+baseline's violation rate.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from foresight_lib.errors import DataError
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
 from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay, walk
-from foresight_lib.rightsizing.replay_report import FORECAST
+from foresight_lib.rightsizing.replay_report import FORECAST, VPA, slack_at
 from foresight_lib.rightsizing.replay_scoring import forecast_tracks, score_tracks
 
 Loader = Callable[[list[str]], tuple[pd.DataFrame, pd.DataFrame | None]]
@@ -51,6 +54,9 @@ WINDOW_LEADS = (0, 1, 2, 3)
 """Window mode: the leads (windows ahead) the nightly plan sizes windows with, each tuned apart."""
 WINDOW_MEMORY_FLOOR_CANDIDATES = (0, 1, 2, 3, 5)
 """Window mode, memory: days of daily peaks a window's base is never below (0: none)."""
+DAILY_BASE_DAYS_CANDIDATES = (0, 2, 3, 7)
+"""Daily mode, every resource but memory: 0, the model's mean forecast of the day is the
+base; k, the last k days' usage (``ReplaySpec.daily_base_days``)."""
 HEADROOM = 0.8
 """A candidate keeps the target when its violations on the tuning part are at most this
 share of the target: a fifth of the target is left for the difference between the
@@ -233,5 +239,38 @@ def tune_daily_pooling(trace: str, ids: Sequence[str], load: Loader, profile: st
         rows += [_judged({"pool_daily_factors": pooled}, row, prof) for row in score_tracks(done, tracks, scored)]
     table = pd.DataFrame(rows)
     chosen = {str(metric): _pick(g, ["violations", "slack"])
+              for metric, g in (table.groupby("metric", sort=True) if len(table) else [])}
+    return TuningResult(trace, list(ids), prof.name, table, chosen)
+
+
+def tune_daily_base(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
+                    days: Sequence[int] = DAILY_BASE_DAYS_CANDIDATES, max_days: int | None = None) -> TuningResult:
+    """Daily mode, every resource but memory: the base from the model's forecast or from the last days' usage.
+
+    The tuning series ``ids`` of ``trace`` but memory's are replayed (daily mode) with
+    each candidate. A candidate is judged where the goal is: its plan's slack, on its own
+    trade-off curve (the target sweep), at the VPA-style baseline's violation rate
+    (``slack_at_vpa_rate``; lower is better). Per metric the least of those is chosen (the
+    first candidate when none is measured). Raises as ``tune``.
+    """
+    frame, series = _load_tuning(trace, ids, load)
+    frame = _with_resource(frame, memory=False)
+    if frame.empty:
+        raise DataError(f"no tuning series of {trace} but memory's to tune the daily base on")
+    prof = rs.get_profile(profile)
+    rows = []
+    for k in days:
+        result = replay(frame, ReplaySpec(mode="daily", profile=profile, model=DEFAULT_MODEL["daily"],
+                                          daily_base_days=int(k), max_days=max_days), series)
+        totals = result.totals.set_index(["metric", "method"])
+        for row in result.totals[result.totals["method"] == FORECAST].to_dict("records"):
+            vpa = totals.loc[(row["metric"], VPA)]
+            curve = result.targets[result.targets["metric"] == row["metric"]]
+            at = slack_at(zip(curve["violations"], curve["slack"], strict=True), float(vpa["violations"]))
+            rows.append({**_judged({"daily_base_days": int(k)}, row, prof), "vpa_slack": float(vpa["slack"]),
+                         "vpa_violations": float(vpa["violations"]),
+                         "slack_at_vpa_rate": float("nan") if at is None else at})
+    table = pd.DataFrame(rows)
+    chosen = {str(metric): g.sort_values(["slack_at_vpa_rate", "daily_base_days"], na_position="last").iloc[0].to_dict()
               for metric, g in (table.groupby("metric", sort=True) if len(table) else [])}
     return TuningResult(trace, list(ids), prof.name, table, chosen)
