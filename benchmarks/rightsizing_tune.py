@@ -191,7 +191,8 @@ def render(out: dict) -> str:
         for metric, row in part["chosen"].items():
             lines.append(f"- {part['trace']} {metric}: {'pooled' if row['pool_daily_factors'] else 'own factor'} "
                          f"({100 * row['slack']:.2f} % slack, {100 * row['violations']:.3f} % violations)")
-        lines.append(f"  ({part['trace']} tuning entities: {', '.join(part['entities'])})")
+        lines.append(f"  ({part['trace']} tuning entities asked for: {', '.join(part['entities'])}; "
+                     "an entity whose series preparation drops is not replayed)")
     lines += ["", "Shipped (`sizing.DAILY_POOLED_RESOURCES`): pooled for CPU and the other resources. Memory "
               "keeps its own factor although pooling was chosen for it here: its gain on the tuning VMs was "
               "small, and the evaluation replay (`benchmarks/results/rightsizing.md`) showed pooled memory "
