@@ -109,6 +109,13 @@ def main() -> int:
     return 0
 
 
+def _judged_cells(row: dict, limit: bool = False) -> str:
+    """A judged candidate's last table cells: slack, violations (and above the limit), target, kept."""
+    above = f"{100 * row['violations_limit']:.3f} % | " if limit else ""
+    return (f"{100 * row['slack']:.2f} % | {100 * row['violations']:.3f} % | {above}{100 * row['target']:g} % | "
+            f"{'yes' if row['kept'] else 'no'} |")
+
+
 def render(out: dict) -> str:
     lines = [
         "# Rightsizing constants chosen on the tuning part", "",
@@ -127,9 +134,7 @@ def render(out: dict) -> str:
         if row["resource"] != "memory":
             continue
         lines.append(f"| {row['memory_peak_days']} | {row['memory_min_factor']:g} | {row['step_change']} | "
-                     f"{row['metric']} | "
-                     f"{100 * row['slack']:.2f} % | {100 * row['violations']:.3f} % | {100 * row['target']:g} % | "
-                     f"{'yes' if row['kept'] else 'no'} |")
+                     f"{row['metric']} | {_judged_cells(row)}")
     lines += ["", "Chosen:", ""]
     for metric, row in out["chosen"].items():
         lines.append(f"- {metric}: {row['memory_peak_days']} peak day(s), least factor {row['memory_min_factor']:g}, "
@@ -147,9 +152,7 @@ def render(out: dict) -> str:
     ]
     for row in out["window_target_candidates"]:
         lines.append(f"| {row['lead_windows']} | {row['window_target_scale']:g} | {row['metric']} | "
-                     f"{100 * row['slack']:.2f} % | "
-                     f"{100 * row['violations']:.3f} % | {100 * row['target']:g} % | "
-                     f"{'yes' if row['kept'] else 'no'} |")
+                     f"{_judged_cells(row)}")
     lines += ["", "Chosen:", ""]
     for metric, row in out["window_target_chosen"].items():
         lines.append(f"- {metric}: {row['window_target_scale']:g} × the target ({100 * row['slack']:.2f} % slack, "
@@ -164,9 +167,7 @@ def render(out: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in out["window_memory_candidates"]:
-        lines.append(f"| {row['window_memory_floor_days']} | {row['metric']} | {100 * row['slack']:.2f} % | "
-                     f"{100 * row['violations']:.3f} % | {100 * row['violations_limit']:.3f} % | "
-                     f"{100 * row['target']:g} % | {'yes' if row['kept'] else 'no'} |")
+        lines.append(f"| {row['window_memory_floor_days']} | {row['metric']} | {_judged_cells(row, limit=True)}")
     lines += ["", "Chosen:", ""]
     for metric, row in out["window_memory_chosen"].items():
         lines.append(f"- {metric}: {row['window_memory_floor_days']} day(s) ({100 * row['slack']:.2f} % slack, "
@@ -184,8 +185,7 @@ def render(out: dict) -> str:
     for part in out["daily_pooling"]:
         for row in part["candidates"]:
             lines.append(f"| {part['trace']} | {'yes' if row['pool_daily_factors'] else 'no'} | {row['metric']} | "
-                         f"{100 * row['slack']:.2f} % | {100 * row['violations']:.3f} % | "
-                         f"{100 * row['target']:g} % | {'yes' if row['kept'] else 'no'} |")
+                         f"{_judged_cells(row)}")
     lines += ["", "Chosen:", ""]
     for part in out["daily_pooling"]:
         for metric, row in part["chosen"].items():

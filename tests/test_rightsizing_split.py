@@ -79,21 +79,32 @@ def test_unknown_trace_or_part_is_refused():
         splits.ids_in("bitbrains", ["x/y"], "test")
 
 
-def test_tuning_never_loads_an_evaluation_series():
-    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    read: list[str] = []
+TUNING_STEPS = [
+    (tune, {"peak_days": (1, 3), "min_factors": (1.05,), "step_changes": ((2.0, 24, 6),)}),
+    (tune_window_target, {"scales": (1.0, 2.0), "leads": (0,)}),
+    (tune_window_memory, {"floor_days": (0, 2)}),
+    (tune_daily_pooling, {}),
+    (tune_daily_base, {"days": (0, 2)}),
+]
 
-    def loader(ids):
-        read.extend(ids)
-        return _frame(ids), None
+
+@pytest.mark.parametrize(("step", "kwargs"), TUNING_STEPS, ids=lambda v: getattr(v, "__name__", ""))
+def test_tuning_never_loads_an_evaluation_series(step, kwargs):
+    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
+    loader, read = _recording_loader(days=5)
 
     with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
-        tune("bitbrains", tuning + evaluation, loader, peak_days=(3,), min_factors=(1.05,),
-             step_changes=((2.0, 24, 6),))
+        step("bitbrains", tuning + evaluation, loader, **kwargs)
     assert read == []  # refused before anything was loaded
 
-    result = tune("bitbrains", tuning, loader, peak_days=(1, 3), min_factors=(1.05,), step_changes=((2.0, 24, 6),))
+    step("bitbrains", tuning, loader, **kwargs)
     assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+
+
+def test_tuning_chooses_among_memory_settings_only():
+    loader, _ = _recording_loader()
+    result = tune("bitbrains", _ids(splits.TUNING, 2), loader, peak_days=(1, 3), min_factors=(1.05,),
+                  step_changes=((2.0, 24, 6),))
     assert set(result.table["metric"]) == {"cpu_usage_mhz", "memory_usage_bytes"}
     assert set(result.chosen) == {"memory_usage_bytes"}
 
@@ -132,16 +143,9 @@ def test_profiles_have_a_memory_target_far_below_cpu():
     assert rs.get_profile("balanced").target_for("memory") == pytest.approx(0.001)
 
 
-def test_window_target_tuning_reads_only_tuning_series_and_picks_the_largest_kept_multiple():
-    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    loader, read = _recording_loader(days=4)
-
-    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
-        tune_window_target("bitbrains", tuning + evaluation, loader, scales=(1.0,))
-    assert read == []
-
-    result = tune_window_target("bitbrains", tuning, loader, scales=(1.0, 2.0, 40.0), leads=(0, 2))
-    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+def test_window_target_tuning_picks_the_largest_kept_multiple():
+    loader, _ = _recording_loader(days=4)
+    result = tune_window_target("bitbrains", _ids(splits.TUNING, 2), loader, scales=(1.0, 2.0, 40.0), leads=(0, 2))
     table = result.table
     assert set(table["metric"]) == {"cpu_usage_mhz"}  # memory keeps its target
     assert sorted(set(table["lead_windows"])) == [0, 2]
@@ -170,29 +174,17 @@ def test_window_factors_aim_at_the_scaled_target_for_cpu_only():
     assert dc_replace(ReplaySpec(mode="window"), lead_windows=3).window_scale == rs.WINDOW_TARGET_SCALES[3]
 
 
-def test_window_memory_tuning_reads_only_tuning_memory_series():
-    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    loader, read = _recording_loader(days=4)
-
-    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
-        tune_window_memory("bitbrains", evaluation, loader, floor_days=(0,))
-    assert read == []
-    result = tune_window_memory("bitbrains", tuning, loader, floor_days=(0, 2))
-    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+def test_window_memory_tuning_reads_memory_series_only():
+    loader, _ = _recording_loader(days=4)
+    result = tune_window_memory("bitbrains", _ids(splits.TUNING, 2), loader, floor_days=(0, 2))
     assert set(result.table["metric"]) == {"memory_usage_bytes"}
     assert sorted(result.table["window_memory_floor_days"]) == [0, 2]
     assert result.chosen["memory_usage_bytes"]["window_memory_floor_days"] in (0, 2)
 
 
-def test_daily_pooling_tuning_reads_only_tuning_series_and_scores_both_ways():
-    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    loader, read = _recording_loader(days=4)
-
-    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
-        tune_daily_pooling("bitbrains", tuning + evaluation, loader)
-    assert read == []
-    result = tune_daily_pooling("bitbrains", tuning, loader)
-    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+def test_daily_pooling_tuning_scores_both_ways():
+    loader, _ = _recording_loader(days=4)
+    result = tune_daily_pooling("bitbrains", _ids(splits.TUNING, 2), loader)
     table = result.table
     assert set(table["metric"]) == {"cpu_usage_mhz", "memory_usage_bytes"}
     assert sorted(table["pool_daily_factors"].tolist()) == [False, False, True, True]
@@ -202,15 +194,9 @@ def test_daily_pooling_tuning_reads_only_tuning_series_and_scores_both_ways():
         assert result.chosen[metric]["pool_daily_factors"] == best["pool_daily_factors"]
 
 
-def test_daily_base_tuning_reads_only_tuning_series_and_judges_at_the_vpa_rate():
-    tuning, evaluation = _ids(splits.TUNING, 2), _ids(splits.EVALUATION, 1)
-    loader, read = _recording_loader(days=5)
-
-    with pytest.raises(splits.EvaluationDataError, match="evaluation part"):
-        tune_daily_base("bitbrains", evaluation, loader, days=(0,))
-    assert read == []
-    result = tune_daily_base("bitbrains", tuning, loader, days=(0, 2))
-    assert read and all(splits.part_of("bitbrains", i) == splits.TUNING for i in read)
+def test_daily_base_tuning_judges_at_the_vpa_rate():
+    loader, _ = _recording_loader(days=5)
+    result = tune_daily_base("bitbrains", _ids(splits.TUNING, 2), loader, days=(0, 2))
     table = result.table.set_index("daily_base_days")
     assert set(table["metric"]) == {"cpu_usage_mhz"}  # memory has its own base
     assert sorted(table.index) == [0, 2]

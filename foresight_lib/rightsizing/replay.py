@@ -306,8 +306,8 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         if sr.resource == "memory":
             base, note, level_start = _daily_memory_base(y, start, spd, mean_base, spec.memory_peak_days,
                                                          spec.memory_step_change)
-        elif spec.daily_base_days:
-            base = _usage_quantile(y[max(0, start - spec.daily_base_days * spd):start], prof.quantile)
+        elif spec.daily_base_days:  # the profile's quantile of the last days' usage, as of a forecast curve
+            base = rs.daily_mean_base({"mean": y[max(0, start - spec.daily_base_days * spd):start]}, prof)
         else:
             base = rs.daily_base_for(sr.resource, mean_base, smoothed)
         first_base = rs.daily_base(forecast, prof) if forecast is not None else float("nan")
@@ -331,12 +331,6 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         crane_base = bl.crane_percentile(y[:start], times[:start], now_s=float(times[start]), margin=0.0)
         _add(sr.tracks[CRANE], crane_base, *_sized(crane_base * (1 + bl.CRANE_MARGIN), sr, prof),
              1 + bl.CRANE_MARGIN, None)
-
-
-def _usage_quantile(values: np.ndarray, quantile: float) -> float:
-    """``quantile`` of the known ``values`` (NaN when none is known)."""
-    known = values[np.isfinite(values)]
-    return float(np.quantile(known, quantile)) if known.size else float("nan")
 
 
 def _daily_memory_base(y: np.ndarray, start: int, spd: int, mean_base: float, peak_days: int = rs.MEMORY_PEAK_DAYS,

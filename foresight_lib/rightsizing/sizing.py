@@ -419,7 +419,8 @@ as window mode does for all. On the tuning part of both traces (``tuning.tune_da
 ``benchmarks/results/rightsizing_tuning.md``) pooling gave every metric less slack and fewer
 violations. Memory keeps its own factor: its tuning gain was small (Bitbrains 68.47 % /
 0.067 % against 68.72 % / 0.072 %), and on the evaluation VMs pooled memory went over
-more (0.35 % against 0.22 %, above the limit 0.16 % against 0.08 %): a steady fleet pulls
+more (0.35 % against 0.22 %, above the limit 0.16 % against 0.08 %;
+``benchmarks/results/rightsizing.md``, "Not shipped"): a steady fleet pulls
 a bursty VM's memory factor down, where going over risks an eviction."""
 
 

@@ -125,15 +125,23 @@ def _pick(candidates: pd.DataFrame, fallback: list[str]) -> dict:
     return best.to_dict()
 
 
+def _pick_per_metric(table: pd.DataFrame) -> dict[str, dict]:
+    """Per metric of ``table``: ``_pick`` (the fewest violations, then the least slack, when none keeps the target)."""
+    return {str(metric): _pick(g, ["violations", "slack"])
+            for metric, g in (table.groupby("metric", sort=True) if len(table) else [])}
+
+
 def _with_resource(frame: pd.DataFrame, memory: bool) -> pd.DataFrame:
     """The rows of ``frame``'s memory series (``memory``), or of every other series."""
     is_memory = frame["unique_id"].astype(str).map(lambda uid: rs.resource_of(uid.split("/")[0]) == "memory")
     return frame[is_memory == memory]
 
 
-def _load_tuning(trace: str, ids: Sequence[str], load: Loader) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _load_tuning(trace: str, ids: Sequence[str], load: Loader,
+                 memory: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The frame and series table of ``ids``, every one checked to be in the tuning part
-    before and after loading (``EvaluationDataError`` otherwise)."""
+    before and after loading (``EvaluationDataError`` otherwise); with ``memory``, only the
+    memory series (True) or every other one (False), a ``DataError`` when there is none."""
     ids = splits.require_tuning(trace, ids)
     frame, series = load(list(ids))
     returned = frame["unique_id"].astype(str).unique().tolist() if len(frame) else []
@@ -143,6 +151,11 @@ def _load_tuning(trace: str, ids: Sequence[str], load: Loader) -> tuple[pd.DataF
         raise DataError(f"the loader returned series that were not asked for: {unasked[:3]}")
     if not returned:
         raise DataError(f"the loader returned no series for the {len(ids)} tuning ids of {trace}")
+    if memory is not None:
+        frame = _with_resource(frame, memory)
+        if frame.empty:
+            raise DataError(f"no {'memory' if memory else 'other than memory'} series among the tuning "
+                            f"series of {trace}")
     return frame, series
 
 
@@ -157,10 +170,7 @@ def tune_window_target(trace: str, ids: Sequence[str], load: Loader, profile: st
     target (with ``HEADROOM``) is chosen, the least slack of those kept; the smallest
     scale when none keeps it. ``chosen`` is keyed ``"<metric> lead <n>"``. Raises as ``tune``.
     """
-    frame, series = _load_tuning(trace, ids, load)
-    frame = _with_resource(frame, memory=False)
-    if frame.empty:
-        raise DataError(f"no tuning series of {trace} but memory's to tune the window target on")
+    frame, series = _load_tuning(trace, ids, load, memory=False)
     prof = rs.get_profile(profile)
     rows = []
     for lead in leads:
@@ -184,12 +194,7 @@ def choose(table: pd.DataFrame) -> dict[str, dict]:
     The candidates are memory settings: other metrics' rows are the same for every
     candidate and are not chosen from.
     """
-    chosen: dict[str, dict] = {}
-    if table.empty:
-        return chosen
-    for metric, g in table[table["resource"] == "memory"].groupby("metric", sort=True):
-        chosen[str(metric)] = _pick(g, ["violations", "slack"])
-    return chosen
+    return _pick_per_metric(table[table["resource"] == "memory"] if len(table) else table)
 
 
 def tune_window_memory(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
@@ -202,10 +207,7 @@ def tune_window_memory(trace: str, ids: Sequence[str], load: Loader, profile: st
     (the least slack among those that keep the memory target with ``HEADROOM``, else the
     fewest violations). Raises as ``tune``.
     """
-    frame, series = _load_tuning(trace, ids, load)
-    frame = _with_resource(frame, memory=True)
-    if frame.empty:
-        raise DataError(f"no memory series among the tuning series of {trace}")
+    frame, series = _load_tuning(trace, ids, load, memory=True)
     prof = rs.get_profile(profile)
     rows = []
     for days in floor_days:
@@ -238,9 +240,7 @@ def tune_daily_pooling(trace: str, ids: Sequence[str], load: Loader, profile: st
         tracks = forecast_tracks(done, dc_replace(spec, daily_pooled_resources=resources))
         rows += [_judged({"pool_daily_factors": pooled}, row, prof) for row in score_tracks(done, tracks, scored)]
     table = pd.DataFrame(rows)
-    chosen = {str(metric): _pick(g, ["violations", "slack"])
-              for metric, g in (table.groupby("metric", sort=True) if len(table) else [])}
-    return TuningResult(trace, list(ids), prof.name, table, chosen)
+    return TuningResult(trace, list(ids), prof.name, table, _pick_per_metric(table))
 
 
 def tune_daily_base(trace: str, ids: Sequence[str], load: Loader, profile: str = "balanced",
@@ -253,10 +253,7 @@ def tune_daily_base(trace: str, ids: Sequence[str], load: Loader, profile: str =
     (``slack_at_vpa_rate``; lower is better). Per metric the least of those is chosen (the
     first candidate when none is measured). Raises as ``tune``.
     """
-    frame, series = _load_tuning(trace, ids, load)
-    frame = _with_resource(frame, memory=False)
-    if frame.empty:
-        raise DataError(f"no tuning series of {trace} but memory's to tune the daily base on")
+    frame, series = _load_tuning(trace, ids, load, memory=False)
     prof = rs.get_profile(profile)
     rows = []
     for k in days:
