@@ -316,14 +316,20 @@ def test_the_command_lists_every_series_left_out_with_its_reason(tmp_path, capsy
     assert {r["unique_id"] for r in report["records"]} == {"cpu_cores/good"}
 
 
-def test_replay_benchmark_compares_a_baseline_at_the_plans_violation_rate():
+def _benchmark(name: str):
+    """A script of ``benchmarks/`` loaded as a module (its ``main`` is not run)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rightsizing_replay.py"
-    spec = importlib.util.spec_from_file_location("rightsizing_replay", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_replay_benchmark_compares_a_baseline_at_the_plans_violation_rate():
+    module = _benchmark("rightsizing_replay")
     sweep = [{"method": "vpa", "metric": "cpu", "margin": m, "slack": s, "violations": v}
              for m, s, v in ((0.0, 0.30, 0.10), (0.1, 0.40, 0.04), (0.2, 0.50, 0.02))]
     sweep.append({"method": "crane", "metric": "cpu", "margin": 0.0, "slack": 0.9, "violations": 0.03})
@@ -331,3 +337,31 @@ def test_replay_benchmark_compares_a_baseline_at_the_plans_violation_rate():
     assert module.baseline_at(sweep, "vpa", "cpu", 0.04) == pytest.approx(0.40)
     assert module.baseline_at(sweep, "vpa", "cpu", 0.01) is None  # beyond the sweep: not extrapolated
     assert module.baseline_at(sweep, "vpa", "mem", 0.03) is None
+
+
+def test_replay_benchmark_bounds_window_cpu_with_sizes_chosen_knowing_each_window():
+    module = _benchmark("rightsizing_replay")
+    ds = pd.date_range("2024-01-01", periods=120, freq="5min", tz="UTC")
+    y = np.ones(120)
+    y[5] = 10.0  # one burst in the first window
+    frame = pd.DataFrame({"unique_id": "cpu_cores/a", "ds": ds, "y": y})
+    starts = ds[::6]
+    records = pd.DataFrame({"unique_id": "cpu_cores/a", "metric": "cpu_cores", "method": "forecast",
+                            "period_start": starts, "period_end": starts + pd.Timedelta("30min")})
+    other = records.assign(method="reactive", period_end=starts + pd.Timedelta("5min"))  # not the plan's: ignored
+    bound = module.perfect_foresight(frame, pd.concat([records, other], ignore_index=True))
+    assert (bound["windows"], bound["points"]) == (20, 120)
+    # no violation: the burst window at 10, the others at 1; one point in 120 over is within 1 %
+    assert bound["no_violation"] == pytest.approx(45 / 174)
+    assert bound["at_curve_rate"] == pytest.approx(0.0)
+
+
+def test_peak_regression_benchmark_bumps_after_a_day_over_and_eases_back():
+    module = _benchmark("rightsizing_peak_regression")
+    days = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
+    used = [np.array([5.0, 8.0]), np.array([5.0, 12.0]), np.array([5.0]), np.array([5.0])]
+    table = pd.DataFrame({"unique_id": "memory_bytes/a", "day": days, "shipped": 10.0, "used": used})
+    table = table.iloc[[2, 0, 3, 1]]  # out of order: sized in day order all the same
+    requests = pd.Series(module.with_feedback(table, 0.5), index=table.index).sort_index()
+    # day 2 went over 10 by 12: day 3 is sized 10 x 1.2; under it, the bump eases back by half (not below 1)
+    assert requests.tolist() == pytest.approx([10.0, 10.0, 12.0, 10.0])
