@@ -49,8 +49,8 @@ SIZES = [("forecast", "forecast", "request"), ("forecast base (before the learnt
 """What is rescaled: each method's request, and the forecast plan's base without its learnt factor."""
 
 
-def _usage_by_period(frame: pd.DataFrame, records: pd.DataFrame) -> list[np.ndarray]:
-    """The 5-minute usage each record was scored on."""
+def usage_by_period(frame: pd.DataFrame, records: pd.DataFrame) -> list[np.ndarray]:
+    """The 5-minute usage each record (a row with ``unique_id``, ``period_start``, ``period_end``) was scored on."""
     by_series = {uid: (g["ds"].to_numpy("datetime64[ns]").astype("int64"), g["y"].to_numpy("float64"))
                  for uid, g in frame.groupby("unique_id")}
     out = []
@@ -89,7 +89,7 @@ def bound(data: Path, fmt: str, metric: str) -> dict:
     frame = splits.keep_part(prepared.frame, fmt, splits.EVALUATION)
     result = replay(frame, ReplaySpec(mode="daily", profile="balanced", model="seasonal_naive"), prepared.series)
     records = result.records[result.records["request"].notna()].reset_index(drop=True)
-    usage = _usage_by_period(frame, records)
+    usage = usage_by_period(frame, records)
     points = int(sum(u.size for u in usage)) // records["method"].nunique()
     totals = {row["method"]: row for row in result.totals.to_dict(orient="records")}
     vpa_rate = float(totals["vpa"]["violations"])

@@ -43,6 +43,7 @@ from sklearn.linear_model import QuantileRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rightsizing_memory_bound import usage_by_period  # noqa: E402
 from rightsizing_tune import PREPARED_METRICS, TRACE, load_files, vm_ids  # noqa: E402
 
 from foresight_lib.rightsizing import splits  # noqa: E402
@@ -116,15 +117,10 @@ def vpa_base_with_learnt_factor(table: pd.DataFrame, least: float, target: float
 def every_day(frame: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     """Every day the replay sized with both methods (not only those with a week of peaks
     before them): the day's points and the shipped and VPA-style requests."""
-    requests = records.pivot_table(index=["unique_id", "period_start"], columns="method", values="request")
-    requests = requests.dropna(subset=["forecast", "vpa"])
-    by_series = {uid: g.set_index("ds")["y"] for uid, g in frame.groupby("unique_id")}
-    rows = []
-    for (uid, start), row in requests.iterrows():
-        y = by_series[uid]
-        used = y[(y.index >= start) & (y.index < start + pd.Timedelta(days=1))].to_numpy("float64")
-        rows.append({"shipped": float(row["forecast"]), "vpa": float(row["vpa"]), "used": used[np.isfinite(used)]})
-    return pd.DataFrame(rows)
+    requests = records.pivot_table(index=["unique_id", "period_start", "period_end"], columns="method",
+                                   values="request").dropna(subset=["forecast", "vpa"]).reset_index()
+    return pd.DataFrame({"shipped": requests["forecast"].to_numpy("float64"),
+                         "vpa": requests["vpa"].to_numpy("float64"), "used": usage_by_period(frame, requests)})
 
 
 def with_feedback(table: pd.DataFrame, easing: float) -> np.ndarray:

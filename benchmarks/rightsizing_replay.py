@@ -25,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foresight_lib.commands.backtest import _json_safe
-from foresight_lib.quality.features import prepare_series
-from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay
-from foresight_lib.rightsizing.replay_report import plot_sweep, slack_at
-from foresight_lib.sources.loaders import load_series
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rightsizing_memory_bound import usage_by_period  # noqa: E402
+
+from foresight_lib.commands.backtest import _json_safe  # noqa: E402
+from foresight_lib.quality.features import prepare_series  # noqa: E402
+from foresight_lib.rightsizing import splits  # noqa: E402
+from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay  # noqa: E402
+from foresight_lib.rightsizing.replay_report import plot_sweep, slack_at  # noqa: E402
+from foresight_lib.sources.loaders import load_series  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -117,13 +121,7 @@ def perfect_foresight(frame: pd.DataFrame, records: pd.DataFrame) -> dict:
     windows, at no violation and at ``CURVE_GOAL``'s violation rate.
     """
     recs = records[(records["method"] == "forecast") & records["metric"].astype(str).str.startswith("cpu")]
-    by_series = {uid: (g["ds"].to_numpy("datetime64[ns]").astype("int64"), g["y"].to_numpy("float64"))
-                 for uid, g in frame.groupby("unique_id")}
-    windows = []
-    for uid, start, end in recs[["unique_id", "period_start", "period_end"]].itertuples(index=False):
-        ds, y = by_series[uid]
-        used = y[(ds >= pd.Timestamp(start).value) & (ds < pd.Timestamp(end).value)]
-        windows.append(used[np.isfinite(used)])
+    windows = usage_by_period(frame, recs)
     width = max(w.size for w in windows)
     block = np.full((len(windows), width), np.nan)
     for i, used in enumerate(windows):
