@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from foresight_lib.publishing.registry import registered_model_name
 from foresight_lib.publishing.run_lock import LOCKS
 from foresight_lib.publishing.storage import _PREVIOUS, _TMP_PREFIX, LATEST, MANIFEST, STAGING
 from foresight_lib.publishing.transaction import JOURNAL
@@ -163,7 +164,7 @@ def assert_published_consistent(data_root: str | Path, tracking_uri: str, before
     # the aliases agree with what latest/ says it published
     summary = now.summary()
     if summary:
-        recorded = {f"{MODEL_PREFIX}{metric}": None if version is None else str(version)
+        recorded = {registered_model_name(metric): None if version is None else str(version)
                     for metric, version in (summary.get("champion_versions") or {}).items()}
         actual = {name: now.champions.get(name) for name in recorded}
         if recorded != actual:

@@ -77,6 +77,47 @@ _own_env: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------
+# Names
+
+
+MLFLOW_NAME_MAX = 160
+"""Longest ``mlflow_name``: room under MLflow's 250-character keys for ``<name>/mae_15m`` and the
+like, and under its 256-character registered model names for the prefix."""
+_NAME_PLAIN = re.compile(r"[a-z0-9_]")
+
+
+def mlflow_name(metric: str) -> str:
+    """A resource metric's name as MLflow takes it: metric and tag keys, registered and logged model names.
+
+    The one mapping from the metrics users have (``namespace:container_cpu_usage_seconds:sum_rate``,
+    ``system.cpu.utilization``, ``cpu,cores``) to MLflow: lower-case letters, digits and
+    ``_`` stay; every other character becomes ``-`` and the two hex digits of each of its
+    UTF-8 bytes (``.`` -> ``-2e``, ``:`` -> ``-3a``, ``A`` -> ``-41``). So a Prometheus
+    name without colons keeps its name, and the mapping is injective (``-`` appears only
+    as an escape, so the name can be read back), holds no ``/ : . % @`` or quote that
+    MLflow refuses in a model name or a URI ``models:/<name>@<alias>``, and no two
+    metrics differing only in case meet in a case-insensitive database. A name that
+    would exceed ``MLFLOW_NAME_MAX`` characters is cut and ends in ``--`` and a SHA-256
+    digest of the whole name. The original name is kept in the ``foresight.metric`` tags
+    and in every file.
+
+    Raises:
+        ConfigError: the name is empty.
+    """
+    text = str(metric)
+    if not text:
+        raise ConfigError("a metric name is empty; name every series' metric (unique_id '<metric>/<entity>')")
+    out = "".join(ch if _NAME_PLAIN.fullmatch(ch) else "".join(f"-{b:02x}" for b in ch.encode("utf-8"))
+                  for ch in text)
+    if len(out) > MLFLOW_NAME_MAX:
+        import hashlib
+
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        out = f"{out[:MLFLOW_NAME_MAX - len(digest) - 2].rstrip('-')}--{digest}"
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Configuration
 
 

@@ -34,7 +34,7 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from foresight_lib.errors import ConfigError, ForesightError
 from foresight_lib.forecasting.champion import CHECK_MODES, ChampionBundle
-from foresight_lib.publishing.mlflow_store import _client, _experiment_id, quiet_mlflow
+from foresight_lib.publishing.mlflow_store import _client, _experiment_id, mlflow_name, quiet_mlflow
 from foresight_lib.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,13 @@ class ForesightPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def registered_model_name(metric: str, name_prefix: str = DEFAULT_PREFIX) -> str:
-    """``<prefix>-<metric>``; a prefix given with its dash (``foresight-``, as in the config) is the same."""
-    return f"{name_prefix.rstrip('-')}-{metric}"
+    """``<prefix>-<mlflow_name(metric)>``; a prefix given with its dash (``foresight-``, as in the config) is the same.
+
+    ``foresight-container_cpu_usage_seconds_total`` keeps the metric's name; a name MLflow
+    would refuse (``namespace:container_cpu:sum_rate``, ``system.cpu.utilization``) is
+    escaped by ``mlflow_name``, and the exact name is on the model's ``foresight.metric`` tag.
+    """
+    return f"{name_prefix.rstrip('-')}-{mlflow_name(metric)}"
 
 
 def load_bundle(model_uri: str) -> ChampionBundle:
@@ -192,13 +197,17 @@ def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
         "mean_mase": _fmt(score), "model": bundle.model, "run_id": run_key or "", "mlflow_run_id": run_id,
         "champion_mean_mase": _fmt(current_score), "previous_champion": previous or "", "decision": alias,
         "reason": reason or "", "series": str(len(bundle.series)), "horizons": ",".join(bundle.horizons),
+        METRIC_TAG: metric,
     }
     if profile is not None:
         tags.update(unit=profile.unit or "", trained_median=_fmt(profile.median), trained_p99=_fmt(profile.high),
                     nonnegative=str(profile.nonnegative).lower(), counter=str(profile.counter).lower())
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, alias, mv.version)
-    if not client.get_registered_model(name).description:
+    registered = client.get_registered_model(name)
+    if (registered.tags or {}).get(METRIC_TAG) != metric:
+        client.set_registered_model_tag(name, METRIC_TAG, metric)
+    if not registered.description:
         unit = f" ({profile.unit})" if profile is not None and profile.unit else ""
         client.update_registered_model(
             name, description=f"Foresight champion for {metric}{unit}: given recent history (unique_id, ds, y) of "
@@ -259,10 +268,11 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         example = bundle.example if bundle.example is not None else None
         tags = {MODEL_TAG: bundle.model, METRIC_TAG: metric}
-        model = mlflow.initialize_logged_model(name=f"champion-{metric}", source_run_id=source_run_id, tags=tags,
+        logged_name = f"champion-{mlflow_name(metric)}"
+        model = mlflow.initialize_logged_model(name=logged_name, source_run_id=source_run_id, tags=tags,
                                                experiment_id=experiment)
         info = mlflow.pyfunc.log_model(
-            name=f"champion-{metric}", python_model=ForesightPyfunc(), artifacts={BUNDLE_ARTIFACT: str(path)},
+            name=logged_name, python_model=ForesightPyfunc(), artifacts={BUNDLE_ARTIFACT: str(path)},
             signature=_signature(bundle, example), input_example=example,
             pip_requirements=_requirements(bundle), code_paths=[str(code)], model_id=model.model_id,
         )

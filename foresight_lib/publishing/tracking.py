@@ -52,6 +52,7 @@ from foresight_lib.publishing.mlflow_store import (
     apply_http_limits,
     check_tracking_server,
     configure,
+    mlflow_name,
     quiet_mlflow,
 )
 from foresight_lib.publishing.registry import (
@@ -102,7 +103,6 @@ POOLED_METRICS = ("smape", "mase", "coverage_80", "coverage_95")
 PER_METRIC = ("mae", "rmse", "width_80", "width_95")
 """In the data's unit: logged per resource metric only (``<metric>/mae_5m``), never pooled."""
 MAX_PARAM_CHARS = 500
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
 _DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
@@ -157,7 +157,8 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
     models = list(dict.fromkeys(board["model"])) or list(result.spec.models)
     champions = metric_champions(result)
     tags = {**base_tags, "foresight.champion": result.champion, NOTE_TAG: _note(result, champions),
-            **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()}}
+            **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()},
+            **{f"{METRIC_TAG}.{metric_key(m)}": m for m in champions}}
     parent = client.create_run(exp_id, run_name=run_name(run_key, logical_date), tags=tags)
     parent_id = parent.info.run_id
     children: dict[str, str] = {}
@@ -196,9 +197,8 @@ def run_name(run_key: str, logical_date: str | None = None) -> str:
     return f"{run_key} nightly"
 
 
-def metric_key(metric: str) -> str:
-    """A resource metric's name as an MLflow metric/tag key prefix (letters, digits, ``_-. `` only)."""
-    return _KEY_UNSAFE.sub("_", metric) or "_"
+metric_key = mlflow_name
+"""A resource metric's name as an MLflow metric/tag key prefix: ``mlflow_name``, the one mapping."""
 
 
 def _metric_of(per_series: pd.DataFrame) -> pd.Series:
