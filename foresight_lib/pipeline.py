@@ -62,6 +62,7 @@ from foresight_lib.runs import (
     _utc,
     backtest_spec,
     base_models,
+    duration,
     load_run_config,
     new_attempt,
     open_run,
@@ -242,7 +243,11 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
 
 
 def release(run: dict | None) -> bool:
-    """Release the date's lock if this run still holds it (the DAG's teardown; safe to call twice).
+    """The DAG's teardown, however the run ended (safe to call twice).
+
+    A publish of this run that was killed is finished or undone first
+    (``transaction.recover_ended``), so that the MLflow aliases agree with ``latest/``
+    again; then the date's lock is released if this run still holds it.
 
     Returns:
         True when the lock was released here.
@@ -250,10 +255,28 @@ def release(run: dict | None) -> bool:
     if not isinstance(run, dict) or not run.get("attempt"):
         return False
     from foresight_lib.publishing.storage import RUNS, RunStore
+    from foresight_lib.publishing.transaction import recover_ended
 
     cfg = load_run_config(run.get("overrides"))
     store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run["attempt"])
+    try:
+        outcome = recover_ended(store, run.get("run_id") or run["run_key"], duration(cfg.publish.lock_timeout),
+                                prepare=lambda: _configure_mlflow(cfg))
+        if outcome:
+            log.warning("the interrupted publish of %s was %s by the release teardown", run["run_key"], outcome)
+    except Exception as exc:  # noqa: BLE001 - the lock is released all the same; the next publish recovers
+        log.error("could not recover the interrupted publish of %s: %s", run["run_key"], exc)
     return run_lock(cfg, store).release(run["attempt"])
+
+
+def _configure_mlflow(cfg) -> None:
+    from foresight_lib.publishing import mlflow_store
+
+    mlflow_store.configure(
+        tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
+        experiment=cfg.mlflow.experiment, http_timeout_s=cfg.mlflow.http_timeout_s,
+        http_max_retries=cfg.mlflow.http_max_retries,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -378,9 +378,11 @@ class LatestFiles:
     def signature(self) -> Any:
         if self.root.scheme == "file":
             out = []
-            for name in LATEST_FILES:
+            paths = {name: self._path(name) for name in LATEST_FILES}
+            paths["journal"] = self.root.journal_path()  # a switch decided, or undone, before any rename
+            for name, path in paths.items():
                 try:
-                    stat = Path(self._path(name)).stat()
+                    stat = Path(path).stat()
                     out.append((name, stat.st_ino, stat.st_mtime_ns, stat.st_size))
                 except OSError:
                     out.append((name, None, None, None))
@@ -404,16 +406,17 @@ class LatestFiles:
             return self._snapshot
 
     def _exists(self, name: str) -> bool:
-        import pyarrow.fs as pafs
-
-        return self.root.fs.get_file_info(self._path(name)).type == pafs.FileType.File
+        return self.root.has_latest(LATEST_FILES[name])
 
     def _frame(self, name: str, errors: list[str], columns: list[str] | None = None) -> pd.DataFrame | None:
         if not self._exists(name):
             return None
         try:
-            if self.root.scheme == "file":
-                return pd.read_parquet(self._path(name), columns=columns)
+            if self.root.scheme == "file":  # as published: a killed switch's staged copy, see DataRoot
+                try:
+                    return pd.read_parquet(self.root.published_path(LATEST_FILES[name]), columns=columns)
+                except FileNotFoundError:  # renamed in meanwhile
+                    return pd.read_parquet(self._path(name), columns=columns)
             frame = self.root.read_latest(name)
             return frame[columns] if columns else frame
         except Exception as exc:  # a half-copied or foreign file must not break the whole scrape

@@ -22,6 +22,13 @@ A run is made in its own attempt folder under ``staging/`` (``RunStore(..., atte
 and replaces the date's folder under ``runs/`` only once it has succeeded
 (``RunStore.promote``), so a failed or killed re-run of a date leaves the date's
 published run folder as it was.
+
+Readers of ``latest/`` (``read_latest``, ``read_latest_json``, ``latest_manifest``,
+``has_latest``) follow the publish journal (``locks/publish_journal.json``, see
+``foresight_lib.publishing.transaction``): once it says the switch of ``latest/`` has begun,
+a file not renamed yet is read from its staged copy. So from the first read after a
+publish was killed at any point, they see the previous publish whole or the new one
+whole, never a mix, before anything has recovered.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from foresight_lib.errors import DataError, SourceError
+from foresight_lib.errors import DataError, ForesightError, SourceError
 from foresight_lib.frames import read_parquet_frame
 from foresight_lib.publishing.locations import (  # noqa: F401 (re-exported)
     s3_client_kwargs,
@@ -51,6 +58,7 @@ from foresight_lib.publishing.locations import (  # noqa: F401 (re-exported)
     split_data_root,
     unsafe_run_id,
 )
+from foresight_lib.publishing.run_lock import LOCKS
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,10 @@ RUNS = "runs"
 STAGING = "staging"
 _PREVIOUS = ".previous"
 _TMP_PREFIX = ".tmp-"
+JOURNAL = "publish_journal.json"
+"""The publish journal, under ``locks/`` (written by ``foresight_lib.publishing.transaction``)."""
+SWITCHING = "switching"
+"""The journal's phase once every file for ``latest/`` is staged: the publish is decided, readers follow it."""
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -156,21 +168,66 @@ class DataRoot:
     def latest_uri(self, name: str) -> str:
         return self._uri(self._join(LATEST, self.relpath(name)))
 
+    def _switching(self) -> dict[str, str]:
+        """target -> staged copy of a switch of ``latest/`` under way or interrupted (empty when none).
+
+        The journal's phase ``switching`` is the point where a publish is decided: every new
+        file is staged whole by then, and each is renamed over its target; whoever reads a
+        target whose staged copy is still there reads the copy instead.
+        """
+        path = self.journal_path()
+        try:
+            if not self._exists(path):
+                return {}
+            journal = json.loads(self._read(path, "publish journal"))
+        except (ForesightError, ValueError):
+            return {}  # removed meanwhile (the switch ended), or being rewritten: latest/ as it is
+        if journal.get("phase") != SWITCHING:
+            return {}
+        return {target: tmp for _name, tmp, target in journal.get("staged") or []}
+
+    def journal_path(self) -> str:
+        """Where the publish journal lives (its change tells a reader's cache that ``latest/`` may have moved)."""
+        return self._join(LOCKS, JOURNAL)
+
+    def published_path(self, name: str) -> str:
+        """The path of ``latest/<name>`` as published now: its staged copy while a switch has not renamed it."""
+        path = self._join(LATEST, self.relpath(name))
+        tmp = self._switching().get(path)
+        return tmp if tmp is not None and self._exists(tmp) else path
+
+    def _read_published(self, path: str, what: str) -> bytes:
+        """The bytes of ``latest/`` file ``path`` as published (see ``_switching``)."""
+        tmp = self._switching().get(path)
+        if tmp is not None:
+            try:
+                with self.fs.open_input_file(tmp) as src:
+                    return src.read()
+            except OSError:
+                pass  # renamed over the target meanwhile
+        return self._read(path, what)
+
+    def _is_published(self, path: str) -> bool:
+        if self._exists(path):
+            return True
+        tmp = self._switching().get(path)
+        return tmp is not None and (self._exists(tmp) or self._exists(path))
+
     def read_latest(self, name: str) -> pd.DataFrame:
         """The published dataset ``name`` (from the last run that fully succeeded)."""
         path = self._join(LATEST, self.relpath(name))
-        return _frame_from_bytes(self._read(path, f"published dataset '{name}'"), self._uri(path))
+        return _frame_from_bytes(self._read_published(path, f"published dataset '{name}'"), self._uri(path))
 
     def has_latest(self, name: str) -> bool:
         """Whether ``name`` (a dataset, or a file such as ``summary.json``) is published under ``latest/``."""
-        return self._exists(self._join(LATEST, self.relpath(name)))
+        return self._is_published(self._join(LATEST, self.relpath(name)))
 
     def read_latest_json(self, name: str) -> Any | None:
         """A published JSON file (``summary.json``), or None when there is none."""
         path = self._join(LATEST, self.relpath(name))
-        if not self._exists(path):
+        if not self._is_published(path):
             return None
-        return json.loads(self._read(path, f"published file '{name}'"))
+        return json.loads(self._read_published(path, f"published file '{name}'"))
 
     def stage_manifest(self, manifest: dict, manifest_name: str = MANIFEST) -> list[str]:
         """Write a manifest into ``latest/`` under a temporary name: ``[name, tmp, target]`` for ``switch_latest``."""
@@ -198,9 +255,9 @@ class DataRoot:
         ``name``: ``_manifest.json`` for the nightly publish, ``_plan_manifest.json`` for the scaling plan's.
         """
         path = self._join(LATEST, name)
-        if not self._exists(path):
+        if not self._is_published(path):
             return None
-        return json.loads(self._read(path, f"latest manifest {name}"))
+        return json.loads(self._read_published(path, f"latest manifest {name}"))
 
 
 class RunStore(DataRoot):

@@ -16,10 +16,22 @@ lock that serialises publishes of one data root:
 
 A failure before step 4's renames rolls everything back: aliases restored, the new
 versions deleted, the old run folder put back, staged files removed. A process killed on
-the way leaves the journal, and the next publish (or ``recover``) finishes the job the
-same way: back before the switch, forward once it had started (every staged file is
-complete by then). So ``latest/`` is always either the previous run or the new one, and
-the aliases always agree with it.
+the way leaves the journal, and ``recover`` finishes the job the same way: back before
+the switch, forward once it had started (every staged file is complete by then).
+
+Who sees what after a kill, before anything recovers:
+
+- Foresight's own readers (``DataRoot.read_latest`` and the rest: the dashboard, the JSON
+  views, ``/foresight/metrics``, the summary) follow the journal: once its phase is
+  ``switching`` they read each file not renamed yet from its staged copy. So from the
+  first read after a kill they see the previous publish whole or the new one whole. The
+  predict endpoint serves the champion versions ``latest/summary.json`` names, so it
+  agrees with them too.
+- The MLflow aliases are read by clients that run no Foresight code, and several cannot
+  move in one step: killed between the first registration and the end of the switch, an
+  alias may be ahead of ``latest/`` (rolled back) or behind it (completed). That window
+  ends at the DAG's ``release`` teardown, which runs however the run ended and calls
+  ``recover_ended`` (the next publish, an activation and the scaling plan recover first too).
 
 Whether a run may reach ``latest/`` and the aliases at all is ``decide``: only a run that
 is at least as new as what is published and ran the full configured model set, unless
@@ -42,11 +54,20 @@ import pyarrow.fs as pafs
 
 from foresight_lib.errors import SourceError
 from foresight_lib.publishing.run_lock import LOCKS, RunLock, RunLocked
-from foresight_lib.publishing.storage import _PREVIOUS, _TMP_PREFIX, LATEST, MANIFEST, STAGING, DataRoot, RunStore
+from foresight_lib.publishing.storage import (
+    _PREVIOUS,
+    _TMP_PREFIX,
+    JOURNAL,
+    LATEST,
+    MANIFEST,
+    STAGING,
+    SWITCHING,
+    DataRoot,
+    RunStore,
+)
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "publish_journal.json"
 PUBLISH_LOCK = ("publish", "latest")
 
 
@@ -201,8 +222,12 @@ def _undo(journal: Journal) -> None:
 def _finish(journal: Journal) -> None:
     """Complete a publish whose switch of ``latest/`` had begun (every staged file is whole)."""
     root = journal.root
-    log.info("switching latest/ to the publish of %s (attempt %s) from %s", journal.run_key, journal.attempt or "-",
-             who())
+    if journal.staged:
+        log.info("switching latest/ to the publish of %s (attempt %s) from %s", journal.run_key,
+                 journal.attempt or "-", who())
+    else:
+        log.info("not switching latest/: the run folder of %s (attempt %s) is kept without publishing it, from %s",
+                 journal.run_key, journal.attempt or "-", who())
     root.switch_latest(journal.staged)
     previous = (journal.promoted or {}).get("previous")
     if previous and root.scheme != "s3" and root.fs.get_file_info(previous).type == pafs.FileType.Directory:
@@ -219,7 +244,7 @@ def recover(root: DataRoot) -> str | None:
     journal = Journal.load(root)
     if journal is None:
         return None
-    if journal.phase == "switching":
+    if journal.phase == SWITCHING:
         _finish(journal)
         log.warning("completed the publish of %s (attempt %s) that was interrupted while switching latest/",
                     journal.run_key, journal.attempt)
@@ -228,6 +253,42 @@ def recover(root: DataRoot) -> str | None:
     log.warning("rolled back the publish of %s (attempt %s) that was interrupted before switching latest/",
                 journal.run_key, journal.attempt)
     return "rolled back"
+
+
+def recover_ended(root: DataRoot, run_id: str, timeout: pd.Timedelta,
+                  prepare: Callable[[], Any] | None = None) -> str | None:
+    """Finish or undo an interrupted publish once the run that made it has ended (the ``release`` teardown).
+
+    The publish lock of ``run_id``'s own publish is taken over (the teardown runs after the
+    publish task, so that process has ended however it ended); a lock of another live
+    publish is left alone (that publish recovers first itself). Stray ``.tmp-*`` files in
+    ``latest/`` go too. ``prepare`` (pointing MLflow at the run's store) is called only when
+    there is something to recover.
+
+    Returns:
+        What ``recover`` returned; None when there was nothing to do or another publish holds the lock.
+    """
+    if Journal.load(root) is None:
+        return None
+    if prepare is not None:
+        prepare()
+    lock = RunLock(root, PUBLISH_LOCK[0], PUBLISH_LOCK[1], timeout)
+    owner = lock.owner()
+    if owner is not None and owner.run_id == run_id:
+        log.warning("taking over the publish lock of %s, whose publish has ended: %s", run_id, owner.describe())
+        lock.release(owner.attempt)
+    token = f"recover-{uuid.uuid4().hex[:12]}"
+    try:
+        lock.acquire(run_id, token, owner_pid=os.getpid())
+    except RunLocked as exc:
+        log.info("not recovering the interrupted publish now: %s", exc)
+        return None
+    try:
+        outcome = recover(root)
+        remove_temp_files(root)
+    finally:
+        lock.release(token)
+    return outcome
 
 
 # ---------------------------------------------------------------------------
@@ -287,7 +348,7 @@ class Transaction:
         if names:
             self.journal.staged = committed.stage_latest(names)
             self.journal.staged.append(committed.stage_manifest(manifest, manifest_name))
-            self.journal.phase = "switching"
+            self.journal.phase = SWITCHING
             try:
                 self.journal.save()
             except BaseException:
@@ -323,7 +384,7 @@ def run_transaction(attempt: RunStore, aliases: dict, register: Callable[[Transa
         manifest = committed.manifest_record(latest_names, manifest_extra) if latest_names else None
         tx.switch(committed, latest_names, manifest, manifest_name)
     except BaseException as exc:
-        if tx.journal.phase == "switching":
+        if tx.journal.phase == SWITCHING:
             raise  # killed or failed mid-switch: ``recover`` finishes it from the journal
         try:
             tx.abort()
