@@ -114,6 +114,28 @@ BAD_REQUESTS = {
 }
 
 
+SHARED_REFUSALS = ["duplicate timestamps", "off grid", "too little history", "unknown series", "new series too short",
+                   "gaps"]
+
+
+@pytest.mark.parametrize("case", SHARED_REFUSALS)
+def test_the_pyfunc_refuses_with_the_same_message_as_predict(world, case):
+    from foresight_lib.forecasting.champion import HistoryRefused
+    from foresight_lib.publishing.registry import ForesightPyfunc
+
+    make, status, _ = BAD_REQUESTS[case]
+    body = make(world)
+    answer = world["client"].post("/predict", json=body)
+    assert answer.status_code == status, answer.text
+    model = ForesightPyfunc()
+    model.bundle = world["bundle"]
+    frame = pd.DataFrame(body["history"])
+    with pytest.raises(HistoryRefused) as caught:
+        model.predict(None, frame, params={"allow_new_series": bool(body.get("allow_new_series"))})
+    assert caught.value.status == status
+    assert answer.json()["detail"].endswith(str(caught.value)), (answer.json()["detail"], str(caught.value))
+
+
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_each_bad_predict_request_is_refused_naming_the_problem_and_changes_nothing(world, case):
     make, status, words = BAD_REQUESTS[case]

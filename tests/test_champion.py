@@ -309,3 +309,52 @@ def test_forecasts_of_a_non_negative_metric_never_go_below_zero(bundles):
     pd.testing.assert_frame_equal(fc[bounds], raw[bounds].clip(lower=0.0))
     # and, knowing nothing of its training data, checks nothing
     assert len(old.forecast(near_zero.assign(y=lambda f: f["y"] + 1e9))) == 6
+
+
+# ---------------------------------------------------------------------------
+# The pyfunc model refuses what the REST API refuses (one set of checks)
+
+
+def _refused_histories(bundle: ChampionBundle) -> dict[str, tuple[pd.DataFrame, str]]:
+    uid = "cpu_cores/c0"
+    rows = new_actuals(bundle, uid, [5.0, 5.1, 5.2, 5.3])
+    conflicting = pd.concat([rows, rows.iloc[[1]].assign(y=9.0)], ignore_index=True)
+    return {
+        "inf": (rows.assign(y=[5.0, np.inf, 5.2, 5.3]), "non-finite values"),
+        "nan": (rows.assign(y=[5.0, np.nan, 5.2, 5.3]), "non-finite values"),
+        "one row of a new series": (pd.DataFrame({"unique_id": ["cpu_cores/new"], "ds": [rows["ds"].iloc[0]],
+                                                  "y": [1.0]}), "too little history for new series"),
+        "a point 30 days on": (pd.DataFrame({"unique_id": [uid], "ds": [bundle.last_ds[uid] + pd.Timedelta("30D")],
+                                             "y": [5.0]}), "too little history for series"),
+        "conflicting duplicates": (conflicting, "duplicate timestamps"),
+        "a long gap": (pd.concat([rows.iloc[:2], new_actuals(bundle, uid, [5.0] * 40).iloc[-2:]],
+                                 ignore_index=True), "has gaps"),
+    }
+
+
+@pytest.mark.parametrize("case", ["inf", "nan", "one row of a new series", "a point 30 days on",
+                                  "conflicting duplicates", "a long gap"])
+def test_the_pyfunc_refuses_what_the_rest_api_refuses(bundles, case):
+    from foresight_lib.forecasting.champion import HistoryRefused
+    from foresight_lib.publishing.registry import ForesightPyfunc
+
+    model = ForesightPyfunc()
+    model.bundle = bundles["ensemble"]
+    history, words = _refused_histories(model.bundle)[case]
+    with pytest.raises(HistoryRefused, match=words):
+        model.predict(None, history)
+
+
+def test_the_pyfunc_takes_a_gap_setting_and_can_refuse_new_series(bundles):
+    from foresight_lib.forecasting.champion import HistoryRefused
+    from foresight_lib.publishing.registry import ForesightPyfunc
+
+    model = ForesightPyfunc()
+    model.bundle = bundles["naive"]
+    history, _ = _refused_histories(model.bundle)["a long gap"]
+    assert len(model.predict(None, history, params={"max_gap_points": 100})) == model.bundle.max_steps
+    new = series_of(make_daily_series(days=2, n_series=1, seed=9), "cpu_cores/c0").assign(unique_id="cpu_cores/n")
+    assert set(model.predict(None, new)["unique_id"]) == {"cpu_cores/n"}
+    with pytest.raises(HistoryRefused, match="unknown series") as caught:
+        model.predict(None, new, params={"allow_new_series": False})
+    assert caught.value.status == 404

@@ -44,8 +44,24 @@ CHECK_MODES = ("raise", "warn", "off")
 """What ``forecast`` does with history unlike the training data: refuse it, log a warning, or nothing."""
 DEFAULT_SCALE_FACTOR = 100.0
 """History whose level is this many times off the training data's is refused."""
+MAX_GAP_POINTS = 12
+"""Missing points among a series' new actuals that are interpolated at most, or half of them if more."""
+
+
 class HistoryMismatchError(DataError, ValueError):
     """The history given to a champion does not look like the metric it was trained on."""
+
+
+class HistoryRefused(DataError, ValueError):
+    """History a champion cannot be conditioned on (``ChampionBundle.refuse_unusable``).
+
+    ``status``: 404 for series the model does not know (when new series are not allowed),
+    422 for anything else, as the REST API answers it.
+    """
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
 
 
 def mean_mase(board: pd.DataFrame, model: str) -> float:
@@ -282,6 +298,77 @@ class ChampionBundle:
                          uid, self.model, fitted, len(values))
             frames.append(self._clipped(uid, self._frame(uid, cutoff, fc, h)))
         return pd.concat(frames, ignore_index=True)
+
+    def refuse_unusable(self, history: pd.DataFrame, allow_new_series: bool = True,
+                        max_gap_points: int = MAX_GAP_POINTS) -> pd.DataFrame:
+        """Refuse history this model cannot be conditioned on; the one set of checks of every way to predict.
+
+        Both the pyfunc model (``models:/…@champion``) and ``POST /foresight/predict`` call it,
+        with the same messages: non-finite values, duplicate timestamps, unknown series (when
+        ``allow_new_series`` is false), timestamps off the model's grid, a known series whose
+        history does not follow on from the last actual the model has seen, a new series
+        shorter than one season, and more than ``max_gap_points`` (or half the points sent,
+        if more) missing among the new actuals.
+
+        Returns:
+            ``history`` as a checked long frame (UTC timestamps, sorted).
+
+        Raises:
+            HistoryRefused: naming the series and what is wrong.
+        """
+        df = check_series_frame(history, "history")
+        if df.empty:
+            raise HistoryRefused("history has no actuals; pass recent rows of unique_id, ds, y for the series to "
+                                 "forecast")
+        y = df["y"].to_numpy("float64")
+        bad = ~np.isfinite(y)
+        if bad.any():
+            first = df[bad].iloc[0]
+            raise HistoryRefused(f"non-finite values: {int(bad.sum())} row(s) of the history are NaN or infinite, "
+                                 f"e.g. series {first['unique_id']!r} at {first['ds'].isoformat()}; send finite "
+                                 "values only (leave a missing point out)")
+        dup = df.duplicated(["unique_id", "ds"], keep=False)
+        if dup.any():
+            first = df[dup].iloc[0]
+            raise HistoryRefused(f"duplicate timestamps: {int(dup.sum())} rows share a (unique_id, ds), e.g. series "
+                                 f"{first['unique_id']!r} at {first['ds'].isoformat()}; send one value per series "
+                                 "and timestamp")
+        unknown = sorted(set(df["unique_id"]) - set(self.last_ds))
+        if unknown and not allow_new_series:
+            raise HistoryRefused(f"unknown series {unknown[:5]}{' …' if len(unknown) > 5 else ''}: the model was "
+                                 f"trained on {len(self.last_ds)} series (e.g. {self.series[:3]}); set "
+                                 "allow_new_series to fit them afresh on the history sent", status=404)
+        step = self.step
+        for uid, group in df.groupby("unique_id", sort=True):
+            ds = pd.DatetimeIndex(group["ds"])
+            known = uid in self.last_ds
+            anchor = pd.Timestamp(self.last_ds[uid]) if known else pd.Timestamp(0, tz="UTC")
+            offsets = (ds.as_unit("ns").asi8 - anchor.as_unit("ns").value) % step.value
+            if offsets.any():
+                bad_ds = ds[offsets != 0][0]
+                raise HistoryRefused(f"timestamps off the model's {self.freq} grid: series {uid!r} has a row at "
+                                     f"{bad_ds.isoformat()}; the grid is {anchor.isoformat()} + k × {self.freq}")
+            first_new = pd.Timestamp(self.last_ds[uid]) + step if known else ds[0]
+            newer = ds[ds >= first_new]
+            if known:
+                last = pd.Timestamp(self.last_ds[uid])
+                if len(newer) and newer[0] > last + step:
+                    missing = int((newer[0] - last) / step) - 1
+                    raise HistoryRefused(f"too little history for series {uid!r}: the model has seen it up to "
+                                         f"{last.isoformat()} and is conditioned on every actual since; the history "
+                                         f"sent starts at {newer[0].isoformat()} ({missing} point(s) missing): send "
+                                         f"the rows from {(last + step).isoformat()} on")
+            elif len(ds) < self.season_length:
+                raise HistoryRefused(f"too little history for new series {uid!r}: {len(ds)} point(s), a new series "
+                                     f"needs at least {self.season_length} (one season of {self.freq} data)")
+            if len(newer):
+                points = int((newer[-1] - first_new) / step) + 1
+                missing = points - len(newer)
+                if missing > max(int(max_gap_points), len(newer)):
+                    raise HistoryRefused(f"the history of series {uid!r} has gaps: {missing} of the {points} "
+                                         f"{self.freq} points from {first_new.isoformat()} to "
+                                         f"{newer[-1].isoformat()} are missing; send the actuals in between")
+        return df
 
     def profile_for(self, unique_id: str) -> MetricProfile | None:
         """The training profile a series is held against: its metric's, else the only one there is."""

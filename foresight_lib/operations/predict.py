@@ -1,10 +1,13 @@
 """``POST /foresight/predict``: forecasts with intervals from a registered champion.
 
-The model is the metric's ``champion`` alias (or a named ``alias`` or ``version``) of
+The model is the metric's champion (or a named ``alias`` or ``version``) of
 ``<prefix>-<metric>``, loaded through MLflow once and kept warm in process, keyed by
-registered model and version. Which version an alias points at is looked up again after
-``ALIAS_TTL_S`` seconds (or at once after an activation in this process), so a moved
-alias is served within seconds. Nothing in the registry is ever changed here.
+registered model and version. The champion is the version ``latest/summary.json`` names
+(``champion_versions``), so that the endpoint serves what the rest of Foresight publishes
+even while an interrupted publish has moved the ``champion`` alias ahead of ``latest/``;
+the alias serves a metric the summary does not name. Which version either names is looked
+up again after ``ALIAS_TTL_S`` seconds (or at once after an activation in this process),
+so a new champion is served within seconds. Nothing in the registry is ever changed here.
 
 Every refusal names what is wrong: history the model cannot be conditioned on (too
 little, duplicate or off-grid timestamps, values unlike the training data), a metric,
@@ -42,8 +45,10 @@ MAX_MODELS = int(os.environ.get("FORESIGHT_API_MAX_MODELS", "8"))
 EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
 LATEST = pd.Timestamp("2200-01-01", tz="UTC")
 """Timestamps accepted in history (pandas' nanosecond range ends in 2262)."""
-MAX_GAP_POINTS = 12
-"""Missing points among a series' new actuals that are interpolated at most, or half of them if more."""
+MAX_GAP_POINTS = int(os.environ["FORESIGHT_API_MAX_GAP_POINTS"]) if os.environ.get("FORESIGHT_API_MAX_GAP_POINTS") \
+    else None
+"""Missing points among a series' new actuals that are interpolated at most, or half of them if more
+(default: the pyfunc model's, ``champion.MAX_GAP_POINTS``, 12)."""
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
 METRIC_PATTERN = r"^[A-Za-z0-9_:.\-]{1,200}$"
 _EXAMPLE_HISTORY = [
@@ -133,6 +138,7 @@ class ModelCache:
         self.alias_ttl_s = alias_ttl_s
         self._bundles: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._aliases: dict[tuple[str, str], tuple[int, float]] = {}
+        self._published: dict[str, tuple[dict[str, int], float]] = {}
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
         self.loads = 0
@@ -142,11 +148,33 @@ class ModelCache:
         with self._lock:
             for key in [k for k in self._aliases if name is None or k[0] == name]:
                 del self._aliases[key]
+            self._published.clear()
+
+    def published(self, data_root: str) -> dict[str, int]:
+        """metric -> champion version, as ``latest/summary.json`` records it (empty when nothing is published)."""
+        from foresight_lib.publishing.storage import DataRoot
+
+        now = time.monotonic()
+        with self._lock:
+            hit = self._published.get(data_root)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            summary = DataRoot(data_root).read_latest_json("summary.json") or {}
+        except (ForesightError, ValueError) as exc:
+            log.warning("cannot read the published summary under %s (%s); serving the champion aliases", data_root,
+                        exc)
+            summary = {}
+        versions = {str(m): int(v) for m, v in (summary.get("champion_versions") or {}).items() if v is not None}
+        with self._lock:
+            self._published[data_root] = (versions, now + self.alias_ttl_s)
+        return versions
 
     def clear(self) -> None:
         with self._lock:
             self._bundles.clear()
             self._aliases.clear()
+            self._published.clear()
 
     def resolve(self, name: str, alias: str | None, version: int | None) -> tuple[int, str | None]:
         """The version to serve: ``version`` as given (checked), else the one ``alias`` points at."""
@@ -273,7 +301,7 @@ def predict(request: PredictRequest, settings: Settings, cache: ModelCache = CAC
         OperationError: 413 over the row limit; 404 an unknown metric, series, alias or
             version; 422 history the model cannot use (each names the series and why).
     """
-    from foresight_lib.publishing.registry import registered_model_name
+    from foresight_lib.publishing.registry import CHAMPION_ALIAS, registered_model_name
 
     if len(request.history) > MAX_ROWS:
         raise OperationError(413, f"the request carries {len(request.history)} history rows; the limit is "
@@ -290,7 +318,12 @@ def predict(request: PredictRequest, settings: Settings, cache: ModelCache = CAC
     used, rows = [], []
     for metric, rows_of_metric in by_metric.items():
         name = registered_model_name(metric, settings.name_prefix)
-        version, alias = cache.resolve(name, request.alias, request.version)
+        published = None if request.alias or request.version is not None else \
+            cache.published(settings.data_root).get(metric)
+        if published is not None:
+            version, alias = cache.resolve(name, None, published)[0], CHAMPION_ALIAS
+        else:
+            version, alias = cache.resolve(name, request.alias, request.version)
         bundle = cache.bundle(name, version)
         history = rows_of_metric[["unique_id", "ds", "y"]]
         check_history(bundle, history, name, version, request.allow_new_series)
@@ -330,53 +363,18 @@ def _frame(request: PredictRequest) -> pd.DataFrame:
                                   f"{EARLIEST.year} and {LATEST.year}") from exc
     frame = pd.DataFrame({"unique_id": uids, "metric": metrics, "ds": ds,
                           "y": np.asarray([row.y for row in request.history], dtype="float64")})
-    dup = frame.duplicated(["unique_id", "ds"], keep=False)
-    if dup.any():
-        first = frame[dup].iloc[0]
-        raise OperationError(422, f"duplicate timestamps: {int(dup.sum())} rows share a (unique_id, ds), e.g. "
-                                  f"series {first['unique_id']!r} at {first['ds'].isoformat()}; send one value per "
-                                  "series and timestamp")
     return frame.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
 
 
 def check_history(bundle, history: pd.DataFrame, name: str, version: int, allow_new: bool) -> None:
-    """Refuse history the model cannot be conditioned on: unknown series, off-grid, too little or too gappy."""
-    step = bundle.step
-    step_ns = step.value
-    unknown = sorted(set(history["unique_id"]) - set(bundle.last_ds))
-    if unknown and not allow_new:
-        raise OperationError(404, f"unknown series {unknown[:5]}{' …' if len(unknown) > 5 else ''}: {name} v{version} "
-                                  f"was trained on {len(bundle.last_ds)} series (e.g. {bundle.series[:3]}); set "
-                                  "allow_new_series to fit them afresh on the history sent")
-    for uid, group in history.groupby("unique_id", sort=True):
-        ds = pd.DatetimeIndex(group["ds"])
-        known = uid in bundle.last_ds
-        anchor = pd.Timestamp(bundle.last_ds[uid]) if known else pd.Timestamp(0, tz="UTC")
-        offsets = (ds.as_unit("ns").asi8 - anchor.as_unit("ns").value) % step_ns
-        if offsets.any():
-            bad = ds[offsets != 0][0]
-            raise OperationError(422, f"timestamps off the model's {bundle.freq} grid: series {uid!r} has a row at "
-                                      f"{bad.isoformat()}; the grid is {anchor.isoformat()} + k × {bundle.freq}")
-        first = pd.Timestamp(bundle.last_ds[uid]) + step if known else ds[0]
-        newer = ds[ds >= first]
-        if known:
-            last = pd.Timestamp(bundle.last_ds[uid])
-            if len(newer) and newer[0] > last + step:
-                missing = int((newer[0] - last) / step) - 1
-                raise OperationError(422, f"too little history for series {uid!r}: {name} v{version} has seen it up "
-                                          f"to {last.isoformat()} and is conditioned on every actual since; the "
-                                          f"history sent starts at {newer[0].isoformat()} ({missing} point(s) "
-                                          f"missing): send the rows from {(last + step).isoformat()} on")
-        elif len(ds) < bundle.season_length:
-            raise OperationError(422, f"too little history for new series {uid!r}: {len(ds)} point(s), a new series "
-                                      f"needs at least {bundle.season_length} (one season of {bundle.freq} data)")
-        if len(newer):
-            points = int((newer[-1] - first) / step) + 1
-            missing = points - len(newer)
-            if missing > max(MAX_GAP_POINTS, len(newer)):
-                raise OperationError(422, f"the history of series {uid!r} has gaps: {missing} of the {points} "
-                                          f"{bundle.freq} points from {first.isoformat()} to "
-                                          f"{newer[-1].isoformat()} are missing; send the actuals in between")
+    """Refuse history the model cannot be conditioned on, as the pyfunc model does (``refuse_unusable``)."""
+    from foresight_lib.forecasting import champion
+
+    try:
+        bundle.refuse_unusable(history, allow_new_series=allow_new,
+                               max_gap_points=champion.MAX_GAP_POINTS if MAX_GAP_POINTS is None else MAX_GAP_POINTS)
+    except champion.HistoryRefused as exc:
+        raise OperationError(exc.status, f"{name} v{version}: {exc}") from exc
 
 
 def _steps(bundle, request: PredictRequest) -> tuple[int, dict[int, str]]:

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from foresight_lib.errors import ConfigError, ForesightError
-from foresight_lib.forecasting.champion import CHECK_MODES, ChampionBundle
+from foresight_lib.forecasting.champion import CHECK_MODES, MAX_GAP_POINTS, ChampionBundle
 from foresight_lib.publishing.mlflow_store import _client, _experiment_id, mlflow_name, quiet_mlflow
 from foresight_lib.scratch import scratch_dir
 
@@ -70,6 +70,13 @@ class ForesightPyfunc(mlflow.pyfunc.PythonModel):
     off, negative values) is refused with ``HistoryMismatchError``; with
     ``params={"check_history": "warn"}`` it is logged and forecast anyway, and
     ``history_scale_factor`` sets how far off a level may be.
+
+    History the model cannot be conditioned on is refused with ``HistoryRefused`` and the
+    messages of ``POST /foresight/predict`` (the same checks, ``ChampionBundle.refuse_unusable``):
+    NaN or infinite values, duplicate timestamps, timestamps off the grid, a known series
+    not following on from the model's last actual, a new series shorter than one season,
+    and more than ``max_gap_points`` (12) missing points. ``allow_new_series`` (true) set
+    to false refuses series the model was not trained on, as the REST API does by default.
     """
 
     def __init__(self) -> None:
@@ -87,9 +94,19 @@ class ForesightPyfunc(mlflow.pyfunc.PythonModel):
             model_input = pd.DataFrame(model_input)
         horizons = params.get("horizons") or None
         factor = params.get("history_scale_factor")
+        allow_new = params.get("allow_new_series")
+        gap = params.get("max_gap_points")
+        model_input = self.bundle.refuse_unusable(
+            model_input, allow_new_series=True if allow_new is None else _flag(allow_new),
+            max_gap_points=MAX_GAP_POINTS if gap is None else int(gap))
         return self.bundle.forecast(model_input, horizons=horizons,
                                     check_history=params.get("check_history") or CHECK_MODES[0],
                                     scale_factor=float(factor) if factor else None)
+
+
+def _flag(value: Any) -> bool:
+    """A boolean param as MLflow may pass it (a bool, or text from a served model's JSON)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
 
 
 def registered_model_name(metric: str, name_prefix: str = DEFAULT_PREFIX) -> str:
@@ -287,6 +304,8 @@ def _signature(bundle: ChampionBundle, example: pd.DataFrame | None) -> ModelSig
         ParamSpec("horizons", "string", ",".join(bundle.horizons)),
         ParamSpec("check_history", "string", CHECK_MODES[0]),
         ParamSpec("history_scale_factor", "double", float(bundle.scale_factor)),
+        ParamSpec("allow_new_series", "boolean", True),
+        ParamSpec("max_gap_points", "long", MAX_GAP_POINTS),
     ])
     outputs = None
     if example is not None and not example.empty:
