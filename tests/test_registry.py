@@ -156,13 +156,14 @@ def test_registered_champion_refuses_another_metrics_counter_unless_told_to_warn
     assert float(tags["trained_p99"]) == pytest.approx(bundle.profiles["cpu_cores"].high, rel=1e-5)
     model = mlflow.pyfunc.load_model("models:/foresight-cores@champion")
     params = {p["name"]: p["default"] for p in model.metadata.signature.params.to_dict()}
-    assert params == {"horizons": "5m,15m,30m", "check_history": "raise", "history_scale_factor": 100.0}
+    assert params == {"horizons": "5m,15m,30m", "check_history": "raise", "history_scale_factor": 100.0,
+                      "allow_new_series": True, "max_gap_points": 12}
 
     own = next_actuals(bundle, [5.0, 5.5, 6.0])
     assert len(model.predict(own, params={"horizons": "15m"})) == 2 * 3  # its own metric: accepted
-    ds = pd.date_range("2024-03-04 22:00", periods=24, freq="5min", tz="UTC")
+    ds = pd.date_range("2024-03-03 22:00", periods=300, freq="5min", tz="UTC")  # a new series: one season at least
     counter = pd.DataFrame({"unique_id": "container_cpu_usage_seconds_total/web-1", "ds": ds,
-                            "y": 1.5e6 + np.cumsum(np.full(24, 300.0))})
+                            "y": 1.5e6 + np.cumsum(np.full(300, 300.0))})
     with pytest.raises(HistoryMismatchError, match=r"web-1.*cpu_cores \(cores\).*like a counter"):
         model.predict(counter)
     with caplog.at_level(logging.WARNING, logger="foresight_lib.forecasting.champion"):
