@@ -313,3 +313,30 @@ def test_a_successful_publish_prints_no_mlflow_noise(store, result, frame, caplo
         logging.getLogger("mlflow.store").warning("artifact store is full")
     assert capfd.readouterr().err == ""
     assert [r.levelno for r in caplog.records if "artifact store is full" in r.getMessage()] == [logging.WARNING]
+
+
+def _configure_at(uri: str, artifacts: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        results.put(("ok", mlflow_store.configure(uri, artifact_location=artifacts, experiment="foresight-race")))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        results.put(("failed", f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_on_a_fresh_sqlite_store_both_go_on(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for pair in range(3):
+        uri = f"sqlite:///{tmp_path / f'pair{pair}' / 'mlflow.db'}"
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_configure_at, args=(uri, str(tmp_path / f"art{pair}"), barrier, results))
+                   for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [kind for kind, _ in outcomes] == ["ok", "ok"], outcomes
+        assert outcomes[0][1] == outcomes[1][1], "both runs use the one experiment"

@@ -155,8 +155,9 @@ def configure(tracking_uri: str | None = None, artifact_location: str | None = N
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
-        with quiet_mlflow():
+        with quiet_mlflow(), _creating(uri):
             client = MlflowClient(uri, uri)
+            client.search_registered_models(max_results=1)  # the registry's tables too, under the lock
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
                 experiment_id = client.create_experiment(experiment, artifact_location=location,
@@ -176,6 +177,33 @@ def configure(tracking_uri: str | None = None, artifact_location: str | None = N
     mlflow.set_experiment(experiment_id=experiment_id)
     _state.update(tracking_uri=uri, experiment_id=experiment_id, experiment=experiment)
     return experiment_id
+
+
+@contextlib.contextmanager
+def _creating(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while it may be created or migrated, and its experiment made.
+
+    MLflow creates and migrates a SQLite store's tables when a client first opens it, with
+    no lock of its own: two runs starting together on a fresh store (two dates of a
+    backfill) would both migrate it, and one would crash. The lock file
+    (``<db>.foresight-lock``) makes the second wait until the first is done; then it finds
+    the tables and the experiment there. Other stores (a server, Postgres) need none.
+    """
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+    db = db.split("?", 1)[0]
+    if not db or db == ":memory:" or os.name == "nt":
+        yield
+        return
+    import fcntl
+
+    path = Path(db).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".foresight-lock"), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def apply_http_limits(timeout_s: float = HTTP_TIMEOUT_S, max_retries: int = HTTP_MAX_RETRIES) -> dict[str, str]:
