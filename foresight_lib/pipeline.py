@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError, ForesightError
+from foresight_lib.forecasting.metrics import pooled_leaderboard
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.frames import sort_series
 from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
@@ -471,9 +472,9 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     cfg, store = open_run(run)
     spec = backtest_spec(cfg)
     result, skipped_shards = evaluate_in_shards(store, base_models(cfg), _shards(run), run["run_key"], spec)
-    store.write_frame(LEADERBOARD, result.leaderboard)
-    store.write_frame(PER_SERIES, result.per_series)
     series = store.read_frame(FEATURE_SERIES)
+    store.write_frame(LEADERBOARD, pooled_leaderboard(result.leaderboard, series["metric"].nunique()))
+    store.write_frame(PER_SERIES, result.per_series)
     forecasts = clip_to_physical_range(result.future_forecasts, series, cfg)
     store.write_frame(FORECASTS, mark_champions(forecasts, metric_champions(result, series), series))
     store.write_json("backtest_report.json",

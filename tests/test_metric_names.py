@@ -86,6 +86,12 @@ def test_recording_rule_dotted_and_punctuation_names_publish(tmp_path: Path):
     summary = pipeline.latest_summary(settings)
     assert set(summary["champion_versions"]) == set(METRICS)
     assert {row["metric"] for row in summary["metric_leaderboard"]} == set(METRICS)
+    # the pooled leaderboards leave out what is in each metric's unit; the per-metric ones keep it
+    pooled = DataRoot(settings["data_root"]).read_latest("leaderboard")
+    assert {"mase", "smape", "coverage_80"} <= set(pooled.columns)
+    assert not {"mae", "rmse", "width_80", "width_95"} & set(pooled.columns)
+    assert not {"mae", "rmse", "width_80", "width_95"} & {k for row in summary["leaderboard"] for k in row}
+    assert {"mae", "rmse", "width_80"} <= {k for row in summary["metric_leaderboard"] for k in row}
     forecasts = DataRoot(settings["data_root"]).read_latest("forecasts")
     assert set(forecasts["unique_id"].str.split("/").str[0]) == set(METRICS)
 

@@ -189,6 +189,22 @@ def leaderboard(per_series: pd.DataFrame, horizon_order: list[str]) -> pd.DataFr
     return board[LEADERBOARD_COLUMNS]
 
 
+IN_DATA_UNIT = ("mae", "rmse", "width_")
+"""Leaderboard columns in the data's unit (``width_80``, ``width_95``…): meaningless pooled over metrics."""
+
+
+def pooled_leaderboard(board: pd.DataFrame, metrics: int) -> pd.DataFrame:
+    """A leaderboard pooled over ``metrics`` resource metrics, as files and summaries publish it.
+
+    Over one metric it is whole. Over several, the columns in the data's unit (MAE, RMSE,
+    interval widths) would average cores with bytes, so they are left out: the scale-free
+    ones (MASE, sMAPE, coverage) stay, and the per-metric leaderboards keep every column.
+    """
+    if metrics <= 1:
+        return board
+    return board[[c for c in board.columns if not str(c).startswith(IN_DATA_UNIT)]]
+
+
 def champion(board: pd.DataFrame) -> str:
     """The model with the lowest mean MASE over the horizons in ``board``.
 

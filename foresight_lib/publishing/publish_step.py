@@ -113,6 +113,7 @@ def publish(run: dict) -> dict:
     behind a registered version) and its failed attempts removed.
     """
     from foresight_lib.forecasting import champion as champion_mod
+    from foresight_lib.forecasting.metrics import pooled_leaderboard
     from foresight_lib.forecasting.shard_results import champion_bundles
     from foresight_lib.publishing import registry, tracking
     from foresight_lib.publishing import transaction as publishing
@@ -143,10 +144,11 @@ def publish(run: dict) -> dict:
     champions = metric_champions(result, feature_series)
     units = _metric_units(feature_series)
     prefix = _name_prefix(cfg)
+    pooled = pooled_leaderboard(result.leaderboard, feature_series["metric"].nunique())
     summary = {
         "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
         "data_interval_end": run.get("data_interval_end"), "champion": result.champion,
-        "leaderboard": _jsonable(result.leaderboard.to_dict(orient="records")),
+        "leaderboard": _jsonable(pooled.to_dict(orient="records")),
         "metric_leaderboard": metric_leaderboard_records(result, feature_series),
         "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
         "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
