@@ -55,10 +55,13 @@ def test_the_first_run_publishes_and_records_the_champions(published):
     assert set(metric) == set(forecasts["unique_id"].str.split("/").str[0])
 
 
-def test_a_backfill_of_an_older_date_leaves_latest_and_the_aliases(published):
+def test_a_backfill_of_an_older_date_leaves_latest_and_the_aliases(published, caplog):
     root = published["root"]
-    out = pipeline.run_nightly(OLD, _settings(root))
+    with caplog.at_level("INFO", logger="foresight_lib.publishing.transaction"):
+        out = pipeline.run_nightly(OLD, _settings(root))
     assert out["published"] is False and "holds a newer run" in out["publish_reason"]
+    assert "switching latest/ to the publish of" not in caplog.text, "its log says what it does"
+    assert "not switching latest/" in caplog.text
     assert out["registrations"] == {}
     assert _latest(root) == published["latest"]
     assert _registry(root) == published["registry"]
