@@ -19,7 +19,8 @@ the previous run folder, champion and published forecasts in place. **Publish**:
 the newest run with the configured models, metrics and horizons replaces the published
 forecasts and moves the champions (`auto`); a backfill of an older date or an ad-hoc
 run stays in its run folder and MLflow unless triggered with `always`. The teardown
-task **release** frees the date's lock however the run ended.
+task **release** runs however the run ended: it finishes or undoes a publish that was
+killed (so the champion aliases agree with `latest/` again) and frees the date's lock.
 
 Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
 `foresight-nightly`) and `<data_root>/latest`.

@@ -117,7 +117,7 @@ def build_features(run: dict) -> dict:
 
 
 def release_lock(run: dict) -> bool:
-    """Release the date's lock when the run ends, failed or not (a teardown: the run keeps its state)."""
+    """When the run ends, failed or not: finish or undo a killed publish, then release the date's lock (a teardown)."""
     from foresight_lib import pipeline
 
     return pipeline.release(run)
