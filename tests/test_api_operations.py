@@ -114,8 +114,8 @@ BAD_REQUESTS = {
 }
 
 
-SHARED_REFUSALS = ["duplicate timestamps", "off grid", "too little history", "unknown series", "new series too short",
-                   "gaps"]
+SHARED_REFUSALS = ["nan", "duplicate timestamps", "off grid", "too little history", "unknown series",
+                   "new series too short", "gaps"]
 
 
 @pytest.mark.parametrize("case", SHARED_REFUSALS)
@@ -125,7 +125,11 @@ def test_the_pyfunc_refuses_with_the_same_message_as_predict(world, case):
 
     make, status, _ = BAD_REQUESTS[case]
     body = make(world)
-    answer = world["client"].post("/predict", json=body)
+    if isinstance(body, str):
+        answer = world["client"].post("/predict", content=body, headers={"content-type": "application/json"})
+        body = json.loads(body)
+    else:
+        answer = world["client"].post("/predict", json=body)
     assert answer.status_code == status, answer.text
     model = ForesightPyfunc()
     model.bundle = world["bundle"]

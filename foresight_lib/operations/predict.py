@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from foresight_lib.errors import ForesightError
 from foresight_lib.frames import split_unique_id
@@ -67,7 +67,8 @@ class HistoryRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     unique_id: str = Field(min_length=1, max_length=512, description="`<metric>/<entity>`, e.g. cpu_cores/web-1")
     ds: datetime = Field(description="Timestamp (ISO 8601; UTC when no offset is given)")
-    y: FiniteFloat = Field(description="The value; NaN, infinities and null are refused")
+    y: float = Field(description="The value; null is refused, and NaN and infinities are refused with the "
+                                 "champion pyfunc model's message (one set of history checks)")
 
 
 class PredictRequest(BaseModel):
