@@ -109,6 +109,25 @@ def test_recording_rule_dotted_and_punctuation_names_publish(tmp_path: Path):
         assert parent.tags[f"{METRIC_TAG}.{key}"] == metric
         assert parent.tags[f"foresight.champion.{key}"] == summary["registrations"][metric]["model"]
         assert f"{key}/mae_15m" in parent.metrics
+    # the operations API lists and serves them under their own names
+    from foresight_lib.operations import Settings
+    from foresight_lib.operations.models import list_models
+    from foresight_lib.operations.predict import HistoryRow, ModelCache, PredictRequest, predict
+
+    ops = Settings(data_root=settings["data_root"], name_prefix="foresight", tracking_uri=uri, artifact_location=None,
+                   experiment="foresight", lock_timeout="12h", lock_wait="1s", horizons=("5m", "15m", "30m"))
+    assert {m.metric for m in list_models(ops).models} == set(METRICS)
+    for metric in METRICS:
+        listed = list_models(ops, metric).models[0]
+        assert listed.metric == metric and listed.registered_model == registered_model_name(metric)
+        champion = next(v for v in listed.versions if "champion" in v.aliases)
+        assert champion.backtest.horizons, f"the scores of {metric} are found under its MLflow key"
+    actuals = DataRoot(settings["data_root"]).read_latest("actuals")
+    uid = str(actuals["unique_id"].astype(str).loc[lambda u: u.str.startswith(METRICS[0] + "/")].iloc[0])
+    rows = actuals[actuals["unique_id"].astype(str) == uid].tail(3)
+    served = predict(PredictRequest(history=[HistoryRow(unique_id=uid, ds=r.ds.to_pydatetime(), y=float(r.y))
+                                             for r in rows.itertuples()], steps=2), ops, ModelCache())
+    assert served.models[0].metric == METRICS[0] and len(served.forecasts) == 2
     # the three punctuation-only variants keep one tag and one set of errors each
     assert len({mlflow_name(m) for m in METRICS}) == len(METRICS)
     assert json.loads(json.dumps(summary["registrations"]))["mem,bytes"]["registered_model"] == \

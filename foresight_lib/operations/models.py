@@ -105,18 +105,20 @@ def list_models(settings: Settings, metric: str | None = None, max_versions: int
     """Every registered model of the prefix (or one metric's), its aliases and newest versions."""
     from mlflow.exceptions import MlflowException
 
+    from foresight_lib.publishing.registry import METRIC_TAG, registered_model_name
+
     prefix = f"{settings.name_prefix}-"
     client = _client()
     try:
         if metric is not None:
-            found = [model_or_404(prefix + metric, metric)]
+            found = [model_or_404(registered_model_name(metric, settings.name_prefix), metric)]
         else:
             found = list(client.search_registered_models(f"name LIKE '{prefix}%'", max_results=1000))
         out = []
         for model in sorted(found, key=lambda m: m.name):
             versions = client.search_model_versions(f"name = '{model.name}'", max_results=max_versions,
                                                     order_by=["version_number DESC"])
-            this_metric = model.name[len(prefix):]
+            this_metric = (model.tags or {}).get(METRIC_TAG) or model.name[len(prefix):]  # the exact name
             out.append(MetricModels(
                 metric=this_metric, registered_model=model.name,
                 aliases={a: int(v) for a, v in (model.aliases or {}).items()},

@@ -244,7 +244,8 @@ def model_or_404(name: str, metric: str) -> Any:
     """The registered model ``name``; 404 naming the registered metrics when there is none."""
     from mlflow.exceptions import MlflowException
 
-    from foresight_lib.publishing.mlflow_store import _client
+    from foresight_lib.publishing.mlflow_store import _client, mlflow_name
+    from foresight_lib.publishing.registry import METRIC_TAG
 
     client = _client()
     try:
@@ -252,9 +253,11 @@ def model_or_404(name: str, metric: str) -> Any:
     except MlflowException as exc:
         if not _missing(exc):
             raise _registry_down(name, exc) from exc
-    prefix = name[: len(name) - len(metric)]
+    suffix = mlflow_name(metric)
+    prefix = name[: len(name) - len(suffix)] if name.endswith(suffix) else name.split("-", 1)[0] + "-"
     try:
-        known = sorted(m.name[len(prefix):] for m in client.search_registered_models(f"name LIKE '{prefix}%'"))
+        known = sorted((m.tags or {}).get(METRIC_TAG) or m.name[len(prefix):]
+                       for m in client.search_registered_models(f"name LIKE '{prefix}%'"))
     except MlflowException:
         known = []
     raise OperationError(404, f"unknown metric {metric!r}: no registered model {name}"
