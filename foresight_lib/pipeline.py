@@ -518,13 +518,14 @@ def latest_summary(overrides: dict | None = None) -> dict:
     Raises:
         DataError: nothing was published yet under the configured data root.
     """
-    from foresight_lib.publishing.storage import LATEST, DataRoot
+    from foresight_lib.publishing.storage import DataRoot
 
     cfg = load_run_config(overrides)
     root = DataRoot(cfg.data_root)
-    if root.latest_manifest() is None:
+    summary = root.read_latest_json("summary.json") if root.latest_manifest() is not None else None
+    if summary is None:
         raise DataError(f"nothing published yet under {cfg.data_root}; run the nightly DAG first (make run)")
-    return json.loads(root._read(root._join(LATEST, "summary.json"), "the published summary"))
+    return summary
 
 
 def format_summary(summary: dict) -> str:

@@ -171,6 +171,7 @@ def _what_readers_see(case: Path, settings: dict, before: dict[str, bytes], atte
         assert json.loads(seen[MANIFEST])["run_id"] == KEY
     summary = json.loads(seen["summary.json"])
     assert root.read_latest_json("summary.json") == summary
+    assert pipeline.latest_summary(settings) == summary  # what `foresight summary` prints
     assert root.latest_manifest() == json.loads(seen[MANIFEST])
     # the dashboard's overview and the Prometheus exposition
     overview = dashboard.overview(settings["data_root"])
