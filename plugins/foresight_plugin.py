@@ -64,7 +64,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from foresight_lib.operations import OperationError, security
-from foresight_lib.operations.jobs import Job, JobDetail, JobList, TrainRequest
+from foresight_lib.operations.jobs import Job, JobDetail, JobList, Refusal, TrainRequest
 from foresight_lib.operations.models import ActivationResponse, ModelsResponse, VersionInfo
 from foresight_lib.operations.predict import METRIC_PATTERN, PredictRequest, PredictResponse
 from foresight_lib.operations.security import SecurityHeaders
@@ -324,7 +324,9 @@ JOB_ID = Path(min_length=1, max_length=250, description="The DAG run id returned
 
 
 @app.post("/train", summary="Start a nightly run with the given parameters", status_code=201,
-          response_model=Job, responses={409: {"description": "Airflow refused the run"}})
+          response_model=Job, responses={409: {"description": "Airflow refused the run"},
+                                         422: {"model": Refusal, "description": "A bad field, or settings that "
+                                                                               "would make the run fail"}})
 def train(body: TrainRequest, request: Request, _: Annotated[str, Depends(run_access)]) -> Job:
     from foresight_lib.operations import jobs
 

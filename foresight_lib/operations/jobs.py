@@ -55,6 +55,12 @@ class TrainRequest(BaseModel):
     note: str | None = Field(None, max_length=1000, description="A note shown on the run in Airflow")
 
 
+class Refusal(BaseModel):
+    """A refused request: the reason (a run's settings that would fail), or each bad field of the body."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class TaskProgress(BaseModel):
     task_id: str
     map_index: int = -1
