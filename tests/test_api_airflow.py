@@ -229,6 +229,25 @@ def test_a_training_job_is_started_followed_and_cancelled_through_airflows_rest_
     assert missing.status_code == 404 and "no-such-run" in missing.text
 
 
+def test_a_password_in_a_runs_settings_reaches_airflow_but_no_answer_or_api_server_log(airflow):
+    secret = "pl4nted-" + secrets.token_hex(6)
+    url = f"http://ops:{secret}@prometheus.internal:9090"
+    started = call(airflow, "POST", "/train", airflow["admin"], json={
+        "publish": "never", "note": f"source {url}",
+        "overrides": {"source": {"kind": "prometheus", "prometheus": {"url": url}}}})
+    assert started.status_code == 201, started.text
+    job_id = started.json()["job_id"]
+    answers = [started, call(airflow, "GET", "/train/jobs", airflow["viewer"]),
+               call(airflow, "GET", f"/train/jobs/{job_id}", airflow["viewer"]),
+               call(airflow, "POST", f"/train/jobs/{job_id}/cancel", airflow["admin"])]
+    assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+    for answer in answers:
+        assert secret not in answer.text, answer.text
+    assert "ops:***@prometheus.internal" in answers[1].text
+    logs = {p.name: p.read_text(errors="replace") for p in airflow["server"].logs.glob("*.log")}
+    assert logs and not [name for name, text in logs.items() if secret in text]
+
+
 SETTLE = """
     from sqlalchemy import select
     from airflow.models.dagbag import DBDagBag
