@@ -218,8 +218,8 @@ app = FastAPI(title="Foresight", version="1",
                           "Every endpoint but /metrics needs a JWT of Airflow's api-server (POST /auth/token), "
                           "as a bearer token or the Airflow UI's login cookie.",
               docs_url=None, redoc_url=None, openapi_url=None, responses=ERRORS)
-app.add_middleware(SecurityHeaders)
 app.add_middleware(ApiTelemetry)
+app.add_middleware(SecurityHeaders)  # the outermost: its headers are on every answer, a 413 included
 
 
 @app.exception_handler(OperationError)

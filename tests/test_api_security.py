@@ -209,6 +209,8 @@ def test_pages_and_answers_carry_security_headers(world):
         assert answer.headers["x-content-type-options"] == "nosniff", path
         assert answer.headers["x-frame-options"] == "SAMEORIGIN", path
         assert "frame-ancestors 'self'" in answer.headers["content-security-policy"], path
+    too_large = client.post("/predict", content=b"x" * 9_000_000, headers={"Content-Type": "application/json"})
+    assert too_large.status_code == 413 and too_large.headers["x-content-type-options"] == "nosniff"
     page = client.get("/").headers["content-security-policy"]
     assert "script-src 'self';" in page and "unsafe-eval" not in page
     docs = client.get("/docs")
