@@ -75,7 +75,12 @@ LOG="$logs/mlflow.log" NAME=mlflow start mlflow ui --backend-store-uri "$trackin
     --port "$MLFLOW_PORT" "${mlflow_hosts[@]}"
 LOG="$logs/api-server.log" NAME=api-server start airflow api-server --host "$UI_HOST" --port "$AIRFLOW__API__PORT"
 
-case "$UI_HOST" in 0.0.0.0 | :: | "[::]") local_host=127.0.0.1 ;; *) local_host="$UI_HOST" ;; esac
+case "$UI_HOST" in
+    0.0.0.0 | :: | "[::]") local_host=127.0.0.1 ;;
+    \[*) local_host="$UI_HOST" ;;
+    *:*) local_host="[$UI_HOST]" ;;  # an IPv6 address in a URL
+    *) local_host="$UI_HOST" ;;
+esac
 health="http://$local_host:$AIRFLOW__API__PORT/api/v2/monitor/health"
 deadline=$(( SECONDS + API_WAIT_S ))
 until python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' "$health" 2> /dev/null; do
