@@ -12,6 +12,10 @@ RUN_CONF ?= {}
 PLAN_DATE ?= $(shell printf '%s:%02d:00' "$$(date -u +%Y-%m-%dT%H)" "$$(( $$(date -u +%-M) / 30 * 30 ))")
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
+# The address both UIs of `make ui` listen on: this machine only by default; UI_HOST=0.0.0.0
+# for every interface (then the MLflow links name this host, not localhost).
+UI_HOST ?= 127.0.0.1
+UI_URL_HOST := $(if $(filter 127.0.0.1 localhost,$(UI_HOST)),localhost,$(if $(filter 0.0.0.0 ::,$(UI_HOST)),$(shell hostname -f 2> /dev/null || hostname),$(UI_HOST)))
 
 export AIRFLOW_HOME := $(CURDIR)/var/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -24,10 +28,13 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= foresight_dags.sqlite.CONNECT_ARGS
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC ?= foresight_dags.sqlite.ASYNC_CONNECT_ARGS
 export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
+export AIRFLOW__API__HOST := $(UI_HOST)
+export FORESIGHT_UI_HOST := $(UI_HOST)
+export FORESIGHT_UI_URL_HOST := $(UI_URL_HOST)
 # Every URL from its one port setting: the workers reach the execution API on the api-server's
 # port, and the Foresight plugin links to the MLflow UI that `make ui` starts.
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL := http://localhost:$(AIRFLOW_PORT)/execution/
-export FORESIGHT_MLFLOW_UI_URL ?= http://localhost:$(MLFLOW_PORT)
+export FORESIGHT_MLFLOW_UI_URL ?= http://$(UI_URL_HOST):$(MLFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)
 
@@ -62,9 +69,9 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 ui: airflow-db
-	@echo "Airflow:  http://localhost:$(AIRFLOW_PORT)  user 'admin', password in"
-	@echo "          $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written on first start)"
-	@echo "MLflow:   http://localhost:$(MLFLOW_PORT)"
+	@echo "Airflow:  http://$(UI_URL_HOST):$(AIRFLOW_PORT)  user 'admin', password in"
+	@echo "          $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written on first start, mode 0600)"
+	@echo "MLflow:   http://$(UI_URL_HOST):$(MLFLOW_PORT)"
 	MLFLOW_PORT=$(MLFLOW_PORT) scripts/ui.sh
 
 # The scale-out stack of docker-compose.yaml as native processes (scripts/stack.py): Postgres,

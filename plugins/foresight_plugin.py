@@ -36,6 +36,15 @@ its runs, and an activation the right to edit the DAG, else 403. ``/foresight/me
 is open for Prometheus unless ``FORESIGHT_METRICS_TOKEN`` is set, then it needs that
 bearer token.
 
+Against other sites (``foresight_lib.operations.security``): a state-changing request
+authenticated by the cookie is refused with 403 unless its ``Origin`` (else ``Referer``)
+is one the UI is served from (the request's own, ``AIRFLOW__API__BASE_URL``'s,
+localhost at the api-server's port, ``FORESIGHT_UI_ORIGINS``); every answer carries
+``nosniff``, ``X-Frame-Options: SAMEORIGIN`` and a content security policy; and
+``/foresight/train*`` calls Airflow only at its configured address
+(``[api] base_url``, else the api-server's own port on this host), never at the
+request's ``Host``.
+
 This file only wires: reading and rendering live in ``foresight_lib.publishing.exposition``,
 ``foresight_lib.publishing.json_views`` and ``foresight_lib.publishing.dashboard``. The data
 root and horizons come from the Foresight config (``FORESIGHT_CONFIG``,
@@ -54,10 +63,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from foresight_lib.operations import OperationError
-from foresight_lib.operations.jobs import Job, JobDetail, JobList, TrainRequest
+from foresight_lib.operations import OperationError, security
+from foresight_lib.operations.jobs import Job, JobDetail, JobList, Refusal, TrainRequest
 from foresight_lib.operations.models import ActivationResponse, ModelsResponse, VersionInfo
 from foresight_lib.operations.predict import METRIC_PATTERN, PredictRequest, PredictResponse
+from foresight_lib.operations.security import SecurityHeaders
 from foresight_lib.operations.telemetry import ApiTelemetry
 
 URL_PREFIX = "/foresight"
@@ -125,13 +135,37 @@ async def authenticated_user(request: Request,
         raise
 
 
+def _airflow_settings() -> dict[str, str]:
+    """Airflow's ``[api]`` base URL, host and port, by the names of their environment variables."""
+    from airflow.configuration import conf
+
+    return {"AIRFLOW__API__BASE_URL": conf.get("api", "base_url", fallback="") or "",
+            "AIRFLOW__API__HOST": conf.get("api", "host", fallback="") or "",
+            "AIRFLOW__API__PORT": str(conf.get("api", "port", fallback="8080") or "8080"),
+            security.ORIGINS_ENV: os.environ.get(security.ORIGINS_ENV, "")}
+
+
+def same_origin(request: Request) -> None:
+    """403 for a state-changing request authenticated by the UI's cookie that comes from another origin."""
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    reason = security.cross_origin_refusal(request.method, request.headers, request.cookies, own,
+                                           security.allowed_origins(_airflow_settings()))
+    if reason:
+        raise HTTPException(403, detail=reason)
+
+
 def _requires(method: str, entity: str | None = None):
-    """A dependency: the caller may ``method`` the nightly DAG (or its runs); returns the user's name."""
+    """A dependency: the caller may ``method`` the nightly DAG (or its runs); returns the user's name.
+
+    A state-changing request is also checked for its origin (``same_origin``), once the
+    caller is known (an unknown caller is 401 first).
+    """
 
     def dependency(request: Request, user: Annotated[object, Depends(authenticated_user)]) -> str:
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
         from airflow.api_fastapi.core_api.security import requires_access_dag
 
+        same_origin(request)
         requires_access_dag(method, DagAccessEntity[entity] if entity else None, param_dag_id=DAG_ID)(request, user)
         return user.get_name()
 
@@ -169,13 +203,10 @@ def _caller_token(request: Request) -> str | None:
 
 
 def _airflow(request: Request):
-    """Airflow's REST API on behalf of the caller: ``AIRFLOW__API__BASE_URL``, else where the request came in."""
+    """Airflow's REST API on behalf of the caller, at its configured address (never the request's ``Host``)."""
     from foresight_lib.operations.jobs import AirflowApi
 
-    base = os.environ.get("AIRFLOW__API__BASE_URL")
-    if not base:
-        base = f"{request.url.scheme}://{request.url.netloc}{_prefix(request)[:-len(URL_PREFIX)]}"
-    return AirflowApi(base, _caller_token(request))
+    return AirflowApi(security.airflow_api_base(_airflow_settings()), _caller_token(request))
 
 
 # ---------------------------------------------------------------------------
@@ -188,6 +219,7 @@ app = FastAPI(title="Foresight", version="1",
                           "as a bearer token or the Airflow UI's login cookie.",
               docs_url=None, redoc_url=None, openapi_url=None, responses=ERRORS)
 app.add_middleware(ApiTelemetry)
+app.add_middleware(SecurityHeaders)  # the outermost: its headers are on every answer, a 413 included
 
 
 @app.exception_handler(OperationError)
@@ -292,7 +324,9 @@ JOB_ID = Path(min_length=1, max_length=250, description="The DAG run id returned
 
 
 @app.post("/train", summary="Start a nightly run with the given parameters", status_code=201,
-          response_model=Job, responses={409: {"description": "Airflow refused the run"}})
+          response_model=Job, responses={409: {"description": "Airflow refused the run"},
+                                         422: {"model": Refusal, "description": "A bad field, or settings that "
+                                                                               "would make the run fail"}})
 def train(body: TrainRequest, request: Request, _: Annotated[str, Depends(run_access)]) -> Job:
     from foresight_lib.operations import jobs
 
@@ -384,8 +418,10 @@ def static(name: str, _: Reader) -> FileResponse:
 def docs(request: Request, _: Reader) -> HTMLResponse:
     from foresight_lib.publishing import dashboard
 
-    return get_swagger_ui_html(title="Foresight API", swagger_ui_parameters={"validatorUrl": None},
+    page = get_swagger_ui_html(title="Foresight API", swagger_ui_parameters={"validatorUrl": None},
                                **dashboard.swagger_urls(_prefix(request)))
+    page.headers["Content-Security-Policy"] = security.page_policy(page.body.decode())
+    return page
 
 
 @app.get("/", response_class=HTMLResponse, summary="The dashboard")

@@ -5,17 +5,27 @@
 # also after a restart with tasks already queued.
 #
 # Every setting comes from the environment `make ui` exports: AIRFLOW_HOME, AIRFLOW__API__PORT,
-# AIRFLOW__CORE__EXECUTION_API_SERVER_URL, FORESIGHT_MLFLOW_UI_URL and MLFLOW_PORT. Output of
-# each process goes to the console with its name in front, and to $AIRFLOW_HOME/ui-logs/.
+# AIRFLOW__CORE__EXECUTION_API_SERVER_URL, FORESIGHT_MLFLOW_UI_URL, MLFLOW_PORT and
+# FORESIGHT_UI_HOST (the address both UIs listen on: 127.0.0.1 unless told otherwise). Output
+# of each process goes to the console with its name in front, and to $AIRFLOW_HOME/ui-logs/.
 # Ctrl-C (or SIGTERM) stops them all.
+#
+# What these processes write is their user's alone (umask 077): the logs, and the passwords
+# the simple auth manager generates on first start, which are kept only in that file (their
+# line in the api-server's output is replaced by the file's name).
 set -euo pipefail
 
 : "${AIRFLOW_HOME:?set by make ui}"
 : "${AIRFLOW__API__PORT:?set by make ui}"
 : "${MLFLOW_PORT:?set by make ui}"
+UI_HOST="${FORESIGHT_UI_HOST:-127.0.0.1}"
 API_WAIT_S="${FORESIGHT_UI_API_WAIT_S:-180}"
 logs="$AIRFLOW_HOME/ui-logs"
+passwords="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}"
+umask 077
 mkdir -p "$logs"
+chmod 700 "$logs"
+chmod 600 "$logs"/*.log "$passwords" 2> /dev/null || true
 
 STOP_GRACE_S="${FORESIGHT_UI_STOP_GRACE_S:-30}"
 pids=()
@@ -43,18 +53,35 @@ stop() {
 trap stop INT TERM EXIT
 
 # LOG=file NAME=label start COMMAND...: in its own process group (so that stop ends its children too).
+# A generated password's line never reaches the console or the log.
 start() {
-    setsid bash -c 'exec "$@" 2>&1 | tee -a "$LOG" | sed -u "s/^/[$NAME] /"' _ "$@" \
-        < /dev/null &
+    setsid bash -c 'exec "$@" 2>&1 | sed -u -E "s|(Password for user [^:]*:).*|\1 (kept in $PASSWORDS)|" \
+        | tee -a "$LOG" | sed -u "s/^/[$NAME] /"' _ "$@" < /dev/null &
     pids+=("$!")
 }
-export LOG NAME
+PASSWORDS="$passwords"
+export LOG NAME PASSWORDS
 
 tracking_uri="$(python -c 'from foresight_lib.config import load_config; print(load_config().mlflow.tracking_uri)')"
-LOG="$logs/mlflow.log" NAME=mlflow start mlflow ui --backend-store-uri "$tracking_uri" --port "$MLFLOW_PORT"
-LOG="$logs/api-server.log" NAME=api-server start airflow api-server --port "$AIRFLOW__API__PORT"
+# MLflow answers only the Host names it allows (localhost and private addresses by default):
+# listening on every interface, it also allows the name the links use (FORESIGHT_UI_URL_HOST).
+mlflow_hosts=()
+case "$UI_HOST" in
+    127.0.0.1 | localhost | ::1) ;;
+    *) url_host="${FORESIGHT_UI_URL_HOST:-$(hostname)}"
+       mlflow_hosts=(--allowed-hosts "$url_host,$url_host:$MLFLOW_PORT,localhost,localhost:$MLFLOW_PORT,127.0.0.1,127.0.0.1:$MLFLOW_PORT") ;;
+esac
+LOG="$logs/mlflow.log" NAME=mlflow start mlflow ui --backend-store-uri "$tracking_uri" --host "$UI_HOST" \
+    --port "$MLFLOW_PORT" "${mlflow_hosts[@]}"
+LOG="$logs/api-server.log" NAME=api-server start airflow api-server --host "$UI_HOST" --port "$AIRFLOW__API__PORT"
 
-health="http://localhost:$AIRFLOW__API__PORT/api/v2/monitor/health"
+case "$UI_HOST" in
+    0.0.0.0 | :: | "[::]") local_host=127.0.0.1 ;;
+    \[*) local_host="$UI_HOST" ;;
+    *:*) local_host="[$UI_HOST]" ;;  # an IPv6 address in a URL
+    *) local_host="$UI_HOST" ;;
+esac
+health="http://$local_host:$AIRFLOW__API__PORT/api/v2/monitor/health"
 deadline=$(( SECONDS + API_WAIT_S ))
 until python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' "$health" 2> /dev/null; do
     if ! kill -0 "${pids[1]}" 2> /dev/null; then
@@ -67,7 +94,8 @@ until python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1],
     fi
     sleep 1
 done
-echo "make ui: the api-server answers on port $AIRFLOW__API__PORT; starting the scheduler, dag-processor and triggerer"
+chmod 600 "$passwords" 2> /dev/null || true
+echo "make ui: the api-server answers on $UI_HOST:$AIRFLOW__API__PORT; starting the scheduler, dag-processor and triggerer"
 
 LOG="$logs/scheduler.log" NAME=scheduler start airflow scheduler
 LOG="$logs/dag-processor.log" NAME=dag-processor start airflow dag-processor

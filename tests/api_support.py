@@ -30,6 +30,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "cpu_cores"
 NAME = f"foresight-{METRIC}"
+SOURCE_METRIC = "container_cpu_usage_seconds_total"
+"""A metric the configured (demo) source offers: what a training job may ask for."""
 FREQ = pd.Timedelta("5min")
 RUN_KEY = "2024-03-05T000000Z"
 
@@ -138,8 +140,16 @@ def served_world(root: Path, plugin_name: str = "foresight_plugin_api_test") -> 
 class FakeAirflow:
     """Answers the REST calls the jobs module makes, and records them."""
 
+    TASKS = [{"task_id": "extract", "downstream_task_ids": ["train", "release"], "trigger_rule": "all_success"},
+             {"task_id": "train", "downstream_task_ids": ["publish"], "trigger_rule": "all_success"},
+             {"task_id": "publish", "downstream_task_ids": ["release"], "trigger_rule": "all_success"},
+             {"task_id": "release", "downstream_task_ids": [], "trigger_rule": "all_done_setup_success"}]
+
     def __init__(self):
         self.calls: list[tuple[str, str, dict, str]] = []
+        self.hosts: set[str] = set()
+        self.task_states: dict[str, dict[str, str]] = {}
+        self.logs: dict[str, list[dict]] = {}
         self.runs = {"manual__1": {"dag_run_id": "manual__1", "state": "running", "run_type": "manual",
                                    "data_interval_end": "2024-03-05T00:00:00Z", "conf": {}},
                      "manual__0": {"dag_run_id": "manual__0", "state": "success", "run_type": "manual",
@@ -148,7 +158,10 @@ class FakeAirflow:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else {}
         self.calls.append((request.method, request.url.path, body, request.headers.get("authorization", "")))
+        self.hosts.add(f"{request.url.host}:{request.url.port}")
         path = request.url.path.removeprefix("/api/v2/dags/foresight_nightly")
+        if request.method == "GET" and path == "/tasks":
+            return httpx.Response(200, json={"tasks": self.TASKS, "total_entries": len(self.TASKS)})
         if request.method == "POST" and path == "/dagRuns":
             run = {"dag_run_id": "manual__2", "state": "queued", "conf": body["conf"], "run_type": "manual",
                    "logical_date": body["logical_date"]}
@@ -162,12 +175,22 @@ class FakeAirflow:
             return httpx.Response(404, json={"detail": f"The DagRun with dag_id: `foresight_nightly` and run_id: "
                                                        f"`{parts[2] if len(parts) > 2 else ''}` was not found"})
         if len(parts) == 4 and parts[3] == "taskInstances":
-            return httpx.Response(200, json={"task_instances": [
-                {"task_id": "extract", "map_index": -1, "state": "success", "try_number": 1},
-                {"task_id": "train", "map_index": 0, "state": "running", "try_number": 1}], "total_entries": 2})
+            return httpx.Response(200, json={"task_instances": self.task_instances(parts[2]), "total_entries": 2})
+        if len(parts) == 5 and parts[3] == "taskInstances" and request.method == "PATCH":
+            self.task_states.setdefault(parts[2], {})[parts[4]] = body["new_state"]
+            return httpx.Response(200, json={"task_instances": [], "total_entries": 1})
+        if len(parts) == 7 and parts[5] == "logs":
+            return httpx.Response(200, json={"content": self.logs.get(f"{parts[2]}/{parts[4]}", [])})
         if request.method == "PATCH":
             run["state"] = body["state"]
         return httpx.Response(200, json=run)
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        tis = [{"task_id": "extract", "map_index": -1, "state": "success", "try_number": 1},
+               {"task_id": "train", "map_index": 0, "state": "running", "try_number": 1}]
+        tis += [{"task_id": task_id, "map_index": -1, "state": state, "try_number": 1}
+                for task_id, state in self.task_states.get(run_id, {}).items()]
+        return tis
 
     def patch(self, plugin):
         """A stand-in for ``plugin._airflow`` that sends the REST calls here."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from api_support import METRIC, NAME, RUN_KEY, FakeAirflow, history, served_world
+from api_support import METRIC, NAME, RUN_KEY, SOURCE_METRIC, FakeAirflow, history, served_world
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
@@ -252,12 +252,13 @@ def airflow(world, monkeypatch):
 
 def test_train_starts_a_nightly_run_with_the_parameters_and_the_callers_token(world, airflow):
     answer = world["client"].post("/train", headers={"Authorization": "Bearer abc"},
-                                  json={"metrics": [METRIC], "models": ["naive"], "publish": "never"})
+                                  json={"metrics": [SOURCE_METRIC], "models": ["naive"], "publish": "never"})
     assert answer.status_code == 201, answer.text
     assert answer.json()["job_id"] == "manual__2"
     method, path, body, auth = airflow.calls[-1]
     assert (method, path, auth) == ("POST", "/api/v2/dags/foresight_nightly/dagRuns", "Bearer abc")
-    assert body["conf"] == {"metrics": [METRIC], "models": ["naive"], "publish": "never"} and body["logical_date"]
+    assert body["conf"] == {"metrics": [SOURCE_METRIC], "models": ["naive"], "publish": "never"}
+    assert body["logical_date"]
     assert world["client"].post("/train", json={"publish": "sometimes"}).status_code == 422
 
 
@@ -276,6 +277,7 @@ def test_jobs_list_detail_with_progress_and_leaderboard_and_cancel(world, airflo
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "failed"
     assert ("PATCH", "/api/v2/dags/foresight_nightly/dagRuns/manual__1", {"state": "failed"}) in [
         call[:3] for call in airflow.calls]
+    assert airflow.task_states["manual__1"] == {"publish": "failed"}  # the last task before the teardown
     assert client.post("/train/jobs/manual__0/cancel").status_code == 409
     missing = client.get("/train/jobs/nope")
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]

@@ -124,7 +124,7 @@ def mounts(service: dict) -> dict[str, str]:
     return out
 
 
-def test_prometheus_scrapes_the_plugins_metrics_with_the_mounted_config(resolved):
+def test_prometheus_scrapes_the_plugins_metrics_with_the_mounted_config(resolved, tmp_path):
     service = resolved["services"]["prometheus"]
     config_arg = next(a for a in service["command"] if a.startswith("--config.file="))
     assert Path(mounts(service)[config_arg.split("=", 1)[1]]) == PROMETHEUS_CONFIG
@@ -135,9 +135,41 @@ def test_prometheus_scrapes_the_plugins_metrics_with_the_mounted_config(resolved
     assert targets == ["airflow-apiserver:8080"]
     assert "8080:8080" in str(resolved["services"]["airflow-apiserver"]["ports"]) or \
         resolved["services"]["airflow-apiserver"]["ports"][0]["target"] == 8080
-    done = subprocess.run([require_binary("promtool"), "check", "config", str(PROMETHEUS_CONFIG)],
+    token_file = foresight[0]["authorization"]["credentials_file"]
+    assert foresight[0]["authorization"].get("type", "Bearer") == "Bearer"
+    checked = tmp_path / "prometheus.yml"
+    (tmp_path / "token").write_text("")
+    checked.write_text(PROMETHEUS_CONFIG.read_text().replace(token_file, str(tmp_path / "token")))
+    done = subprocess.run([require_binary("promtool"), "check", "config", str(checked)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prometheus_sends_the_metrics_token_the_api_server_requires(tmp_path):
+    """With FORESIGHT_METRICS_TOKEN in .env, the api-server requires it and Prometheus's entrypoint writes it
+    to the credentials file its scrape config reads, readable by Prometheus alone."""
+    env_file = tmp_path / "token.env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("FORESIGHT_METRICS_TOKEN=", "FORESIGHT_METRICS_TOKEN=t0k3n"))
+    proc = _compose("config", env_file=env_file)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert services["airflow-apiserver"]["environment"]["FORESIGHT_METRICS_TOKEN"] == "t0k3n"
+    prometheus = services["prometheus"]
+    assert prometheus["environment"]["FORESIGHT_METRICS_TOKEN"] == "t0k3n"
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    (job,) = [job for job in config["scrape_configs"] if job.get("metrics_path") == "/foresight/metrics"]
+    token_file = job["authorization"]["credentials_file"]
+    # Run the entrypoint's script as the container would, with its paths moved under tmp_path.
+    shell, flag, script, name = prometheus["entrypoint"]
+    assert (shell, flag, name) == ("/bin/sh", "-c", "prometheus") and "exec /bin/prometheus" in script
+    script = script.replace("$$", "$").replace("/prometheus/secrets", str(tmp_path / "secrets"))
+    script = script.replace("exec /bin/prometheus", "exec echo")
+    ran = subprocess.run(["sh", "-c", script, name, *prometheus["command"]], capture_output=True, text=True,
+                         timeout=30, env={"PATH": "/usr/bin:/bin", "FORESIGHT_METRICS_TOKEN": "t0k3n"})
+    assert ran.returncode == 0 and "--config.file=/etc/prometheus/prometheus.yml" in ran.stdout, ran.stderr
+    written = tmp_path / "secrets" / Path(token_file).name
+    assert token_file.startswith("/prometheus/secrets/") and written.read_text() == "t0k3n"
+    assert written.stat().st_mode & 0o077 == 0
 
 
 def test_grafana_is_pinned_and_mounts_the_provisioning_folders(resolved):
@@ -366,3 +398,52 @@ def test_missing_grafana_password_is_reported(tmp_path):
     proc = _compose("config", env_file=env)
     assert proc.returncode != 0
     assert "set GRAFANA_ADMIN_PASSWORD in .env" in proc.stderr
+
+
+def test_a_real_prometheus_scrapes_the_plugin_with_the_token_when_it_is_set(tmp_path, monkeypatch):
+    """The repository's scrape job, pointed at the plugin served here with FORESIGHT_METRICS_TOKEN set:
+    its target is up; the same job without the token is refused (down)."""
+    import threading
+
+    import uvicorn
+    from api_support import load_plugin
+    from prom_server import PrometheusProcess, free_port, wait_for
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    monkeypatch.setenv("FORESIGHT_METRICS_TOKEN", "scrape-t0k3n")
+    monkeypatch.setenv("FORESIGHT_DATA_ROOT", str(tmp_path / "data"))
+    plugin = load_plugin("foresight_plugin_scrape_test")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Mount("/foresight", plugin.app)]), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    token_file = tmp_path / "foresight_metrics_token"
+    token_file.write_text("scrape-t0k3n")
+    (job,) = [job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+              if job.get("metrics_path") == "/foresight/metrics"]
+    job = {**job, "scrape_interval": "1s", "scrape_timeout": "1s",
+           "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+           "authorization": {**job["authorization"], "credentials_file": str(token_file)}}
+    without = {k: v for k, v in job.items() if k != "authorization"} | {"job_name": "foresight-without-token"}
+
+    class RepositoryJob(PrometheusProcess):
+        def args(self) -> list[str]:
+            args = super().args()
+            config = Path(args[0].split("=", 1)[1])
+            config.write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": [job, without]}))
+            return args
+
+    try:
+        wait_for(lambda: server.started, timeout=20, what="the plugin served")
+        with RepositoryJob(tmp_path / "prometheus") as prometheus:
+            def up() -> dict[str, str]:
+                found = {r["metric"]["job"]: r["value"][1] for r in prometheus.query("up")}
+                return found if len(found) == 2 else {}
+
+            assert wait_for(up, timeout=30, what="both jobs scraped") == {"foresight": "1",
+                                                                         "foresight-without-token": "0"}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
