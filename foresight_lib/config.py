@@ -125,6 +125,9 @@ class SourceConfig(_Section):
 class FeaturesConfig(_Section):
     gap_limit: str = "1h"
     max_filled_share: float = Field(0.2, ge=0, le=1)
+    grid_tolerance: float = Field(0.1, ge=0, lt=0.5)
+    """Share of the step before a grid mark that counts for that mark (``foresight_lib.quality.grid``);
+    validation judges completeness on the same assignment."""
 
     @field_validator("gap_limit")
     @classmethod
@@ -234,6 +237,21 @@ class ValidationConfig(_Section):
     chunk_rows: int = Field(2_000_000, ge=1)
     """The suites run on chunks of whole series of about this many rows, so validation's
     memory stays that of one chunk however many series there are; the outcome is the same."""
+    max_staleness: str | None = None
+    """A series whose last point is older than this at the run's data interval end is quarantined
+    as stale; null: three steps of the series or 15 minutes, whichever is longer."""
+    max_stale_share: float = Field(0.5, ge=0, le=1)
+    """The run fails, before training, when more than this share of series is stale."""
+
+    @field_validator("max_staleness")
+    @classmethod
+    def _staleness(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return format_duration(parse_duration(value))
+        except ForesightError as exc:
+            raise _as_error(exc) from None
 
     @field_validator("max_abs_value", "min_relative_std")
     @classmethod

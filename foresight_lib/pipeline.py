@@ -111,6 +111,17 @@ def replay(frame: pd.DataFrame, end: pd.Timestamp, freq: str) -> tuple[pd.DataFr
     return out, shifts
 
 
+def source_label(cfg) -> str:
+    """The source as messages name it: ``files /data/nab (format nab, replayed)``, ``prometheus (conn …)``."""
+    source = cfg.source
+    if source.kind == "files":
+        return f"files {source.path} (format {source.format}{', replayed' if source.replay else ''})"
+    if source.kind == "prometheus":
+        return "prometheus (source.prometheus.url)" if source.prometheus.url else \
+            f"prometheus (connection {source.prometheus.conn_id})"
+    return f"demo (seed {source.seed})"
+
+
 def _cut_window(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     keep = (frame["ds"] >= start) & (frame["ds"] < end)
     return frame.loc[keep].reset_index(drop=True)
@@ -273,7 +284,8 @@ def validate(run: dict) -> dict:
     cfg, store = open_run(run)
     frame, series = store.read_frame(RAW), store.read_frame(SERIES)
     try:
-        outcome = validate_frame(frame, series, cfg)
+        outcome = validate_frame(frame, series, cfg, data_end=run.get("data_interval_end"),
+                                 source=source_label(cfg))
     except ValidationFailed as exc:
         failed = getattr(exc, "outcome", None)
         if failed is not None:
@@ -313,7 +325,8 @@ def build_features(run: dict) -> dict:
     series = store.read_frame(SERIES)
     series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
     result = prepare_series(frame, series, freq=cfg.freq, gap_limit=cfg.features.gap_limit,
-                            max_filled_share=cfg.features.max_filled_share)
+                            max_filled_share=cfg.features.max_filled_share,
+                            grid_tolerance=cfg.features.grid_tolerance)
     if result.frame.empty:
         raise DataError(f"no series left after the features step: {json.dumps(result.report, default=str)[:500]}")
     store.write_frame(FEATURES, result.frame)
