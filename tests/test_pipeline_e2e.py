@@ -325,3 +325,19 @@ def test_bad_overrides_and_dates_are_config_errors():
         pipeline.overrides_from_params({"overrides": ["history_days", 3]})
     with pytest.raises(ConfigError, match="not a date"):
         pipeline.run_key_for("yesterday-ish")
+
+
+def test_an_unknown_metric_names_the_setting_where_it_was_set_and_what_the_source_has(tmp_path):
+    from foresight_lib.errors import ConfigError
+
+    ds = pd.date_range("2024-03-14", periods=48, freq="5min", tz="UTC")
+    path = tmp_path / "series.csv"
+    pd.concat([pd.DataFrame({"unique_id": f"{m}/a", "ds": ds, "y": 1.0}) for m in ("cpu_cores", "memory_bytes")]
+              ).to_csv(path, index=False)
+    overrides = {"source": {"kind": "files", "path": str(path), "metrics": ["gpu_cores"]}}
+    cfg = load_config(overrides=overrides)
+    start, end = pipeline.extract_window("2024-03-14T04:00:00Z", cfg)
+    with pytest.raises(ConfigError) as caught:
+        pipeline._read_source(cfg, start, end, None, overrides)
+    assert str(caught.value) == ("source.metrics (set by the run's parameters): metric(s) ['gpu_cores'] are not "
+                                 "in the source; it has ['cpu_cores', 'memory_bytes']")
