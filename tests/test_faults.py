@@ -747,6 +747,9 @@ def test_overlapping_identical_exports_publish(world, caplog):
     assert summary["duplicates_dropped"] == 12 * FILE_SERIES
     assert "export-1.csv and export-2.csv overlap from" in caplog.text
     assert world.check().startswith("new run")
+    freshness = json.loads((world.data / "latest" / "summary.json").read_text())["data_freshness"]
+    assert freshness["data_age_s"] == 300 and freshness["series_stale"] == 0
+    assert freshness["duplicates_dropped"] == 12 * FILE_SERIES
 
 
 def test_overlapping_exports_that_disagree_fail_naming_the_files_and_the_overlap(world, caplog):
