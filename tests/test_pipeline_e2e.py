@@ -341,3 +341,17 @@ def test_an_unknown_metric_names_the_setting_where_it_was_set_and_what_the_sourc
         pipeline._read_source(cfg, start, end, None, overrides)
     assert str(caught.value) == ("source.metrics (set by the run's parameters): metric(s) ['gpu_cores'] are not "
                                  "in the source; it has ['cpu_cores', 'memory_bytes']")
+
+
+def test_a_replayed_trace_is_judged_fresh_after_its_time_shift():
+    """NAB files from 2014 replayed to the run's end: no series is stale at the data interval end."""
+    from foresight_lib.quality.validation import validate_frame
+
+    ds = pd.date_range("2014-02-14", periods=288 * 2, freq="5min", tz="UTC")
+    frame = pd.DataFrame({"unique_id": "cpu_utilization/a", "ds": ds, "y": 10 + (ds.hour.to_numpy() % 7)})
+    end = pd.Timestamp("2024-03-15T02:00Z")
+    stale = validate_frame(frame, cfg=load_config(), data_end=end, raise_on_failure=False)
+    assert stale.summary["source_stale"]
+    shifted, _ = pipeline.replay(frame, end, "5min")
+    fresh = validate_frame(shifted, cfg=load_config(), data_end=end)
+    assert fresh.reasons == {} and fresh.summary["data_age_s"] == 300
