@@ -558,6 +558,11 @@ def format_summary(summary: dict) -> str:
         "", "Leaderboard (MASE per horizon, lower is better):", table.round(3).to_string(), "",
         f"Champion over all series: {summary['champion']}",
     ]
+    fresh = summary.get("data_freshness") or {}
+    if fresh.get("last_timestamp"):
+        lines.append(f"Data: last point {fresh['last_timestamp']}, {fresh.get('data_age_s'):g} s before the data "
+                     f"interval end {fresh.get('data_interval_end')}; {fresh.get('series_stale', 0)} stale series "
+                     "quarantined")
     if summary.get("registrations"):
         lines.append("Registered per metric:")
     for metric, reg in (summary.get("registrations") or {}).items():

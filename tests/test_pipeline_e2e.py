@@ -355,3 +355,13 @@ def test_a_replayed_trace_is_judged_fresh_after_its_time_shift():
     shifted, _ = pipeline.replay(frame, end, "5min")
     fresh = validate_frame(shifted, cfg=load_config(), data_end=end)
     assert fresh.reasons == {} and fresh.summary["data_age_s"] == 300
+
+
+def test_the_printed_summary_says_how_old_the_data_was():
+    summary = {"run_key": "k", "run_id": "r", "leaderboard": [{"model": "naive", "horizon": "5m", "mase": 1.0}],
+               "champion": "naive", "run_folder": "f", "mlflow_tracking_uri": "u", "mlflow_parent_run": "p",
+               "data_freshness": {"last_timestamp": "2024-03-15T01:55:00+00:00", "data_age_s": 300.0,
+                                  "data_interval_end": "2024-03-15T02:00:00+00:00", "series_stale": 1}}
+    text = pipeline.format_summary(summary)
+    assert ("Data: last point 2024-03-15T01:55:00+00:00, 300 s before the data interval end "
+            "2024-03-15T02:00:00+00:00; 1 stale series quarantined") in text
