@@ -269,8 +269,8 @@ def _add_data_notes(outcome: ValidationOutcome, chunks: list[_Chunk], dropped: d
         "data_age_s": round((end - last).total_seconds(), 3) if last is not None else None,
         "series_age_s": {"min": _round(known["age_s"].min()), "median": _round(known["age_s"].median()),
                          "max": _round(known["age_s"].max())} if len(known) else {},
-        "max_staleness": _duration(grid.max_staleness) if grid.max_staleness is not None else
-        f"{STALENESS_STEPS} steps or {_duration(MIN_STALENESS)}, whichever is longer",
+        "max_staleness": format_duration(grid.max_staleness) if grid.max_staleness is not None else
+        f"{STALENESS_STEPS} steps or {format_duration(MIN_STALENESS)}, whichever is longer",
         "series_stale": int(len(stale)),
         "stale_share": round(len(stale) / total, 6) if total else 0.0,
         "max_stale_share": vcfg.max_stale_share,
@@ -283,10 +283,6 @@ def _add_data_notes(outcome: ValidationOutcome, chunks: list[_Chunk], dropped: d
 
 def _round(value) -> float | None:
     return None if pd.isna(value) else round(float(value), 3)
-
-
-def _duration(delta: pd.Timedelta) -> str:
-    return format_duration(delta)
 
 
 @dataclass
