@@ -175,7 +175,13 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
 
         if not source.path:
             raise ConfigError("source.kind is 'files' but source.path is empty; set it to a file, folder or glob")
-        loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
+        try:
+            loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
+        except ConfigError as exc:  # the format's own metric list refuses a name
+            if not source.metrics:
+                raise
+            where = _set_where(overrides, ("source", "metrics"), ("metrics",))
+            raise ConfigError(f"source.metrics{where}: {exc}") from None
         frame, series, available = loaded.frame, loaded.series, loaded.available
         info["skipped_files"] = len(loaded.skipped or [])
         if loaded.skipped:

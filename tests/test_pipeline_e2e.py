@@ -365,3 +365,15 @@ def test_the_printed_summary_says_how_old_the_data_was():
     text = pipeline.format_summary(summary)
     assert ("Data: last point 2024-03-15T01:55:00+00:00, 300 s before the data interval end "
             "2024-03-15T02:00:00+00:00; 1 stale series quarantined") in text
+
+
+def test_a_metric_unknown_to_the_format_names_the_setting(tmp_path):
+    from foresight_lib.errors import ConfigError
+
+    (tmp_path / "ec2_cpu_utilization_1.csv").write_text("timestamp,value\n2024-03-14 00:00:00,1\n")
+    cfg = load_config(overrides={"source": {"kind": "files", "path": str(tmp_path), "format": "nab"}})
+    cfg.source.metrics = ["gpu"]
+    start, end = pipeline.extract_window("2024-03-14T04:00:00Z", cfg)
+    with pytest.raises(ConfigError, match=r"^source.metrics \(set in .*foresight.yaml\): no NAB file of metric\(s\) "
+                                          r"\['gpu'\] in .*; it has \['cpu_utilization'\]"):
+        pipeline._read_source(cfg, start, end, None, {})
