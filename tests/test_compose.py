@@ -361,15 +361,6 @@ def test_stale_plan_expression_fires_only_on_a_plan_older_than_an_hour(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_missing_grafana_password_is_reported(tmp_path):
-    env = tmp_path / "no-grafana.env"
-    env.write_text("\n".join(line for line in ENV_EXAMPLE.read_text().splitlines()
-                             if not line.startswith("GRAFANA_ADMIN_PASSWORD=")))
-    proc = _compose("config", env_file=env)
-    assert proc.returncode != 0
-    assert "set GRAFANA_ADMIN_PASSWORD in .env" in proc.stderr
-
-
 def stale_data_rule() -> dict:
     groups = yaml.safe_load((PROVISIONING / "alerting" / "foresight.yaml").read_text())["groups"]
     (rule,) = [r for g in groups for r in g["rules"] if r["uid"] == "foresight-data-stale"]
@@ -416,3 +407,13 @@ def test_stale_data_expression_fires_only_when_no_fresh_data_was_published_for_2
     done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_missing_grafana_password_is_reported(tmp_path):
+    env = tmp_path / "no-grafana.env"
+    env.write_text("\n".join(line for line in ENV_EXAMPLE.read_text().splitlines()
+                             if not line.startswith("GRAFANA_ADMIN_PASSWORD=")))
+    proc = _compose("config", env_file=env)
+    assert proc.returncode != 0
+    assert "set GRAFANA_ADMIN_PASSWORD in .env" in proc.stderr
+
