@@ -416,4 +416,3 @@ def test_missing_grafana_password_is_reported(tmp_path):
     proc = _compose("config", env_file=env)
     assert proc.returncode != 0
     assert "set GRAFANA_ADMIN_PASSWORD in .env" in proc.stderr
-
