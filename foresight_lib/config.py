@@ -125,6 +125,9 @@ class SourceConfig(_Section):
 class FeaturesConfig(_Section):
     gap_limit: str = "1h"
     max_filled_share: float = Field(0.2, ge=0, le=1)
+    grid_tolerance: float = Field(0.1, ge=0, lt=0.5)
+    """Share of the step before a grid mark that counts for that mark (``foresight_lib.quality.grid``);
+    validation judges completeness on the same assignment."""
 
     @field_validator("gap_limit")
     @classmethod
@@ -234,6 +237,21 @@ class ValidationConfig(_Section):
     chunk_rows: int = Field(2_000_000, ge=1)
     """The suites run on chunks of whole series of about this many rows, so validation's
     memory stays that of one chunk however many series there are; the outcome is the same."""
+    max_staleness: str | None = None
+    """A series whose last point is older than this at the run's data interval end is quarantined
+    as stale; null: three steps of the series or 15 minutes, whichever is longer."""
+    max_stale_share: float = Field(0.5, ge=0, le=1)
+    """The run fails, before training, when more than this share of series is stale."""
+
+    @field_validator("max_staleness")
+    @classmethod
+    def _staleness(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return format_duration(parse_duration(value))
+        except ForesightError as exc:
+            raise _as_error(exc) from None
 
     @field_validator("max_abs_value", "min_relative_std")
     @classmethod
@@ -391,8 +409,22 @@ class ForesightConfig(_Section):
             message = str(exc)
             if info.field_name == "stride":
                 message = message.replace("horizon ", "stride ", 1)
+            if freq is not None and "steps" in message:
+                message += f" (freq is {freq})"
             raise ValueError(message) from None
         return labels
+
+    @field_validator("test_days")
+    @classmethod
+    def _horizons_fit(cls, value: int, info: ValidationInfo) -> int:
+        """The longest horizon fits in the held-out part, so a run never fails on it after extract."""
+        horizons = info.data.get("horizons")
+        if horizons:
+            longest = max(parse_duration(h) for h in horizons)
+            if longest > to_timedelta(f"{value}D"):
+                raise ValueError(f"the longest of horizons ({format_duration(longest)}) is longer than the "
+                                 f"held-out part, test_days ({value} day(s)); shorten horizons or raise test_days")
+        return value
 
     @property
     def horizon_steps(self) -> dict[str, int]:
@@ -553,6 +585,8 @@ def _section_of(loc: tuple) -> type[BaseModel] | None:
 
 
 _BY_RUN = " [set by the run's parameters]"
+_DEPENDS_ON = {"horizons": ("freq",), "stride": ("freq",), "test_days": ("horizons",)}
+"""Settings judged against another: an error in one may come from the other, set elsewhere."""
 
 
 def format_errors(exc: ValidationError, source: Path | str, overrides: dict | None = None) -> str:
@@ -567,6 +601,9 @@ def format_errors(exc: ValidationError, source: Path | str, overrides: dict | No
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
         by_run = bool(overrides) and _set_in(overrides, loc)
+        others = [other for other in _DEPENDS_ON.get(loc[0] if loc else "", ())
+                  if overrides and _set_in(overrides, (other,))]
+        by_run = by_run or bool(others)
         from_run += by_run
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -577,7 +614,9 @@ def format_errors(exc: ValidationError, source: Path | str, overrides: dict | No
         message = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{where}: {message}{shown}" + (_BY_RUN if by_run else ""))
+        who = _BY_RUN if by_run and not others else (
+            f" [{', '.join(others)} set by the run's parameters]" if others else "")
+        lines.append(f"{where}: {message}{shown}" + who)
     count = len(lines)
     body = "\n".join(f"  - {line}" for line in lines)
     origin = "the run's parameters" if from_run == count else f"config {source}" + (

@@ -121,27 +121,110 @@ def _is_sorted(frame: pd.DataFrame) -> bool:
     return bool(((steps >= 0) | ~same).all())
 
 
-def to_utc(values: pd.Series, source: str = "data") -> pd.Series:
-    """Parse timestamps to UTC; naive ones are taken as UTC.
+_NS_SECONDS = (pd.Timestamp.min.ceil("s").value // 10**9, pd.Timestamp.max.floor("s").value // 10**9)
+"""The Unix seconds a nanosecond timestamp can hold (1677-09-21 .. 2262-04-11)."""
+_SHOWN = 3
+
+
+def _rows(mask: np.ndarray) -> list[int]:
+    """The first few row numbers (1 = the first data row) where ``mask`` is true."""
+    return (np.flatnonzero(mask)[:_SHOWN] + 1).tolist()
+
+
+def _out_of_range(source: str, mask: np.ndarray, examples: list[str], hint: str = "") -> DataError:
+    return DataError(
+        f"{source}: {int(mask.sum())} timestamp(s) outside the range a timestamp can hold "
+        f"(1677-09-22 .. 2262-04-11), e.g. {examples} at row(s) {_rows(mask)} (1 = the first data row)"
+        f"{hint}; fix or remove those rows (a date such as 9999-12-31 often stands for 'no end')"
+    )
+
+
+def epoch_to_utc(seconds: np.ndarray | pd.Series, source: str = "data") -> pd.DatetimeIndex:
+    """Unix seconds (float) as UTC timestamps; NaN stays NaT.
 
     Raises:
-        DataError: some timestamps cannot be parsed; shows a few of them.
+        DataError: a value is out of the range a timestamp can hold (e.g. milliseconds
+            read as seconds); names ``source`` and the rows.
+    """
+    values = np.asarray(seconds, dtype="float64")
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(values) | (values < _NS_SECONDS[0]) | (values > _NS_SECONDS[1])
+    if bad.any():
+        shown = [f"{v:.15g}" for v in values[bad][:_SHOWN]]
+        big = np.abs(values[bad & np.isfinite(values)])
+        hint = ("; they look like Unix milliseconds (or finer): give Unix seconds or ISO 8601"
+                if big.size and (big > 1e11).all() else "")
+        raise _out_of_range(source, bad, shown, hint)
+    return pd.DatetimeIndex(pd.to_datetime(values, unit="s", utc=True)).as_unit("ns")
+
+
+def _outside_ns(values: pd.Series) -> np.ndarray:
+    """Where datetime64 values of any unit (Parquet's us, pandas' parsed text) fall outside the ns range."""
+    aware = isinstance(values.dtype, pd.DatetimeTZDtype)
+    unit = values.dtype.unit if aware else np.datetime_data(values.dtype)[0]
+    if unit == "ns":
+        return np.zeros(len(values), dtype=bool)
+    array = (values.dt.tz_localize(None) if aware else values).to_numpy()
+    low, high = np.datetime64("1677-09-22", unit), np.datetime64("2262-04-11", unit)
+    return ~np.isnat(array) & ((array < low) | (array > high))
+
+
+def _outside(item: str) -> bool:
+    """Whether text reads as a date outside the nanosecond range (an unparsable one is not)."""
+    try:
+        stamp = pd.Timestamp(item)
+    except (ValueError, OverflowError):
+        return False
+    if pd.isna(stamp):
+        return False
+    naive = stamp.tz_convert(None) if stamp.tz is not None else stamp
+    return not pd.Timestamp.min <= naive <= pd.Timestamp.max
+
+
+def _parse_text(values: pd.Series, source: str) -> pd.Series:
+    """Timestamps from text (ISO 8601 or anything pandas reads); out-of-range dates named by row."""
+    try:
+        return pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        pass
+    text = values.astype(str).to_numpy()
+    verdict = {item: _outside(item) for item in pd.unique(text)}
+    bad = np.fromiter((verdict[item] for item in text), dtype=bool, count=text.size)
+    if bad.any():
+        raise _out_of_range(source, bad, text[bad][:_SHOWN].tolist())
+    try:
+        return pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:
+        raise DataError(f"{source}: a timestamp is outside the range a timestamp can hold "
+                        f"(1677-09-22 .. 2262-04-11): {exc}; fix or remove that row") from None
+
+
+def to_utc(values: pd.Series, source: str = "data") -> pd.Series:
+    """Parse timestamps to UTC; naive ones are taken as UTC, numbers as Unix seconds.
+
+    Raises:
+        DataError: some timestamps cannot be parsed or are outside the range a timestamp
+            can hold (9999-12-31, 1677, Unix milliseconds read as seconds); names
+            ``source``, a few of them and their rows.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype) and values.dtype.unit == "ns" and str(values.dtype.tz) == "UTC":
         return values
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
-    elif pd.api.types.is_numeric_dtype(values):
-        parsed = pd.to_datetime(values, unit="s", errors="coerce")
+    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        parsed = pd.Series(epoch_to_utc(values.to_numpy("float64", na_value=np.nan), source), index=values.index)
     else:
-        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna() & values.notna()
+        parsed = _parse_text(values, source)
+    bad = (parsed.isna() & values.notna()).to_numpy()
     if bad.any():
-        examples = values[bad].astype(str).head(3).tolist()
+        examples = values[bad].astype(str).head(_SHOWN).tolist()
         raise DataError(
-            f"{source}: {int(bad.sum())} timestamp(s) could not be parsed, e.g. {examples}; "
-            "use ISO 8601 (2024-01-31T12:00:00Z) or Unix seconds"
+            f"{source}: {int(bad.sum())} timestamp(s) could not be parsed, e.g. {examples} at row(s) {_rows(bad)} "
+            "(1 = the first data row); use ISO 8601 (2024-01-31T12:00:00Z) or Unix seconds"
         )
+    outside = _outside_ns(parsed)
+    if outside.any():
+        raise _out_of_range(source, outside, values[outside].astype(str).head(_SHOWN).tolist())
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize("UTC")
     else:

@@ -113,28 +113,59 @@ def replay(frame: pd.DataFrame, end: pd.Timestamp, freq: str) -> tuple[pd.DataFr
     return out, shifts
 
 
+def source_label(cfg) -> str:
+    """The source as messages name it: ``files /data/nab (format nab, replayed)``, ``prometheus (conn …)``."""
+    source = cfg.source
+    if source.kind == "files":
+        return f"files {source.path} (format {source.format}{', replayed' if source.replay else ''})"
+    if source.kind == "prometheus":
+        return "prometheus (source.prometheus.url)" if source.prometheus.url else \
+            f"prometheus (connection {source.prometheus.conn_id})"
+    return f"demo (seed {source.seed})"
+
+
 def _cut_window(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     keep = (frame["ds"] >= start) & (frame["ds"] < end)
     return frame.loc[keep].reset_index(drop=True)
 
 
-def _select_metrics(frame: pd.DataFrame, series: pd.DataFrame, metrics: Sequence[str] | None):
+def _select_metrics(frame: pd.DataFrame, series: pd.DataFrame, metrics: Sequence[str] | None,
+                    available: Sequence[str] | None = None, where: str = ""):
+    """Keep the series of ``metrics``; an unknown one is a ``ConfigError`` listing what the source has."""
     if not metrics:
         return frame, series
-    known = sorted(series["metric"].astype(str).unique())
-    unknown = [m for m in metrics if m not in known]
+    found = sorted(series["metric"].astype(str).unique())
+    unknown = [m for m in metrics if m not in found]
     if unknown:
-        raise ConfigError(f"metric(s) {unknown} are not in the source; it has {known}")
+        known = sorted(set(available or []) | set(found))
+        raise ConfigError(f"source.metrics{where}: metric(s) {unknown} are not in the source; it has {known}")
     series = series[series["metric"].isin(list(metrics))].reset_index(drop=True)
     frame = frame[frame["unique_id"].isin(series["unique_id"])].reset_index(drop=True)
     return frame, series
 
 
+def _set_where(overrides: dict | None, *paths: tuple[str, ...]) -> str:
+    """`` (set by the run's parameters)`` when ``overrides`` give one of ``paths``, else `` (set in <config>)``."""
+    from foresight_lib.config import config_path
+
+    for keys in paths:
+        node: Any = overrides or {}
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            return " (set by the run's parameters)"
+    return f" (set in {config_path()})"
+
+
 def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
-                 connection: dict | Callable[[], dict | None] | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                 connection: dict | Callable[[], dict | None] | None,
+                 overrides: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The source's series between ``start`` and ``end``, its series table and what happened."""
     source = cfg.source
     info: dict[str, Any] = {"kind": source.kind}
+    available: list[str] | None = None
     if source.kind == "demo":
         from foresight_lib.sources.demo import generate_demo
 
@@ -146,9 +177,22 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
 
         if not source.path:
             raise ConfigError("source.kind is 'files' but source.path is empty; set it to a file, folder or glob")
-        loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
-        frame, series = loaded.frame, loaded.series
+        try:
+            loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
+        except ConfigError as exc:  # the format's own metric list refuses a name
+            if not source.metrics:
+                raise
+            where = _set_where(overrides, ("source", "metrics"), ("metrics",))
+            raise ConfigError(f"source.metrics{where}: {exc}") from None
+        frame, series, available = loaded.frame, loaded.series, loaded.available
         info["skipped_files"] = len(loaded.skipped or [])
+        if loaded.skipped:
+            info["skipped"] = loaded.skipped[:20]
+        overlaps = [n for n in loaded.notes if " overlap from " in n.get("note", "")]
+        for note in overlaps:
+            log.warning("%s", note["note"])
+        if overlaps:
+            info["overlaps"] = [n["note"] for n in overlaps[:20]]
         if source.replay:
             frame, shifts = replay(frame, end, cfg.freq)
             info["replay_shifts"] = dict(list(shifts.items())[:20])
@@ -156,7 +200,8 @@ def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
         frame, series = _read_prometheus(cfg, start, end, connection)
     else:
         raise ConfigError(f"unknown source.kind '{source.kind}'; use demo, files or prometheus")
-    frame, series = _select_metrics(frame, series, list(source.metrics or []))
+    frame, series = _select_metrics(frame, series, list(source.metrics or []), available,
+                                    _set_where(overrides, ("source", "metrics"), ("metrics",)))
     full_span = (frame["ds"].min(), frame["ds"].max()) if len(frame) else (None, None)
     frame = _cut_window(frame, start, end)
     if frame.empty:
@@ -223,7 +268,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
             from foresight_lib.publishing.mlflow_store import check_tracking_server
 
             check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
-        frame, series, info = _read_source(cfg, start, end, connection)
+        frame, series, info = _read_source(cfg, start, end, connection, merged)
         store.write_frame(RAW, frame)
         store.write_frame(SERIES, series)
         run = {
@@ -297,11 +342,17 @@ def validate(run: dict) -> dict:
     cfg, store = open_run(run)
     frame, series = store.read_frame(RAW), store.read_frame(SERIES)
     try:
-        outcome = validate_frame(frame, series, cfg)
+        outcome = validate_frame(frame, series, cfg, data_end=run.get("data_interval_end"),
+                                 source=source_label(cfg))
     except ValidationFailed as exc:
         failed = getattr(exc, "outcome", None)
         if failed is not None:
             _write_validation(store, failed)
+        overlaps = (run.get("source") or {}).get("overlaps")
+        if overlaps:
+            raised = ValidationFailed(f"{exc}\noverlapping exports: " + "; ".join(overlaps[:3]))
+            raised.outcome = failed
+            raise raised from None
         raise
     _write_validation(store, outcome)
     quarantined = _count_quarantined(outcome.quarantine)
@@ -337,7 +388,8 @@ def build_features(run: dict) -> dict:
     series = store.read_frame(SERIES)
     series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
     result = prepare_series(frame, series, freq=cfg.freq, gap_limit=cfg.features.gap_limit,
-                            max_filled_share=cfg.features.max_filled_share)
+                            max_filled_share=cfg.features.max_filled_share,
+                            grid_tolerance=cfg.features.grid_tolerance)
     if result.frame.empty:
         raise DataError(f"no series left after the features step: {json.dumps(result.report, default=str)[:500]}")
     store.write_frame(FEATURES, result.frame)
@@ -537,6 +589,11 @@ def format_summary(summary: dict) -> str:
         "", "Leaderboard (MASE per horizon, lower is better):", table.round(3).to_string(), "",
         f"Champion over all series: {summary['champion']}",
     ]
+    fresh = summary.get("data_freshness") or {}
+    if fresh.get("last_timestamp"):
+        lines.append(f"Data: last point {fresh['last_timestamp']}, {fresh.get('data_age_s'):g} s before the data "
+                     f"interval end {fresh.get('data_interval_end')}; {fresh.get('series_stale', 0)} stale series "
+                     "quarantined")
     if summary.get("registrations"):
         lines.append("Registered per metric:")
     for metric, reg in (summary.get("registrations") or {}).items():

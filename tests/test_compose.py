@@ -216,7 +216,9 @@ def served(tmp_path_factory) -> dict[str, dict[str, set[str]]]:
     nightly.write_frame("forecasts", result.future_forecasts)
     nightly.write_frame("features", frame)
     nightly.write_frame("recommendations", recommendations)
-    nightly.publish_latest(["forecasts", "recommendations"])
+    nightly.write_json("summary.json", {"data_freshness": {"last_timestamp": "2024-03-04T23:55:00+00:00",
+                                                           "data_age_s": 300.0}})
+    nightly.publish_latest(["forecasts", "recommendations", "summary.json"])
     windows = RunStore(root, "2024-03-05T003000Z", folder=scaling_plan.PLAN_FOLDER)
     windows.write_frame(scaling_plan.SCALING_PLAN, recommendations[recommendations["kind"] == "window"])
     windows.publish_latest([scaling_plan.SCALING_PLAN], manifest_name=scaling_plan.PLAN_MANIFEST)
@@ -385,6 +387,54 @@ def test_stale_plan_expression_fires_only_on_a_plan_older_than_an_hour(tmp_path)
                 alertname: ForesightScalingPlanStale
                 exp_alerts:
                   - exp_labels: {alertname: ForesightScalingPlanStale, job: stalled}
+        """))
+    done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def stale_data_rule() -> dict:
+    groups = yaml.safe_load((PROVISIONING / "alerting" / "foresight.yaml").read_text())["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r["uid"] == "foresight-data-stale"]
+    return rule
+
+
+def test_stale_data_alert_and_panel_query_the_served_data_age(served):
+    rule = stale_data_rule()
+    queries = {q["refId"]: q for q in rule["data"]}
+    expr = queries["A"]["model"]["expr"]
+    assert expr == "time() - foresight_data_last_timestamp_seconds > 93600"
+    check_promql(expr, served)
+    assert "foresight_data_age_seconds" in served
+    assert rule["noDataState"] == "OK" and queries[rule["condition"]]["model"]["expression"] in queries
+    panels = {p["title"]: p for p in json.loads(DASHBOARD.read_text())["panels"]}
+    assert panels["Data age"]["targets"][0]["expr"] == "time() - foresight_data_last_timestamp_seconds"
+
+
+def test_stale_data_expression_fires_only_when_no_fresh_data_was_published_for_26_hours(tmp_path):
+    expr = stale_data_rule()["data"][0]["model"]["expr"]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
+        {"alert": "ForesightDataStale", "expr": expr}]}]}))
+    (tmp_path / "test.yml").write_text(textwrap.dedent("""\
+        rule_files: [rules.yml]
+        evaluation_interval: 10m
+        tests:
+          - interval: 1h
+            input_series:
+              # nightly runs publish data up to the run's time: the last one at t=0, then none (dead exporter)
+              - series: 'foresight_data_last_timestamp_seconds{job="dead"}'
+                values: '0x40'
+              # a run every 24 hours with fresh data
+              - series: 'foresight_data_last_timestamp_seconds{job="healthy"}'
+                values: '0x23 86400x23'
+            alert_rule_test:
+              - eval_time: 25h
+                alertname: ForesightDataStale
+                exp_alerts: []
+              - eval_time: 27h
+                alertname: ForesightDataStale
+                exp_alerts:
+                  - exp_labels: {alertname: ForesightDataStale, job: dead}
         """))
     done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)

@@ -207,3 +207,36 @@ def test_a_bad_setting_from_the_run_is_blamed_on_the_run_not_the_file():
     assert message.startswith("the run's parameters: 1 invalid setting")
     assert "history_days: Input should be greater than or equal to 1 (got -3) [set by the run's parameters]" in message
     assert "foresight.yaml" not in message
+
+
+def test_a_freq_from_the_run_is_named_when_the_horizons_no_longer_fit_it():
+    """``freq: 1h`` from the run's parameters: the horizons and stride of the file fail, naming freq and the run."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"freq": "1h"})
+    message = str(caught.value)
+    assert message.startswith("the run's parameters: 2 invalid settings")
+    assert "horizons: horizon 5m is not a whole number of 1h steps" in message
+    assert "(freq is 1h) [freq set by the run's parameters]" in message
+    assert "foresight.yaml" not in message
+
+
+def test_a_horizon_longer_than_the_held_out_part_is_refused_at_load():
+    """A ``30d`` horizon is a config error before any work, not a failure after extract and features."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"horizons": ["30m", "30d"]})
+    message = str(caught.value)
+    assert "the longest of horizons (30d) is longer than the held-out part, test_days (1 day(s))" in message
+    assert "[horizons set by the run's parameters]" in message
+    assert load_config(overrides={"horizons": ["1d"]}).horizons == ["1d"]
+
+
+def test_grid_and_freshness_settings(tmp_path):
+    cfg = load_config()
+    assert cfg.features.grid_tolerance == 0.1
+    assert cfg.validation.max_staleness is None and cfg.validation.max_stale_share == 0.5
+    assert load_config(overrides={"validation": {"max_staleness": "6h"}}).validation.max_staleness == "6h"
+    for bad, where in (({"features": {"grid_tolerance": 0.5}}, "features.grid_tolerance"),
+                       ({"validation": {"max_staleness": "soon"}}, "validation.max_staleness"),
+                       ({"validation": {"max_stale_share": 2}}, "validation.max_stale_share")):
+        with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+            load_config(overrides=bad)

@@ -372,3 +372,20 @@ def test_airflow_api_server_mounts_the_plugin_at_foresight(tmp_path):
     assert answers["status"] == 200
     assert len(samples(answers["metrics"], "foresight_forecast")) == 2 * 2 * 3 * 3  # the config's three horizons
     assert answers["forecasts"]["count"] == 12  # with a token: Airflow's JWT guards all but /metrics
+
+
+def test_the_data_age_is_exposed_from_the_published_summary(tmp_path):
+    from foresight_lib.publishing.publish_step import data_freshness
+
+    store = RunStore(str(tmp_path), "2024-03-05T000000Z")
+    store.write_json("validation/summary.json", {"summary": {
+        "data_interval_end": "2024-03-05T00:00:00+00:00", "last_timestamp": "2024-03-04T23:55:00+00:00",
+        "data_age_s": 300.0, "series_stale": 1, "passed": True}, "reasons": {}})
+    freshness = data_freshness(store)
+    assert freshness == {"data_interval_end": "2024-03-05T00:00:00+00:00",
+                         "last_timestamp": "2024-03-04T23:55:00+00:00", "data_age_s": 300.0, "series_stale": 1}
+    families = {f.name: f.samples[0].value for f in exposition.freshness_families(freshness)}
+    assert families == {"foresight_data_last_timestamp_seconds": pd.Timestamp("2024-03-04T23:55Z").timestamp(),
+                        "foresight_data_age_seconds": 300.0}
+    assert exposition.freshness_families({}) == []
+    assert data_freshness(RunStore(str(tmp_path), "2024-03-06T000000Z")) == {}

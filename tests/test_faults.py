@@ -43,7 +43,7 @@ from fault_support import Published, assert_published_consistent, files_with, fi
 from prom_server import ScriptedServer, free_port
 
 from foresight_lib import pipeline
-from foresight_lib.errors import DataError, ForesightError, SourceError
+from foresight_lib.errors import DataError, ForesightError, SourceError, ValidationFailed
 from foresight_lib.publishing import transaction as publishing
 from foresight_lib.publishing.storage import DataRoot
 from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo
@@ -549,6 +549,9 @@ QUARANTINED = {
     "negative": (_set_y(lambda rows: -rows["y"].to_numpy()), r"values below 0", "validation"),
     "duplicates": (_duplicates, r"duplicate timestamps", "validation"),
     "constant-zero": (_set_y(lambda rows: 0.0), r"constant series.* finite values are 0", "validation"),
+    # its exporter died six hours before the others' (completeness 0.94): not published as current
+    "six-hours-behind": (lambda rows: rows[rows["ds"] < pd.Timestamp(DATE, tz="UTC") - pd.Timedelta("6h")],
+                         r"stale: no recent data: last point .*, 6h 5m before the data interval end", "validation"),
     # a series may start late (a new pod): completeness counts from its first point, so ten
     # points pass validation and the backtest leaves the series out for too short a history
     "ten-points": (lambda rows: rows.tail(10), r"too short: 10 values", "backtest"),
@@ -608,8 +611,20 @@ def _text_in_y(frame: pd.DataFrame) -> str:
     return _csv(frame)
 
 
+def _epoch_ms(frame: pd.DataFrame) -> str:
+    return frame.assign(ds=frame["ds"].astype("int64") // 10**6).to_csv(index=False)
+
+
+def _infinity_row(frame: pd.DataFrame) -> str:
+    frame = frame.astype({"ds": object})
+    frame.loc[frame.index[7], "ds"] = "9999-12-31T00:00:00Z"
+    return frame.to_csv(index=False)
+
+
 UNREADABLE = {
     "empty": (lambda frame: "", r"is empty"),
+    "epoch-ms": (_epoch_ms, r"outside the range a timestamp can hold .* row\(s\) \[1, 2, 3\].*Unix milliseconds"),
+    "infinity-date": (_infinity_row, r"9999-12-31T00:00:00Z'\] at row\(s\) \[8\]"),
     "header-only": (lambda frame: "unique_id,ds,y\n", r"header but no rows"),
     "wrong-columns": (lambda frame: _csv(frame.rename(columns={"ds": "timestamp", "y": "value"})),
                       r"missing column\(s\) \['ds', 'y'\]"),
@@ -666,3 +681,85 @@ def test_the_planted_secret_is_searched_for(tmp_path):
     (tmp_path / "deep" / "er" / "a.bin").write_bytes(b"\x00\x01" + SECRET.encode() + b"\xff")
     (tmp_path / "b.txt").write_text("http://fault-user:***@127.0.0.1:9/")
     assert files_with([tmp_path], SECRET) == [tmp_path / "deep" / "er" / "a.bin"]
+
+
+# ---------------------------------------------------------------------------
+# Stale sources, timestamps off the grid, folders with a bad file, overlapping exports
+
+
+@pytest.mark.parametrize("behind", ["6h", "2D"])
+def test_a_dead_exporter_fails_before_training_and_publishes_nothing(world, caplog, behind):
+    """Every series stopped together: the run fails at validate naming the source, its last time and the setting."""
+    frame = _demo_memory()
+    frame = frame[frame["ds"] < pd.Timestamp(DATE, tz="UTC") - pd.Timedelta(behind)]
+    path = _write_text(world.root / "input" / "series.csv", _csv(frame))
+    settings = world.settings(source={"kind": "files", "format": "long", "path": str(path)})
+    exc = _fails(world, caplog, settings, ValidationFailed, r"is stale")
+    text = str(exc)
+    assert f"the source files {path} (format long) is stale" in text
+    assert f"its last timestamp is {frame['ds'].max().isoformat()}" in text
+    assert "validation.max_staleness" in text and "validation.max_stale_share" in text
+    assert world.check() == "unchanged"
+    assert not list((world.data / "staging").rglob("backtests")), "nothing was trained"
+
+
+def test_timestamps_jittered_by_100_ms_keep_every_series(world, caplog):
+    frame = _demo_memory()
+    jitter = np.random.default_rng(0).uniform(-0.1, 0.1, len(frame))
+    frame = frame.assign(ds=frame["ds"] + pd.to_timedelta(jitter, unit="s"))
+    path = _write_text(world.root / "input" / "series.csv",
+                       frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
+    result = _succeeds(world, caplog, world.settings(source={"kind": "files", "format": "long", "path": str(path)}))
+    assert result["published"], result
+    assert world.validation()["reasons"] == {}
+    forecasts = pd.read_parquet(world.data / "latest" / "forecasts.parquet")
+    assert set(forecasts["unique_id"]) == set(frame["unique_id"])
+    assert world.check().startswith("new run")
+
+
+def test_a_folder_with_one_bad_file_publishes_the_good_ones(world, caplog):
+    frame = _demo_memory()
+    folder = world.root / "input"
+    ids = sorted(frame["unique_id"].unique())
+    for i, uid in enumerate(ids):
+        _write_text(folder / f"part-{i}.csv", _csv(frame[frame["unique_id"] == uid]))
+    bad = _write_text(folder / "part-0.csv", _infinity_row(frame[frame["unique_id"] == ids[0]]))
+    result = _succeeds(world, caplog, world.settings(source={"kind": "files", "format": "long", "path": str(folder)}))
+    assert result["published"], result
+    forecasts = pd.read_parquet(world.data / "latest" / "forecasts.parquet")
+    assert set(forecasts["unique_id"]) == set(ids[1:])
+    run = json.loads((world.data / "runs" / KEY / "run.json").read_text())
+    (skipped,) = run["source"]["skipped"]
+    assert skipped["file"] == str(bad) and "9999-12-31" in skipped["reason"]
+    assert world.check().startswith("new run")
+
+
+def test_overlapping_identical_exports_publish(world, caplog):
+    frame = _demo_memory()
+    cut = pd.Timestamp(DATE, tz="UTC") - pd.Timedelta("1D")
+    folder = world.root / "input"
+    _write_text(folder / "export-1.csv", _csv(frame[frame["ds"] < cut + pd.Timedelta("1h")]))
+    _write_text(folder / "export-2.csv", _csv(frame[frame["ds"] >= cut]))
+    result = _succeeds(world, caplog, world.settings(source={"kind": "files", "format": "long", "path": str(folder)}))
+    assert result["published"], result
+    summary = world.validation()["summary"]
+    assert world.validation()["reasons"] == {}
+    assert summary["duplicates_dropped"] == 12 * FILE_SERIES
+    assert "export-1.csv and export-2.csv overlap from" in caplog.text
+    assert world.check().startswith("new run")
+    freshness = json.loads((world.data / "latest" / "summary.json").read_text())["data_freshness"]
+    assert freshness["data_age_s"] == 300 and freshness["series_stale"] == 0
+    assert freshness["duplicates_dropped"] == 12 * FILE_SERIES
+
+
+def test_overlapping_exports_that_disagree_fail_naming_the_files_and_the_overlap(world, caplog):
+    frame = _demo_memory()
+    cut = pd.Timestamp(DATE, tz="UTC") - pd.Timedelta("1D")
+    folder = world.root / "input"
+    _write_text(folder / "export-1.csv", _csv(frame[frame["ds"] < cut + pd.Timedelta("1h")]))
+    later = frame[frame["ds"] >= cut]
+    _write_text(folder / "export-2.csv", _csv(later.assign(y=later["y"] * 1.01)))
+    settings = world.settings(source={"kind": "files", "format": "long", "path": str(folder)})
+    exc = _fails(world, caplog, settings, ValidationFailed, r"duplicate timestamps")
+    assert "export-1.csv and export-2.csv overlap from" in str(exc) and "with other values" in str(exc)
+    assert world.check() == "unchanged"

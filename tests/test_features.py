@@ -140,8 +140,12 @@ def test_57_second_samples_are_averaged_into_5_minute_slots():
     result = prepare_series(frame_of("memory_utilization/p", ds, np.arange(12.0)))
     out = result.frame
     assert out["ds"].tolist() == list(grid(3))
-    # [00:00, 00:05): samples 0..5; [00:05, 00:10): 6..10; [00:10, 00:15): 11
-    np.testing.assert_allclose(out["y"], [2.5, 8.0, 11.0])
+    # slot t holds [t - 30 s, t + 4:30) (grid tolerance 10 % of 5 min): 0..4 (to 03:48);
+    # 04:45..08:33 (5..9); 09:30.. (10, 11)
+    np.testing.assert_allclose(out["y"], [2.0, 7.0, 10.5])
+    # without tolerance, [t, t + 5 min): 0..5, 6..10, 11
+    exact = prepare_series(frame_of("memory_utilization/p", ds, np.arange(12.0)), grid_tolerance=0.0)
+    np.testing.assert_allclose(exact.frame["y"], [2.5, 8.0, 11.0])
     info = result.report["series"]["memory_utilization/p"]
     assert info["downsampled"] is True and info["native_step"] == "57s"
     assert result.series["freq"].tolist() == ["5min"]
@@ -220,3 +224,25 @@ def test_calendar_features():
     assert cal["is_weekend"].tolist() == [0.0, 1.0, 1.0]  # Monday, Saturday, Sunday
     shifted = calendar_features(ds, tz="Europe/Amsterdam")  # UTC+1 in March 2024 before the DST change
     np.testing.assert_allclose(shifted["tod_sin"].iloc[0], np.sin(2 * np.pi / 24), atol=1e-12)
+
+
+def test_stamps_a_little_off_the_marks_fill_their_own_slot():
+    """…00:04:59.9 counts for 00:05 (grid tolerance), so nothing is filled or dropped."""
+    ds = grid(288 * 2)
+    early = ds.to_series().copy()
+    early.iloc[::4] -= pd.Timedelta("0.1s")
+    jitter = ds + pd.to_timedelta(np.random.default_rng(1).uniform(-0.1, 0.1, ds.size), unit="s")
+    y = daily_pattern(ds.size)
+    for stamps in (pd.DatetimeIndex(early), jitter):
+        result = prepare_series(frame_of("cpu_cores/a", stamps, y))
+        assert result.dropped == []
+        assert result.frame["ds"].tolist() == list(ds)
+        np.testing.assert_allclose(result.frame["y"], y)
+    # with no tolerance a quarter of the slots would be empty and the series dropped as 25 % filled
+    strict = prepare_series(frame_of("cpu_cores/a", pd.DatetimeIndex(early), y), grid_tolerance=0.0)
+    assert strict.dropped and "25% of its points would be filled" in strict.dropped[0]["reason"]
+
+
+def test_grid_tolerance_is_checked():
+    with pytest.raises(ConfigError, match="grid_tolerance"):
+        prepare_series(frame_of("m/a", grid(3), [1.0, 2.0, 3.0]), grid_tolerance=0.6)

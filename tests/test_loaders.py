@@ -341,3 +341,74 @@ def test_long_format_keeps_missing_values_for_validation_to_count(tmp_path):
     loaded = load_series(path, "long")
     assert sorted(loaded.series["unique_id"]) == ["cpu/a", "cpu/b"], "an all-missing series is not dropped silently"
     assert loaded.frame.loc[loaded.frame["unique_id"] == "cpu/a", "y"].isna().all()
+
+
+OUT_OF_RANGE = {
+    # case: (ds cells, what the error says)
+    "epoch-ms": (["1710460800000", "1710461100000"], r"look like Unix milliseconds"),
+    "infinity-date": (["2024-03-15T00:00:00Z", "9999-12-31T00:00:00Z"], r"9999-12-31.*row\(s\) \[2\]"),
+    "year-1677": (["2024-03-15T00:00:00Z", "1677-01-01T00:00:00Z"], r"1677-01-01.*row\(s\) \[2\]"),
+    "unparsable": (["2024-03-15T00:00:00Z", "not a time"], r"could not be parsed.*row\(s\) \[2\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_OF_RANGE))
+def test_out_of_range_timestamps_are_a_data_error_naming_file_and_row(tmp_path, case):
+    cells, match = OUT_OF_RANGE[case]
+    path = tmp_path / "series.csv"
+    path.write_text("unique_id,ds,y\n" + "".join(f"cpu_cores/a,{c},1.0\n" for c in cells))
+    with pytest.raises(DataError, match=match) as info:
+        load_series(path, "long")
+    assert str(path) in str(info.value)
+
+
+def test_out_of_range_timestamps_in_parquet(tmp_path):
+    path = tmp_path / "series.parquet"
+    ds = np.array(["2024-03-15", "9999-12-31"], dtype="datetime64[us]")
+    pd.DataFrame({"unique_id": "cpu_cores/a", "ds": ds, "y": [1.0, 2.0]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"series.parquet: 1 timestamp\(s\) outside .*row\(s\) \[2\]"):
+        load_series(path, "long")
+
+
+def test_a_folder_skips_the_file_with_an_out_of_range_timestamp(tmp_path):
+    good = pd.DataFrame({"unique_id": "cpu_cores/a", "ds": pd.date_range("2024-03-15", periods=4, freq="5min", tz=UTC),
+                         "y": [1.0, 2.0, 3.0, 4.0]})
+    good.to_csv(tmp_path / "good.csv", index=False)
+    (tmp_path / "bad.csv").write_text("unique_id,ds,y\ncpu_cores/b,2024-03-15T00:00:00Z,1\ncpu_cores/b,9999-12-31,2\n")
+    (tmp_path / "ms.csv").write_text("unique_id,ds,y\ncpu_cores/c,1710460800000,1\n")
+    result = load_series(tmp_path, "long")
+    assert result.series["unique_id"].tolist() == ["cpu_cores/a"]
+    reasons = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in result.skipped}
+    assert set(reasons) == {"bad.csv", "ms.csv"}
+    assert "9999-12-31" in reasons["bad.csv"] and "milliseconds" in reasons["ms.csv"]
+
+
+def test_epoch_formats_name_the_file_and_row_of_an_out_of_range_time(tmp_path):
+    path = tmp_path / "pods.csv"
+    path.write_text("value,timestamp_anon,container_ip\n0.5,100,p1\n0.6,1e13,p1\n")
+    with pytest.raises(DataError, match=r"pods.csv: column 'timestamp_anon'.*row\(s\) \[2\]"):
+        load_series(path, "alibaba_genai")
+
+
+def test_overlapping_exports_are_noted_with_files_span_and_counts(tmp_path):
+    ds = pd.date_range("2024-03-15", periods=24, freq="5min", tz=UTC)
+    frame = pd.DataFrame({"unique_id": "cpu_cores/a", "ds": ds, "y": np.arange(24.0)})
+    frame.iloc[:18].to_csv(tmp_path / "export-1.csv", index=False)
+    frame.iloc[6:].to_csv(tmp_path / "export-2.csv", index=False)  # an hour in both, identical
+    result = load_series(tmp_path, "long")
+    assert len(result.frame) == 36
+    (note,) = [n["note"] for n in result.notes]
+    assert "export-1.csv and export-2.csv overlap from 2024-03-15T00:30:00+00:00 to 2024-03-15T01:25:00+00:00" in note
+    assert "12 identical row(s)" in note and "other values" not in note
+    changed = frame.iloc[6:].assign(y=lambda d: d["y"] + 1)
+    changed.to_csv(tmp_path / "export-2.csv", index=False)
+    (note,) = [n["note"] for n in load_series(tmp_path, "long").notes]
+    assert "12 row(s) with other values" in note and "cpu_cores/a" in note
+
+
+def test_available_metrics_are_known_for_messages(tmp_path):
+    ds = pd.date_range("2024-03-15", periods=4, freq="5min", tz=UTC)
+    pd.concat([pd.DataFrame({"unique_id": f"{m}/a", "ds": ds, "y": 1.0}) for m in ("cpu_cores", "memory_bytes")]
+              ).to_csv(tmp_path / "x.csv", index=False)
+    result = load_series(tmp_path / "x.csv", "long", ["gpu"])
+    assert result.frame.empty and result.available == ["cpu_cores", "memory_bytes"]

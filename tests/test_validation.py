@@ -59,8 +59,8 @@ def broken_frame() -> pd.DataFrame:
     ids = sorted(frame["unique_id"].unique())
     dup, neg, nan_heavy, backwards, short, gappy = ids[:6]
     parts = [frame]
-    # duplicates: 5 rows of one series repeated
-    parts.append(frame[frame["unique_id"] == dup].iloc[10:15])
+    # conflicting duplicates: 5 rows of one series repeated with other values
+    parts.append(frame[frame["unique_id"] == dup].iloc[10:15].assign(y=lambda d: d["y"] + 1.0))
     out = pd.concat(parts, ignore_index=True)
     # out of range: negative values in one series
     out.loc[out.index[(out["unique_id"] == neg)][:20], "y"] = -1.0
@@ -245,7 +245,11 @@ def test_html_report_lists_expectations_and_quarantine(demo):
 
 
 def test_bitbrains_vm20_is_quarantined(shared_data):
-    """Real trace: VM 20 repeats thousands of timestamps; VMs 40/60/80 are fine (CPU % may exceed 100)."""
+    """Real trace: VM 20 repeats thousands of rows; VMs 40/60/80 are fine (CPU % may exceed 100).
+
+    VM 20's repeated CPU rows are identical (dropped and counted); three of its memory rows
+    repeat a timestamp with another value (conflicting: quarantined).
+    """
     frames = []
     for vm in (20, 40, 60, 80):
         raw = pd.read_csv(shared_data / "bitbrains_rnd" / "2013-8" / f"{vm}.csv", sep=";", skipinitialspace=True)
@@ -255,8 +259,9 @@ def test_bitbrains_vm20_is_quarantined(shared_data):
             frames.append(pd.DataFrame({"unique_id": f"{metric}/vm{vm}", "ds": ds, "y": raw[column].astype(float)}))
     frame = pd.concat(frames, ignore_index=True)
     outcome = validate_frame(frame, cfg=load_config())
-    assert set(outcome.reasons) == {"cpu_usage_percent/vm20", "memory_usage_kb/vm20"}
+    assert set(outcome.reasons) == {"memory_usage_kb/vm20"}
     assert all("duplicate timestamps" in r for texts in outcome.reasons.values() for r in texts)
+    assert outcome.summary["duplicates_dropped_by_series"]["cpu_usage_percent/vm20"] == 8600
     assert (outcome.valid["y"] > 100).any()  # the 8-core VMs' >100 % CPU is kept
 
 
@@ -268,10 +273,11 @@ def test_bitbrains_through_the_loader(shared_data):
                                 ["cpu_usage_percent", "memory_usage_kb"])
     assert set(series["entity"]) == {"vm20", "vm40", "vm60", "vm80"}
     outcome = validate_frame(frame, series, cfg=load_config())
-    assert set(outcome.reasons) == {"cpu_usage_percent/vm20", "memory_usage_kb/vm20"}
+    assert set(outcome.reasons) == {"memory_usage_kb/vm20"}
     assert all("duplicate timestamps" in texts[0] for texts in outcome.reasons.values())
     assert outcome.summary["series_total"] == 8 and outcome.passed
-    assert set(outcome.series["entity"]) == {"vm40", "vm60", "vm80"}
+    assert set(outcome.series["entity"]) == {"vm20", "vm40", "vm60", "vm80"}
+    assert set(outcome.series.loc[outcome.series["entity"] == "vm20", "metric"]) == {"cpu_usage_percent"}
 
 
 def test_infinite_values_quarantine_the_series_or_become_nan_within_tolerance():
@@ -412,3 +418,120 @@ def test_a_validation_logs_no_great_expectations_noise(caplog):
     noisy = [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
     assert noisy == [], noisy[:3]
     assert any(r.name.startswith("foresight_lib") for r in caplog.records), "Foresight's own summary line stays"
+
+
+# ---------------------------------------------------------------------------
+# Timestamps on the grid as sources stamp them, overlapping exports, freshness
+
+
+def _jittered(frame: pd.DataFrame, seconds: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return frame.assign(ds=frame["ds"] + pd.to_timedelta(rng.uniform(-seconds, seconds, len(frame)), unit="s"))
+
+
+def test_jittered_timestamps_keep_every_series():
+    """±100 ms around the marks (…00:04:59.9, …00:05:00.06): every point counts for its mark."""
+    from foresight_lib.quality.features import prepare_series
+
+    frame = _jittered(clean_frame(), 0.1)
+    outcome = validate_frame(frame, cfg=ValidationConfig())
+    assert outcome.reasons == {} and outcome.passed
+    result = prepare_series(outcome.valid)
+    assert result.dropped == [] and result.report["series_out"] == 8
+    assert result.report["totals"]["interpolated"] == 0 and result.report["totals"]["duplicates"] == 0
+
+
+def test_stamps_up_to_the_tolerance_early_count_for_the_mark_not_the_slot_before():
+    from foresight_lib.quality.features import prepare_series
+
+    clean = clean_frame(n_series=2)
+    early = clean.assign(ds=clean["ds"] - pd.Timedelta("2s"))
+    outcome = validate_frame(early, cfg=ValidationConfig())
+    assert outcome.reasons == {}
+    stats = outcome.summary
+    assert stats["grid_tolerance"] == 0.1
+    result = prepare_series(outcome.valid)
+    assert len(result.frame) == len(clean) and result.report["totals"]["interpolated"] == 0
+    assert set(result.frame["ds"]) == set(clean["ds"])  # filed at the marks, not 5 minutes early
+
+
+def test_completeness_is_judged_on_the_features_slots():
+    """A quarter of the points 0.1 s early: with no tolerance they share a slot with the point before."""
+    frame = clean_frame(n_series=1)
+    early = frame.index[::4]
+    frame.loc[early, "ds"] = frame.loc[early, "ds"] - pd.Timedelta("0.1s")
+    # without tolerance those points fall in the slot before, which has its own point
+    strict = validate_frame(frame, cfg=ValidationConfig(min_completeness=0.8), grid_tolerance=0.0,
+                            raise_on_failure=False)
+    assert "completeness 0.75" in reasons_of(strict)["cpu_cores/c0"]
+    tolerant = validate_frame(frame, cfg=ValidationConfig(min_completeness=0.8), raise_on_failure=False)
+    assert "completeness" not in reasons_of(tolerant).get("cpu_cores/c0", "")
+
+
+def test_identical_duplicate_rows_are_dropped_and_counted():
+    """Two exports overlapping by an hour with identical rows pass; the overlap is counted."""
+    frame = clean_frame(n_series=4)
+    overlap = frame[(frame["ds"] >= frame["ds"].max() - pd.Timedelta("1h"))]
+    outcome = validate_frame(pd.concat([frame, overlap], ignore_index=True), cfg=ValidationConfig())
+    assert outcome.reasons == {} and outcome.passed
+    assert outcome.summary["duplicates_dropped"] == len(overlap)
+    assert len(outcome.valid) == len(frame)
+
+
+def test_conflicting_duplicates_still_quarantine():
+    frame = clean_frame(n_series=4)
+    conflicting = frame[frame["unique_id"] == "cpu_cores/c1"].iloc[:3].assign(y=lambda d: d["y"] + 5)
+    outcome = validate_frame(pd.concat([frame, conflicting], ignore_index=True), cfg=ValidationConfig())
+    assert list(outcome.reasons) == ["cpu_cores/c1"]
+    assert "duplicate timestamps: 6 row(s)" in reasons_of(outcome)["cpu_cores/c1"]
+    assert outcome.summary["duplicates_dropped"] == 0
+
+
+def _end_of(frame: pd.DataFrame) -> pd.Timestamp:
+    return frame["ds"].max() + pd.Timedelta("5min")
+
+
+def test_a_series_six_hours_behind_is_quarantined_as_stale():
+    frame = clean_frame(n_series=8)
+    end = _end_of(frame)
+    behind = (frame["unique_id"] == "cpu_cores/c3") & (frame["ds"] >= end - pd.Timedelta("6h"))
+    outcome = validate_frame(frame[~behind], cfg=ValidationConfig(), data_end=end)
+    assert list(outcome.reasons) == ["cpu_cores/c3"]
+    text = reasons_of(outcome)["cpu_cores/c3"]
+    assert "stale" in text and "6h 5m before the data interval end" in text and "validation.max_staleness" in text
+    s = outcome.summary
+    assert s["series_stale"] == 1 and s["data_age_s"] == 300 and s["passed"]
+    assert s["last_timestamp"] == frame["ds"].max().isoformat()
+
+
+def test_fresh_data_and_the_staleness_limit():
+    frame = clean_frame(n_series=2)
+    end = _end_of(frame)
+    # 14 minutes since the last point: within the default (15 minutes at 5-minute data)
+    assert validate_frame(frame, cfg=ValidationConfig(), data_end=end + pd.Timedelta("9min")).reasons == {}
+    late = validate_frame(frame, cfg=ValidationConfig(), data_end=end + pd.Timedelta("11min"), raise_on_failure=False)
+    assert set(late.reasons) == {"cpu_cores/c0", "cpu_cores/c1"} and not late.passed
+    relaxed = ValidationConfig(max_staleness="1h")
+    assert validate_frame(frame, cfg=relaxed, data_end=end + pd.Timedelta("50min")).reasons == {}
+    # no data interval end known: no freshness verdict
+    assert validate_frame(frame, cfg=ValidationConfig()).summary.get("series_stale") is None
+
+
+@pytest.mark.parametrize("behind", ["6h", "2D"])
+def test_a_source_where_every_series_stopped_fails_naming_source_time_and_setting(behind):
+    frame = clean_frame(n_series=4)
+    end = _end_of(frame) + pd.Timedelta(behind)
+    with pytest.raises(ValidationFailed) as info:
+        validate_frame(frame, cfg=ValidationConfig(), data_end=end, source="files /data/x (format long)")
+    text = str(info.value)
+    assert "the source files /data/x (format long) is stale" in text
+    assert frame["ds"].max().isoformat() in text
+    assert "validation.max_staleness" in text and "validation.max_stale_share" in text
+    outcome = info.value.outcome
+    assert outcome.summary["source_stale"] and outcome.summary["series_stale"] == 4
+    assert outcome.summary["data_age_s"] == pd.Timedelta(behind).total_seconds() + 300
+
+
+def test_staleness_setting_is_checked():
+    with pytest.raises(Exception, match="max_staleness"):
+        load_config(overrides={"validation": {"max_staleness": "soon"}})

@@ -431,6 +431,7 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
         "series": series,
         "recommendations": _recommendations(state),
         "plan": _plan_state(state, now),
+        "data_freshness": state.summary.get("data_freshness") or {},
         "errors": state.errors,
     }
 

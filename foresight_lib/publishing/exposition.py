@@ -17,6 +17,10 @@ publish shows up without a restart; files are re-read only when they changed) an
   ``latest/recommendations.parquet`` exists: every numeric column is one value type. The
   windows come from ``latest/scaling_plan.parquet`` instead when the scaling plan sized
   later windows than the nightly run (``plan.current_windows``).
+- ``foresight_data_last_timestamp_seconds`` and ``foresight_data_age_seconds``: the last
+  timestamp of the data behind the published forecasts and its age at their run's data
+  interval end (``summary.json``'s ``data_freshness``); alert on
+  ``time() - foresight_data_last_timestamp_seconds`` (``freshness_families``).
 - ``foresight_published_timestamp_seconds``, ``foresight_scaling_plan_published_timestamp_seconds``
   (once a scaling plan was published) and ``foresight_exposition_read_errors``.
 
@@ -73,6 +77,8 @@ class Snapshot:
     """When the scaling plan (``latest/scaling_plan.parquet``) was last published, if ever."""
     run_id: str | None = None
     errors: list[str] = field(default_factory=list)
+    data_freshness: dict = field(default_factory=dict)
+    """``summary.json``'s ``data_freshness``: the data's last timestamp and age at the run's end."""
 
 
 # ---------------------------------------------------------------------------
@@ -338,6 +344,7 @@ def snapshot_families(snapshot: Snapshot, level: str | int | None = None,
                                       "When the latest forecasts were published, in Unix seconds")
         published.add_metric([], snapshot.published_at.timestamp())
         families.append(published)
+    families += freshness_families(snapshot.data_freshness)
     if snapshot.plan_published_at is not None:
         plan = GaugeMetricFamily("foresight_scaling_plan_published_timestamp_seconds",
                                  "When the latest scaling plan (the next windows) was published, in Unix seconds; "
@@ -348,6 +355,27 @@ def snapshot_families(snapshot: Snapshot, level: str | int | None = None,
                                "Published files that could not be read or exposed at this scrape (see the logs)")
     failed.add_metric([], float(len(errors)))
     families.append(failed)
+    return families
+
+
+def freshness_families(freshness: dict | None) -> list[Metric]:
+    """How old the data behind the published forecasts is (nothing when the summary does not say)."""
+    families: list[Metric] = []
+    last = (freshness or {}).get("last_timestamp")
+    if last:
+        stamp = pd.Timestamp(last)
+        family = GaugeMetricFamily("foresight_data_last_timestamp_seconds",
+                                   "Last timestamp of the source data behind the published forecasts, in Unix "
+                                   "seconds; time() minus it is the data's age now")
+        family.add_metric([], (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp())
+        families.append(family)
+    age = (freshness or {}).get("data_age_s")
+    if age is not None:
+        family = GaugeMetricFamily("foresight_data_age_seconds",
+                                   "Age of the source data at the published run's data interval end (its end "
+                                   "minus the data's last timestamp), in seconds")
+        family.add_metric([], float(age))
+        families.append(family)
     return families
 
 
@@ -437,6 +465,7 @@ class LatestFiles:
             snapshot.run_id = manifest.get("run_id")
             snapshot.published_at = _published_at(manifest)
         snapshot.plan_published_at = _published_at(self._manifest(LATEST_FILES["plan_manifest"]))
+        snapshot.data_freshness = self._freshness(manifest, errors)
         actuals = self._frame("actuals", errors, ["unique_id", "ds", "y"])
         if actuals is None and snapshot.run_id and snapshot.forecasts is not None:
             actuals = self._run_features(snapshot.run_id, errors)
@@ -444,6 +473,18 @@ class LatestFiles:
             actuals = actuals.sort_values(["unique_id", "ds"], kind="stable").groupby("unique_id").tail(_ACTUAL_TAIL)
         snapshot.actuals = actuals
         return snapshot
+
+    def _freshness(self, manifest: dict | None, errors: list[str]) -> dict:
+        """``latest/summary.json``'s ``data_freshness`` (empty before anything is published)."""
+        if not manifest:
+            return {}
+        try:
+            summary = self.root.read_latest_json("summary.json") or {}
+        except (ForesightError, OSError, ValueError) as exc:
+            log.error("cannot read the published summary under %s: %s", self.data_root, exc)
+            errors.append(f"summary.json: {exc}")
+            return {}
+        return summary.get("data_freshness") or {}
 
     def _run_features(self, run_id: str, errors: list[str]) -> pd.DataFrame | None:
         from foresight_lib.publishing.storage import RunStore

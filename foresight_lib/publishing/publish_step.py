@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from foresight_lib.errors import SourceError
+from foresight_lib.errors import ForesightError, SourceError
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.runs import (
     ACTUAL_TAIL,
@@ -154,6 +154,7 @@ def publish(run: dict) -> dict:
         "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
         "run_folder": store.committed().uri(""), "series": len(result.series),
         "forecast_rows": int(len(result.future_forecasts)),
+        "data_freshness": data_freshness(store),
     }
 
     def register(tx) -> dict:
@@ -218,6 +219,19 @@ def latest_actuals(features: pd.DataFrame) -> pd.DataFrame:
 
 
 _PARAM_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+FRESHNESS_KEYS = ("data_interval_end", "last_timestamp", "data_age_s", "series_age_s", "series_stale",
+                  "stale_share", "max_staleness", "max_stale_share", "duplicates_dropped", "grid_tolerance")
+
+
+def data_freshness(store) -> dict:
+    """How old the run's data was at its data interval end, from its validation summary (empty if unknown)."""
+    try:
+        summary = store.read_json("validation/summary.json").get("summary") or {}
+    except (ForesightError, OSError, ValueError, AttributeError):
+        return {}
+    return {key: summary[key] for key in FRESHNESS_KEYS if key in summary}
 
 
 def _param_safe(value: Any) -> Any:

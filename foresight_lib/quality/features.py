@@ -8,7 +8,10 @@ Per series, in this order:
    ``*_seconds_total`` -> cores, ``*_bytes_total`` -> bytes/s, any other counter -> per second;
 3. values are put on a regular grid of ``freq`` anchored at the Unix epoch (so an odd
    offset like 14:27 lands in the 14:25 slot): the mean of the samples in each slot
-   (``[t, t + freq)``); a counter's rate over a slot is its increase over its time;
+   (``[t − tol, t + freq − tol)``, where ``tol`` is ``grid_tolerance`` of the step, so a
+   point stamped ``14:29:59.9`` counts for 14:30; ``foresight_lib.quality.grid``, the
+   assignment validation judges completeness on); a counter's rate over a slot is its
+   increase over its time;
 4. units are normalised (KB -> bytes, KB/s -> bytes/s by default; see ``UNIT_TARGETS``)
    and the metric name follows (``memory_usage_kb`` -> ``memory_usage_bytes``);
 5. gaps up to ``gap_limit`` are interpolated linearly in time; longer gaps take the
@@ -34,6 +37,7 @@ import pandas as pd
 from foresight_lib.errors import ConfigError
 from foresight_lib.frames import SERIES_TABLE_COLUMNS, check_series_frame, make_unique_id, split_unique_id
 from foresight_lib.horizons import format_duration, to_timedelta
+from foresight_lib.quality.grid import DEFAULT_GRID_TOLERANCE, grid_slots
 from foresight_lib.sources.loaders import COUNTER_LABEL, guess_unit
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,7 @@ def prepare_series(
     max_filled_share: float = 0.2,
     unit_targets: Mapping[str, str] | None = None,
     rename_metrics: bool = True,
+    grid_tolerance: float = DEFAULT_GRID_TOLERANCE,
 ) -> FeatureResult:
     """Turn a raw long frame into a regular, gap-free one on the ``freq`` grid.
 
@@ -117,6 +122,8 @@ def prepare_series(
             to itself to keep it.
         rename_metrics: make the metric name follow a converted unit (``_kb`` -> ``_bytes``)
             and a counter's rate (``_seconds_total`` -> ``_cores``).
+        grid_tolerance: share of the step before a grid mark that still counts for that
+            mark (``features.grid_tolerance``).
 
     Raises:
         ConfigError: a bad frequency, gap limit or share.
@@ -125,12 +132,15 @@ def prepare_series(
     limit = to_timedelta(gap_limit)
     if not 0.0 <= max_filled_share <= 1.0:
         raise ConfigError(f"max_filled_share must be between 0 and 1, got {max_filled_share}")
+    if not 0.0 <= grid_tolerance < 0.5:
+        raise ConfigError(f"grid_tolerance must be at least 0 and below 0.5 (a share of the step), "
+                          f"got {grid_tolerance}")
     if pd.Timedelta("1D") % step != pd.Timedelta(0):
         raise ConfigError(f"freq {freq} does not divide a day; use e.g. 1min, 5min, 15min, 1h")
     targets = {**UNIT_TARGETS, **(unit_targets or {})}
     frame = check_series_frame(frame)
     table = _table_by_id(series_table, frame)
-    settings = _Settings(step.value, limit.value, int(pd.Timedelta("1D") / step), max_filled_share)
+    settings = _Settings(step.value, limit.value, int(pd.Timedelta("1D") / step), max_filled_share, grid_tolerance)
 
     out_frames, out_rows, per_series, dropped, renamed = [], [], {}, [], {}
     for uid, group in frame.groupby("unique_id", sort=True):
@@ -188,6 +198,8 @@ class _Settings:
     day: int
     """Grid steps per day."""
     max_filled_share: float
+    grid_tolerance: float = DEFAULT_GRID_TOLERANCE
+    """Share of the step before a mark that counts for the mark."""
 
 
 @dataclass
@@ -226,7 +238,7 @@ def _prepare_one(ds: np.ndarray, y: np.ndarray, counter: bool, s: _Settings) -> 
     else:
         is_counter = False
     if not is_counter:
-        slots, grid_values = _slot_means(times, values, s.step)
+        slots, grid_values = _slot_means(times, values, s.step, s.grid_tolerance)
     info["counter"] = is_counter
 
     finite = np.flatnonzero(~np.isnan(grid_values))
@@ -250,9 +262,10 @@ def _prepare_one(ds: np.ndarray, y: np.ndarray, counter: bool, s: _Settings) -> 
     return _Outcome(filled, start, is_counter, info)
 
 
-def _slot_means(times: np.ndarray, values: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the samples in each grid slot ``[t, t+step)``; NaN where a slot has none."""
-    slot = np.floor_divide(times, step)
+def _slot_means(times: np.ndarray, values: np.ndarray, step: int,
+                tolerance: float = DEFAULT_GRID_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the samples in each grid slot (``grid_slots``); NaN where a slot has none."""
+    slot = grid_slots(times, step, tolerance)
     idx = slot - slot[0]
     n = int(idx[-1]) + 1
     counts = np.bincount(idx, minlength=n)
@@ -279,7 +292,7 @@ def _counter_rates(times: np.ndarray, values: np.ndarray, s: _Settings) -> tuple
     end_times = times[1:][keep]
     if end_times.size == 0:
         return np.array([0]), np.full(1, np.nan), int(resets.sum()), True
-    slot = np.floor_divide(end_times, s.step)
+    slot = grid_slots(end_times, s.step, s.grid_tolerance)
     idx = slot - slot[0]
     n = int(idx[-1]) + 1
     seconds = np.bincount(idx, weights=dt[keep] / 1e9, minlength=n)

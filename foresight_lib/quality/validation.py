@@ -11,7 +11,19 @@ Three suites, kept as JSON in ``validation.suite_dir`` (``include/gx``):
   through GX's ``unexpected_index_list`` (``result_format`` COMPLETE). Each bad value is
   counted once: an infinity only as infinite, an absurd value only as absurd.
 - ``foresight.series`` on a one-row-per-series table computed from the frame: enough rows,
-  completeness on the frequency grid, share of NaN values, constant series.
+  completeness on the frequency grid, share of NaN values, constant series, and freshness:
+  the time from the series' last point to the run's data interval end (``data_end``).
+
+Identical duplicate rows (same ``unique_id, ds, y``: two exports that overlap) are dropped
+and counted before the suites run; duplicates with different values still quarantine.
+Completeness counts grid slots on the assignment of points to slots the features step
+uses (``foresight_lib.quality.grid``): a point within ``features.grid_tolerance`` of the
+step before a mark counts for that mark.
+
+A series whose last point is older than ``validation.max_staleness`` (default three steps
+or 15 minutes, whichever is longer) is quarantined as stale; when more than
+``validation.max_stale_share`` of the series are stale the source as a whole is stale and
+validation fails, naming the source, the last timestamp seen and the setting.
 
 Out-of-range and infinite values within a series' tolerance (the rule's ``mostly``,
 ``validation.max_non_finite_share``) become NaN; more quarantine the series. An absurd
@@ -42,7 +54,8 @@ import pandas as pd
 from foresight_lib.config import ForesightConfig, ValidationConfig
 from foresight_lib.errors import DataError, ValidationFailed
 from foresight_lib.frames import categorical_ids, sort_series, split_unique_id
-from foresight_lib.horizons import to_timedelta
+from foresight_lib.horizons import format_duration, to_timedelta
+from foresight_lib.quality.grid import DEFAULT_GRID_TOLERANCE, grid_slots
 from foresight_lib.quality.gx_runner import (
     SUITES,
     GxRunner,
@@ -70,6 +83,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REASON_COLUMN = "reason"
+MIN_STALENESS = pd.Timedelta("15min")
+"""The default staleness limit is three steps of a series, but never below this."""
+STALENESS_STEPS = 3
 
 
 @dataclass
@@ -109,6 +125,27 @@ def _settings(cfg: ForesightConfig | ValidationConfig | None, freq: str | None) 
     return vcfg, freq or (cfg.freq if isinstance(cfg, ForesightConfig) else "5min")
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """How points are judged in time: the grid tolerance and the data interval end (freshness)."""
+
+    tolerance: float = DEFAULT_GRID_TOLERANCE
+    data_end_ns: int | None = None
+    max_staleness: pd.Timedelta | None = None
+    """The configured limit; None: ``STALENESS_STEPS`` steps of the series or ``MIN_STALENESS``."""
+
+    def limit_ns(self, step_ns: np.ndarray) -> np.ndarray:
+        """Each series' staleness limit (ns) from its step (ns)."""
+        if self.max_staleness is not None:
+            return np.full(step_ns.shape, self.max_staleness.value, dtype=np.int64)
+        return np.maximum(STALENESS_STEPS * step_ns, MIN_STALENESS.value).astype(np.int64)
+
+
+def _utc_ns(value) -> int:
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")).value
+
+
 def _series_of(items: list, frame: pd.DataFrame) -> list[str]:
     """unique_ids of GX unexpected_index_list entries (row indices or column-value dicts)."""
     if not items:
@@ -120,7 +157,8 @@ def _series_of(items: list, frame: pd.DataFrame) -> list[str]:
 
 def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None,
                    cfg: ForesightConfig | ValidationConfig | None = None, *, freq: str | None = None,
-                   raise_on_failure: bool = True) -> ValidationOutcome:
+                   raise_on_failure: bool = True, data_end=None, grid_tolerance: float | None = None,
+                   source: str | None = None) -> ValidationOutcome:
     """Validate a raw long frame; quarantine failing series.
 
     Args:
@@ -131,14 +169,24 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
         cfg: the whole config or its ``validation`` section (defaults if None).
         freq: the frequency grid for completeness (default: ``cfg.freq`` or 5min).
         raise_on_failure: raise :class:`ValidationFailed` over the threshold (default).
+        data_end: the run's data interval end; when given, each series' age (the time
+            from its last point to it) is judged against ``validation.max_staleness``.
+        grid_tolerance: share of the step before a grid mark that counts for the mark
+            (default ``cfg.features.grid_tolerance``, else 0.1).
+        source: the source's name for messages (e.g. ``files /data/nab (format nab)``).
 
     Raises:
-        ValidationFailed: the share of failed series is above ``max_failed_share``, or the
-            frame's schema is wrong; ``exc.outcome`` holds the full outcome and report.
+        ValidationFailed: the share of failed series is above ``max_failed_share``, more
+            than ``max_stale_share`` of the series are stale, or the frame's schema is
+            wrong; ``exc.outcome`` holds the full outcome and report.
         DataError: the frame is empty or not a DataFrame.
     """
     started = time.perf_counter()
     vcfg, freq = _settings(cfg, freq)
+    if grid_tolerance is None:
+        grid_tolerance = cfg.features.grid_tolerance if isinstance(cfg, ForesightConfig) else DEFAULT_GRID_TOLERANCE
+    grid = _Grid(float(grid_tolerance), None if data_end is None else _utc_ns(data_end),
+                 None if vcfg.max_staleness is None else to_timedelta(vcfg.max_staleness))
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"validation needs a pandas DataFrame, got {type(frame).__name__}")
     if frame.empty:
@@ -157,6 +205,7 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
             raise _failed(outcome)
         return outcome
 
+    raw, dropped = _drop_identical_duplicates(raw)
     raw["unique_id"] = categorical_ids(raw["unique_id"])  # every chunk's pieces share its categories
     rules = range_expectations(vcfg.ranges, _used_rules(raw, series_table, vcfg))
     row_suite = build_suite(gx, specs["foresight_rows"], rules)
@@ -165,11 +214,12 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
     present = set(raw["unique_id"].cat.categories)
     missing = ([] if series_table is None else
                [u for u in dict.fromkeys(series_table["unique_id"].astype(str)) if u not in present])
-    chunks = [_check_chunk(runner, row_suite, series_suite, chunk, series_table, vcfg, freq, end_ns,
+    chunks = [_check_chunk(runner, row_suite, series_suite, chunk, series_table, vcfg, freq, end_ns, grid,
                            missing if i == 0 else [])
               for i, chunk in enumerate(_series_chunks(raw, vcfg.chunk_rows))]
     del raw
     outcome = _build_outcome(chunks, series_table, [schema_results], vcfg, freq, started)
+    _add_data_notes(outcome, chunks, dropped, grid, vcfg, source)
     log.info("validated %d series in %d chunk(s) in %.1f s: %d quarantined (%d only constant; %.0f%% failed)",
              outcome.summary["series_total"], len(chunks), outcome.summary["seconds"],
              outcome.summary["series_failed"], outcome.summary["series_constant_only"],
@@ -177,6 +227,62 @@ def validate_frame(frame: pd.DataFrame, series_table: pd.DataFrame | None = None
     if raise_on_failure and not outcome.passed:
         raise _failed(outcome)
     return outcome
+
+
+def _drop_identical_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``raw`` without repeated identical rows (same id, time and value), and how many each series lost.
+
+    Two exports that overlap repeat the same rows; only rows whose values differ are
+    conflicting duplicates, left for the duplicates check.
+    """
+    same_key = raw.duplicated(["unique_id", "ds"], keep=False)
+    if not same_key.any():
+        return raw, {}
+    repeated = raw.duplicated(["unique_id", "ds", "y"]) & same_key
+    if not repeated.any():
+        return raw, {}
+    counts = raw.loc[repeated, "unique_id"].astype(str).value_counts()
+    log.info("dropped %d identical duplicate row(s) in %d series", int(repeated.sum()), len(counts))
+    return raw.loc[~repeated].reset_index(drop=True), {str(k): int(v) for k, v in counts.items()}
+
+
+def _add_data_notes(outcome: ValidationOutcome, chunks: list[_Chunk], dropped: dict[str, int], grid: _Grid,
+                    vcfg: ValidationConfig, source: str | None) -> None:
+    """Duplicates dropped and the data's age in the summary; the source-level freshness verdict."""
+    s = outcome.summary
+    s["duplicates_dropped"] = int(sum(dropped.values()))
+    if dropped:
+        s["duplicates_dropped_by_series"] = dict(sorted(dropped.items(), key=lambda kv: -kv[1])[:20])
+    s["grid_tolerance"] = grid.tolerance
+    if grid.data_end_ns is None:
+        return
+    stats = pd.concat([c.per_series[["unique_id", "last_ns", "age_s", "age_share", "limit_s"]] for c in chunks],
+                      ignore_index=True)
+    known = stats[stats["last_ns"].notna()]
+    stale = stats[stats["age_share"] > 1]
+    total = int(s["series_total"])
+    end = pd.Timestamp(grid.data_end_ns, tz="UTC")
+    last = pd.Timestamp(int(known["last_ns"].max()), tz="UTC") if len(known) else None
+    s.update({
+        "data_interval_end": end.isoformat(),
+        "last_timestamp": last.isoformat() if last is not None else None,
+        "data_age_s": round((end - last).total_seconds(), 3) if last is not None else None,
+        "series_age_s": {"min": _round(known["age_s"].min()), "median": _round(known["age_s"].median()),
+                         "max": _round(known["age_s"].max())} if len(known) else {},
+        "max_staleness": format_duration(grid.max_staleness) if grid.max_staleness is not None else
+        f"{STALENESS_STEPS} steps or {format_duration(MIN_STALENESS)}, whichever is longer",
+        "series_stale": int(len(stale)),
+        "stale_share": round(len(stale) / total, 6) if total else 0.0,
+        "max_stale_share": vcfg.max_stale_share,
+        "source": source,
+    })
+    if total and len(stale) / total > s["max_stale_share"]:
+        s["passed"] = False
+        s["source_stale"] = True
+
+
+def _round(value) -> float | None:
+    return None if pd.isna(value) else round(float(value), 3)
 
 
 @dataclass
@@ -242,13 +348,13 @@ def _last_value_ns(raw: pd.DataFrame) -> int:
 
 
 def _check_chunk(runner, row_suite, series_suite, raw: pd.DataFrame, series_table, vcfg, freq: str, end_ns: int,
-                 missing: list[str]) -> _Chunk:
+                 grid: _Grid, missing: list[str]) -> _Chunk:
     work = _prepare(raw, series_table, vcfg)
     checked = work[["unique_id", "ds", "y_in_scale", "ds_step_s", "in_series_table", "range_rule",
                     "y_not_infinite", "y_share_of_cap"]].rename(columns={"y_in_scale": "y"})
     row_results = runner.run(row_suite, checked)
     del checked
-    per_series = _series_stats(work, series_table, freq, end_ns, missing)
+    per_series = _series_stats(work, series_table, freq, end_ns, missing, grid)
     series_results = runner.run(series_suite, per_series,
                                 {"min_completeness": vcfg.min_completeness, "max_null_share": vcfg.max_null_share,
                                  "min_relative_std": vcfg.min_relative_std})
@@ -308,14 +414,18 @@ def _per_row(values: list[str], codes: np.ndarray) -> pd.Categorical:
 
 
 def _series_stats(work: pd.DataFrame, series_table: pd.DataFrame | None, freq: str, end_ns: int,
-                  missing: list[str]) -> pd.DataFrame:
-    """One row per series: rows, NaN share, completeness on its grid up to the frame's end.
+                  missing: list[str], grid: _Grid | None = None) -> pd.DataFrame:
+    """One row per series: rows, NaN share, completeness on its grid up to the frame's end, age.
 
     Completeness is the share of grid slots (``freq``, or the series' own coarser
     ``freq`` from the series table) from the series' first value to the whole frame's
-    last timestamp with a value (``end_ns``) that hold at least one value, so a series
-    that stopped reporting fails. ``missing``: series of the table with no row, added.
+    last timestamp with a value (``end_ns``) that hold at least one value, points being
+    put in slots as the features step puts them (``grid_slots``, with the grid
+    tolerance). ``age_s`` is the time from the series' last value to the data interval
+    end and ``age_share`` that over the series' staleness limit (``limit_s``); both NaN
+    without a data interval end. ``missing``: series of the table with no row, added.
     """
+    grid = grid or _Grid()
     base_step = to_timedelta(freq)
     ids = list(work.attrs["ids"])
     extra = list(missing)
@@ -334,21 +444,31 @@ def _series_stats(work: pd.DataFrame, series_table: pd.DataFrame | None, freq: s
     ok = (work["y"].notna() & work["ds"].notna()).to_numpy()
     ok_codes = codes[ok]
     ds_ns = work["ds"].array.asi8[ok]
-    slots = ds_ns // step_ns[ok_codes]
+    slots = grid_slots(ds_ns, step_ns[ok_codes], grid.tolerance)
     pairs = pd.DataFrame({"c": ok_codes, "s": slots}).drop_duplicates()
     present = np.bincount(pairs["c"].to_numpy(), minlength=n)
     first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, ok_codes, slots)
-    expected = np.where(present > 0, end_ns // step_ns - first + 1, 0)
+    expected = np.where(present > 0, grid_slots(np.int64(end_ns), step_ns, grid.tolerance) - first + 1, 0)
+    last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last, ok_codes, ds_ns)
     table = pd.DataFrame({
         "unique_id": ids, "rows": rows.astype(np.int64), "nulls": nulls,
         "step_s": step_ns / 1e9, "expected": expected.astype(np.int64), "present": present.astype(np.int64),
+        "last_ns": np.where(present > 0, last, np.nan),
     })
     if extra:
         table = pd.concat([table, pd.DataFrame({
             "unique_id": extra, "rows": 0, "nulls": 0, "step_s": [steps[u].total_seconds() for u in extra],
-            "expected": 0, "present": 0,
+            "expected": 0, "present": 0, "last_ns": np.nan,
         })], ignore_index=True)
+    limit_ns = grid.limit_ns((table["step_s"].to_numpy() * 1e9).astype(np.int64))
+    table["limit_s"] = limit_ns / 1e9
+    if grid.data_end_ns is None:
+        table["age_s"] = np.nan
+    else:
+        table["age_s"] = (grid.data_end_ns - table["last_ns"]) / 1e9
+    table["age_share"] = table["age_s"] / table["limit_s"]
     table["null_share"] = np.where(table["rows"] > 0, table["nulls"] / table["rows"].clip(lower=1), 1.0)
     table["completeness"] = np.where(table["expected"] > 0, table["present"] / table["expected"].clip(lower=1), 0.0)
     spread = _spread(work, n)
@@ -440,6 +560,10 @@ def _collect_reasons(work, per_series, row_results, series_results, vcfg):
             elif check == "nulls":
                 detail = (f"NaN share {row['null_share']:.2f} > {vcfg.max_null_share:.2f} "
                           f"({row['nulls']} of {row['rows']})")
+            elif check == "stale":
+                last = pd.Timestamp(int(row["last_ns"]), tz="UTC")
+                detail = (f"last point {last.isoformat()}, {_age(row['age_s'])} before the data interval end, "
+                          f"older than {_age(row['limit_s'])} (validation.max_staleness)")
             elif check == "too_short":
                 detail = f"{row['rows']} row(s) in the window" if row["rows"] else "no rows in the window"
             elif check == "constant":
@@ -480,6 +604,19 @@ def _value_reason(check: str, meta: dict, count: int, rows: int, share: float, a
 def _cap(row, vcfg: ValidationConfig) -> float:
     key = match_range_rule(str(row["metric"]), vcfg.ranges)
     return magnitude_cap(vcfg.ranges.get(key) if key is not None else None, vcfg)
+
+
+def _age(seconds: float) -> str:
+    """A duration in seconds as short text, e.g. ``6h``, ``2d 3h``, ``15m``, ``4m 30s``."""
+    whole = int(round(float(seconds)))
+    if whole < 0:
+        return "-" + _age(-whole)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size or (size == 1 and not parts):
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return " ".join(parts[:2])
 
 
 def _label(step_s: float) -> str:
@@ -577,6 +714,13 @@ def _failed(outcome: ValidationOutcome) -> ValidationFailed:
     counted = s["series_failed"] - s.get("series_constant_only", 0)
     if s.get("schema_failed"):
         first = "the frame's schema is wrong, so no series can be validated"
+    elif s.get("source_stale"):
+        first = (f"the source{' ' + s['source'] if s.get('source') else ''} is stale: its last timestamp is "
+                 f"{s['last_timestamp']}, {_age(s['data_age_s'])} before the data interval end "
+                 f"{s['data_interval_end']}; {s['series_stale']} of {s['series_total']} series have no point in the "
+                 f"last {s['max_staleness']} (validation.max_staleness), more than "
+                 f"{s['max_stale_share']:.0%} (validation.max_stale_share). Check that the exporter or scrape "
+                 "still runs; nothing was trained or published")
     elif s["failed_share"] <= s["max_failed_share"]:
         first = f"no series passed validation (all {s['series_total']} quarantined)"
     else:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from foresight_lib.frames import (
     SERIES_TABLE_COLUMNS,
     categorical_ids,
     check_series_frame,
+    epoch_to_utc,
     make_unique_id,
     read_parquet_frame,
     split_unique_id,
@@ -75,6 +78,8 @@ class LoadResult:
     """``{"file": path, "reason": ...}`` per skipped file (or ``unique_id`` per skipped series)."""
     notes: list[dict] = field(default_factory=list)
     """``{"unique_id" or "file": ..., "note": ...}``: rows dropped or values changed on the way in."""
+    available: list[str] = field(default_factory=list)
+    """Every metric the source offers (before ``metrics`` kept some), for messages."""
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         yield self.frame
@@ -102,11 +107,11 @@ def load_series(path: str | Path, fmt: str, metrics: Sequence[str] | None = None
         raise DataError(f"{path}: no such file or folder; check the input path")
     wanted = _clean_metrics(metrics)
     result = _LOADERS[fmt](path, wanted)
-    if wanted is not None and not result.frame.empty:
+    if wanted is not None:
         found = set(result.series["metric"])
         missing = sorted(wanted - found)
         if missing:
-            log.warning("metric(s) %s not found in %s", missing, path)
+            log.warning("metric(s) %s not found in %s; it has %s", missing, path, result.available)
     for row in result.skipped:
         log.warning("skipped %s: %s", row.get("file") or row.get("unique_id"), row["reason"])
     log.info("loaded %d series, %d rows from %s (%d skipped)", len(result.series), len(result.frame),
@@ -162,10 +167,13 @@ def _load_files(
     path: Path, files: list[Path], read_one: Callable[[Path], tuple[pd.DataFrame, list[dict], list[dict]]],
 ) -> LoadResult:
     """Read each file; in a folder a failing file is skipped with its reason, a single file raises."""
-    frames, rows, skipped, notes = [], [], [], []
+    frames, rows, skipped, notes, read = [], [], [], [], []
     for file in files:
         try:
-            frame, table_rows, file_notes = read_one(file)
+            try:
+                frame, table_rows, file_notes = read_one(file)
+            except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:
+                raise DataError(f"{file}: a timestamp is out of range ({exc}); fix or remove that row") from exc
         except DataError as exc:
             if path.is_file():
                 raise
@@ -173,6 +181,7 @@ def _load_files(
             continue
         if not frame.empty:
             frames.append(frame)
+            read.append(file)
             rows.extend(table_rows)
         notes.extend(file_notes)
     if not frames:
@@ -180,9 +189,51 @@ def _load_files(
             reasons = "; ".join(s["reason"] for s in skipped[:3])
             raise DataError(f"{path}: none of {len(files)} file(s) could be read: {reasons}")
         return _empty_result(skipped, notes)
+    notes.extend(overlaps(read, frames))
     frame = check_series_frame(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True),
                                source=str(path))
     return LoadResult(frame, _make_series_table(rows, frame), skipped, notes)
+
+
+def overlaps(files: Sequence[Path], frames: Sequence[pd.DataFrame]) -> list[dict]:
+    """Notes on files that hold the same series at the same times (two exports that overlap).
+
+    One note per pair of files: the overlap's span, its series, and how many of its rows
+    are identical in both (validation drops them) or differ (their series are quarantined
+    as duplicates). Only series found in several files are compared.
+    """
+    if len(frames) < 2:
+        return []
+    spans = pd.concat([frame.assign(unique_id=frame["unique_id"].astype(str)).groupby("unique_id")["ds"]
+                       .agg(["min", "max"]).assign(file=i) for i, frame in enumerate(frames)])
+    shared_ids = spans[spans.index.duplicated(keep=False)]
+    pairs: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for uid, rows in shared_ids.groupby(level=0):
+        rows = rows.sort_values("file")
+        for (_, a), (_, b) in combinations(rows.iterrows(), 2):
+            if max(a["min"], b["min"]) <= min(a["max"], b["max"]):
+                pairs[(int(a["file"]), int(b["file"]))].add(str(uid))
+    notes = []
+    for (i, j), ids in sorted(pairs.items()):
+        keys = ["unique_id", "ds"]
+        shared = _rows_of(frames[i], ids).merge(_rows_of(frames[j], ids), on=keys, suffixes=("_a", "_b"))
+        if shared.empty:
+            continue
+        differs = (shared["y_a"] != shared["y_b"]) & ~(shared["y_a"].isna() & shared["y_b"].isna())
+        text = (f"{files[i].name} and {files[j].name} overlap from {shared['ds'].min().isoformat()} to "
+                f"{shared['ds'].max().isoformat()} in {shared['unique_id'].nunique()} series: "
+                f"{int((~differs).sum())} identical row(s) (dropped as duplicates)")
+        if differs.any():
+            conflicting = sorted(shared.loc[differs, "unique_id"].unique())
+            text += (f", {int(differs.sum())} row(s) with other values (their series are quarantined as duplicate "
+                     f"timestamps, e.g. {conflicting[:3]}); remove one of the exports or the overlap")
+        notes.append({"file": f"{files[i]}, {files[j]}", "note": text})
+    return notes
+
+
+def _rows_of(frame: pd.DataFrame, ids: set[str]) -> pd.DataFrame:
+    uid = frame["unique_id"].astype(str)
+    return pd.DataFrame({"unique_id": uid, "ds": frame["ds"], "y": frame["y"]})[uid.isin(ids)]
 
 
 def _empty_result(skipped: list[dict], notes: list[dict]) -> LoadResult:
@@ -215,10 +266,14 @@ def _load_long(path: Path, metrics: set[str] | None) -> LoadResult:
         return f.name.endswith(".series.parquet") or f.name.endswith(".series.csv")
 
     files = folder_files(path, ["*.csv", "*.parquet"], exclude=is_table)
-    return _load_files(path, files, lambda f: _read_long_file(f, metrics))
+    seen: set[str] = set()
+    result = _load_files(path, files, lambda f: _read_long_file(f, metrics, seen))
+    result.available = sorted(seen)
+    return result
 
 
-def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+def _read_long_file(file: Path, metrics: set[str] | None,
+                    seen: set[str] | None = None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     if file.suffix.lower() == ".parquet":
         if file.stat().st_size == 0:
             raise DataError(f"{file}: file is empty; remove it or re-export the data")
@@ -253,6 +308,8 @@ def _read_long_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame,
             row.update({k: known[k] for k in ("metric", "entity", "unit", "labels")
                         if k in known.index and isinstance(known[k], str) and known[k]})
         rows.append(row)
+    if seen is not None:
+        seen.update(r["metric"] for r in rows)
     if metrics is not None:
         keep_ids = {r["unique_id"] for r in rows if r["metric"] in metrics}
         rows = [r for r in rows if r["unique_id"] in keep_ids]
@@ -353,12 +410,14 @@ def parse_nab_name(stem: str) -> tuple[str, str, str, dict]:
 
 def _load_nab(path: Path, metrics: set[str] | None) -> LoadResult:
     files = folder_files(path, ["*.csv"])
+    available = sorted({parse_nab_name(f.stem)[0] for f in files})
     if metrics is not None:
         files = [f for f in files if parse_nab_name(f.stem)[0] in metrics]
         if not files:
-            raise DataError(f"{path}: no NAB file of metric(s) {sorted(metrics)}; "
-                            f"metrics in NAB names are {sorted({m for m, _ in _NAB_METRICS.values()})}")
-    return _load_files(path, files, _read_nab_file)
+            raise ConfigError(f"no NAB file of metric(s) {sorted(metrics)} in {path}; it has {available}")
+    result = _load_files(path, files, _read_nab_file)
+    result.available = available
+    return result
 
 
 def _read_nab_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
@@ -395,7 +454,9 @@ BITBRAINS_METRICS = [m for m, _ in BITBRAINS_COLUMNS.values()]
 def _load_bitbrains(path: Path, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, BITBRAINS_METRICS, "bitbrains")
     files = folder_files(path, ["*.csv"])
-    return _load_files(path, files, lambda f: _read_bitbrains_file(f, metrics))
+    result = _load_files(path, files, lambda f: _read_bitbrains_file(f, metrics))
+    result.available = list(BITBRAINS_METRICS)
+    return result
 
 
 def _epoch_seconds(values: np.ndarray) -> np.ndarray:
@@ -423,7 +484,7 @@ def _read_bitbrains_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataF
     seconds = _epoch_seconds(numeric(df[ts_col], file, ts_col))
     if np.isnan(seconds).any():
         raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty timestamp(s); fix or remove those rows")
-    ds = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True)).as_unit("ns")
+    ds = epoch_to_utc(seconds, f"{file}: column '{ts_col}'")
     entity = f"vm{file.stem}"
     pieces, rows = [], []
     for header, (metric, unit) in wanted.items():
@@ -454,7 +515,9 @@ ALIBABA2018_METRICS = {
 def _load_alibaba2018(path: Path, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, [m for m, _, _ in ALIBABA2018_METRICS.values()], "alibaba2018")
     files = folder_files(path, ["machine_usage*.csv"])
-    return _load_files(path, files, lambda f: _read_alibaba2018_file(f, metrics))
+    result = _load_files(path, files, lambda f: _read_alibaba2018_file(f, metrics))
+    result.available = [m for m, _, _ in ALIBABA2018_METRICS.values()]
+    return result
 
 
 def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
@@ -466,7 +529,7 @@ def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.Dat
     seconds = numeric(df["time_stamp"], file, "time_stamp")
     if np.isnan(seconds).any():
         raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty time_stamp(s); fix or remove those rows")
-    ds = pd.DatetimeIndex(ALIBABA2018_EPOCH + pd.to_timedelta(seconds, unit="s")).as_unit("ns")
+    ds = epoch_to_utc(seconds + ALIBABA2018_EPOCH.timestamp(), f"{file}: column 'time_stamp'")
     machines = df["machine_id"].astype(str).to_numpy()
     pieces, rows, notes = [], [], []
     for column, (metric, unit, counter) in ALIBABA2018_METRICS.items():
@@ -499,7 +562,9 @@ def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.Dat
 def _load_alibaba_genai(path: Path, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, ["memory_utilization"], "alibaba_genai")
     files = folder_files(path, ["*.csv"])
-    return _load_files(path, files, _read_alibaba_genai_file)
+    result = _load_files(path, files, _read_alibaba_genai_file)
+    result.available = ["memory_utilization"]
+    return result
 
 
 def _read_alibaba_genai_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
@@ -511,7 +576,7 @@ def _read_alibaba_genai_file(file: Path) -> tuple[pd.DataFrame, list[dict], list
     if np.isnan(seconds).any():
         raise DataError(f"{file}: {int(np.isnan(seconds).sum())} empty timestamp_anon value(s); "
                         "fix or remove those rows")
-    ds = pd.to_datetime(seconds, unit="s", utc=True).as_unit("ns")
+    ds = epoch_to_utc(seconds, f"{file}: column 'timestamp_anon'")
     no_pod = df["container_ip"].isna().to_numpy()
     notes = []
     if no_pod.any():

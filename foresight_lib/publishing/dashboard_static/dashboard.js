@@ -41,6 +41,15 @@
     return date.toISOString().slice(0, 16).replace("T", " ") + " UTC";
   }
 
+  function dataAge(fresh) {
+    if (fresh.data_age_s === undefined || fresh.data_age_s === null) { return "–"; }
+    var minutes = Math.round(fresh.data_age_s / 60);
+    var text = minutes < 120 ? minutes + " min" : Math.round(minutes / 60) + " h";
+    text += " (last point " + utc(fresh.last_timestamp) + ")";
+    if (fresh.series_stale) { text += "; " + fresh.series_stale + " stale series quarantined"; }
+    return text;
+  }
+
   function ago(iso) {
     var date = new Date(iso);
     if (!iso || isNaN(date.getTime())) { return ""; }
@@ -102,6 +111,7 @@
     byId("published-at").textContent = data.published_at
       ? utc(data.published_at) + " (" + ago(data.published_at) + ")" : "nothing published yet";
     byId("data-interval").textContent = utc(run.data_interval_end);
+    byId("data-age").textContent = dataAge(data.data_freshness || {});
     byId("run-id").textContent = run.airflow_run_id || run.run_key || "–";
     byId("data-root").textContent = data.data_root || "–";
     setLink(byId("airflow-run"), (data.links || {}).airflow, "Airflow");
