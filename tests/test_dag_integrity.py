@@ -44,6 +44,7 @@ PARSE = """
                         "params": sorted(dag.params.keys()), "fileloc": dag.fileloc,
                         "param_types": {k: dag.params.get_param(k).schema.get("type") for k in dag.params},
                         "metric_choices": dag.params.get_param("metrics").schema.get("examples"),
+                        "metric_shown": dag.params.get_param("metrics").schema.get("values_display"),
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}}
     report({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "loaded": loaded})
 """
@@ -88,6 +89,9 @@ def test_nightly_shape(parsed):
     assert set(dag["params"]) >= {"metrics", "models", "horizons", "publish"}
     assert "null" in dag["param_types"]["metrics"], "empty metrics means all: the form must not require it"
     assert dag["metric_choices"] == list(DEMO_METRICS), "the Trigger form lists the source's metrics"
+    # ...each counter shown with the name the dashboard, the registry and the API use for it
+    assert dag["metric_shown"]["container_cpu_usage_seconds_total"].startswith("container_cpu_usage_cores ")
+    assert "container_memory_working_set_bytes" not in dag["metric_shown"], "a gauge keeps its name"
     up = dag["upstream"]
     assert up["extract"] == []
     assert up["validate"] == ["extract"]
