@@ -1,7 +1,8 @@
 """Foresight's Airflow plugin: a FastAPI app under ``/foresight`` and links in the UI.
 
 - ``/foresight/metrics``: the latest forecasts (and recommendations) for Prometheus to
-  scrape: ``foresight_forecast{series, metric, entity, model, horizon, value_type}``.
+  scrape: ``foresight_forecast{series, metric, entity, model, horizon, value_type}``, each
+  metric's champion only unless ``publish.exposition_models`` is ``all``.
 - ``/foresight/forecasts``: the latest forecasts as JSON (filters: series, metric,
   entity, model; limit).
 - ``/foresight/recommendations``: the latest rightsizing recommendations as JSON (404
@@ -215,11 +216,13 @@ def openapi(request: Request, _: Reader) -> JSONResponse:
          dependencies=[Depends(metrics_access)], responses={401: {"description": "FORESIGHT_METRICS_TOKEN is set "
                                                                                  "and was not sent"}})
 def metrics(request: Request) -> Response:
+    from foresight_lib.config import load_config
     from foresight_lib.operations import telemetry
 
     data_root, horizons = _settings()
     body, headers = telemetry.metrics_response(data_root, request.headers.get("accept"),
-                                               request.headers.get("accept-encoding"), horizons=horizons)
+                                               request.headers.get("accept-encoding"), horizons=horizons,
+                                               models=load_config().publish.exposition_models)
     return Response(content=body, headers=headers)
 
 

@@ -372,3 +372,38 @@ def test_airflow_api_server_mounts_the_plugin_at_foresight(tmp_path):
     assert answers["status"] == 200
     assert len(samples(answers["metrics"], "foresight_forecast")) == 2 * 2 * 3 * 3  # the config's three horizons
     assert answers["forecasts"]["count"] == 12  # with a token: Airflow's JWT guards all but /metrics
+
+
+def test_only_each_metrics_champion_is_exposed_unless_all_models_are_asked_for():
+    forecasts = make_forecasts()
+    forecasts["champion"] = (forecasts["model"] == "arima") == forecasts["unique_id"].str.startswith("cpu")
+    champion_only = samples(registry_text(forecasts), "foresight_forecast")
+    assert {(dict(k)["metric"], dict(k)["model"]) for k in champion_only} == {("cpu_cores", "arima"),
+                                                                             ("memory_bytes", "naive")}
+    assert len(champion_only) == 2 * 6 * 3  # series x horizons x (yhat, bounds); no actuals: no anomaly flag
+    every = samples(registry_text(forecasts, models="all"), "foresight_forecast")
+    assert len(every) == 2 * len(champion_only)
+    with pytest.raises(DataError, match="champion"):
+        exposition.forecast_families(forecasts, models="some")
+
+
+def test_an_activation_moves_the_champion_gauge_at_the_next_scrape(tmp_path):
+    root = tmp_path / "data"
+    forecasts = make_forecasts()
+    forecasts["champion"] = forecasts["model"] == "naive"
+    store = RunStore(str(root), "r1")
+    store.write_frame("forecasts", forecasts)
+    store.write_json("summary.json", {"run_key": "r1", "champion_versions": {"cpu_cores": 1},
+                                      "registrations": {"cpu_cores": {"model": "naive", "version": 1}}})
+    store.publish_latest(["forecasts", "summary.json"])
+    body, _ = exposition.metrics_response(str(root))
+    assert samples(body, "foresight_champion")[key(metric="cpu_cores", model="naive")] == 1.0
+    summary = json.loads((root / "latest" / "summary.json").read_text())
+    summary["activations"] = [{"metric": "cpu_cores", "version": 2, "model": "arima", "by": "bob",
+                               "at": "2024-03-01T10:00:00+00:00"}]
+    (root / "latest" / "summary.json").write_text(json.dumps(summary))
+    body, _ = exposition.metrics_response(str(root))
+    assert samples(body, "foresight_champion") == {key(metric="cpu_cores", model="arima"): 1.0,
+                                                   key(metric="memory_bytes", model="naive"): 1.0}
+    assert {dict(k)["model"] for k in samples(body, "foresight_forecast") if dict(k)["metric"] == "cpu_cores"} == {
+        "arima"}
