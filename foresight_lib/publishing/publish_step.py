@@ -150,7 +150,7 @@ def publish(run: dict) -> dict:
         "metric_leaderboard": metric_leaderboard_records(result, feature_series),
         "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
         "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
-        "run_folder": store.committed().uri(""), "series": len(result.series),
+        "run_folder": store.committed().uri(""), "series": len(result.series), "metric_units": units,
         "forecast_rows": int(len(result.future_forecasts)),
     }
 
