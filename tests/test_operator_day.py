@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -314,5 +315,7 @@ def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     assert mlflow_href.startswith(ui.mlflow_base), mlflow_href
     page.goto(mlflow_href)
     newest = max(run["data_interval_end"] for run in ui.finished)
-    page.get_by_text(f"{newest[:10]} nightly").first.wait_for(timeout=60_000)
+    # named by its time and kind, and marked as the published one
+    page.get_by_text(re.compile(rf"{newest[:10]} \d\d:\d\d (nightly|ad hoc), published")).first.wait_for(
+        timeout=60_000)
     assert "runs/" in page.url, page.url

@@ -347,6 +347,8 @@ def _links(state: _State, mlflow_url: str | None, airflow_base: str) -> dict[str
     base = (mlflow_url or "").rstrip("/")
     mlflow = {"url": base, "label": "experiments"}
     parent, experiment = state.summary.get("mlflow_parent_run"), state.summary.get("mlflow_experiment_id")
+    if base and experiment:  # the experiment's training runs, not MLflow's home (which may open on GenAI traces)
+        mlflow = {"url": f"{base}/#/experiments/{quote(str(experiment), safe='')}/runs", "label": "training runs"}
     if base and parent and experiment:
         mlflow = {"url": f"{base}/#/experiments/{quote(str(experiment), safe='')}/runs/{quote(str(parent), safe='')}",
                   "label": f"MLflow run {str(parent)[:8]}"}

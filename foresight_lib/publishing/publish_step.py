@@ -139,7 +139,8 @@ def publish(run: dict) -> dict:
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
     parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
-                                  logical_date=run.get("data_interval_end"))
+                                  logical_date=run.get("data_interval_end"), started_at=run.get("started_at"),
+                                  kind=tracking.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc"))))
     champions = metric_champions(result, feature_series)
     units = _metric_units(feature_series)
     prefix = _name_prefix(cfg)
@@ -183,6 +184,11 @@ def publish(run: dict) -> dict:
                                                    still_holding=lambda: lock.check(token))
     finally:
         lock.release(token)
+    try:
+        tracking.mark_published(parent["parent_run_id"], go, why)
+    except Exception as exc:  # noqa: BLE001 - what was published stands; the tag is a label
+        log.warning("could not tag MLflow run %s as %s: %s", parent["parent_run_id"],
+                    "published" if go else "not published", exc)
     _after_publish(cfg, run, store, parent["parent_run_id"])
     pushed = push_latest(cfg) if go else None
     log.info("published run %s (%s): champion %s, %s", run["run_key"], why, result.champion, registrations)
