@@ -21,8 +21,17 @@ forecasts and moves the champions (`auto`); a backfill of an older date or an ad
 run stays in its run folder and MLflow unless triggered with `always`. The teardown
 task **release** frees the date's lock however the run ended.
 
+**Backfill with parameters.** Airflow's Backfill dialog sends its Run Parameters only
+when *Override parameters on existing runs* is checked; unchecked, every run of the
+backfill uses the configured metrics and models. From the command line:
+`airflow backfill create --dag-id foresight_nightly --from-date 2024-03-18 --to-date
+2024-03-19 --dag-run-conf '{"models": ["naive", "arima"]}'`. *Unpause on trigger* (checked
+by default) also lets the schedule start the latest nightly run; unchecked, a run of the
+paused DAG waits in Queued until the DAG is unpaused (the Foresight dashboard says so).
+
 Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
-`foresight-nightly`) and `<data_root>/latest`.
+`foresight-nightly`, parent runs named `<date> <time> nightly|backfill|ad hoc`) and
+`<data_root>/latest`.
 """
 from __future__ import annotations
 

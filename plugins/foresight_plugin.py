@@ -254,7 +254,26 @@ def overview(request: Request, _: Reader) -> JSONResponse:
 
     data_root, _ = _settings()
     prefix = _prefix(request)
-    return JSONResponse(dashboard.overview(data_root, mlflow_ui_url(), airflow_base=prefix[:-len(URL_PREFIX)]))
+    return JSONResponse(dashboard.overview(data_root, mlflow_ui_url(), airflow_base=prefix[:-len(URL_PREFIX)],
+                                           dag_state=_nightly_state()))
+
+
+def _nightly_state() -> dict | None:
+    """Whether the nightly DAG is paused and how many of its runs wait queued (None when Airflow cannot say)."""
+    try:
+        from airflow.models.dag import DagModel
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from airflow.utils.state import DagRunState
+        from sqlalchemy import func, select
+
+        with create_session() as session:
+            paused = session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == DAG_ID))
+            queued = session.scalar(select(func.count()).select_from(DagRun).where(
+                DagRun.dag_id == DAG_ID, DagRun.state == DagRunState.QUEUED))
+    except Exception:  # noqa: BLE001 - no metadata database here (tests, serve-metrics): nothing to say
+        return None
+    return None if paused is None else {"paused": bool(paused), "queued": int(queued or 0)}
 
 
 @app.get("/series", summary="One series' latest actuals and its champion's forecast with 80 and 95 % bands")

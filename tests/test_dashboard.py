@@ -372,6 +372,16 @@ def test_an_activation_shows_at_the_next_request_with_who_and_when(tmp_path, ser
     assert chart["model"] == "naive" and chart["champion"] is True
 
 
+def test_a_paused_nightly_dag_with_queued_runs_says_why_they_wait(tmp_path):
+    _publish_small(tmp_path / "data")
+    data = dashboard.overview(str(tmp_path / "data"), dag_state={"paused": True, "queued": 2})
+    assert data["dag"]["paused"] is True and data["dag"]["queued"] == 2
+    assert "wait in Queued because the DAG is paused" in data["dag"]["message"]
+    running = dashboard.overview(str(tmp_path / "data"), dag_state={"paused": False, "queued": 2})
+    assert running["dag"]["message"] is None
+    assert dashboard.overview(str(tmp_path / "data"))["dag"] is None  # Airflow could not say
+
+
 def test_an_activated_model_without_published_forecasts_charts_the_published_champion(tmp_path, serve):
     _publish_small(tmp_path / "data")
     _activate(tmp_path / "data", "cpu_cores", 9, "lstm")

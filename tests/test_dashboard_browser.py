@@ -81,6 +81,7 @@ def server(tmp_path_factory, plugin):
                 '</body>')
 
     app.mount("/foresight", plugin.app)
+    plugin._nightly_state = lambda: {"paused": True, "queued": 1}  # what Airflow's database would say
     port = free_port()
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
@@ -195,6 +196,8 @@ def test_inside_airflows_frame_the_header_does_not_wrap_mid_word(server, browser
             title: dd.title}))""")
         assert all(f["lines"] == 1 for f in facts), facts
         assert all(f["title"] == f["text"] for f in facts), "a shortened value is readable in full on hover"
+        banner = frame.locator("#dag-state")
+        assert banner.is_visible() and "1 run(s) of foresight_nightly wait in Queued" in banner.text_content()
         # The series is chosen by metric and entity: no select repeats them in a truncated id.
         options = frame.locator("#model option").all_text_contents()
         assert "arima (champion)" in options and not any("/" in o for o in options), options

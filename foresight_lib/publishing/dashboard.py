@@ -445,8 +445,23 @@ def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
         "stale_after_s": PLAN_STALE_AFTER.total_seconds(), **counts, "message": message}
 
 
+def _dag_state(state: dict | None) -> dict[str, Any] | None:
+    """The nightly DAG's pause state and queued runs, with what a person should know about them."""
+    if not state:
+        return None
+    paused, queued = bool(state.get("paused")), int(state.get("queued") or 0)
+    message = None
+    if paused and queued:
+        message = (f"{queued} run(s) of {NIGHTLY_DAG} wait in Queued because the DAG is paused: Airflow starts no run "
+                   "of a paused DAG. Unpause it to let them run (unpausing also lets the schedule create the latest "
+                   "nightly run), or delete them.")
+    elif paused:
+        message = f"{NIGHTLY_DAG} is paused: no nightly run will start until it is unpaused."
+    return {"paused": paused, "queued": queued, "message": message}
+
+
 def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = "",
-             now: pd.Timestamp | None = None) -> dict[str, Any]:
+             now: pd.Timestamp | None = None, dag_state: dict | None = None) -> dict[str, Any]:
     """Everything the dashboard shows but the chart (see the module docstring).
 
     Args:
@@ -454,6 +469,8 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
         mlflow_url: the MLflow UI's base URL (the MLflow link points there, or at the run).
         airflow_base: the Airflow UI's path prefix (``""`` at the server's root).
         now: the time the scaling plan's age is measured at (default: now).
+        dag_state: the nightly DAG's ``paused`` flag and ``queued`` run count, as Airflow
+            says (the plugin asks); None when unknown.
     """
     state = _state(data_root)
     now = now or pd.Timestamp.now(tz="UTC")
@@ -488,6 +505,7 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
         "units": _units(state, metrics),
         "recommendations": _recommendations(state),
         "plan": _plan_state(state, now),
+        "dag": _dag_state(dag_state),
         "errors": state.errors,
     }
 

@@ -430,7 +430,7 @@
   }
 
   function signature(data) {
-    return JSON.stringify([data.published_at, data.activations, data.champions, data.plan, data.errors]);
+    return JSON.stringify([data.published_at, data.activations, data.champions, data.plan, data.errors, data.dag]);
   }
 
   function refresh() {
@@ -443,6 +443,8 @@
     view.overview = data;
     view.signature = signature(data);
     renderActivations(data);
+    byId("dag-state").textContent = (data.dag && data.dag.message) || "";
+    byId("dag-state").hidden = !(data.dag && data.dag.message);
     renderHeader(data);
     showErrors(data.errors);
     byId("empty-state").hidden = Boolean(data.published);
