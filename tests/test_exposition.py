@@ -407,3 +407,11 @@ def test_an_activation_moves_the_champion_gauge_at_the_next_scrape(tmp_path):
                                                    key(metric="memory_bytes", model="naive"): 1.0}
     assert {dict(k)["model"] for k in samples(body, "foresight_forecast") if dict(k)["metric"] == "cpu_cores"} == {
         "arima"}
+    # an activated model this publish made no forecast with: the champion gauge names it, the forecasts stay the
+    # published champion's (not every model's)
+    summary["activations"][0]["model"] = "prophet"
+    (root / "latest" / "summary.json").write_text(json.dumps(summary))
+    body, _ = exposition.metrics_response(str(root))
+    assert samples(body, "foresight_champion")[key(metric="cpu_cores", model="prophet")] == 1.0
+    assert {dict(k)["model"] for k in samples(body, "foresight_forecast") if dict(k)["metric"] == "cpu_cores"} == {
+        "naive"}

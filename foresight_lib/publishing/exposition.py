@@ -211,13 +211,15 @@ def champion_models(forecasts: pd.DataFrame, activated: dict[str, str] | None = 
     return {**out, **(activated or {})}
 
 
-def _champions_only(frame: pd.DataFrame, champions: dict[str, str]) -> pd.DataFrame:
-    """The rows of each metric's champion; a metric with no known champion (or none forecast) keeps every model."""
+def _champions_only(frame: pd.DataFrame, champions: dict[str, str], marked: dict[str, str]) -> pd.DataFrame:
+    """The rows of each metric's champion, else (an activated model this publish did not forecast with) of the one
+    the publish marked; a metric with neither forecast keeps every model."""
     if not champions:
         return frame
-    wanted = frame["metric"].map(champions)
-    forecast = frame.loc[frame["model"] == wanted, "metric"].unique()
-    return frame[(frame["model"] == wanted) | ~frame["metric"].isin(forecast)]
+    forecast = set(zip(frame["metric"], frame["model"], strict=True))
+    chosen = {m: c if (m, c) in forecast else marked.get(m) for m, c in champions.items()}
+    known = [m for m, c in chosen.items() if (m, c) in forecast]
+    return frame[(frame["model"] == frame["metric"].map(chosen)) | ~frame["metric"].isin(known)]
 
 
 def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | None = None,
@@ -246,7 +248,7 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
     frame = prepare_forecasts(forecasts, horizons)
     champions = champion_models(forecasts, activated)
     if models == "champion":
-        frame = _champions_only(frame, champions)
+        frame = _champions_only(frame, champions, champion_models(forecasts))
     levels = interval_levels(frame.columns)
     chosen = None
     if level is not None:
