@@ -315,6 +315,16 @@ def test_the_bands_are_in_the_metrics_unit_and_the_model_is_the_champion():
         else:
             assert 'metric!~".*_bytes(_per_second)?"' in target["expr"] and units[target["refId"]] == "none"
     assert "short" not in json.dumps(dashboard), "bytes read as 1.15B with Grafana's 'short' unit"
+    table = next(p for p in dashboard["panels"] if p["type"] == "table")
+    shown = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+             for o in table["fieldConfig"]["overrides"]}
+    sized = [t for t in table["targets"] if re.search(r'value_type="(request|limit)"', t["expr"])]
+    assert len(sized) == 6, "request and limit, each in the three units"
+    for target in sized:
+        field = shown[f"Value #{target['refId']}"]
+        assert field["displayName"] in ("request", "limit")
+        assert field["unit"] == ("bytes" if 'metric=~".*_bytes"' in target["expr"] else
+                                 "binBps" if 'metric=~".*_bytes_per_second"' in target["expr"] else "none")
     model = next(v for v in dashboard["templating"]["list"] if v["name"] == "model")
     assert model["definition"] == 'label_values(foresight_champion{metric="$metric"}, model)'
     assert not model.get("current"), "the first (only) value, the champion, is the default"

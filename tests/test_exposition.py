@@ -162,6 +162,17 @@ def test_recommendation_gauges_take_every_numeric_column_as_a_value_type():
     assert all("reason" not in dict(k) and "request_display" not in dict(k) for k in got)
 
 
+def test_a_network_recommendation_has_a_request_but_no_limit_or_replicas():
+    recs = pd.DataFrame({"unique_id": ["net/x", "cpu_cores/x"], "entity": ["x", "x"], "resource": ["other", "cpu"],
+                         "kind": ["daily", "daily"], "request": [5.84e6, 0.5], "limit": [5.84e6, 1.0],
+                         "replicas": [2, 1]})
+    got = samples(registry_text(None, recommendations=recs), "foresight_recommendation")
+    assert {dict(k)["value_type"] for k in got if dict(k)["resource"] == "other"} == {"request"}
+    assert {dict(k)["value_type"] for k in got if dict(k)["resource"] == "cpu"} == {"request", "limit", "replicas"}
+    only_network = samples(registry_text(None, recommendations=recs.iloc[:1]), "foresight_recommendation")
+    assert [dict(k)["value_type"] for k in only_network] == ["request"]
+
+
 # ---------------------------------------------------------------------------
 # Files under <data_root>/latest, read at scrape time
 

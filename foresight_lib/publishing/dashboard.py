@@ -61,9 +61,6 @@ ACTUALS_SHOWN = pd.Timedelta("1D")
 RECOMMENDATION_COLUMNS = ["entity", "metric", "kind", "lead", "period_start", "period_end",
                           "request_display", "limit_display", "replicas", "confidence", "model", "reason"]
 RECOMMENDATION_ROWS = 5000
-KUBERNETES_RESOURCES = ("cpu", "memory")
-"""Resources a container's requests and limits set; other rows (network, disk) are a capacity to plan, with no
-limit or replica count to set."""
 _UNIT_SUFFIXES = (("_bytes_per_second", "bytes/s"), ("_bytes", "bytes"), ("_cores", "cores"),
                   ("_percent", "percent"), ("_fraction", "fraction"), ("_seconds", "seconds"))
 """Units told by a metric's name when a publish did not record them (``summary.json``'s ``metric_units``)."""
@@ -401,7 +398,7 @@ def _units(state: _State, metrics: list[str]) -> dict[str, str]:
 
 def _recommendations(state: _State) -> dict[str, Any] | None:
     """The rows shown (request and limit as people read them; no limit or replicas where Kubernetes sets none)."""
-    from foresight_lib.rightsizing.sizing import human_quantity
+    from foresight_lib.rightsizing.sizing import KUBERNETES_RESOURCES, NOT_FOR_OTHER_RESOURCES, human_quantity
 
     frame = state.snapshot.recommendations
     if frame is None:
@@ -414,7 +411,7 @@ def _recommendations(state: _State) -> dict[str, Any] | None:
             shown.loc[other, "request_display"] = [
                 human_quantity(float(v), str(u)) if pd.notna(v) and pd.notna(u) else None
                 for v, u in zip(shown.loc[other, "request"], shown.loc[other, "unit"], strict=True)]
-        for column in ("limit_display", "replicas"):
+        for column in NOT_FOR_OTHER_RESOURCES:
             if column in columns:
                 shown[column] = shown[column].astype(object)
                 shown.loc[other, column] = None

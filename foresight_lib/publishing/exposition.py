@@ -332,11 +332,18 @@ def recommendation_families(recommendations: pd.DataFrame | None) -> list[Metric
     """``foresight_recommendation``: text columns become labels, each numeric column a ``value_type``.
 
     Datetime columns become ``<column>_timestamp_seconds`` value types; free text
-    (``reason``, ``*_display``) is left out. Empty values are not exposed.
+    (``reason``, ``*_display``) is left out. Empty values are not exposed, nor a limit or
+    replica count for a resource Kubernetes does not limit (network, disk).
     """
+    from foresight_lib.rightsizing.sizing import KUBERNETES_RESOURCES, NOT_FOR_OTHER_RESOURCES
+
     if recommendations is None or recommendations.empty:
         return []
     frame = recommendations.reset_index(drop=True)
+    if "resource" in frame.columns:
+        other = ~frame["resource"].isin(KUBERNETES_RESOURCES)
+        for column in [c for c in NOT_FOR_OTHER_RESOURCES if c in frame.columns and other.any()]:
+            frame[column] = frame[column].where(~other)  # NaN (numbers) or None: not exposed
     numeric, stamps, labels = [], [], []
     for column in frame.columns:
         series = frame[column]

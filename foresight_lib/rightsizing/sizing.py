@@ -126,6 +126,13 @@ def get_profile(name: str | Profile) -> Profile:
     return PROFILES[name]
 
 
+KUBERNETES_RESOURCES = ("cpu", "memory")
+"""Resources a container's requests and limits set; other rows (network, disk) are a capacity to plan, with no
+limit or replica count to set."""
+NOT_FOR_OTHER_RESOURCES = ("limit", "replicas", "limit_display")
+"""Columns of a recommendation that mean nothing for a resource Kubernetes does not limit."""
+
+
 def resource_of(metric: str) -> str:
     """``cpu``, ``memory`` or ``other`` from a metric name."""
     name = metric.lower()
