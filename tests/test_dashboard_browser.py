@@ -75,7 +75,7 @@ def server(tmp_path_factory, plugin):
 
     @app.get("/frame", response_class=HTMLResponse)
     def frame() -> str:
-        return ('<!doctype html><body style="margin:0;display:flex">'
+        return ('<!doctype html><link rel="icon" href="data:,"><body style="margin:0;display:flex">'
                 f'<nav style="width:{AIRFLOW_NAV_PX}px;flex:none"></nav>'
                 '<iframe id="plugin" src="/foresight/?refresh=1" style="border:0;flex:1;height:100vh"></iframe>'
                 '</body>')
@@ -201,6 +201,12 @@ def test_inside_airflows_frame_the_header_does_not_wrap_mid_word(server, browser
         # The series is chosen by metric and entity: no select repeats them in a truncated id.
         options = frame.locator("#model option").all_text_contents()
         assert "arima (champion)" in options and not any("/" in o for o in options), options
+        # Another model chosen stays chosen through the page's refreshes (every second here)
+        frame.locator("#model").select_option("naive")
+        frame.locator("#forecast-chart[data-model='naive']").wait_for()
+        time.sleep(2.5)
+        assert frame.locator("#forecast-chart").get_attribute("data-model") == "naive"
+        assert not page.errors, page.errors
     finally:
         context.close()
 

@@ -429,13 +429,21 @@
       });
   }
 
+  /* What a refresh must redraw for: a publish, an activation, the plan's state, an error, the DAG's state. */
   function signature(data) {
-    return JSON.stringify([data.published_at, data.activations, data.champions, data.plan, data.errors, data.dag]);
+    var plan = data.plan || {};
+    return JSON.stringify([data.published_at, data.activations, data.champions, plan.published_at, plan.stale,
+      data.errors, data.dag]);
   }
 
   function refresh() {
     getJSON("/overview").then(function (data) {
-      if (signature(data) !== view.signature) { render(data); }
+      if (signature(data) !== view.signature) {
+        render(data);
+      } else {  /* ages only: the chart and the chosen model stay as they are */
+        renderHeader(data);
+        renderPlan(data.plan);
+      }
     }).catch(function () { return null; });  /* the next refresh tries again; the page keeps what it shows */
   }
 
