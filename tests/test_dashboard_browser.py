@@ -22,8 +22,10 @@ from foresight_lib.publishing.storage import RunStore
 pytestmark = pytest.mark.slow
 
 WIDTHS = [1280, 1440]
-AIRFLOW_NAV_PX = 76
-"""Room Airflow 3's navigation bar takes beside a plugin's page (the page is in an iframe beside it)."""
+AIRFLOW_NAV_PX = 146
+"""Room Airflow 3's navigation bar and page padding take beside a plugin's page (an iframe 1134 px wide at 1280)."""
+LONG_ENTITY = "shop/frontend-7c9d6f5b8-x2k4p/frontend"
+"""An entity named as the demo names them (namespace/pod/container)."""
 MEMORY_SCALE = 5e7
 """The small publish's memory values (about 20-30) times this: about 1-1.5 GiB."""
 
@@ -41,14 +43,17 @@ def _publish(root: Path) -> None:
     actuals = pd.read_parquet(latest / "actuals.parquet")
     actuals.loc[actuals["unique_id"] == SERIES[1], "y"] *= MEMORY_SCALE
     recs = pd.read_parquet(latest / "recommendations.parquet")
-    network = {"unique_id": "container_network_receive_bytes_per_second/shop/web-1", "entity": "shop/web-1",
+    network = {"unique_id": f"container_network_receive_bytes_per_second/{LONG_ENTITY}", "entity": LONG_ENTITY,
                "metric": "container_network_receive_bytes_per_second", "resource": "other", "unit": "bytes/s",
                "kind": "daily", "lead": "0m", "period_start": CUTOFF, "request": 5.84e6,
                "request_display": "5.84e+06 bytes/s", "limit_display": "5.84e+06 bytes/s", "replicas": 2,
                "model": "seasonal_naive", "profile": "balanced",
                "reason": "the 95 % upper bound of the day's forecast times the balanced profile's factor"}
+    cpu = {**network, "unique_id": f"container_cpu_usage_cores/{LONG_ENTITY}", "metric": "container_cpu_usage_cores",
+           "resource": "cpu", "unit": "cores", "request": 0.25, "request_display": "250m", "limit_display": "500m",
+           "replicas": 3, "kind": "window", "lead": "30m", "period_end": CUTOFF + pd.Timedelta("30min")}
     recs = pd.concat([recs.assign(unit=["cores", "bytes"], model="arima", profile="balanced",
-                                  limit_display=["1", "3Gi"]), pd.DataFrame([network])], ignore_index=True)
+                                  limit_display=["1", "3Gi"]), pd.DataFrame([network, cpu])], ignore_index=True)
     store = RunStore(str(root), "2024-03-01T020000Z")
     store.write_frame("forecasts", forecasts)
     store.write_frame("actuals", actuals)
@@ -141,6 +146,27 @@ def _open(browser, url: str, width: int):
     return context, page
 
 
+def _assert_table_fits(table) -> None:
+    """No column is cut: the table fits its card, no cell's text is wider than its cell, no name breaks mid-word."""
+    fits = table.evaluate("""t => ({table: t.scrollWidth, box: t.parentElement.clientWidth,
+        cut: Array.from(t.querySelectorAll('td')).filter(td => td.scrollWidth > td.clientWidth + 1)
+            .map(td => td.textContent)})""")
+    assert fits["table"] <= fits["box"] and fits["cut"] == [], fits
+    # a wrapped name breaks only after a separator: each line of an entity cell ends with / _ - or the name
+    lines = table.locator("td.name").evaluate_all("""tds => tds.map(td => {
+        const range = document.createRange(); const out = []; let top = null; let line = '';
+        for (const node of td.childNodes) {
+            if (node.nodeType !== 3) continue;
+            range.selectNodeContents(node);
+            const y = Math.round(range.getBoundingClientRect().top);
+            if (top !== null && y !== top) { out.push(line); line = ''; }
+            top = y; line += node.textContent;
+        }
+        out.push(line); return out; })""")
+    for cell in lines:
+        assert all(part[-1] in "/_-" for part in cell[:-1]), cell
+
+
 def _ready(target) -> None:
     target.wait_for_selector("#forecast-chart[data-ready='true']")
     target.wait_for_selector("#recommendations tbody tr")
@@ -163,20 +189,13 @@ def test_memory_reads_in_gib_and_recommendations_in_human_units_without_overflow
         cells = page.locator("#recommendations tbody tr").evaluate_all(
             "rows => rows.map(r => Array.from(r.cells, c => c.textContent))")
         header = page.locator("#recommendations thead th").all_text_contents()
-        network = next(dict(zip(header, row, strict=True)) for row in cells if row[0] == "shop/web-1"
+        network = next(dict(zip(header, row, strict=True)) for row in cells if row[0] == LONG_ENTITY
                        and "network" in row[1])
         assert network["Request"] == "5.57 MiB/s"
         assert network["Limit"] == "–" and network["Replicas"] == "–", network
         memory = next(dict(zip(header, row, strict=True)) for row in cells if row[1] == "memory_bytes")
         assert memory["Request"] == "2Gi" and memory["Limit"] == "3Gi"
-        # No column is cut: the table fits its card, and no cell's text is wider than its cell.
-        fits = page.evaluate("""() => {
-            const box = document.querySelector('#recommendations').parentElement;
-            const cut = Array.from(document.querySelectorAll('#recommendations td'))
-                .filter(td => td.scrollWidth > td.clientWidth + 1).map(td => td.textContent);
-            return {table: document.querySelector('#recommendations').scrollWidth, box: box.clientWidth, cut};
-        }""")
-        assert fits["table"] <= fits["box"] and fits["cut"] == [], fits
+        _assert_table_fits(page.locator("#recommendations"))
         note = page.locator("#sizing-note").text_content()
         assert "arima" in note and "seasonal_naive" in note and "balanced profile" in note, note
         assert not page.errors, page.errors
@@ -196,6 +215,8 @@ def test_inside_airflows_frame_the_header_does_not_wrap_mid_word(server, browser
             title: dd.title}))""")
         assert all(f["lines"] == 1 for f in facts), facts
         assert all(f["title"] == f["text"] for f in facts), "a shortened value is readable in full on hover"
+        frame.locator("#recommendations-all").check()
+        _assert_table_fits(frame.locator("#recommendations"))
         banner = frame.locator("#dag-state")
         assert banner.is_visible() and "1 run(s) of foresight_nightly wait in Queued" in banner.text_content()
         # The series is chosen by metric and entity: no select repeats them in a truncated id.

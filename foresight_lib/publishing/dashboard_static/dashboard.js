@@ -260,6 +260,18 @@
     return String(value);
   }
 
+  /* Columns whose cells may wrap: names only after a separator, times at their space, reasons anywhere. */
+  var WRAPPED = {entity: "name", metric: "name", period_start: "time", period_end: "time", reason: "reason"};
+
+  /* Text with a line-break opportunity (<wbr>) after each / _ - of a name, so that a name never breaks mid-word. */
+  function appendBreakable(cell, text, isName) {
+    if (!isName) { cell.textContent = text; return; }
+    String(text).split(/(?<=[\/_-])/).forEach(function (part, i) {
+      if (i > 0) { cell.appendChild(document.createElement("wbr")); }
+      cell.appendChild(document.createTextNode(part));
+    });
+  }
+
   function sizingNote(recs) {
     var models = recs.models || [];
     var profiles = recs.profiles || [];
@@ -291,8 +303,9 @@
     rows.slice(0, MAX_RECOMMENDATIONS).forEach(function (entry) {
       var row = node("tr");
       columns.forEach(function (c) {
-        row.appendChild(node("td", cellText(c, entry[c]), c === "replicas" || c === "confidence" ? "num"
-          : (c === "reason" ? "reason" : "")));
+        var cell = node("td", null, c === "replicas" || c === "confidence" ? "num" : (WRAPPED[c] || ""));
+        appendBreakable(cell, cellText(c, entry[c]), c === "entity" || c === "metric");
+        row.appendChild(cell);
       });
       body.appendChild(row);
     });
