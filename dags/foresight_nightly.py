@@ -22,8 +22,17 @@ run stays in its run folder and MLflow unless triggered with `always`. The teard
 task **release** runs however the run ended: it finishes or undoes a publish that was
 killed (so the champion aliases agree with `latest/` again) and frees the date's lock.
 
+**Backfill with parameters.** Airflow's Backfill dialog sends its Run Parameters only
+when *Override parameters on existing runs* is checked; unchecked, every run of the
+backfill uses the configured metrics and models. From the command line:
+`airflow backfill create --dag-id foresight_nightly --from-date 2024-03-18 --to-date
+2024-03-19 --dag-run-conf '{"models": ["naive", "arima"]}'`. *Unpause on trigger* (checked
+by default) also lets the schedule start the latest nightly run; unchecked, a run of the
+paused DAG waits in Queued until the DAG is unpaused (the Foresight dashboard says so).
+
 Results: the run folder (`<data_root>/runs/<date>`), the MLflow UI (experiment
-`foresight-nightly`) and `<data_root>/latest`.
+`foresight-nightly`, parent runs named `<date> <time> nightly|backfill|ad hoc`) and
+`<data_root>/latest`.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, tas
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ForesightError
-from foresight_lib.sources.catalog import source_metrics
+from foresight_lib.sources.catalog import forecast_names, source_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = Path(os.environ.get("FORESIGHT_CONFIG") or REPO_ROOT / "include" / "foresight.yaml")
@@ -52,12 +52,19 @@ SETTINGS = _settings()
 
 
 def metrics_param(purpose: str) -> Param:
-    """The Trigger form's Metrics: the configured ones by default, the source's known metrics offered."""
+    """The Trigger form's Metrics: the configured ones by default, the source's known metrics offered.
+
+    The values are the source's names (what extract reads); a counter is shown with the name
+    its forecasts go by on the dashboard, in MLflow and in the API
+    (``container_cpu_usage_cores ← container_cpu_usage_seconds_total``).
+    """
     source = section("source")
     offered = source_metrics(source)
+    shown = {m: f"{name} ← {m}" for m, name in forecast_names(offered).items()}
     return Param(list(source.get("metrics") or []), type=["array", "null"], items={"type": "string"},
-                 title="Metrics", description=f"{purpose}; empty = every metric of the source.",
-                 **({"examples": offered} if offered else {}))
+                 title="Metrics", description=f"{purpose}, by the source's name; a counter is forecast as its "
+                 "per-second rate under the name shown first. Empty = every metric of the source.",
+                 **({"examples": offered} if offered else {}), **({"values_display": shown} if shown else {}))
 
 # Errors that another try cannot fix: bad settings, bad data, failed validation.
 NO_RETRY = ExceptionRetryPolicy(

@@ -277,6 +277,9 @@ class MlflowConfig(_Section):
 class PublishConfig(_Section):
     pushgateway_url: str | None = None
     forecast_horizon_steps: int | None = Field(None, ge=1)
+    exposition_models: Literal["champion", "all"] = "champion"
+    """Whose forecasts ``/foresight/metrics`` exposes: each metric's champion, or every model (a series per
+    model x horizon x value type: mind the scrape's cardinality)."""
     latest: Literal["auto", "always", "never"] = "auto"
     """Whether a run moves ``latest/`` and the champion aliases: ``auto`` only when it is the newest
     run with the configured models; ``always`` / ``never`` for one run (the DAG's ``publish`` parameter)."""

@@ -253,6 +253,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
     from foresight_lib.publishing.storage import RUNS, RunStore
     from foresight_lib.publishing.transaction import ad_hoc_differences
 
+    started_at = pd.Timestamp.now(tz="UTC").isoformat()  # the MLflow parent run's start
     extra = _deep_copy(overrides or {})
     merged = _merge(overrides_from_params(params), extra)
     cfg = load_run_config(merged)
@@ -277,6 +278,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
             "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
             "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
             "ad_hoc": ad_hoc_differences(params, load_run_config(extra)), "owner_pid": owner_pid,
+            "started_at": started_at,
         }
         store.write_json("run.json", _redact({**run, "config": _config_dict(cfg)}))
     except BaseException:

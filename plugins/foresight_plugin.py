@@ -1,7 +1,8 @@
 """Foresight's Airflow plugin: a FastAPI app under ``/foresight`` and links in the UI.
 
 - ``/foresight/metrics``: the latest forecasts (and recommendations) for Prometheus to
-  scrape: ``foresight_forecast{series, metric, entity, model, horizon, value_type}``.
+  scrape: ``foresight_forecast{series, metric, entity, model, horizon, value_type}``, each
+  metric's champion only unless ``publish.exposition_models`` is ``all``.
 - ``/foresight/forecasts``: the latest forecasts as JSON (filters: series, metric,
   entity, model; limit).
 - ``/foresight/recommendations``: the latest rightsizing recommendations as JSON (404
@@ -247,11 +248,13 @@ def openapi(request: Request, _: Reader) -> JSONResponse:
          dependencies=[Depends(metrics_access)], responses={401: {"description": "FORESIGHT_METRICS_TOKEN is set "
                                                                                  "and was not sent"}})
 def metrics(request: Request) -> Response:
+    from foresight_lib.config import load_config
     from foresight_lib.operations import telemetry
 
     data_root, horizons = _settings()
     body, headers = telemetry.metrics_response(data_root, request.headers.get("accept"),
-                                               request.headers.get("accept-encoding"), horizons=horizons)
+                                               request.headers.get("accept-encoding"), horizons=horizons,
+                                               models=load_config().publish.exposition_models)
     return Response(content=body, headers=headers)
 
 
@@ -283,7 +286,26 @@ def overview(request: Request, _: Reader) -> JSONResponse:
 
     data_root, _ = _settings()
     prefix = _prefix(request)
-    return JSONResponse(dashboard.overview(data_root, mlflow_ui_url(), airflow_base=prefix[:-len(URL_PREFIX)]))
+    return JSONResponse(dashboard.overview(data_root, mlflow_ui_url(), airflow_base=prefix[:-len(URL_PREFIX)],
+                                           dag_state=_nightly_state()))
+
+
+def _nightly_state() -> dict | None:
+    """Whether the nightly DAG is paused and how many of its runs wait queued (None when Airflow cannot say)."""
+    try:
+        from airflow.models.dag import DagModel
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from airflow.utils.state import DagRunState
+        from sqlalchemy import func, select
+
+        with create_session() as session:
+            paused = session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == DAG_ID))
+            queued = session.scalar(select(func.count()).select_from(DagRun).where(
+                DagRun.dag_id == DAG_ID, DagRun.state == DagRunState.QUEUED))
+    except Exception:  # noqa: BLE001 - no metadata database here (tests, serve-metrics): nothing to say
+        return None
+    return None if paused is None else {"paused": bool(paused), "queued": int(queued or 0)}
 
 
 @app.get("/series", summary="One series' latest actuals and its champion's forecast with 80 and 95 % bands")

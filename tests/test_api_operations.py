@@ -337,8 +337,9 @@ def test_activation_moves_champion_keeps_previous_records_who_and_agrees_with_la
     assert latest == run_folder  # latest/ still holds exactly the run folder's files
     summary = json.loads(latest)
     assert summary["champion_versions"] == {METRIC: new}
-    assert summary["activations"][-1] | {"at": None} == {"metric": METRIC, "version": new, "previous_version": old,
-                                                         "by": "tester", "at": None}
+    assert tags.get("model"), "the version says which model it is"
+    assert summary["activations"][-1] | {"at": None} == {"metric": METRIC, "version": new, "model": tags["model"],
+                                                         "previous_version": old, "by": "tester", "at": None}
     data = Path(world["data_root"])
     assert not list((data / "locks").rglob("*.json")) and not list(data.rglob(".tmp-*"))
     served = client.post("/predict", json={"history": history(world["bundle"]), "steps": 1})

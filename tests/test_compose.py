@@ -213,7 +213,7 @@ def served(tmp_path_factory) -> dict[str, dict[str, set[str]]]:
     recommendations = plan.recommend(frame, windows=2)
     root = str(tmp_path_factory.mktemp("published"))
     nightly = RunStore(root, "2024-03-05T000000Z")
-    nightly.write_frame("forecasts", result.future_forecasts)
+    nightly.write_frame("forecasts", result.future_forecasts.assign(champion=True))  # one model: the champion
     nightly.write_frame("features", frame)
     nightly.write_frame("recommendations", recommendations)
     nightly.write_json("summary.json", {"data_freshness": {"last_timestamp": "2024-03-04T23:55:00+00:00",
@@ -335,9 +335,39 @@ def test_dashboard_shows_bands_anomalies_recommendations_and_the_plans_age():
     assert len(ids) == len(set(ids))
 
 
+def test_the_bands_are_in_the_metrics_unit_and_the_model_is_the_champion():
+    dashboard = json.loads(DASHBOARD.read_text())
+    band = next(p for p in dashboard["panels"] if p["type"] == "timeseries")
+    units = {o["matcher"]["options"]: o["properties"][0]["value"] for o in band["fieldConfig"]["overrides"]
+             if o["matcher"]["id"] == "byFrameRefID"}
+    assert {t["refId"] for t in band["targets"]} == set(units)
+    for target in band["targets"]:  # each metric family's queries carry that family's unit
+        if 'metric=~".*_bytes"' in target["expr"]:
+            assert units[target["refId"]] == "bytes", target
+        elif 'metric=~".*_bytes_per_second"' in target["expr"]:
+            assert units[target["refId"]] == "binBps", target
+        else:
+            assert 'metric!~".*_bytes(_per_second)?"' in target["expr"] and units[target["refId"]] == "none"
+    assert "short" not in json.dumps(dashboard), "bytes read as 1.15B with Grafana's 'short' unit"
+    table = next(p for p in dashboard["panels"] if p["type"] == "table")
+    shown = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+             for o in table["fieldConfig"]["overrides"]}
+    sized = [t for t in table["targets"] if re.search(r'value_type="(request|limit)"', t["expr"])]
+    assert len(sized) == 6, "request and limit, each in the three units"
+    for target in sized:
+        field = shown[f"Value #{target['refId']}"]
+        assert field["displayName"] in ("request", "limit")
+        assert field["unit"] == ("bytes" if 'metric=~".*_bytes"' in target["expr"] else
+                                 "binBps" if 'metric=~".*_bytes_per_second"' in target["expr"] else "none")
+    model = next(v for v in dashboard["templating"]["list"] if v["name"] == "model")
+    assert model["definition"] == 'label_values(foresight_champion{metric="$metric"}, model)'
+    assert not model.get("current"), "the first (only) value, the champion, is the default"
+
+
 def readme_stale_plan_expression() -> str:
     readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(r"`(time\(\) - foresight_scaling_plan_published_timestamp_seconds > \d+)`", readme)
+    match = re.search(r"`(\(time\(\) - foresight_scaling_plan_published_timestamp_seconds > \d+\) or on\(\) "
+                      r"absent\(foresight_scaling_plan_published_timestamp_seconds\))`", readme)
     assert match, "README.md no longer gives the stale-plan alert expression"
     return match.group(1)
 
@@ -362,8 +392,9 @@ def test_stale_plan_alert_is_provisioned_with_the_readme_expression(served):
             assert query["datasourceUid"] == "__expr__" and query["model"]["expression"] in queries
 
 
-def test_stale_plan_expression_fires_only_on_a_plan_older_than_an_hour(tmp_path):
-    """The alert's PromQL run by Prometheus' own rule tester: a plan published every half hour never fires."""
+def test_stale_plan_expression_fires_on_a_plan_older_than_an_hour_or_on_none(tmp_path):
+    """The alert's PromQL run by Prometheus' own rule tester: a plan published every half hour never fires; a plan
+    published once and never again fires after an hour; no plan ever published fires at once."""
     expr = readme_stale_plan_expression()
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
         {"alert": "ForesightScalingPlanStale", "expr": expr}]}]}))
@@ -387,6 +418,16 @@ def test_stale_plan_expression_fires_only_on_a_plan_older_than_an_hour(tmp_path)
                 alertname: ForesightScalingPlanStale
                 exp_alerts:
                   - exp_labels: {alertname: ForesightScalingPlanStale, job: stalled}
+          - interval: 1m
+            input_series:
+              # the plan DAG never ran (paused since it was first seen): the exposition serves no plan time
+              - series: 'foresight_published_timestamp_seconds{job="foresight"}'
+                values: '0x60'
+            alert_rule_test:
+              - eval_time: 10m
+                alertname: ForesightScalingPlanStale
+                exp_alerts:
+                  - exp_labels: {alertname: ForesightScalingPlanStale}
         """))
     done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)

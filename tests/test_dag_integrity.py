@@ -44,6 +44,9 @@ PARSE = """
                         "params": sorted(dag.params.keys()), "fileloc": dag.fileloc,
                         "param_types": {k: dag.params.get_param(k).schema.get("type") for k in dag.params},
                         "metric_choices": dag.params.get_param("metrics").schema.get("examples"),
+                        "metric_shown": dag.params.get_param("metrics").schema.get("values_display"),
+                        "backfill_conf": {"models": dag.params.get_param("models").resolve(["naive", "arima"])}
+                        if "models" in dag.params else None,
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}}
     report({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "loaded": loaded})
 """
@@ -88,6 +91,9 @@ def test_nightly_shape(parsed):
     assert set(dag["params"]) >= {"metrics", "models", "horizons", "publish"}
     assert "null" in dag["param_types"]["metrics"], "empty metrics means all: the form must not require it"
     assert dag["metric_choices"] == list(DEMO_METRICS), "the Trigger form lists the source's metrics"
+    # ...each counter shown with the name the dashboard, the registry and the API use for it
+    assert dag["metric_shown"]["container_cpu_usage_seconds_total"].startswith("container_cpu_usage_cores ")
+    assert "container_memory_working_set_bytes" not in dag["metric_shown"], "a gauge keeps its name"
     up = dag["upstream"]
     assert up["extract"] == []
     assert up["validate"] == ["extract"]
@@ -103,6 +109,10 @@ def test_nightly_shape(parsed):
     assert up["release"] == ["extract", "publish"]
     assert dag["tasks"]["release"]["teardown"] is True, "the lock is released however the run ended"
     assert "Foresight nightly" in dag["doc_md"]
+    # The Backfill dialog drops its Run Parameters unless told to send them: the docs say how to pass them,
+    # and Airflow's backfill check (params deep-merged and validated) accepts what they pass.
+    assert "--dag-run-conf" in dag["doc_md"] and "Override parameters on existing runs" in dag["doc_md"]
+    assert dag["backfill_conf"]["models"] == ["naive", "arima"]
 
 
 def test_scaling_plan_shape(parsed):

@@ -22,7 +22,7 @@ from foresight_lib.publishing.storage import RunStore
 REPO = Path(__file__).resolve().parents[1]
 MLFLOW_UI = "http://mlflow.example:5000"
 AIRFLOW_RUN = "scheduled__2024-03-01T02:00:00+00:00"
-HOOKS = ['select id="metric"', 'select id="entity"', 'select id="series"', 'div id="forecast-chart"',
+HOOKS = ['select id="metric"', 'select id="entity"', 'select id="model"', 'div id="forecast-chart"',
          'table id="champions"', 'table id="leaderboard"', 'table id="recommendations"', 'id="plan-state"',
          'a id="airflow-run"', 'a id="mlflow-run"', 'id="published-at"', 'id="empty-state"']
 
@@ -339,3 +339,53 @@ def test_a_nightly_series_has_its_last_day_and_the_champions_bands(nightly, serv
         assert row["yhat_lo_95"] <= row["yhat_lo_80"] <= row["yhat"] <= row["yhat_hi_80"] <= row["yhat_hi_95"]
     assert 100 < len(data["actuals"]) <= 288 and data["actuals"][-1]["ds"] < data["forecast"][0]["ds"]
     assert overview["recommendations"]["count"] > 0
+
+
+def _activate(data_root: Path, metric: str, version: int, model: str, by: str = "alice") -> dict:
+    """What an activation writes: latest/summary.json (and nothing else under latest/) rewritten in place."""
+    path = data_root / "latest" / "summary.json"
+    summary = json.loads(path.read_text())
+    record = {"metric": metric, "version": version, "model": model, "by": by,
+              "previous_version": summary["champion_versions"][metric], "at": "2024-03-01T09:30:00+00:00"}
+    summary["champion_versions"][metric] = version
+    summary["activations"] = [*summary.get("activations", []), record]
+    path.write_text(json.dumps(summary))
+    return record
+
+
+def test_an_activation_shows_at_the_next_request_with_who_and_when(tmp_path, serve):
+    _publish_small(tmp_path / "data")
+    client = serve(tmp_path / "data")
+    before = client.get("/foresight/overview").json()
+    assert {c["metric"]: c["model"] for c in before["champions"]}["cpu_cores"] == "arima"
+    assert before["activations"] == []
+    _activate(tmp_path / "data", "cpu_cores", 5, "naive")
+    data = client.get("/foresight/overview").json()  # same process, same cache: no restart, no new publish
+    cpu = next(c for c in data["champions"] if c["metric"] == "cpu_cores")
+    assert (cpu["model"], cpu["version"]) == ("naive", 5)
+    assert cpu["activation"] == {"metric": "cpu_cores", "version": 5, "model": "naive", "previous_version": 3,
+                                 "by": "alice", "at": "2024-03-01T09:30:00+00:00"}
+    assert data["activations"] == [cpu["activation"]]
+    assert {(r["metric"], r["model"]) for r in data["leaderboard"] if r["champion"]} == {
+        ("cpu_cores", "naive"), ("memory_bytes", "naive")}
+    chart = client.get("/foresight/series", params={"series": SERIES[0]}).json()
+    assert chart["model"] == "naive" and chart["champion"] is True
+
+
+def test_a_paused_nightly_dag_with_queued_runs_says_why_they_wait(tmp_path):
+    _publish_small(tmp_path / "data")
+    data = dashboard.overview(str(tmp_path / "data"), dag_state={"paused": True, "queued": 2})
+    assert data["dag"]["paused"] is True and data["dag"]["queued"] == 2
+    assert "wait in Queued because the DAG is paused" in data["dag"]["message"]
+    running = dashboard.overview(str(tmp_path / "data"), dag_state={"paused": False, "queued": 2})
+    assert running["dag"]["message"] is None
+    assert dashboard.overview(str(tmp_path / "data"))["dag"] is None  # Airflow could not say
+
+
+def test_an_activated_model_without_published_forecasts_charts_the_published_champion(tmp_path, serve):
+    _publish_small(tmp_path / "data")
+    _activate(tmp_path / "data", "cpu_cores", 9, "lstm")
+    client = serve(tmp_path / "data")
+    cpu = next(c for c in client.get("/foresight/overview").json()["champions"] if c["metric"] == "cpu_cores")
+    assert (cpu["model"], cpu["version"]) == ("lstm", 9)
+    assert client.get("/foresight/series", params={"series": SERIES[0]}).json()["model"] == "arima"

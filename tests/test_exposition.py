@@ -162,6 +162,17 @@ def test_recommendation_gauges_take_every_numeric_column_as_a_value_type():
     assert all("reason" not in dict(k) and "request_display" not in dict(k) for k in got)
 
 
+def test_a_network_recommendation_has_a_request_but_no_limit_or_replicas():
+    recs = pd.DataFrame({"unique_id": ["net/x", "cpu_cores/x"], "entity": ["x", "x"], "resource": ["other", "cpu"],
+                         "kind": ["daily", "daily"], "request": [5.84e6, 0.5], "limit": [5.84e6, 1.0],
+                         "replicas": [2, 1]})
+    got = samples(registry_text(None, recommendations=recs), "foresight_recommendation")
+    assert {dict(k)["value_type"] for k in got if dict(k)["resource"] == "other"} == {"request"}
+    assert {dict(k)["value_type"] for k in got if dict(k)["resource"] == "cpu"} == {"request", "limit", "replicas"}
+    only_network = samples(registry_text(None, recommendations=recs.iloc[:1]), "foresight_recommendation")
+    assert [dict(k)["value_type"] for k in only_network] == ["request"]
+
+
 # ---------------------------------------------------------------------------
 # Files under <data_root>/latest, read at scrape time
 
@@ -389,3 +400,46 @@ def test_the_data_age_is_exposed_from_the_published_summary(tmp_path):
                         "foresight_data_age_seconds": 300.0}
     assert exposition.freshness_families({}) == []
     assert data_freshness(RunStore(str(tmp_path), "2024-03-06T000000Z")) == {}
+
+
+def test_only_each_metrics_champion_is_exposed_unless_all_models_are_asked_for():
+    forecasts = make_forecasts()
+    forecasts["champion"] = (forecasts["model"] == "arima") == forecasts["unique_id"].str.startswith("cpu")
+    champion_only = samples(registry_text(forecasts), "foresight_forecast")
+    assert {(dict(k)["metric"], dict(k)["model"]) for k in champion_only} == {("cpu_cores", "arima"),
+                                                                             ("memory_bytes", "naive")}
+    assert len(champion_only) == 2 * 6 * 3  # series x horizons x (yhat, bounds); no actuals: no anomaly flag
+    every = samples(registry_text(forecasts, models="all"), "foresight_forecast")
+    assert len(every) == 2 * len(champion_only)
+    with pytest.raises(DataError, match="champion"):
+        exposition.forecast_families(forecasts, models="some")
+
+
+def test_an_activation_moves_the_champion_gauge_at_the_next_scrape(tmp_path):
+    root = tmp_path / "data"
+    forecasts = make_forecasts()
+    forecasts["champion"] = forecasts["model"] == "naive"
+    store = RunStore(str(root), "r1")
+    store.write_frame("forecasts", forecasts)
+    store.write_json("summary.json", {"run_key": "r1", "champion_versions": {"cpu_cores": 1},
+                                      "registrations": {"cpu_cores": {"model": "naive", "version": 1}}})
+    store.publish_latest(["forecasts", "summary.json"])
+    body, _ = exposition.metrics_response(str(root))
+    assert samples(body, "foresight_champion")[key(metric="cpu_cores", model="naive")] == 1.0
+    summary = json.loads((root / "latest" / "summary.json").read_text())
+    summary["activations"] = [{"metric": "cpu_cores", "version": 2, "model": "arima", "by": "bob",
+                               "at": "2024-03-01T10:00:00+00:00"}]
+    (root / "latest" / "summary.json").write_text(json.dumps(summary))
+    body, _ = exposition.metrics_response(str(root))
+    assert samples(body, "foresight_champion") == {key(metric="cpu_cores", model="arima"): 1.0,
+                                                   key(metric="memory_bytes", model="naive"): 1.0}
+    assert {dict(k)["model"] for k in samples(body, "foresight_forecast") if dict(k)["metric"] == "cpu_cores"} == {
+        "arima"}
+    # an activated model this publish made no forecast with: the champion gauge names it, the forecasts stay the
+    # published champion's (not every model's)
+    summary["activations"][0]["model"] = "prophet"
+    (root / "latest" / "summary.json").write_text(json.dumps(summary))
+    body, _ = exposition.metrics_response(str(root))
+    assert samples(body, "foresight_champion")[key(metric="cpu_cores", model="prophet")] == 1.0
+    assert {dict(k)["model"] for k in samples(body, "foresight_forecast") if dict(k)["metric"] == "cpu_cores"} == {
+        "naive"}

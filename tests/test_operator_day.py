@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -276,6 +277,8 @@ def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     # A react-select: its input lies over the placeholder text.
     page.get_by_text("Select one or multiple values").first.click(force=True)
     page.get_by_text("container_memory_working_set_bytes", exact=True).first.wait_for()
+    # a counter is offered with the name its forecasts go by on the dashboard, in MLflow and the API
+    page.get_by_text("container_cpu_usage_cores ← container_cpu_usage_seconds_total", exact=True).first.wait_for()
     page.keyboard.press("Escape")
     page.keyboard.press("Escape")
 
@@ -314,5 +317,31 @@ def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     assert mlflow_href.startswith(ui.mlflow_base), mlflow_href
     page.goto(mlflow_href)
     newest = max(run["data_interval_end"] for run in ui.finished)
-    page.get_by_text(f"{newest[:10]} nightly").first.wait_for(timeout=60_000)
+    # named by its time and kind, and marked as the published one
+    page.get_by_text(re.compile(rf"{newest[:10]} \d\d:\d\d (nightly|ad hoc), published")).first.wait_for(
+        timeout=60_000)
     assert "runs/" in page.url, page.url
+
+
+def test_the_dashboard_fits_airflows_frame_at_1280_and_1440_px(ui, page):
+    """The plugin's page as Airflow shows it (Plugins → Foresight → Forecasts: in an iframe beside its menu)."""
+    for width in (1280, 1440):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.goto(f"{ui.base}/plugin/foresight")
+        frame = page.frame_locator("iframe").first
+        frame.locator("#forecast-chart[data-ready='true']").wait_for(timeout=60_000)
+        facts = frame.locator(".facts dd").evaluate_all("""dds => dds.map(dd => ({text: dd.textContent,
+            lines: Math.round(dd.getBoundingClientRect().height / parseFloat(getComputedStyle(dd).lineHeight))}))""")
+        assert all(f["lines"] == 1 for f in facts), (width, facts)  # no value wrapped mid-word
+        assert frame.locator("#forecast-chart").get_attribute("data-unit") in ("cores", "B", "KiB", "MiB", "GiB",
+                                                                              "B/s", "KiB/s", "MiB/s", "GiB/s")
+        frame.locator("#recommendations-all").check()
+        frame.locator("#recommendations tbody tr").first.wait_for()
+        table = frame.locator("#recommendations").evaluate("""t => ({width: t.scrollWidth,
+            box: t.parentElement.clientWidth,
+            cut: Array.from(t.querySelectorAll('td')).filter(td => td.scrollWidth > td.clientWidth + 1)
+                .map(td => td.textContent),
+            numbers: Array.from(t.querySelectorAll('td')).map(td => td.textContent)
+                .filter(x => /e[+-]\\d/.test(x))})""")
+        assert table["width"] <= table["box"] and not table["cut"] and not table["numbers"], (width, table)
+    assert not page.errors, page.errors

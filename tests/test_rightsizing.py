@@ -35,6 +35,10 @@ def test_format_quantity():
     assert rs.format_quantity(0.25, "cores", "cpu") == "250m"
     assert rs.format_quantity(2.0, "cores", "cpu") == "2"
     assert rs.format_quantity(512 * 2**20, "bytes", "memory") == "512Mi"
+    assert rs.format_quantity(5.84e6, "bytes/s", "other") == "5.57 MiB/s"  # not "5.84e+06 bytes/s"
+    assert rs.format_quantity(1.15e9, "bytes", "other") == "1.07 GiB"
+    assert rs.format_quantity(512.0, "bytes/s", "other") == "512 B/s"
+    assert rs.format_quantity(12.5, "percent", "other") == "12.5 percent"
 
 
 def test_resource_of():

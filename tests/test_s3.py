@@ -1,6 +1,7 @@
 """The data root on S3 (moto's standalone server on loopback): lock, attempts, publish, exposition."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -156,3 +157,30 @@ def test_wrong_s3_credentials_fail_at_once_naming_the_bucket_and_never_the_secre
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_with_auth["secret"])
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     assert pipeline.run_nightly(DATE, settings)["published"] is True
+
+
+def test_an_activation_on_s3_is_seen_at_the_next_scrape_and_dashboard_request(s3_env):
+    """An activation rewrites latest/summary.json only: the cached reader must notice it without a manifest change."""
+    from test_exposition import make_forecasts
+
+    from foresight_lib.publishing import dashboard
+
+    root = f"s3://{BUCKET}/activation"
+    forecasts = make_forecasts()
+    forecasts["champion"] = forecasts["model"] == "naive"
+    store = RunStore(root, "r1")
+    store.write_frame("forecasts", forecasts)
+    store.write_json("summary.json", {"run_key": "r1", "champion_versions": {"cpu_cores": 1}})
+    store.publish_latest(["forecasts", "summary.json"])
+    before = dashboard.overview(root)
+    assert {c["metric"]: c["model"] for c in before["champions"]}["cpu_cores"] == "naive"
+    summary = DataRoot(root).read_latest_json("summary.json")
+    summary["activations"] = [{"metric": "cpu_cores", "version": 2, "model": "arima", "by": "bob",
+                               "at": "2024-03-01T10:00:00+00:00"}]
+    s3_env["client"].put_object(Bucket=BUCKET, Key="activation/latest/summary.json",
+                                Body=json.dumps(summary).encode())
+    after = dashboard.overview(root)
+    assert {c["metric"]: c["model"] for c in after["champions"]}["cpu_cores"] == "arima"
+    assert after["activations"][0]["by"] == "bob"
+    body, _ = exposition.metrics_response(root)
+    assert b'foresight_champion{metric="cpu_cores",model="arima"} 1.0' in body

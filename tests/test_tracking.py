@@ -53,6 +53,7 @@ def logged(store, result, tmp_path_factory):
         "scheduled__2024-03-04T00:00:00+00:00", result, {"mlflow": {"experiment": "x"}, "models": MODELS},
         {"forecasts": str(extra), "remote": "s3://bucket/runs/forecasts.parquet"},
         "<html><body>validation ok</body></html>", logical_date="2024-03-04",
+        started_at="2024-03-04T00:01:00+00:00",
     )
     return out
 
@@ -73,7 +74,12 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
     client = store["client"]
     parent = client.get_run(logged["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "2024-03-04 nightly"
+    assert parent.info.run_name == "2024-03-04 00:00 nightly"
+    assert parent.data.tags["foresight.run_kind"] == "nightly"
+    # timed from the DAG run's start, not from when logging began
+    assert parent.info.start_time == pd.Timestamp("2024-03-04T00:01:00+00:00").timestamp() * 1000
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow opens it on its runs
     assert "Overall champion" in parent.data.tags["mlflow.note.content"]
     assert parent.data.tags["foresight.run_id"] == "scheduled__2024-03-04T00:00:00+00:00"
     assert parent.data.tags["foresight.logical_date"] == "2024-03-04"
@@ -82,7 +88,7 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
     assert parent.data.metrics["series"] == 2
     paths = artifact_paths(client, parent.info.run_id)
     assert {"leaderboard.csv", "leaderboard_by_metric.csv", "leaderboard.json", "backtest_report.json", "config.json",
-            "validation/validation_report.html", "plots/leaderboard.png", "run/forecasts.csv",
+            "validation/validation_report.html", "plots/leaderboard_cpu_cores.png", "run/forecasts.csv",
             "links.json"} <= paths
     board = json.loads(open(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
                                                                 artifact_path="leaderboard.json")).read())
@@ -105,6 +111,8 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
         assert child.data.params["model.name"] == model
         assert child.data.params["protocol.freq"] == "5min"
         assert "plots/forecasts_vs_actuals.png" in artifact_paths(client, run_id)
+        curve = {m.step: m.value for m in client.get_metric_history(run_id, "mase_by_horizon")}
+        assert curve == pytest.approx({5: metrics["mase_5m"], 15: metrics["mase_15m"], 30: metrics["mase_30m"]})
     ensemble = client.get_run(logged["child_run_ids"]["ensemble"])
     assert ensemble.data.params["model.members"] == "naive,seasonal_naive"
 
@@ -207,11 +215,27 @@ def test_explicit_scores_and_an_incomparable_champion(store, result, frame):
 # MLflow a person can read
 
 
-def test_parent_runs_are_named_date_first():
-    assert tracking.run_name("scheduled__2024-03-15T02:00:00+00:00") == "2024-03-15 nightly"
-    assert tracking.run_name("2024-03-15T020000Z") == "2024-03-15 nightly"
-    assert tracking.run_name("anything", "2024-03-16T23:30:00-02:00") == "2024-03-17 nightly"  # the UTC date
-    assert tracking.run_name("manual__today") == "manual__today nightly"
+def test_parent_runs_are_named_time_first_with_their_kind():
+    assert tracking.run_name("scheduled__2024-03-15T02:00:00+00:00") == "2024-03-15 02:00 nightly"
+    assert tracking.run_name("2024-03-15T020000Z") == "2024-03-15 02:00 nightly"
+    assert tracking.run_name("anything", "2024-03-16T23:30:00-02:00") == "2024-03-17 01:30 nightly"  # UTC
+    assert tracking.run_name("manual__today") == "manual__today ad hoc"
+    assert tracking.run_name("backfill__2024-03-10T02:00:00+00:00") == "2024-03-10 02:00 backfill"
+    assert tracking.run_name("2024-03-15T020000Z", kind="ad hoc") == "2024-03-15 02:00 ad hoc"
+    assert tracking.run_kind("scheduled__2024-03-15T02:00:00+00:00", ad_hoc=True) == "ad hoc"  # settings changed
+
+
+def test_a_published_parent_says_so_in_its_tag_and_name(store, logged):
+    client = store["client"]
+    parent = logged["parent_run_id"]
+    tracking.mark_published(parent, False, "an older data interval than latest/")
+    run = client.get_run(parent)
+    assert run.data.tags["foresight.published"] == "false" and not run.info.run_name.endswith("published")
+    tracking.mark_published(parent, True, "newest run")
+    tracking.mark_published(parent, True, "newest run")
+    run = client.get_run(parent)
+    assert run.data.tags["foresight.published"] == "true"
+    assert run.info.run_name == "2024-03-04 00:00 nightly, published"
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,24 @@ def register(subparsers) -> None:
                         help="comma-separated horizons to expose, e.g. 5m,15m,30m (default: the config's; "
                              "'all': every forecast step)")
     parser.add_argument("--level", default=None, help="interval level of yhat_lower/yhat_upper (default: widest)")
+    parser.add_argument("--models", choices=["champion", "all"], default=None,
+                        help="whose forecasts to expose: each metric's champion, or every model "
+                             "(default: publish.exposition_models of the config)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     data_root, horizons = _resolve(args.data_root, args.horizons)
-    server = make_server(data_root, args.host, args.port, horizons=horizons, level=args.level)
+    models = getattr(args, "models", None)
+    if models is None:
+        from foresight_lib.config import load_config
+
+        try:
+            models = load_config().publish.exposition_models
+        except ForesightError as exc:  # a data root given on the command line needs no config
+            log.warning("exposing the champions' forecasts only: the config cannot be read (%s)", exc)
+            models = "champion"
+    server = make_server(data_root, args.host, args.port, horizons=horizons, level=args.level, models=models)
     host, port = server.server_address[:2]
 
     def stop(signum, frame):  # shut down from another thread: serve_forever runs in this one
@@ -78,6 +90,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
     data_root: str = ""
     horizons: Sequence[str] | None = None
     level: str | None = None
+    models: str = "champion"
     server_version = "foresight"
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
@@ -87,7 +100,8 @@ class MetricsHandler(BaseHTTPRequestHandler):
 
             try:
                 body, headers = metrics_response(self.data_root, self.headers.get("Accept"),
-                                                 self.headers.get("Accept-Encoding"), self.level, self.horizons)
+                                                 self.headers.get("Accept-Encoding"), self.level, self.horizons,
+                                                 self.models)
             except ForesightError as exc:
                 self._send(500, f"cannot expose the forecasts: {exc}\n".encode(), {"Content-Type": "text/plain"})
                 return
@@ -113,14 +127,16 @@ class MetricsHandler(BaseHTTPRequestHandler):
 
 
 def make_server(data_root: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                horizons: Sequence[str] | None = None, level: str | None = None) -> ThreadingHTTPServer:
+                horizons: Sequence[str] | None = None, level: str | None = None,
+                models: str = "champion") -> ThreadingHTTPServer:
     """A threaded HTTP server for ``data_root`` (port 0: a free port; see ``server_address``).
 
     Raises:
         ConfigError: the address cannot be bound (port in use, no permission).
     """
     handler = type("BoundMetricsHandler", (MetricsHandler,),
-                   {"data_root": str(data_root), "horizons": list(horizons) if horizons else None, "level": level})
+                   {"data_root": str(data_root), "horizons": list(horizons) if horizons else None, "level": level,
+                    "models": models})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:

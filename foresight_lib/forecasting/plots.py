@@ -92,7 +92,7 @@ def plot_forecasts(
     return _save(fig, path)
 
 
-def plot_leaderboard(board: pd.DataFrame, path: str | Path) -> Path:
+def plot_leaderboard(board: pd.DataFrame, path: str | Path, title: str = "Leaderboard: MASE per horizon") -> Path:
     """Grouped bars of MASE per model and horizon, models in leaderboard order."""
     if board.empty:
         raise DataError("the leaderboard is empty; nothing to plot")
@@ -109,7 +109,7 @@ def plot_leaderboard(board: pd.DataFrame, path: str | Path) -> Path:
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xticks(x + width * (len(horizons) - 1) / 2, models, rotation=20)
     ax.set_ylabel("MASE (lower is better)")
-    ax.set_title("Leaderboard: MASE per horizon")
+    ax.set_title(title)
     ax.legend(title="horizon", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -244,14 +244,15 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
     try:
         publishing.recover(root)
         publishing.remove_temp_files(root)
-        result = _activate_locked(root, settings, metric, name, version, user)
+        result = _activate_locked(root, settings, metric, name, version, user, (mv.tags or {}).get("model"))
     finally:
         lock.release(token)
     cache.forget_aliases(name)
     return result
 
 
-def _activate_locked(root, settings: Settings, metric: str, name: str, version: int, user: str) -> ActivationResponse:
+def _activate_locked(root, settings: Settings, metric: str, name: str, version: int, user: str,
+                     model: str | None = None) -> ActivationResponse:
     from foresight_lib.publishing import registry
     from foresight_lib.publishing import transaction as publishing
     from foresight_lib.publishing.storage import RunStore
@@ -269,7 +270,7 @@ def _activate_locked(root, settings: Settings, metric: str, name: str, version: 
         return ActivationResponse(metric=metric, registered_model=name, version=version, previous_version=previous,
                                   changed=False, activated_by=user, activated_at=now,
                                   summary=root.latest_uri("summary.json"))
-    record = {"metric": metric, "version": version, "previous_version": previous, "by": user,
+    record = {"metric": metric, "version": version, "model": model, "previous_version": previous, "by": user,
               "at": now.isoformat()}
     summary = {**summary, "champion_versions": {**(summary.get("champion_versions") or {}), metric: version},
                "activations": [*(summary.get("activations") or []), record]}

@@ -52,7 +52,8 @@ MAX_GAP_POINTS = int(os.environ["FORESIGHT_API_MAX_GAP_POINTS"]) if os.environ.g
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
 METRIC_PATTERN = r"^[A-Za-z0-9_:.\-]{1,200}$"
 _EXAMPLE_HISTORY = [
-    {"unique_id": "cpu_cores/web-1", "ds": f"2024-03-15T01:{m:02d}:00Z", "y": round(2.0 + 0.05 * i, 2)}
+    {"unique_id": "container_cpu_usage_cores/shop/web-1", "ds": f"2024-03-15T01:{m:02d}:00Z",
+     "y": round(2.0 + 0.05 * i, 2)}
     for i, m in enumerate(range(30, 60, 5))
 ]
 
@@ -65,7 +66,9 @@ class HistoryRow(BaseModel):
     """One actual of one series."""
 
     model_config = ConfigDict(extra="forbid")
-    unique_id: str = Field(min_length=1, max_length=512, description="`<metric>/<entity>`, e.g. cpu_cores/web-1")
+    unique_id: str = Field(min_length=1, max_length=512,
+                           description="`<metric>/<entity>` as forecast (the dashboard's and the registry's "
+                                       "metric name), e.g. container_cpu_usage_cores/shop/web-1")
     ds: datetime = Field(description="Timestamp (ISO 8601; UTC when no offset is given)")
     y: float = Field(description="The value; null is refused, and NaN and infinities are refused with the "
                                  "champion pyfunc model's message (one set of history checks)")

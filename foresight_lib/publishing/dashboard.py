@@ -4,13 +4,16 @@ The page (``dashboard_static/dashboard.html``) is a static template whose script
 
 - :func:`overview`: the header (when and what was published, links to the Airflow run
   and to MLflow), the champion of each metric with its registered version and backtest
-  MASE per horizon, the leaderboard (model x horizon MASE per metric), the series that
+  MASE per horizon (an activation since the publish, ``summary.json``'s ``activations``,
+  makes its model the champion and is listed with who made it and when), the leaderboard
+  (model x horizon MASE per metric), the series that
   can be charted, the current rightsizing recommendations and the scaling plan's state;
 - :func:`series_payload`: one series' latest actuals and the champion's forecast with
   its interval bands (``yhat_lo_80``/``yhat_hi_80``, ``yhat_lo_95``/``yhat_hi_95``).
 
 Everything is read from ``<data_root>/latest/`` through the exposition's cached reader,
-so a new publish shows up at the next request. The per-metric leaderboard is the one in
+so a new publish or an activation (which rewrites ``summary.json`` only) shows up at the
+next request; the page asks again every minute. The per-metric leaderboard is the one in
 ``summary.json`` (``metric_leaderboard``); for a publish made before it was recorded
 there, it is rebuilt from the published run folder's ``per_series`` dataset, and
 failing that the overall ``leaderboard`` (every metric together) is shown.
@@ -37,7 +40,13 @@ import pandas as pd
 from foresight_lib.errors import DataError, ForesightError
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import parse_duration
-from foresight_lib.publishing.exposition import LATEST_FILES, interval_levels, prepare_forecasts, registry_files
+from foresight_lib.publishing.exposition import (
+    LATEST_FILES,
+    activations,
+    interval_levels,
+    prepare_forecasts,
+    registry_files,
+)
 from foresight_lib.publishing.json_views import frame_records
 
 log = logging.getLogger(__name__)
@@ -49,9 +58,12 @@ PLAN_STALE_AFTER = pd.Timedelta("1h")
 """A scaling plan older than this is stale (the Grafana alert on the plan's age fires then too)."""
 ACTUALS_SHOWN = pd.Timedelta("1D")
 """Actuals charted before a series' latest one."""
-RECOMMENDATION_COLUMNS = ["entity", "metric", "resource", "kind", "lead", "period_start", "period_end",
+RECOMMENDATION_COLUMNS = ["entity", "metric", "kind", "lead", "period_start", "period_end",
                           "request_display", "limit_display", "replicas", "confidence", "model", "reason"]
 RECOMMENDATION_ROWS = 5000
+_UNIT_SUFFIXES = (("_bytes_per_second", "bytes/s"), ("_bytes", "bytes"), ("_cores", "cores"),
+                  ("_percent", "percent"), ("_fraction", "fraction"), ("_seconds", "seconds"))
+"""Units told by a metric's name when a publish did not record them (``summary.json``'s ``metric_units``)."""
 _LONG_CACHE = "public, max-age=31536000, immutable"
 _REVALIDATE = "no-cache"
 
@@ -257,10 +269,14 @@ def _leaderboard(root, state: _State) -> tuple[pd.DataFrame | None, str]:
 
 
 def _champions(forecasts: pd.DataFrame | None, summary: dict, board: pd.DataFrame | None) -> dict[str, str]:
-    """metric -> champion model: as marked in the forecasts, else as registered, else the board's best."""
+    """metric -> champion model: as activated since the publish, else as marked in the forecasts, else as
+    registered, else the board's best."""
     from foresight_lib.forecasting.metrics import champion
 
     out: dict[str, str] = {}
+    for record in activations(summary):  # newest first: the latest activation of a metric wins
+        if record["model"]:
+            out.setdefault(record["metric"], record["model"])
     if forecasts is not None and "champion" in forecasts and "unique_id" in forecasts:
         marked = forecasts.loc[forecasts["champion"].fillna(False).astype(bool), ["unique_id", "model"]]
         for uid, model in marked.drop_duplicates().itertuples(index=False):
@@ -328,6 +344,8 @@ def _links(state: _State, mlflow_url: str | None, airflow_base: str) -> dict[str
     base = (mlflow_url or "").rstrip("/")
     mlflow = {"url": base, "label": "experiments"}
     parent, experiment = state.summary.get("mlflow_parent_run"), state.summary.get("mlflow_experiment_id")
+    if base and experiment:  # the experiment's training runs, not MLflow's home (which may open on GenAI traces)
+        mlflow = {"url": f"{base}/#/experiments/{quote(str(experiment), safe='')}/runs", "label": "training runs"}
     if base and parent and experiment:
         mlflow = {"url": f"{base}/#/experiments/{quote(str(experiment), safe='')}/runs/{quote(str(parent), safe='')}",
                   "label": f"MLflow run {str(parent)[:8]}"}
@@ -350,23 +368,57 @@ def _board_rows(state: _State) -> tuple[list[str], list[dict[str, Any]]]:
 
 def _champion_rows(state: _State, metrics: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     versions = state.summary.get("champion_versions") or {}
+    activated: dict[str, dict[str, Any]] = {}
+    for record in activations(state.summary):
+        activated.setdefault(record["metric"], record)
     out = []
     for metric in sorted(set(metrics) | set(state.champions)):
         model = state.champions.get(metric) or state.overall
         scored = next((r for r in rows if r["model"] == model and r["metric"] in (metric, None)), None)
         out.append({"metric": metric, "model": model, "version": versions.get(metric),
                     "mase": scored["mase"] if scored else {}, "mean_mase": scored["mean_mase"] if scored else None,
-                    "scope": "metric" if scored and scored["metric"] else ("all" if scored else None)})
+                    "scope": "metric" if scored and scored["metric"] else ("all" if scored else None),
+                    "activation": activated.get(metric)})
     return out
 
 
+def _units(state: _State, metrics: list[str]) -> dict[str, str]:
+    """metric -> unit (``cores``, ``bytes``, ``bytes/s``…): as published, else the recommendations', else the name's."""
+    out = {str(k): str(v) for k, v in (state.summary.get("metric_units") or {}).items() if v}
+    recs = state.snapshot.recommendations
+    if recs is not None and {"metric", "unit"} <= set(recs.columns):
+        for metric, unit in recs[["metric", "unit"]].dropna().drop_duplicates("metric").itertuples(index=False):
+            out.setdefault(str(metric), str(unit))
+    for metric in metrics:
+        guessed = next((unit for suffix, unit in _UNIT_SUFFIXES if metric.endswith(suffix)), None)
+        if guessed and metric not in out:
+            out[metric] = guessed
+    return {m: out[m] for m in sorted(out) if m in metrics or m in (state.champions or {})}
+
+
 def _recommendations(state: _State) -> dict[str, Any] | None:
+    """The rows shown (request and limit as people read them; no limit or replicas where Kubernetes sets none)."""
+    from foresight_lib.rightsizing.sizing import KUBERNETES_RESOURCES, NOT_FOR_OTHER_RESOURCES, human_quantity
+
     frame = state.snapshot.recommendations
     if frame is None:
         return None
     columns = [c for c in RECOMMENDATION_COLUMNS if c in frame.columns]
+    shown = frame.head(RECOMMENDATION_ROWS).copy()
+    if "resource" in shown:
+        other = ~shown["resource"].isin(KUBERNETES_RESOURCES)
+        if other.any() and {"request", "unit"} <= set(shown.columns) and "request_display" in columns:
+            shown.loc[other, "request_display"] = [
+                human_quantity(float(v), str(u)) if pd.notna(v) and pd.notna(u) else None
+                for v, u in zip(shown.loc[other, "request"], shown.loc[other, "unit"], strict=True)]
+        for column in NOT_FOR_OTHER_RESOURCES:
+            if column in columns:
+                shown[column] = shown[column].astype(object)
+                shown.loc[other, column] = None
+    models = sorted(shown["model"].dropna().astype(str).unique()) if "model" in shown else []
+    profiles = sorted(shown["profile"].dropna().astype(str).unique()) if "profile" in shown else []
     return {"count": int(len(frame)), "truncated": bool(len(frame) > RECOMMENDATION_ROWS), "columns": columns,
-            "rows": frame_records(frame[columns].head(RECOMMENDATION_ROWS))}
+            "models": models, "profiles": profiles, "rows": frame_records(shown[columns])}
 
 
 def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
@@ -390,8 +442,23 @@ def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
         "stale_after_s": PLAN_STALE_AFTER.total_seconds(), **counts, "message": message}
 
 
+def _dag_state(state: dict | None) -> dict[str, Any] | None:
+    """The nightly DAG's pause state and queued runs, with what a person should know about them."""
+    if not state:
+        return None
+    paused, queued = bool(state.get("paused")), int(state.get("queued") or 0)
+    message = None
+    if paused and queued:
+        message = (f"{queued} run(s) of {NIGHTLY_DAG} wait in Queued because the DAG is paused: Airflow starts no run "
+                   "of a paused DAG. Unpause it to let them run (unpausing also lets the schedule create the latest "
+                   "nightly run), or delete them.")
+    elif paused:
+        message = f"{NIGHTLY_DAG} is paused: no nightly run will start until it is unpaused."
+    return {"paused": paused, "queued": queued, "message": message}
+
+
 def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = "",
-             now: pd.Timestamp | None = None) -> dict[str, Any]:
+             now: pd.Timestamp | None = None, dag_state: dict | None = None) -> dict[str, Any]:
     """Everything the dashboard shows but the chart (see the module docstring).
 
     Args:
@@ -399,6 +466,8 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
         mlflow_url: the MLflow UI's base URL (the MLflow link points there, or at the run).
         airflow_base: the Airflow UI's path prefix (``""`` at the server's root).
         now: the time the scaling plan's age is measured at (default: now).
+        dag_state: the nightly DAG's ``paused`` flag and ``queued`` run count, as Airflow
+            says (the plugin asks); None when unknown.
     """
     state = _state(data_root)
     now = now or pd.Timestamp.now(tz="UTC")
@@ -424,14 +493,17 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
         "links": _links(state, mlflow_url, airflow_base),
         "horizons": horizons,
         "champions": _champion_rows(state, metrics, rows),
+        "activations": activations(state.summary),
         "leaderboard": rows,
         "leaderboard_scope": state.board_scope,
         "metrics": metrics,
         "entities": sorted({s["entity"] for s in series}),
         "series": series,
+        "units": _units(state, metrics),
         "recommendations": _recommendations(state),
         "plan": _plan_state(state, now),
         "data_freshness": state.summary.get("data_freshness") or {},
+        "dag": _dag_state(dag_state),
         "errors": state.errors,
     }
 
@@ -458,6 +530,9 @@ def series_payload(data_root: str, series: str | None = None, metric: str | None
     models = sorted(rows["model"].astype(str).unique())
     metric_of, entity_of = split_unique_id(uid)
     champion = state.champions.get(metric_of) or state.overall
+    if champion not in models:  # an activated model this publish made no forecast with: the one it marked
+        marked = rows.loc[rows["champion"].fillna(False).astype(bool), "model"] if "champion" in rows else []
+        champion = str(marked.iloc[0]) if len(marked) else champion
     chosen = model or (champion if champion in models else models[0])
     if chosen not in models:
         raise SeriesNotFound(f"model '{chosen}' has no forecast for series '{uid}'; its models: {models}")

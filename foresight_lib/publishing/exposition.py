@@ -3,12 +3,16 @@
 A custom collector reads ``<data_root>/latest/`` when Prometheus scrapes (so a new
 publish shows up without a restart; files are re-read only when they changed) and gives:
 
-- ``foresight_forecast{series, metric, entity, model, horizon, value_type}`` with
+- ``foresight_forecast{series, metric, entity, model, horizon, value_type}`` (only the
+  metric's champion's by default: ``models="champion"``, the ``publish.exposition_models``
+  setting; ``"all"`` exposes every model, a series per model x horizon x value type) with
   ``value_type`` = ``yhat``, ``yhat_lower``, ``yhat_upper`` (the widest published
   interval, 95 % by default) and ``anomaly``: 1 when the actual lies outside those
   bounds, else 0. The actual compared is the one at the forecast's own time when it is
   known (``latest/actuals.parquet`` refreshed after the publish), otherwise the latest
   actual of the series (the last point the forecast was conditioned on).
+- ``foresight_champion{metric, model}``: 1 for each metric's champion: the model activated
+  since the publish (``summary.json``'s ``activations``), else the one the publish marked.
 - ``foresight_forecast_timestamp_seconds{series, metric, entity, model}``: the cutoff
   the forecasts were made from (their last actual); a horizon's forecast is for this
   time plus the horizon.
@@ -54,9 +58,12 @@ log = logging.getLogger(__name__)
 
 FORECAST_LABELS = ["series", "metric", "entity", "model", "horizon"]
 VALUE_TYPES = ("yhat", "yhat_lower", "yhat_upper", "anomaly")
+EXPOSED_MODELS = ("champion", "all")
+"""What ``foresight_forecast`` carries: each metric's champion's forecasts (default), or every model's."""
 LATEST_FILES = {"forecasts": "forecasts.parquet", "recommendations": "recommendations.parquet",
                 "actuals": "actuals.parquet", "manifest": "_manifest.json",
-                "scaling_plan": "scaling_plan.parquet", "plan_manifest": "_plan_manifest.json"}
+                "scaling_plan": "scaling_plan.parquet", "plan_manifest": "_plan_manifest.json",
+                "summary": "summary.json"}
 FORECAST_REQUIRED = ["unique_id", "cutoff", "ds", "model", "yhat"]
 _BOUND = re.compile(r"^yhat_(lo|hi)_(\d+(?:\.\d+)?)$")
 _LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -76,6 +83,8 @@ class Snapshot:
     plan_published_at: pd.Timestamp | None = None
     """When the scaling plan (``latest/scaling_plan.parquet``) was last published, if ever."""
     run_id: str | None = None
+    activated: dict[str, str] = field(default_factory=dict)
+    """metric -> model made champion by an activation since the publish (``summary.json``)."""
     errors: list[str] = field(default_factory=list)
     data_freshness: dict = field(default_factory=dict)
     """``summary.json``'s ``data_freshness``: the data's last timestamp and age at the run's end."""
@@ -174,8 +183,54 @@ def anomaly_flags(forecasts: pd.DataFrame, actuals: pd.DataFrame | None, lower: 
     return np.where(known, outside.astype("float64"), np.nan)
 
 
+def activations(summary: dict | None) -> list[dict[str, Any]]:
+    """The champion activations recorded in ``summary.json`` since its publish, newest first.
+
+    Each: ``metric, version, model`` (None when neither the record nor the publish's
+    registration says), ``previous_version``, ``by`` and ``at`` (ISO 8601).
+    """
+    registrations = (summary or {}).get("registrations") or {}
+    out = []
+    for record in (summary or {}).get("activations") or []:
+        if not isinstance(record, dict) or not record.get("metric"):
+            continue
+        model = record.get("model")
+        registered = registrations.get(str(record["metric"]))
+        if not model and isinstance(registered, dict) and registered.get("version") == record.get("version"):
+            model = registered.get("model")
+        at = pd.Timestamp(record["at"]) if record.get("at") else None
+        if at is not None:
+            at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+        out.append({"metric": str(record["metric"]), "version": record.get("version"),
+                    "model": str(model) if model else None, "previous_version": record.get("previous_version"),
+                    "by": record.get("by"), "at": at.isoformat() if at is not None else None})
+    return sorted(out, key=lambda a: a["at"] or "", reverse=True)
+
+
+def champion_models(forecasts: pd.DataFrame, activated: dict[str, str] | None = None) -> dict[str, str]:
+    """metric -> champion model: the activated one, else the one marked in the forecasts' ``champion`` column."""
+    out: dict[str, str] = {}
+    if "champion" in forecasts.columns:
+        rows = forecasts.loc[forecasts["champion"].fillna(False).astype(bool), ["unique_id", "model"]]
+        for uid, model in rows.drop_duplicates().itertuples(index=False):
+            out.setdefault(split_unique_id(str(uid))[0], str(model))
+    return {**out, **(activated or {})}
+
+
+def _champions_only(frame: pd.DataFrame, champions: dict[str, str], marked: dict[str, str]) -> pd.DataFrame:
+    """The rows of each metric's champion, else (an activated model this publish did not forecast with) of the one
+    the publish marked; a metric with neither forecast keeps every model."""
+    if not champions:
+        return frame
+    forecast = set(zip(frame["metric"], frame["model"], strict=True))
+    chosen = {m: c if (m, c) in forecast else marked.get(m) for m, c in champions.items()}
+    known = [m for m, c in chosen.items() if (m, c) in forecast]
+    return frame[(frame["model"] == frame["metric"].map(chosen)) | ~frame["metric"].isin(known)]
+
+
 def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | None = None,
-                      level: str | int | None = None, horizons: Sequence[str] | None = None) -> list[Metric]:
+                      level: str | int | None = None, horizons: Sequence[str] | None = None,
+                      models: str = "champion", activated: dict[str, str] | None = None) -> list[Metric]:
     """Gauges of the latest forecasts (see the module docstring).
 
     Args:
@@ -184,14 +239,22 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
             ``foresight_actual``; None: no anomaly flag.
         level: the interval level of ``yhat_lower``/``yhat_upper``; default the widest.
         horizons: keep only these horizons (``5m``, ``15m``); default every step.
+        models: ``champion``: only each metric's champion (every model when the frame
+            does not say which is the champion); ``all``: every model.
+        activated: metric -> model activated as champion since the publish.
 
     Raises:
-        DataError: the frame lacks a column, or ``level`` is not in it.
+        DataError: the frame lacks a column, ``level`` is not in it, or ``models`` is unknown.
     """
     families: list[Metric] = []
     if forecasts is None:
         return families
+    if models not in EXPOSED_MODELS:
+        raise DataError(f"exposed models {models!r} is not one of {list(EXPOSED_MODELS)}")
     frame = prepare_forecasts(forecasts, horizons)
+    champions = champion_models(forecasts, activated)
+    if models == "champion":
+        frame = _champions_only(frame, champions, champion_models(forecasts))
     levels = interval_levels(frame.columns)
     chosen = None
     if level is not None:
@@ -226,8 +289,8 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
     _add(cutoff, list(zip(cutoffs["unique_id"], cutoffs["metric"], cutoffs["entity"], cutoffs["model"], strict=True)),
          _seconds(cutoffs["cutoff"]), ())
     families.append(cutoff)
-    if "champion" in forecasts.columns:
-        families.append(champion_family(forecasts))
+    if champions:
+        families.append(champion_family(forecasts, activated))
 
     last = latest_actuals(actuals)
     if not last.empty:
@@ -243,14 +306,14 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
     return families
 
 
-def champion_family(forecasts: pd.DataFrame) -> GaugeMetricFamily:
-    """``foresight_champion{metric, model} 1``: the registered champion of each metric (join on ``model``)."""
-    rows = forecasts.loc[forecasts["champion"].astype(bool), ["unique_id", "model"]].drop_duplicates()
-    pairs = sorted({(split_unique_id(uid)[0], model) for uid, model in zip(rows["unique_id"], rows["model"],
-                                                                            strict=True)})
+def champion_family(forecasts: pd.DataFrame, activated: dict[str, str] | None = None) -> GaugeMetricFamily:
+    """``foresight_champion{metric, model} 1``: the champion of each metric (join on ``model``).
+
+    The model activated since the publish wins over the one the publish marked.
+    """
     family = GaugeMetricFamily("foresight_champion", "1 for the model that is the champion of the metric",
                                labels=["metric", "model"])
-    for metric, model in pairs:
+    for metric, model in sorted(champion_models(forecasts, activated).items()):
         family.add_metric([metric, model], 1.0)
     return family
 
@@ -275,11 +338,18 @@ def recommendation_families(recommendations: pd.DataFrame | None) -> list[Metric
     """``foresight_recommendation``: text columns become labels, each numeric column a ``value_type``.
 
     Datetime columns become ``<column>_timestamp_seconds`` value types; free text
-    (``reason``, ``*_display``) is left out. Empty values are not exposed.
+    (``reason``, ``*_display``) is left out. Empty values are not exposed, nor a limit or
+    replica count for a resource Kubernetes does not limit (network, disk).
     """
+    from foresight_lib.rightsizing.sizing import KUBERNETES_RESOURCES, NOT_FOR_OTHER_RESOURCES
+
     if recommendations is None or recommendations.empty:
         return []
     frame = recommendations.reset_index(drop=True)
+    if "resource" in frame.columns:
+        other = ~frame["resource"].isin(KUBERNETES_RESOURCES)
+        for column in [c for c in NOT_FOR_OTHER_RESOURCES if c in frame.columns and other.any()]:
+            frame[column] = frame[column].where(~other)  # NaN (numbers) or None: not exposed
     numeric, stamps, labels = [], [], []
     for column in frame.columns:
         series = frame[column]
@@ -327,12 +397,12 @@ def _timestamps_or_nan(values: pd.Series) -> np.ndarray:
 
 
 def snapshot_families(snapshot: Snapshot, level: str | int | None = None,
-                      horizons: Sequence[str] | None = None) -> list[Metric]:
+                      horizons: Sequence[str] | None = None, models: str = "champion") -> list[Metric]:
     """Every family of a snapshot; a frame that cannot be turned into gauges counts as a read error."""
     errors = list(snapshot.errors)
     families: list[Metric] = []
     for name, build in (("forecasts", lambda: forecast_families(snapshot.forecasts, snapshot.actuals, level,
-                                                                   horizons)),
+                                                                   horizons, models, snapshot.activated)),
                         ("recommendations", lambda: recommendation_families(snapshot.recommendations))):
         try:
             families += build()
@@ -386,8 +456,9 @@ def freshness_families(freshness: dict | None) -> list[Metric]:
 class LatestFiles:
     """The published files of a data root, re-read only when they change.
 
-    Locally the files' modification times and sizes tell a change; on S3 the manifest
-    (written last by each publish) does. Actuals come from ``latest/actuals.parquet``
+    Locally the files' modification times and sizes tell a change; on S3 the manifests
+    (written last by each publish) and ``summary.json`` (the one file a champion
+    activation rewrites) do. Actuals come from ``latest/actuals.parquet``
     when it exists, else from the published run's ``features`` dataset.
     """
 
@@ -415,7 +486,17 @@ class LatestFiles:
                 except OSError:
                     out.append((name, None, None, None))
             return tuple(out)
-        return json.dumps([self._manifest(), self._manifest(LATEST_FILES["plan_manifest"])], sort_keys=True)
+        return json.dumps([self._manifest(), self._manifest(LATEST_FILES["plan_manifest"]),
+                           self._file_stamp("summary")], sort_keys=True)
+
+    def _file_stamp(self, name: str) -> list | None:
+        """Modification time and size of a published file (None when absent or unreadable)."""
+        try:
+            info = self.root.fs.get_file_info(self._path(name))
+        except OSError as exc:
+            log.warning("cannot look at %s under %s: %s", LATEST_FILES[name], self.data_root, exc)
+            return None
+        return [info.mtime_ns, info.size] if info.size is not None else None
 
     def _manifest(self, name: str = LATEST_FILES["manifest"]) -> dict | None:
         try:
@@ -465,7 +546,9 @@ class LatestFiles:
             snapshot.run_id = manifest.get("run_id")
             snapshot.published_at = _published_at(manifest)
         snapshot.plan_published_at = _published_at(self._manifest(LATEST_FILES["plan_manifest"]))
-        snapshot.data_freshness = self._freshness(manifest, errors)
+        summary = self._summary(manifest, errors)
+        snapshot.data_freshness = summary.get("data_freshness") or {}
+        snapshot.activated = _activated(summary)
         actuals = self._frame("actuals", errors, ["unique_id", "ds", "y"])
         if actuals is None and snapshot.run_id and snapshot.forecasts is not None:
             actuals = self._run_features(snapshot.run_id, errors)
@@ -474,17 +557,16 @@ class LatestFiles:
         snapshot.actuals = actuals
         return snapshot
 
-    def _freshness(self, manifest: dict | None, errors: list[str]) -> dict:
-        """``latest/summary.json``'s ``data_freshness`` (empty before anything is published)."""
+    def _summary(self, manifest: dict | None, errors: list[str]) -> dict:
+        """``latest/summary.json`` (empty before anything is published, or when it cannot be read)."""
         if not manifest:
             return {}
         try:
-            summary = self.root.read_latest_json("summary.json") or {}
-        except (ForesightError, OSError, ValueError) as exc:
-            log.error("cannot read the published summary under %s: %s", self.data_root, exc)
-            errors.append(f"summary.json: {exc}")
+            return self.root.read_latest_json(LATEST_FILES["summary"]) or {}
+        except Exception as exc:  # the forecasts are still worth exposing with the published champions
+            log.error("cannot read %s: %s", self.root.latest_uri(LATEST_FILES["summary"]), exc)
+            errors.append(f"summary: {exc}")
             return {}
-        return summary.get("data_freshness") or {}
 
     def _run_features(self, run_id: str, errors: list[str]) -> pd.DataFrame | None:
         from foresight_lib.publishing.storage import RunStore
@@ -506,6 +588,15 @@ class LatestFiles:
             return None
 
 
+def _activated(summary: dict) -> dict[str, str]:
+    """metric -> model activated since the publish (``latest/summary.json``'s activations)."""
+    out: dict[str, str] = {}
+    for record in activations(summary):
+        if record["model"]:
+            out.setdefault(record["metric"], record["model"])
+    return out
+
+
 def _published_at(manifest: dict | None) -> pd.Timestamp | None:
     """A manifest's ``published_at`` as a UTC timestamp."""
     if not manifest or not manifest.get("published_at"):
@@ -521,10 +612,11 @@ class SnapshotCollector:
     """
 
     def __init__(self, load: Callable[[], Snapshot], level: str | int | None = None,
-                 horizons: Sequence[str] | None = None):
+                 horizons: Sequence[str] | None = None, models: str = "champion"):
         self.load = load
         self.level = level
         self.horizons = list(horizons) if horizons else None
+        self.models = models
         self._lock = threading.Lock()
         self._source: Snapshot | None = None
         self._families: list[Metric] = []
@@ -533,7 +625,7 @@ class SnapshotCollector:
         snapshot = self.load()
         with self._lock:
             if snapshot is not self._source:
-                self._families = snapshot_families(snapshot, self.level, self.horizons)
+                self._families = snapshot_families(snapshot, self.level, self.horizons, self.models)
                 self._source = snapshot
             return list(self._families)
 
@@ -542,10 +634,10 @@ class SnapshotCollector:
 
 
 def static_registry(snapshot: Snapshot, level: str | int | None = None,
-                    horizons: Sequence[str] | None = None) -> CollectorRegistry:
+                    horizons: Sequence[str] | None = None, models: str = "champion") -> CollectorRegistry:
     """A registry exposing one fixed snapshot (what a Pushgateway push sends)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: snapshot, level, horizons))
+    registry.register(SnapshotCollector(lambda: snapshot, level, horizons, models))
     return registry
 
 
@@ -554,15 +646,15 @@ _REGISTRIES_LOCK = threading.Lock()
 
 
 def registry_for(data_root: str, level: str | int | None = None,
-                 horizons: Sequence[str] | None = None) -> CollectorRegistry:
-    """The registry serving ``data_root``'s published files (one per data root, level and horizons)."""
-    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()))
+                 horizons: Sequence[str] | None = None, models: str = "champion") -> CollectorRegistry:
+    """The registry serving ``data_root``'s published files (one per data root, level, horizons and models)."""
+    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), models)
     files = registry_files(data_root)
     with _REGISTRIES_LOCK:
         registry = _REGISTRIES.get(key)
         if registry is None:
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(SnapshotCollector(files.snapshot, level, horizons))
+            registry.register(SnapshotCollector(files.snapshot, level, horizons, models))
             _REGISTRIES[key] = registry
         return registry
 
@@ -584,8 +676,8 @@ _RENDERED: dict[tuple, tuple[Snapshot, bytes, dict[str, str]]] = {}
 
 def metrics_response(data_root: str, accept: str | None = None, accept_encoding: str | None = None,
                      level: str | int | None = None,
-                     horizons: Sequence[str] | None = None) -> tuple[bytes, dict[str, str]]:
-    """``/metrics`` for ``data_root``: body and headers.
+                     horizons: Sequence[str] | None = None, models: str = "champion") -> tuple[bytes, dict[str, str]]:
+    """``/metrics`` for ``data_root``: body and headers (``models``: see :func:`forecast_families`).
 
     The rendered body is kept until the published files change, so scrapes between two
     publishes cost a few ``stat`` calls however many series there are.
@@ -593,12 +685,13 @@ def metrics_response(data_root: str, accept: str | None = None, accept_encoding:
     snapshot = registry_files(data_root).snapshot()
     _, content_type = choose_encoder(accept or "")
     gzipped = bool(accept_encoding and "gzip" in accept_encoding.lower())
-    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), content_type, gzipped)
+    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), models, content_type,
+           gzipped)
     with _REGISTRIES_LOCK:
         cached = _RENDERED.get(key)
     if cached is not None and cached[0] is snapshot:
         return cached[1], dict(cached[2])
-    body, headers = render(registry_for(data_root, level, horizons), accept, accept_encoding)
+    body, headers = render(registry_for(data_root, level, horizons, models), accept, accept_encoding)
     with _REGISTRIES_LOCK:
         _RENDERED[key] = (snapshot, body, headers)
     return body, dict(headers)

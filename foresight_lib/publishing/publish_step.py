@@ -140,7 +140,8 @@ def publish(run: dict) -> dict:
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
     parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
-                                  logical_date=run.get("data_interval_end"))
+                                  logical_date=run.get("data_interval_end"), started_at=run.get("started_at"),
+                                  kind=tracking.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc"))))
     champions = metric_champions(result, feature_series)
     units = _metric_units(feature_series)
     prefix = _name_prefix(cfg)
@@ -152,7 +153,7 @@ def publish(run: dict) -> dict:
         "metric_leaderboard": metric_leaderboard_records(result, feature_series),
         "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
         "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
-        "run_folder": store.committed().uri(""), "series": len(result.series),
+        "run_folder": store.committed().uri(""), "series": len(result.series), "metric_units": units,
         "forecast_rows": int(len(result.future_forecasts)),
         "data_freshness": data_freshness(store),
     }
@@ -186,6 +187,11 @@ def publish(run: dict) -> dict:
                                                    still_holding=lambda: lock.check(token))
     finally:
         lock.release(token)
+    try:
+        tracking.mark_published(parent["parent_run_id"], go, why)
+    except Exception as exc:  # noqa: BLE001 - what was published stands; the tag is a label
+        log.warning("could not tag MLflow run %s as %s: %s", parent["parent_run_id"],
+                    "published" if go else "not published", exc)
     _after_publish(cfg, run, store, parent["parent_run_id"])
     pushed = push_latest(cfg) if go else None
     log.info("published run %s (%s): champion %s, %s", run["run_key"], why, result.champion, registrations)

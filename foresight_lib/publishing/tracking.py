@@ -1,9 +1,15 @@
 """MLflow: one parent run per nightly run, a child per model; the rest re-exported from beside it.
 
 - ``log_nightly`` logs a parent run per DAG run (tag ``foresight.run_id``), named by its
-  date (``2024-03-15 nightly``), with the leaderboard, report, config and validation
-  report, and a nested child run per model with its params, per-horizon metrics and a
-  plot of forecasts against actuals. Scale-free metrics (MASE, sMAPE, coverage) are
+  time and kind (``2024-03-15 02:00 nightly``, ``… backfill``, ``… ad hoc``; tag
+  ``foresight.run_kind``), timed from the DAG run's start, with the leaderboard (a plot
+  per resource metric), report, config and validation report, and a nested child run
+  per model with its params, per-horizon metrics (also as ``mase_by_horizon``, one point
+  per horizon in minutes, so MLflow draws each model's MASE against the horizon on one
+  chart) and a plot of forecasts against actuals. ``mark_published`` then tags whether
+  the run was published (``foresight.published``) and says so in its name. The
+  experiment is marked a model-training one (``mlflow.experimentKind``), so that the
+  MLflow UI opens it on its runs, not on traces. Scale-free metrics (MASE, sMAPE, coverage) are
   pooled over every series (``mase_15m``, ``coverage_80_30m``); those in the data's unit
   (MAE, RMSE, interval width) are per resource metric only, never mixing cores with
   bytes (``container_cpu_usage_cores/mae_15m``; the MLflow UI groups charts by that prefix).
@@ -82,8 +88,9 @@ __all__ = [
     "DEFAULT_EXPERIMENT", "EXTRA_REQUIREMENTS", "HTTP_MAX_RETRIES", "HTTP_TIMEOUT_S", "LOGICAL_DATE_TAG",
     "METRIC_TAG", "MODEL_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "ForesightPyfunc", "RegistryError", "_redact",
     "apply_http_limits", "champion_versions", "check_tracking_server", "configure", "discard_versions",
-    "load_bundle", "load_champion", "log_nightly", "model_params", "quiet_mlflow", "register_champion",
-    "registered_model_name", "restore_aliases", "retire_earlier_runs", "run_name", "snapshot_aliases",
+    "load_bundle", "load_champion", "log_nightly", "mark_published", "model_params", "quiet_mlflow",
+    "register_champion", "registered_model_name", "restore_aliases", "retire_earlier_runs", "run_kind", "run_name",
+    "snapshot_aliases",
     "source_versions", "versions_from_run",
 ]
 
@@ -103,6 +110,13 @@ POOLED_METRICS = ("smape", "mase", "coverage_80", "coverage_95")
 PER_METRIC = ("mae", "rmse", "width_80", "width_95")
 """In the data's unit: logged per resource metric only (``<metric>/mae_5m``), never pooled."""
 MAX_PARAM_CHARS = 500
+RUN_KIND_TAG = "foresight.run_kind"
+PUBLISHED_TAG = "foresight.published"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""MLflow 3's experiment kind for model training (runs, metrics, charts) rather than GenAI (traces)."""
+HORIZON_CURVE = "mase_by_horizon"
+"""A child's MASE logged once per horizon, at the horizon's length in minutes as the step."""
 _DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
@@ -114,7 +128,8 @@ def log_nightly(
     run_key: str, result_or_parts: BacktestResult | Sequence, config_dict: dict | None = None,
     artifacts: dict[str, str | Path] | None = None, validation_html: str | None = None, *,
     logical_date: str | None = None, metric: str | None = None, spec: BacktestSpec | None = None,
-    experiment_id: str | None = None, plot_series: int = PLOT_SERIES,
+    experiment_id: str | None = None, plot_series: int = PLOT_SERIES, kind: str | None = None,
+    started_at: str | None = None,
 ) -> dict:
     """Log one nightly run: a parent run and a nested child run per model.
 
@@ -132,6 +147,9 @@ def log_nightly(
         validation_html: the validation report's HTML, or a path to it.
         logical_date: the run's logical date (tag ``foresight.logical_date``).
         metric: resource metric(s) of the run; default: those in the series ids.
+        kind: ``nightly``, ``backfill`` or ``ad hoc`` (:func:`run_kind`); default read from ``run_key``.
+        started_at: when the DAG run started (ISO 8601): the parent run's start, so that its
+            duration is the run's, not the logging's.
 
     Returns:
         ``{"parent_run_id": …, "child_run_ids": {model: run_id}, "experiment_id": …}``.
@@ -141,14 +159,15 @@ def log_nightly(
     result = _as_result(result_or_parts, spec)
     with quiet_mlflow():
         return _log_nightly(run_key, result, config_dict, artifacts, validation_html, logical_date, metric,
-                            experiment_id, plot_series)
+                            experiment_id, plot_series, kind or run_kind(run_key), started_at)
 
 
 def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None, artifacts: dict | None,
                  validation_html: str | None, logical_date: str | None, metric: str | None,
-                 experiment_id: str | None, plot_series: int) -> dict:
+                 experiment_id: str | None, plot_series: int, kind: str, started_at: str | None) -> dict:
     client = _client()
     exp_id = _experiment_id(experiment_id)
+    _mark_model_training(client, exp_id)
     metric = metric or ",".join(sorted({split_unique_id(uid)[0] for uid in result.series}))
     base_tags = {RUN_KEY_TAG: run_key, METRIC_TAG: metric}
     if logical_date:
@@ -157,9 +176,10 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
     models = list(dict.fromkeys(board["model"])) or list(result.spec.models)
     champions = metric_champions(result)
     tags = {**base_tags, "foresight.champion": result.champion, NOTE_TAG: _note(result, champions),
-            **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()},
+            RUN_KIND_TAG: kind, **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()},
             **{f"{METRIC_TAG}.{metric_key(m)}": m for m in champions}}
-    parent = client.create_run(exp_id, run_name=run_name(run_key, logical_date), tags=tags)
+    parent = client.create_run(exp_id, run_name=run_name(run_key, logical_date, kind), tags=tags,
+                               start_time=_millis(started_at))
     parent_id = parent.info.run_id
     children: dict[str, str] = {}
     try:
@@ -178,12 +198,28 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
     return {"parent_run_id": parent_id, "child_run_ids": children, "experiment_id": exp_id}
 
 
-def run_name(run_key: str, logical_date: str | None = None) -> str:
-    """The parent run's name, date first so the MLflow run list reads by night: ``2024-03-15 nightly``.
+def run_kind(run_id: str | None, ad_hoc: bool = False) -> str:
+    """What a DAG run is, from its Airflow run id: ``nightly`` (scheduled), ``backfill`` or ``ad hoc``.
 
-    The date is the logical date's (UTC), else one read from the run key
-    (``scheduled__2024-03-15T02:00:00+00:00``, ``2024-03-15T020000Z``), else the key itself.
+    A run triggered by hand (``manual__…``) or with settings of its own (``ad_hoc``) is ad
+    hoc; a run key that is not an Airflow run id (``2024-03-15T020000Z``) counts as nightly.
     """
+    text = str(run_id or "")
+    if text.startswith("backfill__"):
+        return "backfill"
+    if ad_hoc or (("__" in text) and not text.startswith("scheduled__")):
+        return "ad hoc"
+    return "nightly"
+
+
+def run_name(run_key: str, logical_date: str | None = None, kind: str | None = None) -> str:
+    """The parent run's name, time first so the MLflow run list reads by night: ``2024-03-15 02:00 nightly``.
+
+    The time is the logical date's (UTC), else one read from the run key
+    (``scheduled__2024-03-15T02:00:00+00:00``, ``2024-03-15T020000Z``), else the key itself;
+    the kind (:func:`run_kind`) is read from the run key unless given.
+    """
+    kind = kind or run_kind(run_key)
     for text in (logical_date, run_key.rpartition("__")[2]):
         if not text or not _DATE_START.match(str(text)):
             continue
@@ -193,8 +229,43 @@ def run_name(run_key: str, logical_date: str | None = None) -> str:
             continue
         if not pd.isna(stamp):
             stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp
-            return f"{stamp:%Y-%m-%d} nightly"
-    return f"{run_key} nightly"
+            return f"{stamp:%Y-%m-%d %H:%M} {kind}"
+    return f"{run_key} {kind}"
+
+
+def mark_published(parent_run_id: str, published: bool, reason: str = "") -> None:
+    """Tag the parent run with whether its run was published, and say so in its name (``… nightly, published``)."""
+    with quiet_mlflow():
+        client = _client()
+        client.set_tag(parent_run_id, PUBLISHED_TAG, str(bool(published)).lower())
+        if reason:
+            client.set_tag(parent_run_id, "foresight.publish_reason", reason[:5000])
+        name = client.get_run(parent_run_id).info.run_name or ""
+        if published and not name.endswith(", published"):
+            client.update_run(parent_run_id, name=f"{name}, published")
+
+
+def _mark_model_training(client: MlflowClient, experiment_id: str) -> None:
+    """Mark the experiment a model-training one (MLflow's UI then opens on its runs), unless it is marked already."""
+    try:
+        tags = client.get_experiment(experiment_id).tags or {}
+        if EXPERIMENT_KIND_TAG not in tags:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    except MlflowException as exc:  # a view, not the data: the runs are logged all the same
+        log.warning("cannot mark MLflow experiment %s as model training: %s", experiment_id, exc)
+
+
+def _millis(iso: str | None) -> int | None:
+    if not iso:
+        return None
+    try:
+        stamp = pd.Timestamp(iso)
+    except (TypeError, ValueError):
+        return None
+    if pd.isna(stamp):
+        return None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    return int(stamp.timestamp() * 1000)
 
 
 metric_key = mlflow_name
@@ -380,7 +451,12 @@ def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, champ
     client.log_dict(run_id, {"horizons": spec.horizons, "rows": _records(board)}, "leaderboard.json")
     client.log_dict(run_id, json.loads(json.dumps(result.report(), default=str)), "backtest_report.json")
     client.log_dict(run_id, json.loads(json.dumps(config, default=str)), "config.json")
-    if not board.empty:
+    for metric, metric_board in boards.items():  # one plot per resource metric: scores of one kind of series
+        if not metric_board.empty:
+            png = plot_leaderboard(metric_board, tmp / f"leaderboard_{metric_key(metric)}.png",
+                                   title=f"{metric}: MASE per horizon")
+            client.log_artifact(run_id, str(png), "plots")
+    if not boards and not board.empty:
         client.log_artifact(run_id, str(plot_leaderboard(board, tmp / "leaderboard.png")), "plots")
     if validation_html:
         _log_validation(client, run_id, validation_html)
@@ -445,6 +521,7 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
         client.set_tag(run_id, "foresight.tuning", tuning["action"])
         client.log_text(run_id, json.dumps(tuning, indent=2, default=str), "tuning/tuning.json")
     _log_batch(client, run_id, params, metrics)
+    _log_horizon_curve(client, run_id, board)
     tmp.mkdir(parents=True, exist_ok=True)
     per_series = result.per_series[result.per_series["model"] == model] if not result.per_series.empty else None
     if per_series is not None and not per_series.empty:
@@ -529,6 +606,23 @@ def _log_batch(client: MlflowClient, run_id: str, params: dict, metrics: dict) -
         client.log_batch(run_id, params=param_rows[i:i + 100])
     for i in range(0, len(metric_rows), 1000):
         client.log_batch(run_id, metrics=metric_rows[i:i + 1000])
+
+
+def _log_horizon_curve(client: MlflowClient, run_id: str, board: pd.DataFrame) -> None:
+    """``mase_by_horizon`` at step = the horizon in minutes: one chart shows every model's MASE against the horizon."""
+    from foresight_lib.horizons import parse_duration
+
+    stamp = int(time.time() * 1000)
+    rows = []
+    for horizon, value in zip(board.get("horizon", []), board.get("mase", []), strict=False):
+        try:
+            minutes = int(parse_duration(str(horizon)).total_seconds() // 60)
+        except Exception:  # noqa: BLE001 - a horizon that is not a duration has no place on the curve
+            continue
+        if value is not None and math.isfinite(float(value)):
+            rows.append(Metric(HORIZON_CURVE, float(value), stamp, minutes))
+    if rows:
+        client.log_batch(run_id, metrics=rows)
 
 
 def _param_value(value: Any) -> str:

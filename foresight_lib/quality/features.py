@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -38,6 +37,7 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.frames import SERIES_TABLE_COLUMNS, check_series_frame, make_unique_id, split_unique_id
 from foresight_lib.horizons import format_duration, to_timedelta
 from foresight_lib.quality.grid import DEFAULT_GRID_TOLERANCE, grid_slots
+from foresight_lib.sources.catalog import rate_metric
 from foresight_lib.sources.loaders import COUNTER_LABEL, guess_unit
 
 log = logging.getLogger(__name__)
@@ -419,14 +419,8 @@ def _is_counter(meta: dict) -> bool:
 
 
 def _rate_unit(metric: str, unit: str, rename: bool) -> tuple[str, str]:
-    """Unit and metric name of a counter's per-second rate."""
-    if metric.endswith("_seconds_total") or unit == "seconds":
-        new_unit, new_metric = "cores", re.sub(r"(_seconds)?_total$", "", metric) + "_cores"
-    elif metric.endswith("_bytes_total") or unit == "bytes":
-        new_unit, new_metric = "bytes/s", re.sub(r"(_bytes)?_total$", "", metric) + "_bytes_per_second"
-    else:
-        new_unit = f"{unit}/s" if unit and unit != "unknown" else "1/s"
-        new_metric = re.sub(r"_total$", "", metric) + "_per_second"
+    """Unit and metric name of a counter's per-second rate (:func:`foresight_lib.sources.catalog.rate_metric`)."""
+    new_unit, new_metric = rate_metric(metric, unit)
     return new_unit, (new_metric if rename else metric)
 
 

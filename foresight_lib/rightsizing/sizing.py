@@ -126,6 +126,13 @@ def get_profile(name: str | Profile) -> Profile:
     return PROFILES[name]
 
 
+KUBERNETES_RESOURCES = ("cpu", "memory")
+"""Resources a container's requests and limits set; other rows (network, disk) are a capacity to plan, with no
+limit or replica count to set."""
+NOT_FOR_OTHER_RESOURCES = ("limit", "replicas", "limit_display")
+"""Columns of a recommendation that mean nothing for a resource Kubernetes does not limit."""
+
+
 def resource_of(metric: str) -> str:
     """``cpu``, ``memory`` or ``other`` from a metric name."""
     name = metric.lower()
@@ -200,8 +207,26 @@ def round_many(values: np.ndarray, unit: str, resource: str) -> np.ndarray:
     return out
 
 
+def human_quantity(value: float, unit: str) -> str:
+    """``value`` in a unit people read: bytes (and bytes/s) in KiB, MiB, GiB…, else three digits and the unit.
+
+    ``human_quantity(5.84e6, "bytes/s") == "5.57 MiB/s"``, ``human_quantity(0.5, "cores") == "0.5 cores"``.
+    """
+    if not math.isfinite(value):
+        return f"{value} {unit}"
+    base, _, per = unit.partition("/")
+    if base == "bytes":
+        scaled, prefix = abs(value), 0
+        while scaled >= 1024 and prefix < 5:
+            scaled, prefix = scaled / 1024, prefix + 1
+        name = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")[prefix]
+        return f"{math.copysign(scaled, value):.3g} {name}" + (f"/{per}" if per else "")
+    return f"{value:.3g} {unit}".rstrip()
+
+
 def format_quantity(value: float, unit: str, resource: str) -> str:
-    """A Kubernetes-style quantity: ``250m`` / ``2`` cores, ``512Mi``; other units as ``<value> <unit>``."""
+    """A Kubernetes-style quantity: ``250m`` / ``2`` cores, ``512Mi``; other units as people read them
+    (:func:`human_quantity`: ``5.57 MiB/s``)."""
     if resource == "cpu" and unit in ("cores", "GHz"):
         millis = round(value * 1000)
         return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
@@ -209,7 +234,7 @@ def format_quantity(value: float, unit: str, resource: str) -> str:
         return f"{round(value)}m"
     if resource == "memory" and unit in _MEMORY_STEPS:
         return f"{round(value / _MEMORY_STEPS[unit])}Mi"
-    return f"{value:g} {unit}"
+    return human_quantity(value, unit)
 
 
 # ---------------------------------------------------------------------------

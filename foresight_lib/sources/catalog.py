@@ -8,6 +8,7 @@ known from the files themselves.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,25 @@ DEMO_METRICS = (
     "container_network_receive_bytes_total",
     "container_fs_writes_bytes_total",
 )
+
+
+def rate_metric(metric: str, unit: str = "") -> tuple[str, str]:
+    """Unit and metric name of a counter's per-second rate, the name forecasts and models go by.
+
+    ``container_cpu_usage_seconds_total`` -> ``cores``, ``container_cpu_usage_cores``;
+    ``container_network_receive_bytes_total`` -> ``bytes/s``, ``container_network_receive_bytes_per_second``.
+    """
+    if metric.endswith("_seconds_total") or unit == "seconds":
+        return "cores", re.sub(r"(_seconds)?_total$", "", metric) + "_cores"
+    if metric.endswith("_bytes_total") or unit == "bytes":
+        return "bytes/s", re.sub(r"(_bytes)?_total$", "", metric) + "_bytes_per_second"
+    return (f"{unit}/s" if unit and unit != "unknown" else "1/s"), re.sub(r"_total$", "", metric) + "_per_second"
+
+
+def forecast_names(metrics: list[str]) -> dict[str, str]:
+    """Source metric -> the name its forecasts, models and dashboard use, for the counters (``*_total``)
+    whose rate is forecast under another name; a gauge keeps its name and is not listed."""
+    return {m: rate_metric(m)[1] for m in metrics if m.endswith("_total")}
 
 
 def promql_file() -> Path:

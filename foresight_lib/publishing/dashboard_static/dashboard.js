@@ -13,7 +13,13 @@
     replicas: "Replicas", confidence: "Confidence", model: "Model", reason: "Reason"
   };
   var BAND_COLORS = {"80": "rgba(37, 99, 235, 0.28)", "95": "rgba(37, 99, 235, 0.13)"};
-  var view = {overview: null, token: 0};
+  var BINARY = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  /* The page asks for /overview again this often (seconds; ?refresh=N in the URL changes it, 0 stops it). */
+  var REFRESH_S = (function () {
+    var asked = Number(new URLSearchParams(window.location.search).get("refresh"));
+    return isFinite(asked) && asked >= 0 && window.location.search.indexOf("refresh=") >= 0 ? asked : 60;
+  }());
+  var view = {overview: null, token: 0, signature: null};
 
   function byId(id) { return document.getElementById(id); }
 
@@ -58,6 +64,25 @@
     if (minutes < 60) { return minutes + " min ago"; }
     if (minutes < 48 * 60) { return Math.round(minutes / 60) + " h ago"; }
     return Math.round(minutes / 1440) + " days ago";
+  }
+
+  /* How values of a unit are shown: bytes and bytes/s in binary multiples picked by the largest value. */
+  function scaleFor(unit, largest) {
+    var parts = String(unit || "").split("/");
+    if (parts[0] === "bytes") {
+      var power = 0;
+      var value = Math.abs(largest || 0);
+      while (value >= 1024 && power < BINARY.length - 1) { value /= 1024; power += 1; }
+      return {factor: Math.pow(1024, power), label: BINARY[power] + (parts[1] ? "/" + parts[1] : "")};
+    }
+    return {factor: 1, label: unit || ""};
+  }
+
+  /* One value with its unit as people read it: 1.07 GiB, 5.57 MiB/s, 0.25 cores. */
+  function quantity(value, unit) {
+    if (!isNumber(value)) { return "–"; }
+    var scale = scaleFor(unit, value);
+    return Number((value / scale.factor).toPrecision(3)) + (scale.label ? " " + scale.label : "");
   }
 
   /* Plotly has no time zones: every published time is UTC, so drop the offset. */
@@ -114,6 +139,9 @@
     byId("data-age").textContent = dataAge(data.data_freshness || {});
     byId("run-id").textContent = run.airflow_run_id || run.run_key || "–";
     byId("data-root").textContent = data.data_root || "–";
+    ["published-at", "data-interval", "run-id", "data-root"].forEach(function (id) {
+      byId(id).title = byId(id).textContent;  /* shortened with an ellipsis when the frame is narrow */
+    });
     setLink(byId("airflow-run"), (data.links || {}).airflow, "Airflow");
     setLink(byId("mlflow-run"), (data.links || {}).mlflow, "MLflow");
   }
@@ -138,6 +166,20 @@
     return node("td", number(value), "num" + (isNumber(value) ? (value < 1 ? " good" : " poor") : ""));
   }
 
+  function activationText(a) {
+    return a.metric + ": v" + a.version + (a.model ? " (" + a.model + ")" : "") + " activated by " + (a.by || "?") +
+      " at " + utc(a.at) + (a.previous_version === null || a.previous_version === undefined
+        ? "" : ", replacing v" + a.previous_version);
+  }
+
+  function renderActivations(data) {
+    var box = byId("activations");
+    var list = box.querySelector("ul");
+    clear(list);
+    (data.activations || []).forEach(function (a) { list.appendChild(node("li", activationText(a))); });
+    box.hidden = list.childNodes.length === 0;
+  }
+
   function renderChampions(data) {
     var table = byId("champions");
     var horizons = data.horizons || [];
@@ -146,9 +188,16 @@
     var body = node("tbody");
     (data.champions || []).forEach(function (champion) {
       var row = node("tr");
+      row.setAttribute("data-metric", champion.metric);
       row.appendChild(node("td", champion.metric));
       var model = node("td");
       model.appendChild(node("span", champion.model || "unknown", champion.model ? "badge champion" : "badge none"));
+      if (champion.activation) {
+        var mark = node("span", "activated", "badge activated");
+        mark.title = activationText(champion.activation);
+        model.appendChild(document.createTextNode(" "));
+        model.appendChild(mark);
+      }
       row.appendChild(model);
       row.appendChild(node("td", champion.version === null || champion.version === undefined
         ? "–" : "v" + champion.version, "num"));
@@ -221,12 +270,34 @@
     return String(value);
   }
 
+  /* Columns whose cells may wrap: names only after a separator, times at their space, reasons anywhere. */
+  var WRAPPED = {entity: "name", metric: "name", period_start: "time", period_end: "time", reason: "reason"};
+
+  /* Text with a line-break opportunity (<wbr>) after each / _ - of a name, so that a name never breaks mid-word. */
+  function appendBreakable(cell, text, isName) {
+    if (!isName) { cell.textContent = text; return; }
+    String(text).split(/(?<=[\/_-])/).forEach(function (part, i) {
+      if (i > 0) { cell.appendChild(document.createElement("wbr")); }
+      cell.appendChild(document.createTextNode(part));
+    });
+  }
+
+  function sizingNote(recs) {
+    var models = recs.models || [];
+    var profiles = recs.profiles || [];
+    return "Sized from the upper forecast bound of " + (models.length ? models.join(", ") : "the champion") +
+      (profiles.length ? " with the " + profiles.join(", ") + " profile" : "") +
+      ", the reason given per row. CPU and memory rows are container requests and limits (Kubernetes " +
+      "quantities); network and disk rows are the capacity to plan, with no limit or replica count. ";
+  }
+
   function renderRecommendations() {
     var data = view.overview || {};
     var recs = data.recommendations;
     var table = byId("recommendations");
     var note = byId("recommendations-note");
     clear(table);
+    byId("sizing-note").textContent = recs ? sizingNote(recs) : "";
     if (!recs) {
       note.textContent = "No recommendations published yet: the nightly run publishes them.";
       return;
@@ -242,7 +313,9 @@
     rows.slice(0, MAX_RECOMMENDATIONS).forEach(function (entry) {
       var row = node("tr");
       columns.forEach(function (c) {
-        row.appendChild(node("td", cellText(c, entry[c]), c === "replicas" || c === "confidence" ? "num" : ""));
+        var cell = node("td", null, c === "replicas" || c === "confidence" ? "num" : (WRAPPED[c] || ""));
+        appendBreakable(cell, cellText(c, entry[c]), c === "entity" || c === "metric");
+        row.appendChild(cell);
       });
       body.appendChild(row);
     });
@@ -279,13 +352,16 @@
   }
 
   function onEntity() {
+    renderRecommendations();
+    draw();
+  }
+
+  function seriesId() {
     var metric = byId("metric").value;
     var entity = byId("entity").value;
     var series = (view.overview && view.overview.series) || [];
-    fill(byId("series"), series.filter(function (s) { return s.metric === metric && s.entity === entity; })
-      .map(function (s) { return s.unique_id; }));
-    renderRecommendations();
-    draw();
+    var found = series.filter(function (s) { return s.metric === metric && s.entity === entity; })[0];
+    return found ? found.unique_id : "";
   }
 
   function chartMessage(text) {
@@ -296,15 +372,17 @@
     byId("chart-note").textContent = "";
   }
 
-  function draw() {
-    var uid = byId("series").value;
+  function draw(keepModel) {
+    var uid = seriesId();
+    var model = keepModel === true ? byId("model").value : "";
     var token = ++view.token;
     if (!uid) { chartMessage("No series to chart."); return; }
     if (!window.Plotly) {
       chartMessage("The charting library did not load from " + PREFIX + "/static/plotly.min.js.");
       return;
     }
-    getJSON("/series?series=" + encodeURIComponent(uid)).then(function (series) {
+    getJSON("/series?series=" + encodeURIComponent(uid) + (model ? "&model=" + encodeURIComponent(model) : ""))
+      .then(function (series) {
       if (token === view.token) { return plot(series); }
       return null;
     }).catch(function (error) {
@@ -321,28 +399,35 @@
     if (isFinite(last)) {
       actuals = actuals.filter(function (r) { return Date.parse(r.ds) > last - hours * 3600000; });
     }
+    var unit = (view.overview && view.overview.units || {})[series.metric] || "";
+    var largest = 0;
+    actuals.forEach(function (r) { if (isNumber(r.y)) { largest = Math.max(largest, Math.abs(r.y)); } });
+    forecast.forEach(function (r) { if (isNumber(r.yhat)) { largest = Math.max(largest, Math.abs(r.yhat)); } });
+    var scale = scaleFor(unit, largest);
+    function scaled(value) { return isNumber(value) ? value / scale.factor : null; }
+    var hover = "%{y:.3~f}" + (scale.label ? " " + scale.label : "");
     var fx = forecast.map(function (r) { return plotTime(r.ds); });
     var traces = [];
     (series.levels || []).slice().sort(function (a, b) { return Number(b) - Number(a); }).forEach(function (level) {
       var name = level + " % interval";
-      traces.push({x: fx, y: forecast.map(function (r) { return r["yhat_hi_" + level]; }), type: "scatter",
+      traces.push({x: fx, y: forecast.map(function (r) { return scaled(r["yhat_hi_" + level]); }), type: "scatter",
         mode: "lines", line: {width: 0}, hoverinfo: "skip", showlegend: false, legendgroup: name});
-      traces.push({x: fx, y: forecast.map(function (r) { return r["yhat_lo_" + level]; }), type: "scatter",
+      traces.push({x: fx, y: forecast.map(function (r) { return scaled(r["yhat_lo_" + level]); }), type: "scatter",
         mode: "lines", line: {width: 0}, fill: "tonexty", fillcolor: BAND_COLORS[level] || "rgba(37,99,235,0.18)",
         name: name, legendgroup: name, hoverinfo: "skip"});
     });
     traces.push({x: actuals.map(function (r) { return plotTime(r.ds); }),
-      y: actuals.map(function (r) { return r.y; }), type: "scatter", mode: "lines", name: "actual",
-      line: {color: "#1d2430", width: 1.5}});
-    traces.push({x: fx, y: forecast.map(function (r) { return r.yhat; }), type: "scatter", mode: "lines+markers",
-      name: "forecast (" + series.model + ")", line: {color: "#2563eb", width: 2, dash: "dash"},
-      marker: {size: 5}});
+      y: actuals.map(function (r) { return scaled(r.y); }), type: "scatter", mode: "lines", name: "actual",
+      line: {color: "#1d2430", width: 1.5}, hovertemplate: hover});
+    traces.push({x: fx, y: forecast.map(function (r) { return scaled(r.yhat); }), type: "scatter",
+      mode: "lines+markers", name: "forecast (" + series.model + ")", line: {color: "#2563eb", width: 2, dash: "dash"},
+      marker: {size: 5}, hovertemplate: hover});
     var points = traces.reduce(function (sum, t) { return sum + t.x.length; }, 0);
     var layout = {
       margin: {l: 64, r: 16, t: 8, b: 40}, hovermode: "x unified", paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "#fff", legend: {orientation: "h", y: -0.15},
       xaxis: {type: "date", title: {text: "time (UTC)"}, gridcolor: "#eef1f5"},
-      yaxis: {title: {text: series.metric}, gridcolor: "#eef1f5"},
+      yaxis: {title: {text: scale.label || series.metric}, gridcolor: "#eef1f5", exponentformat: "none"},
       shapes: series.cutoff ? [{type: "line", xref: "x", yref: "paper", x0: plotTime(series.cutoff),
         x1: plotTime(series.cutoff), y0: 0, y1: 1, line: {color: "#9aa4b2", width: 1, dash: "dot"}}] : []
     };
@@ -352,6 +437,12 @@
       modeBarButtonsToRemove: ["lasso2d", "select2d"]})
       .then(function () {
         chart.setAttribute("data-series", series.unique_id);
+        chart.setAttribute("data-model", series.model);
+        chart.setAttribute("data-unit", scale.label);
+        fill(byId("model"), series.models || [], function (m) {
+          return m === series.model && series.champion ? m + " (champion)" : m;
+        });
+        byId("model").value = series.model;
         chart.setAttribute("data-points", String(points));
         chart.setAttribute("data-ready", "true");
         byId("chart-title").textContent = series.unique_id;
@@ -361,8 +452,30 @@
       });
   }
 
+  /* What a refresh must redraw for: a publish, an activation, the plan's state, an error, the DAG's state. */
+  function signature(data) {
+    var plan = data.plan || {};
+    return JSON.stringify([data.published_at, data.activations, data.champions, plan.published_at, plan.stale,
+      data.errors, data.dag]);
+  }
+
+  function refresh() {
+    getJSON("/overview").then(function (data) {
+      if (signature(data) !== view.signature) {
+        render(data);
+      } else {  /* ages only: the chart and the chosen model stay as they are */
+        renderHeader(data);
+        renderPlan(data.plan);
+      }
+    }).catch(function () { return null; });  /* the next refresh tries again; the page keeps what it shows */
+  }
+
   function render(data) {
     view.overview = data;
+    view.signature = signature(data);
+    renderActivations(data);
+    byId("dag-state").textContent = (data.dag && data.dag.message) || "";
+    byId("dag-state").hidden = !(data.dag && data.dag.message);
     renderHeader(data);
     showErrors(data.errors);
     byId("empty-state").hidden = Boolean(data.published);
@@ -380,13 +493,14 @@
   function start() {
     byId("metric").addEventListener("change", onMetric);
     byId("entity").addEventListener("change", onEntity);
-    byId("series").addEventListener("change", draw);
-    byId("history").addEventListener("change", draw);
+    byId("model").addEventListener("change", function () { draw(true); });
+    byId("history").addEventListener("change", function () { draw(true); });
     byId("recommendations-all").addEventListener("change", renderRecommendations);
     getJSON("/overview").then(render).catch(function (error) {
       byId("published-at").textContent = "unknown";
       showErrors(["Cannot load " + PREFIX + "/overview: " + error.message], "The dashboard cannot load:");
     });
+    if (REFRESH_S > 0) { window.setInterval(refresh, REFRESH_S * 1000); }
   }
 
   if (document.readyState === "loading") {
