@@ -372,14 +372,15 @@ def readme_stale_plan_expression() -> str:
     return match.group(1)
 
 
-def stale_plan_rule() -> dict:
+def alert_rule(uid: str) -> dict:
+    """The provisioned Grafana alert rule of that uid."""
     groups = yaml.safe_load((PROVISIONING / "alerting" / "foresight.yaml").read_text())["groups"]
-    (rule,) = [r for g in groups for r in g["rules"] if r["uid"] == "foresight-scaling-plan-stale"]
+    (rule,) = [r for g in groups for r in g["rules"] if r["uid"] == uid]
     return rule
 
 
 def test_stale_plan_alert_is_provisioned_with_the_readme_expression(served):
-    rule = stale_plan_rule()
+    rule = alert_rule("foresight-scaling-plan-stale")
     queries = {q["refId"]: q for q in rule["data"]}
     assert rule["condition"] in queries
     expr = queries["A"]["model"]["expr"]
@@ -434,14 +435,8 @@ def test_stale_plan_expression_fires_on_a_plan_older_than_an_hour_or_on_none(tmp
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def stale_data_rule() -> dict:
-    groups = yaml.safe_load((PROVISIONING / "alerting" / "foresight.yaml").read_text())["groups"]
-    (rule,) = [r for g in groups for r in g["rules"] if r["uid"] == "foresight-data-stale"]
-    return rule
-
-
 def test_stale_data_alert_and_panel_query_the_served_data_age(served):
-    rule = stale_data_rule()
+    rule = alert_rule("foresight-data-stale")
     queries = {q["refId"]: q for q in rule["data"]}
     expr = queries["A"]["model"]["expr"]
     assert expr == "time() - foresight_data_last_timestamp_seconds > 93600"
@@ -453,7 +448,7 @@ def test_stale_data_alert_and_panel_query_the_served_data_age(served):
 
 
 def test_stale_data_expression_fires_only_when_no_fresh_data_was_published_for_26_hours(tmp_path):
-    expr = stale_data_rule()["data"][0]["model"]["expr"]
+    expr = alert_rule("foresight-data-stale")["data"][0]["model"]["expr"]
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
         {"alert": "ForesightDataStale", "expr": expr}]}]}))
     (tmp_path / "test.yml").write_text(textwrap.dedent("""\
