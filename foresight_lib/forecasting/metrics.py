@@ -8,6 +8,11 @@ which is guarded: a constant or non-finite training part cannot be scored (MASE 
 be 0/0 or meaningless) and is left out of every mean, and a scale below a millionth of
 the series' mean level is raised to it, so that every scored value is finite. The
 backtest reports which series were guarded and why.
+
+The champion rule lives here, once: ``ChampionCriterion`` (the ``champion`` setting) turns
+a leaderboard into one score per model; the leaderboard's ranking, each metric's champion
+(``metric_champions``), the champion bundle's score, the registry's no-regression gate,
+MLflow, the dashboard and the operations API all use it.
 """
 from __future__ import annotations
 
