@@ -278,10 +278,19 @@ class PublishConfig(_Section):
 class ChampionConfig(_Section):
     """The one champion rule (``foresight_lib.forecasting.metrics.ChampionCriterion``)."""
 
-    criterion: Literal["mean_mase"] = "mean_mase"
-    """How a model is scored over the horizons; lower wins."""
+    criterion: str = "mean_mase"
+    """How a model is scored over the horizons; lower wins (one of ``metrics.CRITERIA``)."""
     horizon_weights: dict[str, float] = Field(default_factory=dict)
     """horizon -> weight in the mean (horizons not named weigh 1); empty: the plain mean."""
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        from foresight_lib.forecasting.metrics import CRITERIA
+
+        if value not in CRITERIA:
+            raise ValueError(f"unknown champion criterion {value!r}; choose one of {list(CRITERIA)}")
+        return value
 
     @field_validator("horizon_weights")
     @classmethod
