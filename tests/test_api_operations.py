@@ -190,6 +190,9 @@ def test_models_lists_versions_aliases_origins_and_scores_per_horizon(world):
     assert champion["airflow_run"] == "2024-03-02T000000Z" and champion["mlflow_run_id"]
     assert list(champion["backtest"]["horizons"]) == ["5m", "15m", "30m"]
     assert champion["backtest"]["horizons"]["30m"]["mase"] > 0 and champion["backtest"]["horizons"]["5m"]["mae"] > 0
+    # the score the registry's gate compared, under the champion criterion it was made by
+    assert champion["backtest"]["criterion"] == "mean_mase"
+    assert champion["backtest"]["score"] == champion["backtest"]["mean_mase"] == 1.0
     assert versions[world["versions"]["unscored"]]["backtest"]["horizons"] == {}
 
 

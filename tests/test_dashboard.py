@@ -192,7 +192,7 @@ def test_older_publishes_fall_back_to_the_run_folders_scores_then_the_overall_le
     data = dashboard.overview(str(root))
     assert data["leaderboard_scope"] == "all"
     assert data["leaderboard"] == [{"metric": None, "model": "naive", "mase": {"5m": 0.9}, "mean_mase": 0.9,
-                                    "champion": True}]
+                                    "score": 0.9, "champion": True}]
     assert {c["model"] for c in data["champions"]} == {"naive"}
 
 
