@@ -69,9 +69,9 @@ from foresight_lib.operations.models import ActivationResponse, ModelsResponse, 
 from foresight_lib.operations.predict import METRIC_PATTERN, PredictRequest, PredictResponse
 from foresight_lib.operations.security import SecurityHeaders
 from foresight_lib.operations.telemetry import ApiTelemetry
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 
 URL_PREFIX = "/foresight"
-DAG_ID = "foresight_nightly"
 METRICS_TOKEN_ENV = "FORESIGHT_METRICS_TOKEN"
 TOKEN_COOKIE = "_token"
 """The cookie the Airflow UI keeps its JWT in (``COOKIE_NAME_JWT_TOKEN``)."""
@@ -166,7 +166,8 @@ def _requires(method: str, entity: str | None = None):
         from airflow.api_fastapi.core_api.security import requires_access_dag
 
         same_origin(request)
-        requires_access_dag(method, DagAccessEntity[entity] if entity else None, param_dag_id=DAG_ID)(request, user)
+        requires_access_dag(method, DagAccessEntity[entity] if entity else None,
+                            param_dag_id=NIGHTLY_DAG)(request, user)
         return user.get_name()
 
     dependency.__name__ = f"requires_{method.lower()}_{(entity or 'dag').lower()}"
