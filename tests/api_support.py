@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
+
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "cpu_cores"
 NAME = f"foresight-{METRIC}"
@@ -159,7 +161,7 @@ class FakeAirflow:
         body = json.loads(request.content) if request.content else {}
         self.calls.append((request.method, request.url.path, body, request.headers.get("authorization", "")))
         self.hosts.add(f"{request.url.host}:{request.url.port}")
-        path = request.url.path.removeprefix("/api/v2/dags/foresight_nightly")
+        path = request.url.path.removeprefix(f"/api/v2/dags/{NIGHTLY_DAG}")
         if request.method == "GET" and path == "/tasks":
             return httpx.Response(200, json={"tasks": self.TASKS, "total_entries": len(self.TASKS)})
         if request.method == "POST" and path == "/dagRuns":
@@ -172,7 +174,7 @@ class FakeAirflow:
         parts = path.split("/")
         run = self.runs.get(parts[2]) if len(parts) > 2 else None
         if run is None:
-            return httpx.Response(404, json={"detail": f"The DagRun with dag_id: `foresight_nightly` and run_id: "
+            return httpx.Response(404, json={"detail": f"The DagRun with dag_id: `{NIGHTLY_DAG}` and run_id: "
                                                        f"`{parts[2] if len(parts) > 2 else ''}` was not found"})
         if len(parts) == 4 and parts[3] == "taskInstances":
             return httpx.Response(200, json={"task_instances": self.task_instances(parts[2]), "total_entries": 2})
