@@ -26,6 +26,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
+from conftest import make_daily_series
 
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
 
@@ -40,16 +41,7 @@ RUN_KEY = "2024-03-05T000000Z"
 
 def series(days: int = 4, n_series: int = 2, seed: int = 11) -> pd.DataFrame:
     """Daily cycles plus noise, ``cpu_cores/c<i>``."""
-    per_day = int(pd.Timedelta("1D") / FREQ)
-    n = days * per_day
-    ds = pd.date_range("2024-03-01", periods=n, freq=FREQ, tz="UTC")
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n_series):
-        t = np.arange(n)
-        y = 5 + i + 2 * np.sin(2 * np.pi * t / per_day + i) + rng.normal(0, 0.3, n)
-        frames.append(pd.DataFrame({"unique_id": f"{METRIC}/c{i}", "ds": ds, "y": y}))
-    return pd.concat(frames, ignore_index=True)
+    return make_daily_series(days, n_series, seed=seed)
 
 
 def write_config(root: Path) -> Path:
