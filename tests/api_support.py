@@ -107,6 +107,17 @@ def load_plugin(name: str = "foresight_plugin_api_test"):
     return module
 
 
+@contextlib.contextmanager
+def reading_plugin(name: str) -> Iterator:
+    """The plugin loaded under ``name``, its read access granted (Airflow's JWT: test_api_airflow)."""
+    module = load_plugin(name)
+    module.app.dependency_overrides[module.read_access] = lambda: "tester"
+    try:
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+
+
 def allow_all(plugin, user: str = "tester") -> None:
     """Stand in for Airflow's JWT check (covered against a real api-server in test_api_airflow)."""
     for dependency in (plugin.read_access, plugin.run_access, plugin.run_edit_access, plugin.dag_edit_access):

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from api_support import load_plugin
+from api_support import reading_plugin
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_exposition import CUTOFF, FREQ, SERIES, make_actuals, make_forecasts
@@ -29,10 +28,8 @@ HOOKS = ['select id="metric"', 'select id="entity"', 'select id="series"', 'div 
 
 @pytest.fixture(scope="module")
 def plugin():
-    module = load_plugin("foresight_plugin_dashboard_test")
-    module.app.dependency_overrides[module.read_access] = lambda: "tester"  # Airflow's JWT: test_api_auth
-    yield module
-    sys.modules.pop(module.__name__, None)
+    with reading_plugin("foresight_plugin_dashboard_test") as module:
+        yield module
 
 
 @pytest.fixture

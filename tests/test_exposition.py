@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import requests
 from airflow_support import migrate
-from api_support import load_plugin
+from api_support import reading_plugin
 from prom_server import ScriptedServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -278,10 +278,8 @@ def test_serve_metrics_is_a_cli_command():
 
 @pytest.fixture(scope="module")
 def plugin():
-    module = load_plugin("foresight_plugin_under_test")
-    module.app.dependency_overrides[module.read_access] = lambda: "tester"  # Airflow's JWT: test_api_auth
-    yield module
-    sys.modules.pop(module.__name__, None)
+    with reading_plugin("foresight_plugin_under_test") as module:
+        yield module
 
 
 def test_plugin_registers_the_app_and_the_menu_links(plugin):
