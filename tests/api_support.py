@@ -180,7 +180,10 @@ class FakeAirflow:
             return httpx.Response(404, json={"detail": f"The DagRun with dag_id: `{NIGHTLY_DAG}` and run_id: "
                                                        f"`{parts[2] if len(parts) > 2 else ''}` was not found"})
         if len(parts) == 4 and parts[3] == "taskInstances":
-            return httpx.Response(200, json={"task_instances": self.task_instances(parts[2]), "total_entries": 2})
+            # As the api-server pages: at most 100 a call.
+            tis, offset = self.task_instances(parts[2]), int(request.url.params.get("offset", 0))
+            page = tis[offset:offset + min(int(request.url.params.get("limit", 50)), 100)]
+            return httpx.Response(200, json={"task_instances": page, "total_entries": len(tis)})
         if len(parts) == 5 and parts[3] == "taskInstances" and request.method == "PATCH":
             self.task_states.setdefault(parts[2], {})[parts[4]] = body["new_state"]
             return httpx.Response(200, json={"task_instances": [], "total_entries": 1})
