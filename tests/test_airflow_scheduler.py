@@ -321,6 +321,6 @@ def test_two_day_backfill_succeeds_five_times_in_a_row_under_cpu_load(airflow, c
             assert run["dag_id"] == NIGHTLY_DAG and run["conf"] == BACKFILL_CONF
             assert run["state"] == "success", (number, airflow.failed_tasks(run["dag_run_id"]))
         airflow.wait_backfills_complete()
-    backfill_runs = [r for r in airflow.runs() if r["run_type"] == "backfill"]
+    backfill_runs = [r for r in airflow.client.runs() if r["run_type"] == "backfill"]
     assert len(backfill_runs) == 2 * BACKFILLS
     assert "database is locked" not in airflow.log_text()
