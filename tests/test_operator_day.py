@@ -22,8 +22,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
-import requests
 from airflow_support import REPO_ROOT, VENV_BIN, fast_config
 
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
@@ -107,7 +107,8 @@ class MakeUi:
         passwords = self.home / "simple_auth_manager_passwords.json.generated"
         try:
             self.client.wait_ready(timeout, passwords=passwords, check=self.check_alive)
-            wait_for(lambda: requests.get(self.mlflow_base, timeout=10).ok or None, "MLflow not up", 60)
+            wait_for(lambda: httpx.get(self.mlflow_base, timeout=10).is_success or None, "MLflow not up", 120,
+                     check=self.check_alive)
         except TimeoutError as exc:
             raise AssertionError(f"make ui not ready: {exc}\n{self.log()}") from exc
         self.password = admin_password(passwords)
