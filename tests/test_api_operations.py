@@ -287,6 +287,12 @@ def test_jobs_list_detail_with_progress_and_leaderboard_and_cancel(world, airflo
     assert client.post("/train/jobs/nope/cancel").status_code == 404
 
 
+def test_a_job_with_hundreds_of_task_instances_lists_every_one(world, airflow):
+    airflow.task_states["manual__1"] = {f"shard_{i:03d}": "success" for i in range(248)}
+    job = world["client"].get("/train/jobs/manual__1").json()
+    assert len(job["tasks"]) == 250 and job["progress"] == {"success": 249, "running": 1}
+
+
 # ---------------------------------------------------------------------------
 # /metrics: telemetry and its token
 

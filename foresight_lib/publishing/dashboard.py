@@ -40,6 +40,7 @@ import pandas as pd
 from foresight_lib.errors import DataError, ForesightError
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import parse_duration
+from foresight_lib.orchestration.dags import NIGHTLY_DAG, SCALING_PLAN_DAG
 from foresight_lib.publishing.exposition import (
     LATEST_FILES,
     activations,
@@ -52,8 +53,6 @@ from foresight_lib.publishing.json_views import frame_records
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("dashboard_static")
-NIGHTLY_DAG = "foresight_nightly"
-PLAN_DAG = "foresight_scaling_plan"
 PLAN_STALE_AFTER = pd.Timedelta("1h")
 """A scaling plan older than this is stale (the Grafana alert on the plan's age fires then too)."""
 ACTUALS_SHOWN = pd.Timedelta("1D")
@@ -444,7 +443,7 @@ def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
     manifest = state.plan_manifest
     if not manifest:
         return {"published": False, "stale": None,
-                "message": f"no plan published yet; the {PLAN_DAG} DAG publishes the next windows' sizes "
+                "message": f"no plan published yet; the {SCALING_PLAN_DAG} DAG publishes the next windows' sizes "
                            "between nightly runs"}
     published = pd.Timestamp(manifest["published_at"]) if manifest.get("published_at") else None
     if published is not None and published.tzinfo is None:
@@ -454,7 +453,7 @@ def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
     counts = state.plan or {}
     when = f"{published:%Y-%m-%d %H:%M} UTC" if published is not None else "an unknown time"
     message = (f"published {when} for {counts.get('entities', 0)} entities"
-               + (f"; stale: older than {PLAN_STALE_AFTER.total_seconds() / 3600:g} h, check the {PLAN_DAG} DAG"
+               + (f"; stale: older than {PLAN_STALE_AFTER.total_seconds() / 3600:g} h, check the {SCALING_PLAN_DAG} DAG"
                   if stale else ""))
     return {"published": True, "published_at": _iso(published), "data_interval_end": _iso(
         manifest.get("data_interval_end")), "run_id": manifest.get("run_id"), "age_s": age, "stale": stale,

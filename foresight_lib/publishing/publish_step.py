@@ -16,6 +16,7 @@ import pandas as pd
 
 from foresight_lib.errors import ForesightError, SourceError
 from foresight_lib.forecasting.progress import log_peak_memory
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 from foresight_lib.runs import (
     ACTUAL_TAIL,
     ACTUALS,
@@ -268,7 +269,7 @@ def push_latest(cfg) -> dict | None:
     from foresight_lib.publishing import pushgateway
 
     try:
-        samples = pushgateway.push_latest(url, cfg.data_root, job="foresight_nightly")
+        samples = pushgateway.push_latest(url, cfg.data_root, job=NIGHTLY_DAG)
     except SourceError as exc:
         log.error("%s", exc)
         return {"url": url, "pushed": False, "error": str(exc)}
