@@ -139,7 +139,7 @@
     byId("data-age").textContent = dataAge(data.data_freshness || {});
     byId("run-id").textContent = run.airflow_run_id || run.run_key || "–";
     byId("data-root").textContent = data.data_root || "–";
-    ["published-at", "data-interval", "run-id", "data-root"].forEach(function (id) {
+    ["published-at", "data-interval", "data-age", "run-id", "data-root"].forEach(function (id) {
       byId(id).title = byId(id).textContent;  /* shortened with an ellipsis when the frame is narrow */
     });
     setLink(byId("airflow-run"), (data.links || {}).airflow, "Airflow");
