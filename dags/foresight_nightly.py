@@ -50,8 +50,8 @@ from foresight_dags.common import (
     section,
     validate,
 )
+from foresight_lib.forecasting.models import ALL_MODELS
 
-ALL_MODELS = ["naive", "seasonal_naive", "arima", "ets", "fourier", "prophet", "lstm", "lightgbm", "ensemble"]
 SOURCE = section("source")
 TRAIN = section("train")
 TRAIN_AT_ONCE = TRAIN.get("parallel_tasks") if isinstance(TRAIN.get("parallel_tasks"), int) else 4
