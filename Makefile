@@ -78,7 +78,7 @@ $(DOCS_STAMP): requirements-docs.txt
 	@touch $@
 
 docs: $(DOCS_STAMP)
-	.venv-docs/bin/mkdocs build --strict --quiet -d $(CURDIR)/site
+	.venv-docs/bin/mkdocs build --strict -d $(CURDIR)/site
 
 ui: airflow-db
 	@echo "Airflow:  http://$(UI_URL_HOST):$(AIRFLOW_PORT)  user 'admin', password in"
