@@ -16,7 +16,6 @@ Usage: python benchmarks/peers_mlforecast.py SPLIT.parquet OUT_PREFIX --season 2
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -25,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from peer_args import peer_parser  # noqa: E402
 
 LEVELS = [80, 95]
 MODEL = "mlf_LightGBM"
@@ -69,13 +69,7 @@ def make_forecaster(season: int, n_jobs: int, differences: bool = False, seed: i
 def main() -> None:
     from mlforecast.utils import PredictionIntervals
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("split")
-    parser.add_argument("out_prefix")
-    parser.add_argument("--season", type=int, default=288)
-    parser.add_argument("--h", type=int, default=6)
-    parser.add_argument("--stride", type=int, default=6)
-    parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    parser = peer_parser()
     parser.add_argument("--config", choices=list(CONFIGS), default=DEFAULT_CONFIG)
     args = parser.parse_args()
 

@@ -9,7 +9,6 @@ Usage: python benchmarks/peers_statsforecast.py SPLIT.parquet OUT_PREFIX --seaso
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -20,6 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from peer_args import peer_parser  # noqa: E402
 
 LEVELS = [80, 95]
 
@@ -72,13 +72,7 @@ def run_series(args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("split")
-    parser.add_argument("out_prefix")
-    parser.add_argument("--season", type=int, default=288)
-    parser.add_argument("--h", type=int, default=6)
-    parser.add_argument("--stride", type=int, default=6)
-    parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    parser = peer_parser()
     parser.add_argument("--models", default=",".join(make_models(288)),
                         help="comma-separated peer models to run (default: all six)")
     args = parser.parse_args()

@@ -25,7 +25,6 @@ the command. Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -35,7 +34,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,7 +44,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-DAG_ID = "foresight_nightly"
 LOGICAL_DATE = "2024-03-20T02:00:00Z"
 DAYS = 15
 SOURCES = [
@@ -60,13 +57,8 @@ RSS_LINE = re.compile(r"peak RSS (\d+) MB \(largest child (\d+) MB\)")
 
 sys.path.insert(0, str(ROOT))
 
-
-def _stack_module():
-    spec = importlib.util.spec_from_file_location("foresight_stack", ROOT / "scripts" / "stack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from foresight_lib.orchestration.ports import free_port  # noqa: E402
+from scripts import stack as stack_script  # noqa: E402
 
 # -- the series ------------------------------------------------------------------------------
 
@@ -164,30 +156,25 @@ def _failures(stack_dir: Path, run_id: str, tasks: list[dict]) -> list[dict]:
 
 def run_once(n_series: int, workers: int, timeout_s: float, models: list[str] | None = None) -> dict:
     """One nightly over ``n_series`` on a fresh stack with ``workers`` workers; its figures."""
-    module = _stack_module()
     state = Path(tempfile.mkdtemp(prefix="foresight-scale-"))
     state.chmod(0o755)
     series_dir = state / "series"
     series_dir.mkdir()
     frame, origin = build_series(n_series, pd.Timestamp(LOGICAL_DATE))
     frame.to_parquet(series_dir / "series.parquet", index=False)
-    ports = {name: module.free_port() for name in module.DEFAULT_PORTS}
+    ports = {name: free_port() for name in stack_script.DEFAULT_PORTS}
     os.environ["FORESIGHT_CONFIG"] = str(_config(state, series_dir, models))
-    stack = module.Stack(state / "stack", ports, workers=workers, concurrency=1)
+    stack = stack_script.Stack(state / "stack", ports, workers=workers, concurrency=1)
     try:
         stack.up()
-        airflow = module.AirflowClient(stack, DAG_ID)
-        airflow.login()
+        airflow = stack.airflow()
         airflow.unpause()
-        run_id = airflow.trigger(LOGICAL_DATE)
-        deadline = time.monotonic() + timeout_s
-        run = {}
-        while time.monotonic() < deadline:
+        run_id = airflow.trigger(LOGICAL_DATE)["dag_run_id"]
+        try:
+            run = airflow.wait_run(run_id, timeout_s, every=10)
+        except TimeoutError:
             run = airflow.run(run_id)
-            if run["state"] in ("success", "failed"):
-                break
-            time.sleep(10)
-        tasks = airflow.tasks(run_id)
+        tasks = airflow.task_instances(run_id)
         rss = _peak_rss(stack.dir, run_id)
         wall = (pd.Timestamp(run["end_date"]) - pd.Timestamp(run["start_date"])).total_seconds() \
             if run.get("end_date") else None

@@ -51,6 +51,7 @@ from foresight_dags.common import (
     validate,
 )
 from foresight_lib.forecasting.models import ALL_MODELS
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 
 SOURCE = section("source")
 TRAIN = section("train")
@@ -64,7 +65,7 @@ RIGHTSIZE_LABEL = ("{% if task.op_kwargs['shard'] %}shard {{ task.op_kwargs['sha
 
 
 @dag(
-    dag_id="foresight_nightly",
+    dag_id=NIGHTLY_DAG,
     schedule=SETTINGS.get("schedule", "0 2 * * *"),
     start_date=datetime(2024, 1, 1),
     catchup=False,

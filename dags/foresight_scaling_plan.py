@@ -28,12 +28,13 @@ from foresight_dags.common import (
     section,
     validate,
 )
+from foresight_lib.orchestration.dags import SCALING_PLAN_DAG
 
 RIGHTSIZING = section("rightsizing")
 
 
 @dag(
-    dag_id="foresight_scaling_plan",
+    dag_id=SCALING_PLAN_DAG,
     schedule=RIGHTSIZING.get("plan_schedule", "*/30 * * * *"),
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -296,6 +296,42 @@ class PublishConfig(_Section):
         return _checked(duration_seconds, value)
 
 
+class ChampionConfig(_Section):
+    """The one champion rule (``foresight_lib.forecasting.metrics.ChampionCriterion``)."""
+
+    criterion: str = "mean_mase"
+    """How a model is scored over the horizons; lower wins (one of ``metrics.CRITERIA``)."""
+    horizon_weights: dict[str, float] = Field(default_factory=dict)
+    """horizon -> weight in the mean (horizons not named weigh 1); empty: the plain mean."""
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        from foresight_lib.forecasting.metrics import CRITERIA
+
+        if value not in CRITERIA:
+            raise ValueError(f"unknown champion criterion {value!r}; choose one of {list(CRITERIA)}")
+        return value
+
+    @field_validator("horizon_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {h: w for h, w in value.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"horizon weights must be finite and at least 0, got {bad}")
+        try:
+            labels = {h: parse_horizons([h])[0] for h in value}
+        except ForesightError as exc:
+            raise _as_error(exc) from None
+        return {labels[h]: float(w) for h, w in value.items()}
+
+    def criterion_obj(self):
+        """The ``ChampionCriterion`` these settings describe."""
+        from foresight_lib.forecasting.metrics import ChampionCriterion
+
+        return ChampionCriterion.from_setting(self.model_dump())
+
+
 class RightsizingConfig(_Section):
     profile: Literal["cost", "balanced", "performance"] = "balanced"
     daily_model: str = "seasonal_naive"
@@ -351,6 +387,7 @@ class ForesightConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    champion: ChampionConfig = Field(default_factory=ChampionConfig)
     rightsizing: RightsizingConfig = Field(default_factory=RightsizingConfig)
 
     @field_validator("schedule")
@@ -428,6 +465,19 @@ class ForesightConfig(_Section):
                 raise ValueError(f"the longest of horizons ({format_duration(longest)}) is longer than the "
                                  f"held-out part, test_days ({value} day(s)); shorten horizons or raise test_days")
         return value
+
+    @model_validator(mode="after")
+    def _champion_horizons(self) -> ForesightConfig:
+        """``champion.horizon_weights`` names only configured horizons and leaves one of them a weight."""
+        weights = self.champion.horizon_weights
+        unknown = sorted(set(weights) - set(self.horizons))
+        if unknown:
+            raise ValueError(f"champion.horizon_weights names horizon(s) {unknown} that are not among the configured "
+                             f"horizons {self.horizons}; weigh only those")
+        if weights and not any(weights.get(h, 1.0) > 0 for h in self.horizons):
+            raise ValueError(f"champion.horizon_weights gives every horizon a weight of 0 ({weights}); "
+                             "leave at least one horizon a positive weight")
+        return self
 
     @property
     def horizon_steps(self) -> dict[str, int]:

@@ -38,10 +38,10 @@ from typing import Any
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError, ForesightError
-from foresight_lib.forecasting.metrics import pooled_leaderboard
+from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.frames import sort_series
-from foresight_lib.publishing.publish_step import mark_champions, metric_champions, publish, push_latest, recommend
+from foresight_lib.publishing.publish_step import mark_champions, publish, push_latest, recommend
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
     FEATURE_SERIES,
@@ -534,10 +534,13 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
     store.write_json("backtest_report.json",
                      {**result.report(), "shards": _shards(run), "skipped_shards": skipped_shards})
     store.write_bytes(RESULT, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    criterion = criterion_of(result.spec)
     board = result.leaderboard.groupby("model", sort=False)["mase"].mean()
-    log.info("champion %s; mean MASE per model: %s", result.champion, board.round(4).to_dict())
+    scores = criterion.scores(result.leaderboard)
+    log.info("champion %s; %s per model: %s", result.champion, criterion.label, scores.round(4).to_dict())
     log_peak_memory("evaluate", log)
     return {**run, "champion": result.champion, "mean_mase": {k: round(float(v), 6) for k, v in board.items()},
+            "criterion": criterion.label, "score": {k: round(float(v), 6) for k, v in scores.items()},
             "skipped_shards": skipped_shards}
 
 

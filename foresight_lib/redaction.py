@@ -35,6 +35,7 @@ _QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s'\"<>]*)")
 _ASSIGNMENT = re.compile(
     r"(?<![\w.\-])([\"']?)([A-Za-z_][\w.\-]*)\1(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&;,'\"<>)\]}]+)")
 _AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)(\s+)([A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE)
+_MORE_WORDS = re.compile(r"[ \t]+[A-Za-z]")
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -70,10 +71,16 @@ def _mask_param(match: re.Match) -> str:
 
 def _mask_assignment(match: re.Match) -> str:
     quote, key, sep, value = match.groups()
-    if not is_secret_key(key):
+    if not is_secret_key(key) or _starts_message(match):
         return match.group(0)
     masked = f"{value[0]}{MASK}{value[0]}" if value[0] in "\"'" else MASK
     return f"{quote}{key}{quote}{sep}{masked}"
+
+
+def _starts_message(match: re.Match) -> bool:
+    """``bearer_token: unknown setting``: a word and more words after a colon say something about the key."""
+    sep, value = match.group(3), match.group(4)
+    return ":" in sep and value.isalpha() and _MORE_WORDS.match(match.string, match.end()) is not None
 
 
 def redact_text(text: str) -> str:
@@ -81,7 +88,8 @@ def redact_text(text: str) -> str:
 
     Every URL in it goes through :func:`redact_url`; ``password=...``-style assignments
     of secret keys (a libpq DSN, a query string outside a URL) and ``Bearer``/``Basic``
-    credentials are masked too.
+    credentials are masked too. A word followed by more words after a colon is a message
+    about the key, not its value: ``bearer_token: unknown setting`` stays as it is.
     """
     if not isinstance(text, str) or not text:
         return text

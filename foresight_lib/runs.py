@@ -130,7 +130,7 @@ def backtest_spec(cfg):
     return BacktestSpec(
         models=list(cfg.models), freq=cfg.freq, horizons=list(cfg.horizons), test_days=float(cfg.test_days),
         history_days=float(cfg.history_days), stride=cfg.stride, levels=tuple(cfg.levels),
-        model_params=dict(cfg.model_params or {}),
+        model_params=dict(cfg.model_params or {}), criterion=cfg.champion.criterion_obj(),
         future=True, keep_models=True,
     )
 

@@ -70,9 +70,9 @@ from foresight_lib.operations.models import ActivationResponse, ModelsResponse, 
 from foresight_lib.operations.predict import METRIC_PATTERN, PredictRequest, PredictResponse
 from foresight_lib.operations.security import SecurityHeaders
 from foresight_lib.operations.telemetry import ApiTelemetry
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 
 URL_PREFIX = "/foresight"
-DAG_ID = "foresight_nightly"
 METRICS_TOKEN_ENV = "FORESIGHT_METRICS_TOKEN"
 TOKEN_COOKIE = "_token"
 """The cookie the Airflow UI keeps its JWT in (``COOKIE_NAME_JWT_TOKEN``)."""
@@ -167,7 +167,8 @@ def _requires(method: str, entity: str | None = None):
         from airflow.api_fastapi.core_api.security import requires_access_dag
 
         same_origin(request)
-        requires_access_dag(method, DagAccessEntity[entity] if entity else None, param_dag_id=DAG_ID)(request, user)
+        requires_access_dag(method, DagAccessEntity[entity] if entity else None,
+                            param_dag_id=NIGHTLY_DAG)(request, user)
         return user.get_name()
 
     dependency.__name__ = f"requires_{method.lower()}_{(entity or 'dag').lower()}"
@@ -300,9 +301,9 @@ def _nightly_state() -> dict | None:
         from sqlalchemy import func, select
 
         with create_session() as session:
-            paused = session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == DAG_ID))
+            paused = session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == NIGHTLY_DAG))
             queued = session.scalar(select(func.count()).select_from(DagRun).where(
-                DagRun.dag_id == DAG_ID, DagRun.state == DagRunState.QUEUED))
+                DagRun.dag_id == NIGHTLY_DAG, DagRun.state == DagRunState.QUEUED))
     except Exception:  # noqa: BLE001 - no metadata database here (tests, serve-metrics): nothing to say
         return None
     return None if paused is None else {"paused": bool(paused), "queued": int(queued or 0)}

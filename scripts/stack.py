@@ -41,6 +41,11 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from foresight_lib.orchestration.ports import free_port  # noqa: E402
+from foresight_lib.orchestration.rest import AirflowClient, admin_password  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SECRET_NAMES = ("POSTGRES_USER", "POSTGRES_PASSWORD", "MLFLOW_DB_USER", "MLFLOW_DB_PASSWORD", "MINIO_ROOT_USER",
                 "MINIO_ROOT_PASSWORD", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_ADMIN_USER")
@@ -48,6 +53,8 @@ FIXED_SECRETS = {"POSTGRES_USER": "airflow", "MLFLOW_DB_USER": "mlflow", "MINIO_
                  "AIRFLOW_ADMIN_USER": "admin"}
 DEFAULT_PORTS = {"airflow": 8080, "mlflow": 5000, "postgres": 5433, "redis": 6379, "s3": 9000}
 BUCKETS = ("foresight", "mlflow")
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+"""The simple auth manager's passwords, in AIRFLOW_HOME: written by the stack, read by the api-server."""
 # Settings of the local SQLite setup (make run / make ui) that must not reach a Postgres stack.
 DROPPED_ENV = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC",
                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTOR", "MLFLOW_TRACKING_URI",
@@ -70,6 +77,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read, from its first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def stack_secrets(state_dir: Path) -> dict[str, str]:
     """docker-compose's secrets: ``.env`` if there is one, else ``<dir>/stack.env`` (made once, random)."""
     dotenv = REPO_ROOT / ".env"
@@ -82,8 +98,7 @@ def stack_secrets(state_dir: Path) -> dict[str, str]:
     generated = state_dir / "stack.env"
     if not generated.exists():
         values = {name: FIXED_SECRETS.get(name) or secrets.token_hex(24) for name in SECRET_NAMES}
-        generated.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        generated.chmod(0o600)
+        write_private(generated, "".join(f"{k}={v}\n" for k, v in values.items()))
     return read_env_file(generated)
 
 
@@ -101,6 +116,7 @@ def stack_env(state_dir: Path, ports: dict[str, int], base: dict[str, str] | Non
         "AIRFLOW__CORE__AUTH_MANAGER":
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{s['AIRFLOW_ADMIN_USER']}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(state_dir / "airflow" / PASSWORDS_FILE),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{ports['redis']}/0",
@@ -206,12 +222,11 @@ class Stack:
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
             pwfile = self.dir / "postgres.pw"
-            pwfile.write_text(s["POSTGRES_PASSWORD"] + "\n")
+            write_private(pwfile, s["POSTGRES_PASSWORD"] + "\n")
             if user:
                 uid = pwd.getpwnam(user)
                 for path in (data, pwfile):
                     os.chown(path, uid.pw_uid, uid.pw_gid)
-            pwfile.chmod(0o600)
             init = [str(bindir / "initdb"), "-D", str(data), "-U", s["POSTGRES_USER"], f"--pwfile={pwfile}",
                     "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-instructions"]
             run(["runuser", "-u", user, "--", *init] if user else init, "initdb", self.logs)
@@ -228,10 +243,11 @@ class Stack:
                 self._psql(f"CREATE DATABASE {database} OWNER {owner}")
 
     def _psql(self, sql: str) -> str:
+        """One statement, sent on psql's input (a role's password is not on a command line ``ps`` shows)."""
         s = stack_secrets(self.dir)
         proc = subprocess.run(
             [str(postgres_bindir() / "psql"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U",
-             s["POSTGRES_USER"], "-d", "postgres", "-tAc", sql],
+             s["POSTGRES_USER"], "-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1"], input=sql,
             env={**os.environ, "PGPASSWORD": s["POSTGRES_PASSWORD"]}, capture_output=True, text=True, timeout=30)
         if proc.returncode != 0:
             raise StackError(f"psql: {proc.stderr.strip()}")
@@ -264,15 +280,25 @@ class Stack:
         port = self.ports["mlflow"]
         store = (f"postgresql+psycopg2://{s['MLFLOW_DB_USER']}:{s['MLFLOW_DB_PASSWORD']}@127.0.0.1:"
                  f"{self.ports['postgres']}/mlflow")
+        # The store's URI holds the database password: in the environment, not on a command line ps shows.
         self.spawn("mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                              "--workers", "1", "--backend-store-uri", store,
-                              "--artifacts-destination", "s3://mlflow/artifacts", "--serve-artifacts",
-                              "--allowed-hosts", f"localhost,localhost:{port},127.0.0.1,127.0.0.1:{port}"])
+                              "--workers", "1", "--artifacts-destination", "s3://mlflow/artifacts",
+                              "--serve-artifacts",
+                              "--allowed-hosts", f"localhost,localhost:{port},127.0.0.1,127.0.0.1:{port}"],
+                   {**self.env(), "MLFLOW_BACKEND_STORE_URI": store})
         self.wait_for("mlflow", lambda: http_ok(f"http://127.0.0.1:{port}/health"), timeout=180)
 
     def start_airflow(self) -> None:
         env = self.env()
-        Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+        home = Path(env["AIRFLOW_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(0o700)
+        # The admin's password, made here and kept in a file of this user's alone: the api-server then
+        # has none to generate, and prints none to its log.
+        passwords = self.passwords_file()
+        admin = stack_secrets(self.dir)["AIRFLOW_ADMIN_USER"]
+        if admin_password(passwords, admin) is None:
+            write_private(passwords, json.dumps({admin: secrets.token_urlsafe(16)}) + "\n")
         run([str(BIN / "airflow"), "db", "migrate"], "airflow-db-migrate", self.logs, env=env, timeout=600)
         self.spawn("api-server", [str(BIN / "airflow"), "api-server", "--port", str(self.ports["airflow"])], env)
         self.wait_for("api-server",
@@ -338,68 +364,19 @@ class Stack:
     def status(self) -> dict[str, bool]:
         return {name: self.alive(name) for name in self.pids}
 
+    def passwords_file(self) -> Path:
+        """The simple auth manager's passwords (``AIRFLOW_HOME``'s default file)."""
+        return self.dir / "airflow" / PASSWORDS_FILE
 
-class AirflowClient:
-    """The stack's Airflow REST API as its ``admin`` user (tests and benchmarks drive runs with it)."""
-
-    def __init__(self, stack: Stack, dag_id: str, timeout: float = 60):
-        self.stack, self.dag_id, self.timeout = stack, dag_id, timeout
-        self.base = f"http://localhost:{stack.ports['airflow']}"
-        self.token: str | None = None
-
-    def login(self, timeout: float = 300) -> None:
-        """Wait for the generated admin password, take a token, and wait until the DAG is served."""
-        import requests
-
-        passwords = self.stack.dir / "airflow" / "simple_auth_manager_passwords.json.generated"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if passwords.exists():
-                password = json.loads(passwords.read_text())["admin"]
-                resp = requests.post(f"{self.base}/auth/token", json={"username": "admin", "password": password},
-                                     timeout=self.timeout)
-                if resp.status_code in (200, 201):
-                    self.token = resp.json()["access_token"]
-                    if self.request("GET", f"/api/v2/dags/{self.dag_id}").status_code == 200:
-                        return
-            time.sleep(2)
-        raise StackError(f"the stack's Airflow is not ready after {timeout:.0f} s\n{self.stack.tail('api-server')}")
-
-    def request(self, method: str, path: str, **kwargs):
-        import requests
-
-        return requests.request(method, f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"},
-                                timeout=self.timeout, **kwargs)
-
-    def unpause(self) -> None:
-        resp = self.request("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": False})
-        if resp.status_code != 200:
-            raise StackError(f"cannot unpause {self.dag_id}: {resp.status_code} {resp.text[:500]}")
-
-    def trigger(self, logical_date: str, conf: dict | None = None) -> str:
-        """Trigger a run; returns its run id."""
-        resp = self.request("POST", f"/api/v2/dags/{self.dag_id}/dagRuns",
-                            json={"logical_date": logical_date, "conf": conf or {}})
-        if resp.status_code not in (200, 201):
-            raise StackError(f"cannot trigger {self.dag_id} at {logical_date}: {resp.status_code} {resp.text[:500]}")
-        return resp.json()["dag_run_id"]
-
-    def run(self, run_id: str) -> dict:
-        resp = self.request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}")
-        resp.raise_for_status()
-        return resp.json()
-
-    def tasks(self, run_id: str) -> list[dict]:
-        """Every task instance of the run, page by page (the API server returns at most 100 at a time)."""
-        out: list[dict] = []
-        while True:
-            resp = self.request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}/taskInstances",
-                                params={"limit": 100, "offset": len(out)})
-            resp.raise_for_status()
-            body = resp.json()
-            out += body["task_instances"]
-            if not body["task_instances"] or len(out) >= body.get("total_entries", 0):
-                return out
+    def airflow(self, timeout: float = 300) -> AirflowClient:
+        """The REST API as the admin user, once the nightly DAG is served (tests and benchmarks drive runs)."""
+        client = AirflowClient(f"http://localhost:{self.ports['airflow']}")
+        user = stack_secrets(self.dir)["AIRFLOW_ADMIN_USER"]
+        try:
+            client.wait_ready(timeout, passwords=self.passwords_file(), user=user)
+        except TimeoutError as exc:
+            raise StackError(f"the stack's Airflow is not ready: {exc}\n{self.tail('api-server')}") from exc
+        return client
 
 
 class _suppress_lookup:
@@ -436,12 +413,6 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return 200 <= resp.status < 300
@@ -469,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.up()
             admin = stack_secrets(stack.dir)["AIRFLOW_ADMIN_USER"]
             print(f"Airflow  http://localhost:{stack.ports['airflow']}  user {admin!r}, password in "
-                  f"{stack.dir / 'airflow' / 'simple_auth_manager_passwords.json.generated'}")
+                  f"{stack.passwords_file()}")
             print(f"MLflow   http://localhost:{stack.ports['mlflow']}")
             print(f"S3       http://127.0.0.1:{stack.ports['s3']}  data root s3://foresight/data")
             print(f"logs     {stack.logs}    stop: make stack-down")

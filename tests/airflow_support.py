@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,17 +18,12 @@ from pathlib import Path
 import yaml
 
 from foresight_dags.sqlite import AIRFLOW_ENV as SQLITE_AIRFLOW_ENV
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
 VENV_BIN = Path(sys.executable).parent
 RESULT_MARK = "@@RESULT@@"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fast_config(root: Path) -> Path:
@@ -117,7 +111,7 @@ DAG_TEST = """
 
 
 def dag_test(env: dict[str, str], logical_date: str, run_conf: dict, timeout: int = 900,
-             dag_id: str = "foresight_nightly") -> dict:
+             dag_id: str = NIGHTLY_DAG) -> dict:
     """``dag.test()`` of a DAG (the nightly by default) in a child process: the run's state and every task's state."""
     code = DAG_TEST.format(logical_date=logical_date, run_conf=json.loads(json.dumps(run_conf)), dag_id=dag_id)
     return run_python(code, env, timeout=timeout)

@@ -26,6 +26,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
+from conftest import make_daily_series
+
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "cpu_cores"
@@ -38,16 +41,7 @@ RUN_KEY = "2024-03-05T000000Z"
 
 def series(days: int = 4, n_series: int = 2, seed: int = 11) -> pd.DataFrame:
     """Daily cycles plus noise, ``cpu_cores/c<i>``."""
-    per_day = int(pd.Timedelta("1D") / FREQ)
-    n = days * per_day
-    ds = pd.date_range("2024-03-01", periods=n, freq=FREQ, tz="UTC")
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n_series):
-        t = np.arange(n)
-        y = 5 + i + 2 * np.sin(2 * np.pi * t / per_day + i) + rng.normal(0, 0.3, n)
-        frames.append(pd.DataFrame({"unique_id": f"{METRIC}/c{i}", "ds": ds, "y": y}))
-    return pd.concat(frames, ignore_index=True)
+    return make_daily_series(days, n_series, seed=seed)
 
 
 def write_config(root: Path) -> Path:
@@ -113,6 +107,17 @@ def load_plugin(name: str = "foresight_plugin_api_test"):
     return module
 
 
+@contextlib.contextmanager
+def reading_plugin(name: str) -> Iterator:
+    """The plugin loaded under ``name``, its read access granted (Airflow's JWT: test_api_airflow)."""
+    module = load_plugin(name)
+    module.app.dependency_overrides[module.read_access] = lambda: "tester"
+    try:
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+
+
 def allow_all(plugin, user: str = "tester") -> None:
     """Stand in for Airflow's JWT check (covered against a real api-server in test_api_airflow)."""
     for dependency in (plugin.read_access, plugin.run_access, plugin.run_edit_access, plugin.dag_edit_access):
@@ -159,7 +164,7 @@ class FakeAirflow:
         body = json.loads(request.content) if request.content else {}
         self.calls.append((request.method, request.url.path, body, request.headers.get("authorization", "")))
         self.hosts.add(f"{request.url.host}:{request.url.port}")
-        path = request.url.path.removeprefix("/api/v2/dags/foresight_nightly")
+        path = request.url.path.removeprefix(f"/api/v2/dags/{NIGHTLY_DAG}")
         if request.method == "GET" and path == "/tasks":
             return httpx.Response(200, json={"tasks": self.TASKS, "total_entries": len(self.TASKS)})
         if request.method == "POST" and path == "/dagRuns":
@@ -172,10 +177,13 @@ class FakeAirflow:
         parts = path.split("/")
         run = self.runs.get(parts[2]) if len(parts) > 2 else None
         if run is None:
-            return httpx.Response(404, json={"detail": f"The DagRun with dag_id: `foresight_nightly` and run_id: "
+            return httpx.Response(404, json={"detail": f"The DagRun with dag_id: `{NIGHTLY_DAG}` and run_id: "
                                                        f"`{parts[2] if len(parts) > 2 else ''}` was not found"})
         if len(parts) == 4 and parts[3] == "taskInstances":
-            return httpx.Response(200, json={"task_instances": self.task_instances(parts[2]), "total_entries": 2})
+            # As the api-server pages: at most 100 a call.
+            tis, offset = self.task_instances(parts[2]), int(request.url.params.get("offset", 0))
+            page = tis[offset:offset + min(int(request.url.params.get("limit", 50)), 100)]
+            return httpx.Response(200, json={"task_instances": page, "total_entries": len(tis)})
         if len(parts) == 5 and parts[3] == "taskInstances" and request.method == "PATCH":
             self.task_states.setdefault(parts[2], {})[parts[4]] = body["new_state"]
             return httpx.Response(200, json={"task_instances": [], "total_entries": 1})

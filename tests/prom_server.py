@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from foresight_lib.orchestration.ports import free_port
+
 INSTALL_HINT = "run .ci/install-packages.sh (installs Debian's prometheus and prometheus-pushgateway)"
 
 
@@ -29,12 +30,6 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed; {INSTALL_HINT}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):

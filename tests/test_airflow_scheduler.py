@@ -22,22 +22,22 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-import requests
 from airflow_support import (
     REPO_ROOT,
     SQLITE_AIRFLOW_ENV,
     VENV_BIN,
     airflow_env,
     fast_config,
-    free_port,
     migrate,
     run_python,
 )
 from sqlalchemy.exc import OperationalError
 
 from foresight_dags.sqlite import CONNECT_ARGS, LOCK_TIMEOUT_S
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.orchestration.ports import free_port
+from foresight_lib.orchestration.rest import FINISHED, AirflowClient, wait_for
 
-DAG_ID = "foresight_nightly"
 TRIGGERED_DATE = "2024-03-20T02:00:00Z"
 # Five two-day backfills one after the other: 03-01..03-03 (runs at 03-01T02:00 and
 # 03-02T02:00), 03-03..03-05, ..., 03-09..03-11; none overlaps the triggered run.
@@ -74,7 +74,7 @@ class Airflow:
         self.logs = home / "process-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.token: str | None = None
+        self.client = AirflowClient(self.base)
 
     def start(self) -> None:
         migrate(self.env)
@@ -91,6 +91,7 @@ class Airflow:
             )
 
     def close(self) -> None:
+        self.client.close()
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -118,68 +119,39 @@ class Airflow:
         if dead:
             raise AssertionError(f"Airflow processes exited: {dead}\n{self.log_tail()}")
 
-    # -- REST API --------------------------------------------------------------------
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return requests.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kwargs)
-
+    # -- REST API (all admins: a token for the asking) -------------------------------
     def wait_ready(self, timeout: float = 240) -> None:
         """The API answers, a token is issued and the dag-processor has serialized the DAG."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if self.token is None:
-                    resp = requests.get(f"{self.base}/auth/token", timeout=10)
-                    if resp.status_code in (200, 201):
-                        self.token = resp.json()["access_token"]
-                if self.token:
-                    resp = self.request("GET", f"/api/v2/dags/{DAG_ID}")
-                    if resp.status_code == 200:
-                        return
-                    last = f"{resp.status_code} {resp.text[:200]}"
-            except requests.ConnectionError as exc:
-                last = str(exc)
-            time.sleep(2)
-        raise AssertionError(f"Airflow not ready after {timeout:.0f} s ({last})\n{self.log_tail()}")
-
-    def runs(self) -> list[dict]:
-        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
-        resp.raise_for_status()
-        return resp.json()["dag_runs"]
+        try:
+            self.client.wait_ready(timeout, check=self.check_alive)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
 
     def wait_runs(self, pick, count: int, timeout: float = TIMEOUT_S) -> list[dict]:
         """Poll until ``count`` runs chosen by ``pick`` are finished; returns them."""
-        deadline = time.monotonic() + timeout
-        chosen: list[dict] = []
-        while time.monotonic() < deadline:
-            self.check_alive()
-            chosen = [r for r in self.runs() if pick(r)]
-            if len(chosen) >= count and all(r["state"] in ("success", "failed") for r in chosen):
-                return chosen
-            time.sleep(5)
-        raise AssertionError(f"runs not finished after {timeout:.0f} s: "
-                             f"{[(r['dag_run_id'], r['state']) for r in chosen]}\n{self.log_tail()}")
+        def finished() -> list[dict] | None:
+            chosen = [r for r in self.client.runs() if pick(r)]
+            return chosen if len(chosen) >= count and all(r["state"] in FINISHED for r in chosen) else None
+
+        try:
+            return wait_for(finished, "runs not finished", timeout, every=5, check=self.check_alive)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {[(r['dag_run_id'], r['state']) for r in self.client.runs() if pick(r)]}"
+                                 f"\n{self.log_tail()}") from exc
 
     def wait_backfills_complete(self, timeout: float = 120) -> None:
         """Poll until the scheduler has marked every backfill of the DAG complete (one may run at a time)."""
-        deadline = time.monotonic() + timeout
-        open_ids: list[int] = []
-        while time.monotonic() < deadline:
-            self.check_alive()
-            resp = self.request("GET", "/api/v2/backfills", params={"dag_id": DAG_ID, "limit": 100})
-            resp.raise_for_status()
-            open_ids = [b["id"] for b in resp.json()["backfills"] if b["completed_at"] is None]
-            if not open_ids:
-                return
-            time.sleep(2)
-        raise AssertionError(f"backfills {open_ids} not complete after {timeout:.0f} s\n{self.log_tail()}")
+        def complete() -> bool | None:
+            backfills = self.client.pages("/backfills", "backfills", "to list backfills", {"dag_id": NIGHTLY_DAG})
+            return True if all(b["completed_at"] is not None for b in backfills) else None
+
+        try:
+            wait_for(complete, "backfills not complete", timeout, check=self.check_alive)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
 
     def failed_tasks(self, run_id: str) -> list[str]:
-        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-        resp.raise_for_status()
-        return [f"{t['task_id']}: {t['state']}" for t in resp.json()["task_instances"] if t["state"] != "success"]
+        return [f"{t['task_id']}: {t['state']}" for t in self.client.task_instances(run_id) if t["state"] != "success"]
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +160,7 @@ def airflow(tmp_path_factory):
     try:
         server.start()
         server.wait_ready()
-        resp = server.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-        assert resp.status_code == 200, resp.text
+        server.client.unpause()
         yield server
     finally:
         server.close()
@@ -197,11 +168,7 @@ def airflow(tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_triggered_through_the_rest_api_succeeds(airflow):
-    resp = airflow.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={
-        "logical_date": TRIGGERED_DATE, "conf": {"horizons": ["5m", "15m", "30m"]},
-    })
-    assert resp.status_code in (200, 201), resp.text
-    run_id = resp.json()["dag_run_id"]
+    run_id = airflow.client.trigger(TRIGGERED_DATE, {"horizons": ["5m", "15m", "30m"]})["dag_run_id"]
     (run,) = airflow.wait_runs(lambda r: r["dag_run_id"] == run_id, 1)
     assert run["state"] == "success", airflow.failed_tasks(run_id)
 
@@ -340,7 +307,7 @@ def test_two_day_backfill_succeeds_five_times_in_a_row_under_cpu_load(airflow, c
     for number, (start, end) in enumerate(_backfill_windows(), 1):
         assert all(proc.poll() is None for proc in cpu_load), "the CPU load ended before the backfills"
         proc = subprocess.run(
-            [str(VENV_BIN / "airflow"), "backfill", "create", "--dag-id", DAG_ID, "--from-date", start.isoformat(),
+            [str(VENV_BIN / "airflow"), "backfill", "create", "--dag-id", NIGHTLY_DAG, "--from-date", start.isoformat(),
              "--to-date", end.isoformat(), "--dag-run-conf", json.dumps(BACKFILL_CONF)],
             env=airflow.env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
         )
@@ -351,9 +318,9 @@ def test_two_day_backfill_succeeds_five_times_in_a_row_under_cpu_load(airflow, c
                                  2)
         assert sorted(r["logical_date"][:10] for r in runs) == [start.isoformat(), (start + timedelta(1)).isoformat()]
         for run in runs:
-            assert run["dag_id"] == DAG_ID and run["conf"] == BACKFILL_CONF
+            assert run["dag_id"] == NIGHTLY_DAG and run["conf"] == BACKFILL_CONF
             assert run["state"] == "success", (number, airflow.failed_tasks(run["dag_run_id"]))
         airflow.wait_backfills_complete()
-    backfill_runs = [r for r in airflow.runs() if r["run_type"] == "backfill"]
+    backfill_runs = [r for r in airflow.client.runs() if r["run_type"] == "backfill"]
     assert len(backfill_runs) == 2 * BACKFILLS
     assert "database is locked" not in airflow.log_text()

@@ -30,12 +30,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from airflow_support import REPO_ROOT, VENV_BIN, airflow_env, free_port, migrate, run_python
+from airflow_support import REPO_ROOT, VENV_BIN, airflow_env, migrate, run_python
 from api_support import METRIC, SOURCE_METRIC, build_world, history
+
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.orchestration.ports import free_port
+from foresight_lib.orchestration.rest import AirflowClient
 
 pytestmark = pytest.mark.slow
 
-DAG_ID = "foresight_nightly"
 PASSWORDS = {"admin": "admin-" + secrets.token_hex(4), "viewer": "viewer-" + secrets.token_hex(4)}
 METRICS_TOKEN = "metrics-" + secrets.token_hex(8)
 READY_S = 300
@@ -48,13 +51,13 @@ class ApiServer:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         home.mkdir(parents=True, exist_ok=True)
-        passwords = home / "passwords.json"
-        passwords.write_text(json.dumps(PASSWORDS))
+        self.passwords = home / "passwords.json"
+        self.passwords.write_text(json.dumps(PASSWORDS))
         self.env = airflow_env(
             home,
             AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO_ROOT / "plugins"),
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,viewer:viewer",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(self.passwords),
             AIRFLOW__API__BASE_URL=self.base, AIRFLOW__API__PORT=str(self.port),
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32), AIRFLOW__API__SECRET_KEY=secrets.token_hex(16),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
@@ -90,28 +93,21 @@ class ApiServer:
                          for p in sorted(self.logs.glob("*.log")))
 
     def token(self, user: str) -> str:
-        resp = requests.post(f"{self.base}/auth/token", json={"username": user, "password": PASSWORDS[user]},
-                             timeout=30)
-        assert resp.status_code in (200, 201), resp.text
-        return resp.json()["access_token"]
+        with AirflowClient(self.base) as client:
+            return client.login(user, PASSWORDS[user])
 
     def wait_ready(self) -> str:
         """The API issues tokens and the dag-processor has stored the nightly DAG; returns the admin's token."""
-        deadline, last = time.monotonic() + READY_S, ""
-        while time.monotonic() < deadline:
+        def alive() -> None:
             dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
             assert not dead, f"Airflow exited: {dead}\n{self.log_tail()}"
+
+        with AirflowClient(self.base) as client:
             try:
-                token = self.token("admin")
-                resp = requests.get(f"{self.base}/api/v2/dags/{DAG_ID}", timeout=10,
-                                    headers={"Authorization": f"Bearer {token}"})
-                if resp.status_code == 200:
-                    return token
-                last = f"{resp.status_code} {resp.text[:200]}"
-            except (requests.ConnectionError, AssertionError) as exc:
-                last = str(exc)[:200]
-            time.sleep(3)
-        raise AssertionError(f"Airflow not ready after {READY_S} s ({last})\n{self.log_tail()}")
+                client.wait_ready(READY_S, passwords=self.passwords, check=alive)
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
+            return client.token
 
 
 @pytest.fixture(scope="module")
@@ -217,11 +213,11 @@ def test_a_training_job_is_started_followed_and_cancelled_through_airflows_rest_
     assert cancelled.json()["state"] in ("failed", "queued"), cancelled.text
     # The teardown runs (here: marked done through the REST API), then the scheduler settles the
     # run's state with its own rule (here: called as the scheduler calls it; no scheduler runs).
-    released = requests.patch(f"{airflow['server'].base}/api/v2/dags/{DAG_ID}/dagRuns/{job_id}/taskInstances/release",
-                              json={"new_state": "success"}, headers={"Authorization": f"Bearer {admin}"},
-                              timeout=60)
+    released = requests.patch(f"{airflow['server'].base}/api/v2/dags/{NIGHTLY_DAG}/dagRuns/{job_id}"
+                              "/taskInstances/release", json={"new_state": "success"},
+                              headers={"Authorization": f"Bearer {admin}"}, timeout=60)
     assert released.status_code == 200, released.text
-    settled = run_python(SETTLE.format(dag_id=DAG_ID, run_id=job_id), airflow["server"].env)
+    settled = run_python(SETTLE.format(dag_id=NIGHTLY_DAG, run_id=job_id), airflow["server"].env)
     assert settled["state"] == "failed", settled
     detail = call(airflow, "GET", f"/train/jobs/{job_id}", admin).json()
     assert detail["state"] == "failed" and detail["error"]["task_id"] == "publish", detail

@@ -190,6 +190,9 @@ def test_models_lists_versions_aliases_origins_and_scores_per_horizon(world):
     assert champion["airflow_run"] == "2024-03-02T000000Z" and champion["mlflow_run_id"]
     assert list(champion["backtest"]["horizons"]) == ["5m", "15m", "30m"]
     assert champion["backtest"]["horizons"]["30m"]["mase"] > 0 and champion["backtest"]["horizons"]["5m"]["mae"] > 0
+    # the score the registry's gate compared, under the champion criterion it was made by
+    assert champion["backtest"]["criterion"] == "mean_mase"
+    assert champion["backtest"]["score"] == champion["backtest"]["mean_mase"] == 1.0
     assert versions[world["versions"]["unscored"]]["backtest"]["horizons"] == {}
 
 
@@ -282,6 +285,12 @@ def test_jobs_list_detail_with_progress_and_leaderboard_and_cancel(world, airflo
     missing = client.get("/train/jobs/nope")
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
     assert client.post("/train/jobs/nope/cancel").status_code == 404
+
+
+def test_a_job_with_hundreds_of_task_instances_lists_every_one(world, airflow):
+    airflow.task_states["manual__1"] = {f"shard_{i:03d}": "success" for i in range(248)}
+    job = world["client"].get("/train/jobs/manual__1").json()
+    assert len(job["tasks"]) == 250 and job["progress"] == {"success": 249, "running": 1}
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from api_support import SOURCE_METRIC, FakeAirflow, served_world
 from fastapi.testclient import TestClient
 
 from foresight_lib.operations import security
+from foresight_lib.orchestration.ports import free_port
 
 PASSWORD = "pl4nted-Secr3t-91"
 PROM_URL = f"http://ops:{PASSWORD}@prometheus.internal:9090"
@@ -235,7 +236,7 @@ def test_the_dashboard_and_the_docs_work_in_a_browser_under_their_policy(world, 
     if not Path(chromium).exists():
         pytest.fail(f"Chromium is not installed at {chromium}: run .ci/install-packages.sh (Debian package chromium)")
     server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Mount("/foresight", world["plugin"].app)]),
-                                           host="127.0.0.1", port=_free_port(), log_level="warning"))
+                                           host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -264,11 +265,3 @@ def test_the_dashboard_and_the_docs_work_in_a_browser_under_their_policy(world, 
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -494,9 +494,11 @@ def test_a_real_prometheus_scrapes_the_plugin_with_the_token_when_it_is_set(tmp_
 
     import uvicorn
     from api_support import load_plugin
-    from prom_server import PrometheusProcess, free_port, wait_for
+    from prom_server import PrometheusProcess, wait_for
     from starlette.applications import Starlette
     from starlette.routing import Mount
+
+    from foresight_lib.orchestration.ports import free_port
 
     monkeypatch.setenv("FORESIGHT_METRICS_TOKEN", "scrape-t0k3n")
     monkeypatch.setenv("FORESIGHT_DATA_ROOT", str(tmp_path / "data"))

@@ -1,15 +1,14 @@
 """The plugin's dashboard at /foresight/: its JSON, its page, its static files and the offline API docs."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from api_support import reading_plugin
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_exposition import CUTOFF, FREQ, SERIES, make_actuals, make_forecasts
@@ -29,14 +28,8 @@ HOOKS = ['select id="metric"', 'select id="entity"', 'select id="model"', 'div i
 
 @pytest.fixture(scope="module")
 def plugin():
-    spec = importlib.util.spec_from_file_location("foresight_plugin_dashboard_test",
-                                                  REPO / "plugins" / "foresight_plugin.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    module.app.dependency_overrides[module.read_access] = lambda: "tester"  # Airflow's JWT: test_api_auth
-    yield module
-    sys.modules.pop(spec.name, None)
+    with reading_plugin("foresight_plugin_dashboard_test") as module:
+        yield module
 
 
 @pytest.fixture
@@ -192,7 +185,7 @@ def test_older_publishes_fall_back_to_the_run_folders_scores_then_the_overall_le
     data = dashboard.overview(str(root))
     assert data["leaderboard_scope"] == "all"
     assert data["leaderboard"] == [{"metric": None, "model": "naive", "mase": {"5m": 0.9}, "mean_mase": 0.9,
-                                    "champion": True}]
+                                    "score": 0.9, "champion": True}]
     assert {c["model"] for c in data["champions"]} == {"naive"}
 
 

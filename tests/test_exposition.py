@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 import requests
 from airflow_support import migrate
+from api_support import reading_plugin
 from prom_server import ScriptedServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -289,14 +289,8 @@ def test_serve_metrics_is_a_cli_command():
 
 @pytest.fixture(scope="module")
 def plugin():
-    path = REPO / "plugins" / "foresight_plugin.py"
-    spec = importlib.util.spec_from_file_location("foresight_plugin_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    module.app.dependency_overrides[module.read_access] = lambda: "tester"  # Airflow's JWT: test_api_auth
-    yield module
-    sys.modules.pop(spec.name, None)
+    with reading_plugin("foresight_plugin_under_test") as module:
+        yield module
 
 
 def test_plugin_registers_the_app_and_the_menu_links(plugin):

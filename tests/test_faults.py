@@ -40,10 +40,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from fault_support import Published, assert_published_consistent, files_with, fill_disk, snapshot
-from prom_server import ScriptedServer, free_port
+from prom_server import ScriptedServer
 
 from foresight_lib import pipeline
 from foresight_lib.errors import DataError, ForesightError, SourceError, ValidationFailed
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import transaction as publishing
 from foresight_lib.publishing.storage import DataRoot
 from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo

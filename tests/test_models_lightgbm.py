@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_daily_series
+from global_model_support import KEYS, ORIGINS, H, M, actuals, periodic, split
 
 from foresight_lib.errors import ConfigError, SeriesTooShortError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
@@ -13,24 +14,8 @@ from foresight_lib.forecasting.models import make_model
 from foresight_lib.forecasting.models.base import GlobalForecaster
 from foresight_lib.forecasting.models.lightgbm import LightGBM
 
-M = 24  # a short "day" keeps the tests fast
-H = 6
-KEYS = ["mean", "lo-80", "hi-80", "lo-95", "hi-95"]
 SMALL = dict(horizon=H, lags=6, short_window=6, lookback_days=2, num_leaves=8, n_estimators=60,
              learning_rate=0.1, min_data_in_leaf=10, n_threads=1)
-ORIGINS = list(range(0, 2 * M - H + 1, 3))
-
-
-def periodic(n_series: int = 4, days: int = 12, noise: float = 0.3, seed: int = 0) -> list[np.ndarray]:
-    """Daily cycles of different levels, amplitudes and phases."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(days * M)
-    return [10 * (i + 1) + (2 + i) * np.sin(2 * np.pi * t / M + i) + rng.normal(0, noise, t.size)
-            for i in range(n_series)]
-
-
-def split(ys: list[np.ndarray], test: int = 2 * M):
-    return [y[:-test] for y in ys], [y[-test:] for y in ys]
 
 
 def stamps(n: int, start: str = "2024-03-01") -> pd.DatetimeIndex:
@@ -42,10 +27,6 @@ def fitted():
     train, test = split(periodic())
     model = LightGBM(**SMALL, seed=1).fit_many(train, M)
     return model, train, test
-
-
-def actuals(future: np.ndarray, origins) -> np.ndarray:
-    return np.stack([future[o : o + H] for o in origins])
 
 
 def test_registry_gives_a_global_model():

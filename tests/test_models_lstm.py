@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 from conftest import make_daily_series
+from global_model_support import KEYS, ORIGINS, H, M, actuals, periodic, split
 
 from foresight_lib.errors import ConfigError, SeriesTooShortError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
@@ -12,26 +13,8 @@ from foresight_lib.forecasting.models import make_model
 from foresight_lib.forecasting.models.base import GlobalForecaster
 from foresight_lib.forecasting.models.lstm import LSTM
 
-M = 24  # a short "day" keeps the tests fast
-H = 6
-KEYS = ["mean", "lo-80", "hi-80", "lo-95", "hi-95"]
 SMALL = dict(horizon=H, input_steps=12, lookback_days=2, hidden_size=16, head_size=16, windows_per_epoch=1024,
              batch_size=256, max_epochs=6, learning_rate=1e-2, n_threads=1, device="cpu")
-
-
-def periodic(n_series: int = 4, days: int = 12, noise: float = 0.3, seed: int = 0) -> list[np.ndarray]:
-    """Daily cycles of different levels, amplitudes and phases."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(days * M)
-    return [10 * (i + 1) + (2 + i) * np.sin(2 * np.pi * t / M + i) + rng.normal(0, noise, t.size)
-            for i in range(n_series)]
-
-
-def split(ys: list[np.ndarray], test: int = 2 * M):
-    return [y[:-test] for y in ys], [y[-test:] for y in ys]
-
-
-ORIGINS = list(range(0, 2 * M - H + 1, 3))
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +23,6 @@ def fitted():
     train, test = split(ys)
     model = LSTM(**SMALL, seed=1).fit_many(train, M)
     return model, train, test
-
-
-def actuals(future: np.ndarray, origins) -> np.ndarray:
-    return np.stack([future[o : o + H] for o in origins])
 
 
 def test_registry_gives_a_global_model():

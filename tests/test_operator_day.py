@@ -21,14 +21,16 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
+import httpx
 import pytest
-import requests
-from airflow_support import REPO_ROOT, VENV_BIN, fast_config, free_port
+from airflow_support import REPO_ROOT, VENV_BIN, fast_config
 
-DAG_ID = "foresight_nightly"
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.orchestration.ports import free_port
+from foresight_lib.orchestration.rest import AirflowClient, admin_password, wait_for
+
 TRIGGERED_DATE = "2024-03-20T02:00:00Z"
 # One daily run, two days before the triggered one: an older data interval.
 BACKFILL_FROM, BACKFILL_TO = "2024-03-18", "2024-03-19"
@@ -62,7 +64,7 @@ class MakeUi:
                           f"AIRFLOW_HOME={home}"]
         self.log_path = home.parent / "make-ui.log"
         self.proc: subprocess.Popen | None = None
-        self.token: str | None = None
+        self.client = AirflowClient(self.base)
         self.password: str | None = None
 
     def start(self) -> None:
@@ -97,61 +99,26 @@ class MakeUi:
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     # -- REST API, as a user with the generated admin password ----------------------------
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return requests.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kwargs)
-
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"make ui exited with {self.proc.returncode}:\n{self.log()}")
 
     def wait_ready(self, timeout: float = 300) -> None:
-        """The admin password is written, a token is issued and the DAG is parsed."""
+        """The admin password is written, a token is issued, the DAG is parsed and MLflow answers."""
         passwords = self.home / "simple_auth_manager_passwords.json.generated"
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if self.token is None and passwords.exists():
-                    self.password = json.loads(passwords.read_text())["admin"]
-                    resp = requests.post(f"{self.base}/auth/token", timeout=10,
-                                         json={"username": "admin", "password": self.password})
-                    if resp.status_code in (200, 201):
-                        self.token = resp.json()["access_token"]
-                if self.token:
-                    resp = self.request("GET", f"/api/v2/dags/{DAG_ID}")
-                    if resp.status_code == 200:
-                        requests.get(self.mlflow_base, timeout=10).raise_for_status()
-                        return
-                    last = f"{resp.status_code} {resp.text[:200]}"
-            except (requests.ConnectionError, ValueError) as exc:
-                last = str(exc)
-            time.sleep(2)
-        raise AssertionError(f"make ui not ready after {timeout:.0f} s ({last})\n{self.log()}")
+        try:
+            self.client.wait_ready(timeout, passwords=passwords, check=self.check_alive)
+            wait_for(lambda: httpx.get(self.mlflow_base, timeout=10).is_success or None, "MLflow not up", 120,
+                     check=self.check_alive)
+        except TimeoutError as exc:
+            raise AssertionError(f"make ui not ready: {exc}\n{self.log()}") from exc
+        self.password = admin_password(passwords)
 
     def wait_run(self, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        run: dict = {}
-        while time.monotonic() < deadline:
-            self.check_alive()
-            resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-            resp.raise_for_status()
-            run = resp.json()
-            if run["state"] in ("success", "failed"):
-                return run
-            time.sleep(5)
-        raise AssertionError(f"run {run_id} not finished after {timeout:.0f} s: {run.get('state')}\n{self.log()}")
-
-    def runs(self) -> list[dict]:
-        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
-        resp.raise_for_status()
-        return resp.json()["dag_runs"]
-
-    def task_instances(self, run_id: str) -> list[dict]:
-        resp = self.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-        resp.raise_for_status()
-        return resp.json()["task_instances"]
+        try:
+            return self.client.wait_run(run_id, timeout, check=self.check_alive)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log()}") from exc
 
 
 @pytest.fixture(scope="module")
@@ -160,15 +127,11 @@ def ui(tmp_path_factory):
     try:
         server.start()
         server.wait_ready()
-        resp = server.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-        assert resp.status_code == 200, resp.text
-        resp = server.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": TRIGGERED_DATE,
-                                                                                "conf": {}})
-        assert resp.status_code in (200, 201), resp.text
-        server.run_id = resp.json()["dag_run_id"]
+        server.client.unpause()
+        server.run_id = server.client.trigger(TRIGGERED_DATE)["dag_run_id"]
         server.run = server.wait_run(server.run_id)
         # Unpausing made the scheduler create the last night's run too (catchup is off): let it finish.
-        server.finished = [server.wait_run(r["dag_run_id"]) for r in server.runs()]
+        server.finished = [server.wait_run(r["dag_run_id"]) for r in server.client.runs()]
         yield server
     finally:
         server.stop()
@@ -178,7 +141,7 @@ def test_on_other_ports_a_triggered_run_succeeds_without_a_retry(ui):
     """The REST-triggered run and the scheduled one that unpausing created both succeed at the first try."""
     assert {r["run_type"] for r in ui.finished} == {"manual", "scheduled"}, ui.finished
     for run in ui.finished:
-        tasks = ui.task_instances(run["dag_run_id"])
+        tasks = ui.client.task_instances(run["dag_run_id"])
         assert run["state"] == "success", [(t["task_id"], t["state"]) for t in tasks]
         assert {t["task_id"] for t in tasks} >= {"extract", "validate", "train", "evaluate", "publish", "release"}
         retried = [(t["task_id"], t["map_index"], t["try_number"]) for t in tasks if t["try_number"] > 1]
@@ -204,19 +167,14 @@ def test_a_backfill_of_a_past_date_leaves_latest_and_the_champions_untouched(ui)
     aliases_before = _aliases(ui.tracking_uri)
     assert aliases_before and all("champion" in aliases for aliases in aliases_before.values()), aliases_before
 
-    proc = ui.airflow_cli("backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_FROM,
+    proc = ui.airflow_cli("backfill", "create", "--dag-id", NIGHTLY_DAG, "--from-date", BACKFILL_FROM,
                           "--to-date", BACKFILL_TO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    deadline = time.monotonic() + 120
-    backfill_runs: list[dict] = []
-    while not backfill_runs and time.monotonic() < deadline:
-        resp = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})
-        resp.raise_for_status()
-        backfill_runs = [r for r in resp.json()["dag_runs"] if r["run_type"] == "backfill"]
-        time.sleep(2)
+    backfill_runs = wait_for(lambda: [r for r in ui.client.runs(run_type="backfill") if r["run_type"] == "backfill"]
+                             or None, "no backfill run", 120)
     assert [r["logical_date"][:10] for r in backfill_runs] == [BACKFILL_FROM], backfill_runs
     run = ui.wait_run(backfill_runs[0]["dag_run_id"])
-    assert run["state"] == "success", [(t["task_id"], t["state"]) for t in ui.task_instances(run["dag_run_id"])]
+    assert run["state"] == "success", [(t["task_id"], t["state"]) for t in ui.client.task_instances(run["dag_run_id"])]
 
     after = {path.name: path.read_bytes() for path in sorted(latest.iterdir()) if path.is_file()}
     assert after == before, "the backfill changed latest/"
@@ -263,8 +221,8 @@ def page(browser, ui):
 def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     # The DAG list, then the DAG and its docs.
     page.goto(f"{ui.base}/dags")
-    page.get_by_role("link", name=DAG_ID).first.click()
-    page.wait_for_url(f"**/dags/{DAG_ID}**")
+    page.get_by_role("link", name=NIGHTLY_DAG).first.click()
+    page.wait_for_url(f"**/dags/{NIGHTLY_DAG}**")
     page.get_by_role("button", name="Dag Docs").click()
     page.get_by_text("Foresight nightly forecasting").first.wait_for()
     page.keyboard.press("Escape")
@@ -283,7 +241,7 @@ def test_the_operator_walks_from_the_dag_list_to_the_mlflow_run(ui, page):
     page.keyboard.press("Escape")
 
     # The finished run.
-    page.goto(f"{ui.base}/dags/{DAG_ID}/runs/{ui.run_id}")
+    page.goto(f"{ui.base}/dags/{NIGHTLY_DAG}/runs/{ui.run_id}")
     page.get_by_text(ui.run_id).first.wait_for()
     page.get_by_text("success", exact=False).first.wait_for()
 

@@ -20,7 +20,6 @@ from prom_server import (
     PushgatewayProcess,
     build_tsdb,
     cadvisor_series,
-    free_port,
     require_binary,
     wait_for,
     write_openmetrics,
@@ -28,6 +27,7 @@ from prom_server import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from foresight_lib.errors import DataError, SourceError
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import pushgateway
 from foresight_lib.publishing.storage import RunStore
 from foresight_lib.sources import prometheus_source as ps

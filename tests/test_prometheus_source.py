@@ -10,9 +10,10 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from prom_server import ScriptedServer, free_port, matrix
+from prom_server import ScriptedServer, matrix
 
 from foresight_lib.errors import ConfigError, DataError, SourceError
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.sources import prometheus_source as ps
 
 T0 = 1_700_000_100  # a multiple of 300 s

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from prom_server import ScriptedServer, free_port, matrix
+from prom_server import ScriptedServer, matrix
 
 from foresight_lib import pipeline
 from foresight_lib.config import DEFAULT_CONFIG_PATH
 from foresight_lib.errors import SourceError
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.redaction import MASK, is_secret_key, redact_config, redact_text, redact_url
 
 SECRET = "PLANTED-SECRET-xyz"
@@ -271,3 +272,18 @@ def test_credentials_echoed_back_by_the_server_are_masked(all_logs, auth):
     assert "HTTP 400 bad_data: tenant *** unknown" in message
     assert SECRET not in message and sent.split(" ", 1)[1] not in message
     assert SECRET not in all_logs.text
+
+
+def test_a_config_error_about_a_secret_looking_setting_keeps_its_message():
+    """``bearer_token: unknown setting`` says what is wrong; a value after a key still is masked."""
+    from foresight_lib.config import load_config
+    from foresight_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(DEFAULT_CONFIG_PATH, {"bearer_token": SECRET, "mlflow": {"api_key": 12345}})
+    message = redact_text(str(caught.value))
+    assert "bearer_token: unknown setting; allowed here:" in message
+    assert "mlflow.api_key: unknown setting" in message and SECRET not in message and "12345" not in message
+    for text in ("password: hunter2", "token: abc123", "api_key: Zx9 ok", "password=hunter2 was wrong"):
+        assert MASK in redact_text(text), text
+    assert "abcdefghijkl" not in redact_text("Authorization: Bearer abcdefghijkl")

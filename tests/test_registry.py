@@ -29,11 +29,12 @@ from conftest import make_daily_series
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from prom_server import ScriptedServer, free_port, wait_for
+from prom_server import ScriptedServer, wait_for
 
 from foresight_lib.errors import ConfigError, SourceError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
 from foresight_lib.forecasting.champion import ChampionBundle, HistoryMismatchError
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import mlflow_store, registry, tracking
 
 MODELS = ["naive", "seasonal_naive"]

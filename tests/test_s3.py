@@ -9,10 +9,11 @@ import sys
 import boto3
 import pandas as pd
 import pytest
-from prom_server import free_port, wait_for
+from prom_server import wait_for
 
 from foresight_lib import pipeline
 from foresight_lib.errors import RunLocked, ValidationFailed
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import exposition
 from foresight_lib.publishing.run_lock import RunLock
 from foresight_lib.publishing.storage import DataRoot, RunStore

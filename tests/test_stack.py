@@ -19,7 +19,6 @@ whose series are cut into shards, so that the train tasks spread over both worke
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -33,21 +32,18 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from airflow_support import REPO_ROOT, fast_config, free_port
+from airflow_support import fast_config
 
-DAG_ID = "foresight_nightly"
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.orchestration.ports import free_port
+from foresight_lib.orchestration.rest import wait_for
+from scripts import stack as stack_script
+
 RUN_TIMEOUT_S = 900
 # The demo's series in shards of 8: four or five train tasks per local model.
 SHARD_SERIES = 8
 
 pytestmark = pytest.mark.slow
-
-
-def _stack_module():
-    spec = importlib.util.spec_from_file_location("foresight_stack", REPO_ROOT / "scripts" / "stack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _stack_config(root: Path) -> Path:
@@ -62,16 +58,11 @@ def _stack_config(root: Path) -> Path:
 
 def _wait_run(stack, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
     """The run once it ended, failing early if a process of the stack (but the killed worker) exited."""
-    deadline = time.monotonic() + timeout
-    run: dict = {}
-    while time.monotonic() < deadline:
+    def alive() -> None:
         dead = [name for name in stack.pids if not name.startswith("worker1") and not stack.alive(name)]
         assert not dead, f"stack processes exited: {dead}"
-        run = stack.client.run(run_id)
-        if run["state"] in ("success", "failed"):
-            return run
-        time.sleep(3)
-    raise AssertionError(f"run {run_id} not finished after {timeout:.0f} s: {run.get('state')}")
+
+    return stack.client.wait_run(run_id, timeout, every=3, check=alive)
 
 
 def _workers_of(stack, run_id: str, task_id: str = "train") -> dict[str, set[int]]:
@@ -85,28 +76,27 @@ def _workers_of(stack, run_id: str, task_id: str = "train") -> dict[str, set[int
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    module = _stack_module()
     # Postgres runs as the postgres user when the tests run as root: its folder must be reachable
     # by that user, which pytest's private temporary folders are not.
     state = Path(tempfile.mkdtemp(prefix="foresight-stack-"))
     state.chmod(0o755)
     root = tmp_path_factory.mktemp("foresight")
-    ports = {name: free_port() for name in module.DEFAULT_PORTS}
+    ports = {name: free_port() for name in stack_script.DEFAULT_PORTS}
     with pytest.MonkeyPatch.context() as env:
         # The stack's processes inherit these: the fast config, a lost task noticed after two minutes
         # (much shorter, and a live task whose heartbeat is late on a loaded machine is taken for lost).
         env.setenv("FORESIGHT_CONFIG", str(_stack_config(root)))
         env.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "120")
         env.setenv("AIRFLOW__API__WORKERS", "1")
-        stack = module.Stack(state, ports, workers=2, concurrency=1)
+        stack = stack_script.Stack(state, ports, workers=2, concurrency=1)
         try:
             stack.up()
-            client = module.AirflowClient(stack, DAG_ID, timeout=30)
-            client.login(timeout=240)
-            client.unpause()
-            stack.client = client
+            stack.client = stack.airflow(timeout=240)
+            stack.client.unpause()
             yield stack
         finally:
+            if getattr(stack, "client", None) is not None:
+                stack.client.close()
             stack.down()
             shutil.rmtree(state, ignore_errors=True)
 
@@ -151,9 +141,9 @@ def _aliases(stack) -> dict[str, dict[str, str]]:
 
 def test_a_run_on_the_celery_stack_uses_both_workers_s3_and_the_mlflow_server(stack):
     client = stack.client
-    run_id = client.trigger("2024-03-20T02:00:00Z")
+    run_id = client.trigger("2024-03-20T02:00:00Z")["dag_run_id"]
     run = _wait_run(stack, run_id)
-    tasks = client.tasks(run_id)
+    tasks = client.task_instances(run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks if
                                         t["state"] != "success"]
     train = [t for t in tasks if t["task_id"] == "train"]
@@ -185,7 +175,7 @@ def test_a_run_on_the_celery_stack_uses_both_workers_s3_and_the_mlflow_server(st
         name: str(v) for name, v in summary["champion_versions"].items()}
 
     # The plugin serves the published forecasts, read from S3.
-    resp = requests.get(f"{client.base}/foresight/metrics", timeout=60)
+    resp = requests.get(f"{client.base_url}/foresight/metrics", timeout=60)
     assert resp.status_code == 200, resp.text[:500]
     assert "foresight_forecast{" in resp.text
     assert re.search(r'foresight_champion\{[^}]*model="', resp.text)
@@ -194,14 +184,15 @@ def test_a_run_on_the_celery_stack_uses_both_workers_s3_and_the_mlflow_server(st
 def test_a_worker_killed_mid_train_task_is_retried_elsewhere_and_nothing_published_is_lost(stack):
     client = stack.client
     before = _latest_json(stack, "summary.json")
-    run_id = client.trigger("2024-03-21T02:00:00Z")
+    run_id = client.trigger("2024-03-21T02:00:00Z")["dag_run_id"]
     pattern = re.compile(rf"run_id={re.escape(run_id)}/task_id=train/map_index=(\d+)/")
     worker_log = stack.logs / "worker1.log"
     deadline = time.monotonic() + RUN_TIMEOUT_S
     victim = None
     while victim is None and time.monotonic() < deadline:
         handed = {int(m) for m in pattern.findall(worker_log.read_text(errors="replace"))}
-        running = {t["map_index"] for t in client.tasks(run_id) if t["task_id"] == "train" and t["state"] == "running"}
+        running = {t["map_index"] for t in client.task_instances(run_id)
+                   if t["task_id"] == "train" and t["state"] == "running"}
         if handed & running:
             victim = min(handed & running)
             os.killpg(stack.pids["worker1"], signal.SIGKILL)
@@ -209,7 +200,7 @@ def test_a_worker_killed_mid_train_task_is_retried_elsewhere_and_nothing_publish
     assert victim is not None, "worker1 ran no train task of the run"
 
     run = _wait_run(stack, run_id)
-    tasks = client.tasks(run_id)
+    tasks = client.task_instances(run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks
                                         if t["state"] != "success"]
     (killed,) = [t for t in tasks if t["task_id"] == "train" and t["map_index"] == victim]
@@ -261,24 +252,22 @@ def _registry_story(stack) -> str:
 
 
 def _wait_tasks(client, run_id: str, ready, timeout: float = RUN_TIMEOUT_S) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tasks = client.tasks(run_id)
-        if ready(tasks):
-            return tasks
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} never reached the expected task states")
+    def reached() -> list[dict] | None:
+        tasks = client.task_instances(run_id)
+        return tasks if ready(tasks) else None
+
+    return wait_for(reached, f"run {run_id} never reached the expected task states", timeout, every=0.5)
 
 
 def test_a_redis_restart_during_training_does_not_fail_the_run(stack):
     client = stack.client
-    run_id = client.trigger("2024-03-22T02:00:00Z")
+    run_id = client.trigger("2024-03-22T02:00:00Z")["dag_run_id"]
     _wait_tasks(client, run_id, lambda ts: any(t["task_id"] == "train" and t["state"] == "running" for t in ts))
     stack.stop("redis")
     time.sleep(3)
     stack.start_redis()
     run = _wait_run(stack, run_id)
-    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in client.tasks(run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in client.task_instances(run_id)
                                         if t["state"] != "success"]
     assert _latest_json(stack, "summary.json")["run_id"] == run_id
 
@@ -288,16 +277,16 @@ def test_the_mlflow_server_down_at_publish_fails_the_run_and_leaves_what_is_publ
     s3 = _s3(stack)
     before = {key: s3.get_object(Bucket="foresight", Key=key)["Body"].read() for key in _keys(stack, "data/latest/")}
     aliases = _aliases(stack)
-    run_id = client.trigger("2024-03-23T02:00:00Z")
+    run_id = client.trigger("2024-03-23T02:00:00Z")["dag_run_id"]
     _wait_tasks(client, run_id, lambda ts: any(t["task_id"] == "evaluate" and t["state"] in ("running", "success")
                                                for t in ts))
     stack.stop("mlflow")
     try:
         run = _wait_run(stack, run_id)
-        tasks = {t["task_id"]: t for t in client.tasks(run_id) if t["map_index"] in (-1, None)}
+        tasks = {t["task_id"]: t for t in client.task_instances(run_id) if t["map_index"] in (-1, None)}
         assert run["state"] == "failed"
         assert tasks["publish"]["state"] == "failed" and tasks["evaluate"]["state"] == "success", tasks["publish"]
-        logs = stack.dir / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=publish"
+        logs = stack.dir / "airflow" / "logs" / f"dag_id={NIGHTLY_DAG}" / f"run_id={run_id}" / "task_id=publish"
         text = "\n".join(path.read_text(errors="replace") for path in logs.rglob("*.log"))
         assert f"MLflow tracking server http://localhost:{stack.ports['mlflow']}" in text, text[-2000:]
         after = {key: s3.get_object(Bucket="foresight", Key=key)["Body"].read()

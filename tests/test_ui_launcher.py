@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_support import REPO_ROOT, VENV_BIN, free_port
+from airflow_support import REPO_ROOT, VENV_BIN
+
+from foresight_lib.orchestration.ports import free_port
 
 SECRET = "Gen3rated-Pw-7781"
 

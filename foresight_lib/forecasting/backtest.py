@@ -39,7 +39,15 @@ from foresight_lib.forecasting.backtest_runner import (
     _run_local,
 )
 from foresight_lib.forecasting.ensemble import TOP_MODELS, EnsembleWeights, fit_ensemble_weights
-from foresight_lib.forecasting.metrics import champion, evaluate, leaderboard, mase_scales
+from foresight_lib.forecasting.metrics import (
+    DEFAULT_CRITERION,
+    ChampionCriterion,
+    champion,
+    criterion_of,
+    evaluate,
+    leaderboard,
+    mase_scales,
+)
 from foresight_lib.forecasting.models import ENSEMBLE, FALLBACK_MODEL, check_model_names, model_class
 from foresight_lib.forecasting.models.base import Forecast
 from foresight_lib.frames import LEVELS, check_series_frame
@@ -82,6 +90,8 @@ class BacktestSpec:
     """Also forecast H steps after the end of the data (the live forecast)."""
     keep_models: bool = False
     """Return the fitted models (updated to the end of the data)."""
+    criterion: ChampionCriterion = DEFAULT_CRITERION
+    """The champion rule that ranks the leaderboard and picks the champion (``champion.criterion``)."""
 
     def __post_init__(self) -> None:
         self.models = check_model_names(list(self.models))
@@ -334,6 +344,7 @@ def _spec_fields(spec: BacktestSpec) -> dict:
         "test_days": spec.test_days, "history_days": spec.history_days, "stride": spec.stride,
         "season": spec.season, "levels": spec.levels, "n_jobs": spec.n_jobs,
         "model_params": spec.model_params, "future": spec.future, "keep_models": spec.keep_models,
+        "criterion": criterion_of(spec),
     }
 
 
@@ -492,10 +503,10 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_s
         reasons = "; ".join(f"{r['unique_id']}: {r['reason']}" for r in unscored[:5])
         raise DataError(f"no series can be scored ({len(ids)} backtested, none with a usable MASE scale): {reasons}")
     per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)
-    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons), spec.models)
+    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons, criterion_of(spec)), spec.models)
     return BacktestResult(
         forecasts=forecasts, per_series=per_series, leaderboard=board,
-        champion=champion(board) if len(unscored) < len(ids) else "",
+        champion=champion(board, criterion_of(spec)) if len(unscored) < len(ids) else "",
         series=ids, skipped=parts[0].skipped, fallbacks=total.fallbacks,
         fit_seconds=total.fit_seconds, predict_seconds=total.predict_seconds,
         seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import BacktestResult, BacktestSpec, EnsembleWeights, SeriesSplit, split_series
-from foresight_lib.forecasting.metrics import evaluate, leaderboard, mase_scales
+from foresight_lib.forecasting.metrics import ChampionCriterion, criterion_of, evaluate, leaderboard, mase_scales
 from foresight_lib.forecasting.models import ENSEMBLE, FALLBACK_MODEL, model_class
 from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster
 from foresight_lib.forecasting.profiles import MetricProfile, seen_test_steps
@@ -65,11 +65,8 @@ class HistoryRefused(DataError, ValueError):
 
 
 def mean_mase(board: pd.DataFrame, model: str) -> float:
-    """Mean over the leaderboard's horizons of ``model``'s MASE (the champion criterion)."""
-    rows = board[board["model"] == model]
-    if rows.empty:
-        raise ConfigError(f"model '{model}' is not on the leaderboard; choose one of {sorted(board['model'].unique())}")
-    return float(rows["mase"].mean())
+    """Mean over the leaderboard's horizons of ``model``'s MASE (the default criterion's score)."""
+    return ChampionCriterion().score(board, model)
 
 
 def _is_global(name: str) -> bool:
@@ -124,6 +121,10 @@ class ChampionBundle:
     """(member, unique_id) -> the model actually fitted, where the member failed and fell back."""
     mean_mase: float = float("nan")
     """Mean MASE over the horizons of this model on its own backtest (over these series)."""
+    score: float = float("nan")
+    """Its score under the champion criterion (``criterion``) on that backtest: what the registry compares."""
+    criterion: str = "mean_mase"
+    """The label of the champion criterion ``score`` was made by (``ChampionCriterion.label``)."""
     example: pd.DataFrame | None = None
     """A few rows of recent history: the registered model's input example."""
     spec: BacktestSpec | None = None
@@ -212,9 +213,7 @@ class ChampionBundle:
                 bundle.ensemble_weights[uid] = result.ensemble_weights[uid]
         bundle.profiles = {metric: MetricProfile.of(metric, values, unit) for metric, values in seen.items()}
         ids = set(bundle.last_ds)
-        scored = result.per_series[result.per_series["unique_id"].isin(ids)]
-        if not scored.empty and name in set(scored["model"]):
-            bundle.mean_mase = mean_mase(leaderboard(scored, spec.horizons), name)
+        bundle.set_scores(result.per_series[result.per_series["unique_id"].isin(ids)])
         first = splits[0]
         tail = slice(len(first.train) + seen_test - EXAMPLE_ROWS, len(first.train) + seen_test)
         bundle.example = pd.DataFrame({
@@ -223,6 +222,20 @@ class ChampionBundle:
         })
         bundle._eval_frame = frame[frame["unique_id"].astype(str).isin(ids)]
         return bundle
+
+    def set_scores(self, per_series: pd.DataFrame) -> None:
+        """Its mean MASE and criterion score from the per-series scores of its own series."""
+        criterion = criterion_of(self.spec)
+        self.mean_mase, self.score, self.criterion = float("nan"), float("nan"), criterion.label
+        if not per_series.empty and self.model in set(per_series["model"]):
+            board = leaderboard(per_series, self.spec.horizons, criterion)
+            self.mean_mase = mean_mase(board, self.model)
+            self.score = criterion.score(board, self.model)
+
+    def score_value(self) -> float:
+        """``score``, or ``mean_mase`` for a bundle pickled before it had a criterion score."""
+        value = getattr(self, "score", float("nan"))
+        return float(self.mean_mase if value != value else value)
 
     @property
     def series(self) -> list[str]:
@@ -555,12 +568,13 @@ class ChampionBundle:
                          self.step, True)
 
     def score_on(self, frame: pd.DataFrame, spec: BacktestSpec) -> float:
-        """Mean MASE over ``spec``'s horizons of this champion on ``frame``'s backtest."""
+        """This champion's score under ``spec``'s criterion (the new run's rule) on ``frame``'s backtest."""
         forecasts = self.backtest_on(frame, spec)
         splits, _ = split_series(frame, spec)
         scales, _ = mase_scales({s.unique_id: s.train for s in splits}, spec.season_length)  # as the backtest's
         per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)
-        return mean_mase(leaderboard(per_series, spec.horizons), self.model)
+        criterion = criterion_of(spec)
+        return criterion.score(leaderboard(per_series, spec.horizons, criterion), self.model)
 
     def _gap(self, split: SeriesSplit) -> np.ndarray | None:
         """Training values after ``last_ds``, when the model can be conditioned on them."""

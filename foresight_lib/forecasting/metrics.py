@@ -8,6 +8,11 @@ which is guarded: a constant or non-finite training part cannot be scored (MASE 
 be 0/0 or meaningless) and is left out of every mean, and a scale below a millionth of
 the series' mean level is raised to it, so that every scored value is finite. The
 backtest reports which series were guarded and why.
+
+The champion rule lives here, once: ``ChampionCriterion`` (the ``champion`` setting) turns
+a leaderboard into one score per model; the leaderboard's ranking, each metric's champion
+(``metric_champions``), the champion bundle's score, the registry's no-regression gate,
+MLflow, the dashboard and the operations API all use it.
 """
 from __future__ import annotations
 
@@ -177,10 +182,11 @@ def evaluate(forecasts: pd.DataFrame, scales: dict[str, float], horizons: dict[s
     return pd.DataFrame(rows)
 
 
-def leaderboard(per_series: pd.DataFrame, horizon_order: list[str]) -> pd.DataFrame:
-    """Mean of per-series metrics per model and horizon, models ranked by mean MASE."""
+def leaderboard(per_series: pd.DataFrame, horizon_order: list[str],
+                criterion: ChampionCriterion | None = None) -> pd.DataFrame:
+    """Mean of per-series metrics per model and horizon, models ranked by the champion criterion."""
     board = per_series.groupby(["model", "horizon"], sort=False)[LEADERBOARD_COLUMNS[2:]].mean().reset_index()
-    rank = board.groupby("model")["mase"].mean().sort_values()
+    rank = (criterion or DEFAULT_CRITERION).scores(board).sort_values()
     board["model"] = pd.Categorical(board["model"], categories=list(rank.index), ordered=True)
     board["horizon"] = pd.Categorical(board["horizon"], categories=horizon_order, ordered=True)
     board = board.sort_values(["model", "horizon"]).reset_index(drop=True)
@@ -205,15 +211,159 @@ def pooled_leaderboard(board: pd.DataFrame, metrics: int) -> pd.DataFrame:
     return board[[c for c in board.columns if not str(c).startswith(IN_DATA_UNIT)]]
 
 
-def champion(board: pd.DataFrame) -> str:
-    """The model with the lowest mean MASE over the horizons in ``board``.
+def champion(board: pd.DataFrame, criterion: ChampionCriterion | None = None) -> str:
+    """The model with the lowest score under ``criterion`` (default: mean MASE over the horizons in ``board``).
 
     Raises:
-        DataError: no model has a finite mean MASE (no series could be scored).
+        DataError: no model has a finite score (no series could be scored).
     """
-    means = board.groupby("model")["mase"].mean()
-    means = means[np.isfinite(means.to_numpy(dtype="float64"))]
-    if means.empty:
-        raise DataError("no model has a finite mean MASE, so there is no champion: no series could be scored "
-                        "(constant or non-finite training data); check the backtest report's unscored series")
-    return str(means.idxmin())
+    return (criterion or DEFAULT_CRITERION).champion(board)
+
+
+def metric_of_rows(per_series: pd.DataFrame, series: pd.DataFrame | None = None) -> pd.Series:
+    """The metric of each row's ``unique_id``: the series table's, else the id's ``<metric>/`` part."""
+    from foresight_lib.frames import split_unique_id
+
+    by_id = {} if series is None else dict(zip(series["unique_id"].astype(str), series["metric"].astype(str),
+                                                strict=False))
+    return per_series["unique_id"].astype(str).map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
+
+
+def metric_leaderboards(result, series: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """metric -> leaderboard over that metric's series, ranked by the backtest's criterion.
+
+    Args:
+        result: the evaluated backtest (``per_series`` and ``spec``).
+        series: the series table (``unique_id, metric``); a series it does not list (or all,
+            without it) takes the metric of its ``unique_id`` (``<metric>/<entity>``).
+    """
+    per_series = result.per_series
+    if per_series.empty:
+        return {}
+    metrics = metric_of_rows(per_series, series)
+    criterion = criterion_of(result.spec)
+    return {str(metric): leaderboard(per_series[metrics == metric], result.spec.horizons, criterion)
+            for metric in sorted(metrics.unique())}
+
+
+def metric_champions(result, series: pd.DataFrame | None = None) -> dict[str, str]:
+    """Per metric, the champion by the backtest's criterion over that metric's series (the one mapping).
+
+    A metric where no model could be scored has no champion (logged).
+    """
+    criterion = criterion_of(result.spec)
+    out = {}
+    for metric, board in metric_leaderboards(result, series).items():
+        try:
+            out[metric] = criterion.champion(board)
+        except DataError:
+            log.info("no model could be scored on %s; no champion for it", metric)
+    return out
+
+
+CRITERIA = ("mean_mase",)
+"""The champion criteria known; ``mean_mase`` may weigh the horizons (``horizon_weights``)."""
+
+
+@dataclass(frozen=True)
+class ChampionCriterion:
+    """The one champion rule: a leaderboard (``model, horizon, mase``) in, one score per model out; lower wins.
+
+    ``mean_mase`` with no weights is the mean of a model's MASE over the horizons of the
+    board. ``horizon_weights`` (horizon -> weight, horizons not named weigh 1) make it the
+    weighted mean instead, e.g. ``{"30m": 2}`` counts the 30-minute error twice.
+    Configured as ``champion: {criterion, horizon_weights}`` (``foresight_lib.config``).
+    """
+
+    name: str = "mean_mase"
+    horizon_weights: tuple[tuple[str, float], ...] = ()
+    """(horizon, weight) pairs, as a tuple so that the criterion is hashable and picklable."""
+
+    @classmethod
+    def from_setting(cls, setting: Mapping | ChampionCriterion | None) -> ChampionCriterion:
+        """The criterion of a ``champion`` setting (``{criterion, horizon_weights}``), or the default."""
+        if isinstance(setting, ChampionCriterion):
+            return setting
+        if not setting:
+            return DEFAULT_CRITERION
+        weights = setting.get("horizon_weights") or {}
+        return cls(str(setting.get("criterion") or "mean_mase"),
+                   tuple((str(h), float(w)) for h, w in dict(weights).items()))
+
+    def to_setting(self) -> dict:
+        """The ``champion`` setting of this criterion (what ``from_setting`` reads back)."""
+        return {"criterion": self.name, "horizon_weights": dict(self.horizon_weights)}
+
+    @property
+    def is_default(self) -> bool:
+        """Plain mean MASE over the horizons: the score is the ``mean_mase`` that readers know."""
+        return self.name == "mean_mase" and all(w == 1.0 for _, w in self.horizon_weights)
+
+    @property
+    def label(self) -> str:
+        """A short name of the rule, e.g. ``mean_mase`` or ``mean_mase[30m=2]``."""
+        if self.is_default:
+            return self.name
+        return f"{self.name}[{','.join(f'{h}={w:g}' for h, w in self.horizon_weights)}]"
+
+    @property
+    def description(self) -> str:
+        """The rule in words: ``mean MASE``, or ``mean MASE weighted by horizon (30m=2)``."""
+        if self.is_default:
+            return "mean MASE"
+        return f"mean MASE weighted by horizon ({', '.join(f'{h}={w:g}' for h, w in self.horizon_weights)})"
+
+    def scores(self, board: pd.DataFrame) -> pd.Series:
+        """model -> score over the board's horizons (NaN where the model has no finite MASE)."""
+        if board.empty:
+            return pd.Series(dtype="float64")
+        if self.is_default:
+            return board.groupby("model")["mase"].mean()
+        weights = dict(self.horizon_weights)
+        w = board["horizon"].astype(str).map(lambda h: weights.get(h, 1.0)).astype("float64")
+        mase_values = pd.to_numeric(board["mase"], errors="coerce").astype("float64")
+        finite = np.isfinite(mase_values.to_numpy())
+        w = w.where(finite, 0.0)
+        frame = pd.DataFrame({"model": board["model"].to_numpy(), "wx": (w * mase_values.where(finite, 0.0)),
+                              "w": w})
+        sums = frame.groupby("model")[["wx", "w"]].sum()
+        return (sums["wx"] / sums["w"].where(sums["w"] > 0)).astype("float64")
+
+    def score(self, board: pd.DataFrame, model: str) -> float:
+        """``model``'s score on ``board``.
+
+        Raises:
+            ConfigError: ``model`` is not on the board.
+        """
+        from foresight_lib.errors import ConfigError
+
+        if board.empty or model not in set(board["model"]):
+            known = sorted(board["model"].unique()) if not board.empty else []
+            raise ConfigError(f"model '{model}' is not on the leaderboard; choose one of {known}")
+        rows = board[board["model"] == model]
+        if self.is_default:  # the mean as the registry has always compared it, to the last bit
+            return float(pd.to_numeric(rows["mase"], errors="coerce").mean())
+        return float(self.scores(rows).get(model, float("nan")))
+
+    def champion(self, board: pd.DataFrame) -> str:
+        """The model with the lowest finite score.
+
+        Raises:
+            DataError: no model has a finite score (no series could be scored).
+        """
+        means = self.scores(board)
+        means = means[np.isfinite(means.to_numpy(dtype="float64"))]
+        if means.empty:
+            raise DataError(f"no model has a finite {self.description}, so there is no champion: no series could be "
+                            "scored (constant or non-finite training data); check the backtest report's unscored "
+                            "series")
+        return str(means.idxmin())
+
+
+DEFAULT_CRITERION = ChampionCriterion()
+"""Mean MASE over the configured horizons: DESIGN.md's default champion rule."""
+
+
+def criterion_of(spec) -> ChampionCriterion:
+    """The champion criterion of a backtest spec (the default for specs pickled before it was one)."""
+    return getattr(spec, "criterion", None) or DEFAULT_CRITERION

@@ -27,7 +27,7 @@ import pandas as pd
 from foresight_lib.errors import DataError
 from foresight_lib.forecasting.backtest import BacktestPart, BacktestResult, BacktestSpec, _ranked, finish_backtest
 from foresight_lib.forecasting.backtest_runner import _LocalOutcome
-from foresight_lib.forecasting.metrics import champion, leaderboard
+from foresight_lib.forecasting.metrics import champion, criterion_of, leaderboard
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series
 from foresight_lib.forecasting.shards import empty_reason, is_global, load_parts, part_name, require_parts
 from foresight_lib.frames import categorical_ids
@@ -178,11 +178,12 @@ def summarize(pieces: Sequence[BacktestResult], spec: BacktestSpec, names: Seque
         reasons = "; ".join(f"{r['unique_id']}: {r['reason']}" for r in unscored[:5])
         raise DataError(f"no series can be scored ({len(series)} backtested, none with a usable MASE scale): {reasons}")
     per_series = pd.concat([p.per_series for p in pieces if not p.per_series.empty], ignore_index=True)
-    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons), spec.models)
+    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons, criterion_of(spec)), spec.models)
     futures = [p.future_forecasts for p in pieces if p.future_forecasts is not None]
     first = pieces[0]
     return BacktestResult(
-        forecasts=pd.DataFrame(), per_series=per_series, leaderboard=board, champion=champion(board),
+        forecasts=pd.DataFrame(), per_series=per_series, leaderboard=board,
+        champion=champion(board, criterion_of(spec)),
         series=series, skipped=sorted([*skipped, *(row for p in pieces for row in p.skipped)],
                                       key=lambda row: str(row["unique_id"])),
         fallbacks=[row for p in pieces for row in p.fallbacks],
@@ -272,11 +273,10 @@ def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame
                   units: dict[str, str] | None = None):
     """One metric's champion from its pieces built on each shard (in shard order).
 
-    The profile, mean MASE and evaluation frame (``frame``: the metric's series, on which
+    The profile, scores and evaluation frame (``frame``: the metric's series, on which
     the previous champion is scored) are those of every series of the metric;
     a global member's network is the same in every piece (one fit per run), so one is kept.
     """
-    from foresight_lib.forecasting.champion import mean_mase
     from foresight_lib.forecasting.profiles import metric_profiles
 
     out = copy.copy(bundles[0])
@@ -291,8 +291,6 @@ def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame
     ids = set(out.last_ds)
     out.profiles = metric_profiles(frame, out.spec, units, ids)
     scored = result.per_series[result.per_series["unique_id"].isin(ids)]
-    out.mean_mase = float("nan")
-    if not scored.empty and out.model in set(scored["model"]):
-        out.mean_mase = mean_mase(leaderboard(scored, out.spec.horizons), out.model)
+    out.set_scores(scored)
     out._eval_frame = frame[frame["unique_id"].astype(str).isin(ids)]
     return out

@@ -25,13 +25,13 @@ from pydantic import BaseModel, Field
 
 from foresight_lib.errors import ForesightError
 from foresight_lib.operations import OperationError
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.orchestration.rest import FINISHED, AirflowApiError, AirflowClient
 from foresight_lib.redaction import redact_config, redact_text
 
 log = logging.getLogger(__name__)
 
-DAG_ID = "foresight_nightly"
 TIMEOUT_S = float(os.environ.get("FORESIGHT_API_AIRFLOW_TIMEOUT_S", "30"))
-FINISHED = ("success", "failed")
 TEARDOWN_RULE = "all_done_setup_success"
 """The trigger rule Airflow gives a teardown task."""
 CANCEL_NOTE = "cancelled through the Foresight API"
@@ -106,59 +106,23 @@ class JobList(BaseModel):
     total_entries: int
 
 
-class AirflowApi:
-    """A small client of Airflow's REST API on behalf of one caller (their token)."""
+class AirflowApi(AirflowClient):
+    """The shared REST client on behalf of one caller (their token), its errors as the API's answers."""
 
     def __init__(self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None,
                  timeout_s: float = TIMEOUT_S):
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s,
-                                    transport=transport)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> AirflowApi:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__(base_url, token, timeout_s=timeout_s, transport=transport)
 
     def call(self, method: str, path: str, what: str, **kwargs) -> dict:
         try:
-            resp = self._client.request(method, f"/api/v2{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise OperationError(502, f"Airflow's REST API at {redact_text(self.base_url)} did not answer {what} "
-                                      f"({type(exc).__name__}); check [api] base_url "
-                                      "(AIRFLOW__API__BASE_URL) and the api-server's port") from exc
-        if resp.status_code >= 400:
-            raise OperationError(_status(resp.status_code), f"Airflow refused {what}: {resp.status_code} "
-                                                            f"{_detail(resp)}")
-        try:
-            return resp.json() if resp.content else {}
-        except ValueError as exc:
-            raise OperationError(502, f"Airflow's REST API at {redact_text(self.base_url)} answered {what} with "
-                                      "something that is not JSON; check [api] base_url") from exc
+            return super().call(method, path, what, **kwargs)
+        except AirflowApiError as exc:
+            raise OperationError(_status(exc.status), exc.message) from exc
 
 
-def _status(code: int) -> int:
+def _status(code: int | None) -> int:
     """Airflow's answer as ours: its 401/403/404/409/422 pass through, anything else is a bad gateway."""
     return code if code in (400, 401, 403, 404, 409, 422) else 502
-
-
-def _detail(resp: httpx.Response) -> str:
-    """Airflow's reason in short: its ``detail`` text (or its validation messages), redacted; nothing else."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return "(an answer that is not Airflow's JSON)"
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, list):
-        detail = "; ".join(str(item.get("msg", "")) for item in detail if isinstance(item, dict))
-    if not isinstance(detail, str) or not detail:
-        return "(no reason given)"
-    return redact_text(detail[:200])
 
 
 def _job(run: dict, ui_base: str | None) -> Job:
@@ -167,7 +131,7 @@ def _job(run: dict, ui_base: str | None) -> Job:
                                       "start_date", "end_date")}
     fields["conf"] = redact_config(run["conf"]) if isinstance(run.get("conf"), dict) else None
     fields["note"] = redact_text(run["note"]) if isinstance(run.get("note"), str) else None
-    url = f"{ui_base.rstrip('/')}/dags/{DAG_ID}/runs/{run_id}" if ui_base else None
+    url = f"{ui_base.rstrip('/')}/dags/{NIGHTLY_DAG}/runs/{run_id}" if ui_base else None
     return Job(job_id=run_id, airflow_url=url, **fields)
 
 
@@ -211,7 +175,7 @@ def start(api: AirflowApi, request: TrainRequest) -> Job:
     body: dict[str, Any] = {"logical_date": logical.isoformat(), "conf": conf}
     if request.note:
         body["note"] = request.note
-    run = api.call("POST", f"/dags/{DAG_ID}/dagRuns", "to start a nightly run", json=body)
+    run = api.call("POST", f"/dags/{NIGHTLY_DAG}/dagRuns", "to start a nightly run", json=body)
     log.info("started nightly run %s with %s", run.get("dag_run_id"), redact_config(conf))
     return _job(run, api.base_url)
 
@@ -221,18 +185,16 @@ def list_jobs(api: AirflowApi, limit: int = 25, state: str | None = None) -> Job
     params: dict[str, Any] = {"limit": limit, "order_by": "-run_after"}
     if state:
         params["state"] = state
-    data = api.call("GET", f"/dags/{DAG_ID}/dagRuns", "to list the nightly runs", params=params)
+    data = api.call("GET", f"/dags/{NIGHTLY_DAG}/dagRuns", "to list the nightly runs", params=params)
     return JobList(jobs=[_job(r, api.base_url) for r in data.get("dag_runs", [])],
                    total_entries=int(data.get("total_entries", 0)))
 
 
 def get_job(api: AirflowApi, job_id: str, data_root: str | None = None) -> JobDetail:
     """One run: its state, each task's progress and, once finished, its leaderboard."""
-    run = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}", f"to read job {job_id!r}")
-    tis = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}/taskInstances",
-                   f"to read the tasks of job {job_id!r}", params={"limit": 1000})
+    run = api.call("GET", f"/dags/{NIGHTLY_DAG}/dagRuns/{_quote(job_id)}", f"to read job {job_id!r}")
     tasks = [TaskProgress(**{k: ti.get(k) for k in TaskProgress.model_fields if k in ti})
-             for ti in tis.get("task_instances", [])]
+             for ti in api.task_instances(job_id)]
     for task in tasks:
         task.note = redact_text(task.note) if task.note else task.note
     progress: dict[str, int] = {}
@@ -260,7 +222,7 @@ def job_error(api: AirflowApi, job_id: str, tasks: list[TaskProgress]) -> JobErr
         error.message = CANCEL_NOTE
         return error
     try:
-        logged = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}/taskInstances/{_quote(task.task_id)}"
+        logged = api.call("GET", f"/dags/{NIGHTLY_DAG}/dagRuns/{_quote(job_id)}/taskInstances/{_quote(task.task_id)}"
                                  f"/logs/{task.try_number or 1}", f"to read {where}",
                           params={"map_index": task.map_index, "full_content": "true"},
                           headers={"Accept": "application/json"})
@@ -299,17 +261,15 @@ def cancel(api: AirflowApi, job_id: str, data_root: str | None = None) -> JobDet
     therefore marked failed too (with a note), so the run ends ``failed``; until the
     teardown has run it may still say ``queued`` or ``running``.
     """
-    current = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}", f"to read job {job_id!r}")
+    current = api.call("GET", f"/dags/{NIGHTLY_DAG}/dagRuns/{_quote(job_id)}", f"to read job {job_id!r}")
     if current.get("state") in FINISHED:
         raise OperationError(409, f"job {job_id!r} has already finished ({current.get('state')}); nothing to cancel")
-    api.call("PATCH", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}", f"to cancel job {job_id!r}",
+    api.call("PATCH", f"/dags/{NIGHTLY_DAG}/dagRuns/{_quote(job_id)}", f"to cancel job {job_id!r}",
              json={"state": "failed"})
-    tis = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}/taskInstances",
-                   f"to read the tasks of job {job_id!r}", params={"limit": 1000})
-    done = {ti.get("task_id") for ti in tis.get("task_instances", []) if ti.get("state") == "success"}
+    done = {ti.get("task_id") for ti in api.task_instances(job_id) if ti.get("state") == "success"}
     for task_id in last_tasks(api):
         if task_id not in done:
-            api.call("PATCH", f"/dags/{DAG_ID}/dagRuns/{_quote(job_id)}/taskInstances/{_quote(task_id)}",
+            api.call("PATCH", f"/dags/{NIGHTLY_DAG}/dagRuns/{_quote(job_id)}/taskInstances/{_quote(task_id)}",
                      f"to mark task {task_id!r} of job {job_id!r} failed",
                      json={"new_state": "failed", "note": CANCEL_NOTE})
     log.info("cancelled nightly run %s", job_id)
@@ -318,7 +278,7 @@ def cancel(api: AirflowApi, job_id: str, data_root: str | None = None) -> JobDet
 
 def last_tasks(api: AirflowApi) -> list[str]:
     """The nightly's tasks that decide its run's state: those followed by teardowns only (as Airflow counts)."""
-    data = api.call("GET", f"/dags/{DAG_ID}/tasks", "to read the nightly's tasks")
+    data = api.call("GET", f"/dags/{NIGHTLY_DAG}/tasks", "to read the nightly's tasks")
     tasks = {t["task_id"]: t for t in data.get("tasks", []) if isinstance(t, dict) and t.get("task_id")}
     teardowns = {tid for tid, t in tasks.items() if t.get("trigger_rule") == TEARDOWN_RULE}
     return sorted(tid for tid, t in tasks.items()

@@ -54,6 +54,9 @@ class Backtest(BaseModel):
     """A version's scores on the backtest of the run that registered it."""
 
     mean_mase: float | None = None
+    criterion: str = Field("mean_mase", description="The champion criterion ``score`` was made by")
+    score: float | None = Field(None, description="The score the registry's gate compared (lower wins); "
+                                                  "the mean MASE under the default criterion")
     horizons: dict[str, HorizonScores] = Field(default_factory=dict, description="horizon (5m, 15m…) -> scores")
     source_run: str | None = Field(None, description="The MLflow run the scores were read from")
 
@@ -159,9 +162,10 @@ def backtest_of(mv, metric: str) -> Backtest:
 
     tags = dict(mv.tags or {})
     run_id = mv.run_id or tags.get("mlflow_run_id")
-    out = Backtest(mean_mase=_float(tags.get("mean_mase")), source_run=run_id)
+    out = Backtest(mean_mase=_float(tags.get("mean_mase")), criterion=tags.get("criterion") or "mean_mase",
+                   score=_float(tags.get("score")), source_run=run_id)
     if not run_id:
-        return out
+        return _with_score(out)
     client = _client()
     key = f"{metric_key(metric)}/"
     values: dict[str, float] = {}
@@ -178,7 +182,7 @@ def backtest_of(mv, metric: str) -> Backtest:
     except MlflowException as exc:
         if not _missing(exc):
             raise OperationError(503, f"cannot read MLflow run {run_id} ({str(exc)[:300]})") from exc
-        return out
+        return _with_score(out)
     horizons: dict[str, dict[str, float]] = {}
     for name, value in values.items():
         match = _HORIZON_KEY.match(name)
@@ -187,6 +191,13 @@ def backtest_of(mv, metric: str) -> Backtest:
     if out.mean_mase is None:
         out.mean_mase = _float(values.get("mean_mase", values.get("champion_mean_mase")))
     out.horizons = {h: HorizonScores(**s) for h, s in sorted(horizons.items(), key=lambda kv: _minutes(kv[0]))}
+    return _with_score(out)
+
+
+def _with_score(out: Backtest) -> Backtest:
+    """A version registered before scores were tagged: under the default criterion its score is its mean MASE."""
+    if out.score is None and out.criterion == "mean_mase":
+        out.score = out.mean_mase
     return out
 
 

@@ -40,6 +40,7 @@ import pandas as pd
 from foresight_lib.errors import DataError, ForesightError
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import parse_duration
+from foresight_lib.orchestration.dags import NIGHTLY_DAG, SCALING_PLAN_DAG
 from foresight_lib.publishing.exposition import (
     LATEST_FILES,
     activations,
@@ -52,8 +53,6 @@ from foresight_lib.publishing.json_views import frame_records
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("dashboard_static")
-NIGHTLY_DAG = "foresight_nightly"
-PLAN_DAG = "foresight_scaling_plan"
 PLAN_STALE_AFTER = pd.Timedelta("1h")
 """A scaling plan older than this is stale (the Grafana alert on the plan's age fires then too)."""
 ACTUALS_SHOWN = pd.Timedelta("1D")
@@ -214,7 +213,7 @@ def _read_state(data_root: str, snapshot) -> _State:
     state.board, state.board_scope = _quietly("leaderboard", state.errors, lambda: _leaderboard(root, state)) or (
         None, "none")
     state.champions = _champions(snapshot.forecasts, state.summary, state.board)
-    state.overall = state.summary.get("champion") or _best(state.board)
+    state.overall = state.summary.get("champion") or _best(state.board, _criterion(state.summary))
     state.plan_manifest = _quietly("scaling plan manifest", state.errors,
                                    lambda: root.latest_manifest(LATEST_FILES["plan_manifest"]))
     if state.plan_manifest:
@@ -229,12 +228,31 @@ def _horizon_key(horizon: str) -> tuple[int, float]:
         return 1, 0.0
 
 
-def _ranked(board: pd.DataFrame) -> pd.DataFrame:
-    """``metric, model, horizon, mase``, models ranked by mean MASE within each metric, horizons by length."""
+def _criterion(summary: dict):
+    """The champion criterion the published run used (``summary.json``; the default before it was recorded)."""
+    from foresight_lib.forecasting.metrics import ChampionCriterion
+
+    setting = summary.get("criterion")
+    return ChampionCriterion.from_setting(setting if isinstance(setting, dict) else None)
+
+
+def _scores(board: pd.DataFrame, criterion) -> pd.Series:
+    """The criterion's score of each row's (metric, model), aligned on ``board``'s rows."""
+    keys = board["metric"].fillna("").astype(str) + "\0" + board["model"].astype(str)
+    if criterion.is_default:  # the mean MASE, as the dashboard has always ranked by it
+        return pd.to_numeric(board["mase"], errors="coerce").groupby(keys).transform("mean")
+    scores = criterion.scores(board.assign(model=keys))
+    return keys.map(scores).astype("float64")
+
+
+def _ranked(board: pd.DataFrame, criterion=None) -> pd.DataFrame:
+    """``metric, model, horizon, mase``, models ranked by the champion criterion within each metric."""
+    from foresight_lib.forecasting.metrics import DEFAULT_CRITERION
+
     board = board[["metric", "model", "horizon", "mase"]].copy()
     board["mase"] = pd.to_numeric(board["mase"], errors="coerce")
     board["_metric"] = board["metric"].fillna("")
-    board["_rank"] = board.groupby(["_metric", "model"])["mase"].transform("mean")
+    board["_rank"] = _scores(board, criterion or DEFAULT_CRITERION)
     board["_horizon"] = [_horizon_key(h) for h in board["horizon"]]
     board = board.sort_values(["_metric", "_rank", "model", "_horizon"], na_position="last", kind="stable")
     return board.drop(columns=["_metric", "_rank", "_horizon"]).reset_index(drop=True)
@@ -246,7 +264,7 @@ def _leaderboard(root, state: _State) -> tuple[pd.DataFrame | None, str]:
 
     rows = state.summary.get("metric_leaderboard")
     if rows:
-        return _ranked(pd.DataFrame(rows)), "metric"
+        return _ranked(pd.DataFrame(rows), _criterion(state.summary)), "metric"
     run = (state.manifest or {}).get("run_id")
     if run:
         def per_series() -> pd.DataFrame | None:
@@ -257,7 +275,7 @@ def _leaderboard(root, state: _State) -> tuple[pd.DataFrame | None, str]:
         if scores is not None and not scores.empty:
             scores = scores.assign(metric=[split_unique_id(str(u))[0] for u in scores["unique_id"]])
             board = scores.groupby(["metric", "model", "horizon"], sort=False)["mase"].mean().reset_index()
-            return _ranked(board), "metric"
+            return _ranked(board, _criterion(state.summary)), "metric"
     overall = None
     if root.has_latest("leaderboard"):
         overall = _quietly("leaderboard", state.errors, lambda: root.read_latest("leaderboard"))
@@ -265,14 +283,13 @@ def _leaderboard(root, state: _State) -> tuple[pd.DataFrame | None, str]:
         overall = pd.DataFrame(state.summary["leaderboard"])
     if overall is None or overall.empty:
         return None, "none"
-    return _ranked(overall.assign(metric=None)), "all"
+    return _ranked(overall.assign(metric=None), _criterion(state.summary)), "all"
 
 
 def _champions(forecasts: pd.DataFrame | None, summary: dict, board: pd.DataFrame | None) -> dict[str, str]:
     """metric -> champion model: as activated since the publish, else as marked in the forecasts, else as
     registered, else the board's best."""
-    from foresight_lib.forecasting.metrics import champion
-
+    criterion = _criterion(summary)
     out: dict[str, str] = {}
     for record in activations(summary):  # newest first: the latest activation of a metric wins
         if record["model"]:
@@ -287,21 +304,19 @@ def _champions(forecasts: pd.DataFrame | None, summary: dict, board: pd.DataFram
     if board is not None:
         for metric, rows in board.dropna(subset=["metric"]).groupby("metric", sort=True):
             try:
-                out.setdefault(str(metric), champion(rows))
+                out.setdefault(str(metric), criterion.champion(rows))
             except DataError:
                 continue
     return out
 
 
-def _best(board: pd.DataFrame | None) -> str | None:
-    """The model with the lowest mean MASE on the overall board (rows without a metric)."""
-    from foresight_lib.forecasting.metrics import champion
-
+def _best(board: pd.DataFrame | None, criterion) -> str | None:
+    """The champion by ``criterion`` on the overall board (rows without a metric)."""
     overall = board[board["metric"].isna()] if board is not None else None
     if overall is None or overall.empty:
         return None
     try:
-        return champion(overall)
+        return criterion.champion(overall)
     except DataError:
         return None
 
@@ -356,13 +371,15 @@ def _board_rows(state: _State) -> tuple[list[str], list[dict[str, Any]]]:
     if state.board is None:
         return [], []
     horizons = sorted(state.board["horizon"].astype(str).unique(), key=_horizon_key)
+    scores = _scores(state.board, _criterion(state.summary))
     rows = []
     for (metric, model), part in state.board.groupby([state.board["metric"].fillna(""), "model"], sort=False):
         mase = {str(h): _number(v) for h, v in zip(part["horizon"], part["mase"], strict=True)}
         known = [v for v in mase.values() if v is not None]
         champion = state.champions.get(metric) == model if metric else model == state.overall
         rows.append({"metric": metric or None, "model": str(model), "mase": mase,
-                     "mean_mase": sum(known) / len(known) if known else None, "champion": bool(champion)})
+                     "mean_mase": sum(known) / len(known) if known else None,
+                     "score": _number(scores[part.index[0]]), "champion": bool(champion)})
     return horizons, rows
 
 
@@ -377,6 +394,7 @@ def _champion_rows(state: _State, metrics: list[str], rows: list[dict[str, Any]]
         scored = next((r for r in rows if r["model"] == model and r["metric"] in (metric, None)), None)
         out.append({"metric": metric, "model": model, "version": versions.get(metric),
                     "mase": scored["mase"] if scored else {}, "mean_mase": scored["mean_mase"] if scored else None,
+                    "score": scored["score"] if scored else None,
                     "scope": "metric" if scored and scored["metric"] else ("all" if scored else None),
                     "activation": activated.get(metric)})
     return out
@@ -425,7 +443,7 @@ def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
     manifest = state.plan_manifest
     if not manifest:
         return {"published": False, "stale": None,
-                "message": f"no plan published yet; the {PLAN_DAG} DAG publishes the next windows' sizes "
+                "message": f"no plan published yet; the {SCALING_PLAN_DAG} DAG publishes the next windows' sizes "
                            "between nightly runs"}
     published = pd.Timestamp(manifest["published_at"]) if manifest.get("published_at") else None
     if published is not None and published.tzinfo is None:
@@ -435,7 +453,7 @@ def _plan_state(state: _State, now: pd.Timestamp) -> dict[str, Any]:
     counts = state.plan or {}
     when = f"{published:%Y-%m-%d %H:%M} UTC" if published is not None else "an unknown time"
     message = (f"published {when} for {counts.get('entities', 0)} entities"
-               + (f"; stale: older than {PLAN_STALE_AFTER.total_seconds() / 3600:g} h, check the {PLAN_DAG} DAG"
+               + (f"; stale: older than {PLAN_STALE_AFTER.total_seconds() / 3600:g} h, check the {SCALING_PLAN_DAG} DAG"
                   if stale else ""))
     return {"published": True, "published_at": _iso(published), "data_interval_end": _iso(
         manifest.get("data_interval_end")), "run_id": manifest.get("run_id"), "age_s": age, "stale": stale,
@@ -492,6 +510,7 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
                 "mlflow_experiment_id": state.summary.get("mlflow_experiment_id")},
         "links": _links(state, mlflow_url, airflow_base),
         "horizons": horizons,
+        "criterion": _criterion(state.summary).label,
         "champions": _champion_rows(state, metrics, rows),
         "activations": activations(state.summary),
         "leaderboard": rows,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from foresight_lib.errors import ForesightError, SourceError
 from foresight_lib.forecasting.progress import log_peak_memory
+from foresight_lib.orchestration.dags import NIGHTLY_DAG
 from foresight_lib.runs import (
     ACTUAL_TAIL,
     ACTUALS,
@@ -38,37 +39,10 @@ from foresight_lib.runs import (
 log = logging.getLogger(__name__)
 
 
-def metric_leaderboards(result, series: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per metric, the leaderboard over that metric's series (models ranked by mean MASE).
-
-    Args:
-        result: the evaluated backtest.
-        series: the series table after the features step (``unique_id, metric``).
-    """
-    from foresight_lib.forecasting.metrics import leaderboard
-    from foresight_lib.frames import split_unique_id
-
-    per_series = result.per_series
-    by_id = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=False))
-    metrics = per_series["unique_id"].map(lambda uid: by_id.get(uid) or split_unique_id(uid)[0])
-    return {metric: leaderboard(per_series[metrics == metric], result.spec.horizons)
-            for metric in sorted(metrics.unique())}
-
-
-def metric_champions(result, series: pd.DataFrame) -> dict[str, str]:
-    """Per metric, the model with the lowest mean MASE over that metric's series.
-
-    Args:
-        result: the evaluated backtest.
-        series: the series table after the features step (``unique_id, metric``).
-    """
-    from foresight_lib.forecasting.metrics import champion
-
-    return {metric: champion(board) for metric, board in metric_leaderboards(result, series).items()}
-
-
 def metric_leaderboard_records(result, series: pd.DataFrame) -> list[dict]:
     """The per-metric leaderboards as rows ``metric, model, horizon, mase, ...`` (``summary.json``)."""
+    from foresight_lib.forecasting.metrics import metric_leaderboards
+
     frames = [board.assign(metric=metric) for metric, board in metric_leaderboards(result, series).items()]
     if not frames:
         return []
@@ -113,7 +87,7 @@ def publish(run: dict) -> dict:
     behind a registered version) and its failed attempts removed.
     """
     from foresight_lib.forecasting import champion as champion_mod
-    from foresight_lib.forecasting.metrics import pooled_leaderboard
+    from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
     from foresight_lib.forecasting.shard_results import champion_bundles
     from foresight_lib.publishing import registry, tracking
     from foresight_lib.publishing import transaction as publishing
@@ -139,16 +113,18 @@ def publish(run: dict) -> dict:
         if store.exists(name)
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
+    champions = metric_champions(result, feature_series)
     parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
                                   logical_date=run.get("data_interval_end"), started_at=run.get("started_at"),
-                                  kind=tracking.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc"))))
-    champions = metric_champions(result, feature_series)
+                                  kind=tracking.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc"))),
+                                  series=feature_series)
     units = _metric_units(feature_series)
     prefix = _name_prefix(cfg)
     pooled = pooled_leaderboard(result.leaderboard, feature_series["metric"].nunique())
     summary = {
         "run_key": run["run_key"], "run_id": run.get("run_id"), "attempt": run.get("attempt"),
         "data_interval_end": run.get("data_interval_end"), "champion": result.champion,
+        "criterion": {**criterion_of(result.spec).to_setting(), "label": criterion_of(result.spec).label},
         "leaderboard": _jsonable(pooled.to_dict(orient="records")),
         "metric_leaderboard": metric_leaderboard_records(result, feature_series),
         "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
@@ -293,7 +269,7 @@ def push_latest(cfg) -> dict | None:
     from foresight_lib.publishing import pushgateway
 
     try:
-        samples = pushgateway.push_latest(url, cfg.data_root, job="foresight_nightly")
+        samples = pushgateway.push_latest(url, cfg.data_root, job=NIGHTLY_DAG)
     except SourceError as exc:
         log.error("%s", exc)
         return {"url": url, "pushed": False, "error": str(exc)}

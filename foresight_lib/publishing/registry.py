@@ -2,7 +2,8 @@
 
 - ``register_champion`` registers a ``ChampionBundle`` as a pyfunc model version of
   ``<prefix>-<metric>`` (logged in the nightly parent run) and moves the ``champion``
-  alias only when the new model is at least as good (mean MASE) as the current champion
+  alias only when the new model is at least as good (by the champion criterion, mean MASE
+  by default) as the current champion
   on the same backtest; otherwise the new version gets ``challenger``.
 - The publish transaction: ``snapshot_aliases`` before registering, then on failure
   ``restore_aliases`` and ``discard_versions`` (with ``versions_from_run`` to find what a
@@ -156,15 +157,16 @@ def register_champion(
     """Register ``bundle`` as a new version of ``<name_prefix>-<metric>`` and set its alias.
 
     The ``champion`` alias moves to the new version when there is no champion yet, or when
-    ``new_score`` <= the current champion's mean MASE on the same backtest
-    (``current_score_fn(current_bundle)``); otherwise the new version becomes the
+    ``new_score`` <= the current champion's score on the same backtest under the same
+    champion criterion (``current_score_fn(current_bundle)``; by default ``score_on`` with
+    the new bundle's spec, so both are scored by the new run's rule); otherwise the new version becomes the
     ``challenger``. When the current champion cannot be scored on this backtest (another
     frequency, an unloadable model), the new version takes over and the reason is tagged.
 
     Args:
         bundle: the new champion candidate.
         metric: the resource metric (``cpu``, ``memory``…), part of the model's name.
-        new_score: its mean MASE on this backtest (default: ``bundle.mean_mase``).
+        new_score: its criterion score on this backtest (default: ``bundle.score``).
         current_score_fn: scores the current champion's bundle on this backtest (default:
             ``score_on`` the frame and spec ``bundle`` was built from).
         run_key: the DAG run's key, tagged on the version.
@@ -172,7 +174,9 @@ def register_champion(
 
     Returns:
         ``version``, ``alias``, ``previous_version``, ``new_mean_mase``, ``champion_mean_mase``,
-        ``registered_model``, ``model`` and ``reason``.
+        ``registered_model``, ``model`` and ``reason``; ``criterion``, ``score`` and
+        ``champion_score`` (the ``*_mean_mase`` keys hold the same scores under the default
+        criterion, and only the new version's mean MASE under another one).
     """
     with quiet_mlflow():
         return _register(bundle, metric, new_score, current_score_fn, name_prefix, run_key, parent_run_id,
@@ -184,7 +188,10 @@ def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
               parent_run_id: str | None, experiment_id: str | None) -> dict:
     client = _client()
     name = registered_model_name(metric, name_prefix)
-    score = float(bundle.mean_mase if new_score is None else new_score)
+    score = float(bundle.score_value() if new_score is None else new_score)
+    criterion = str(getattr(bundle, "criterion", "") or "mean_mase")
+    plain = criterion == "mean_mase"
+    what = "mean MASE" if plain else f"score ({criterion})"
     if current_score_fn is None:
         if bundle._eval_frame is None or bundle.spec is None:
             raise ConfigError(
@@ -203,7 +210,7 @@ def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
         alias = CHAMPION_ALIAS
     elif current_score is not None and math.isfinite(current_score):
         alias = CHAMPION_ALIAS if math.isfinite(score) and score <= current_score else CHALLENGER_ALIAS
-        reason = (f"mean MASE {score:.6g} {'<=' if alias == CHAMPION_ALIAS else '>'} "
+        reason = (f"{what} {score:.6g} {'<=' if alias == CHAMPION_ALIAS else '>'} "
                   f"champion v{previous}'s {current_score:.6g} on the same backtest")
     else:
         alias = CHAMPION_ALIAS if math.isfinite(score) else CHALLENGER_ALIAS
@@ -211,8 +218,10 @@ def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
     info, run_id = _log_model(bundle, metric, parent_run_id, experiment_id)
     profile = bundle.profile_for(f"{metric}/") if bundle.profiles else None
     tags = {
-        "mean_mase": _fmt(score), "model": bundle.model, "run_id": run_key or "", "mlflow_run_id": run_id,
-        "champion_mean_mase": _fmt(current_score), "previous_champion": previous or "", "decision": alias,
+        "mean_mase": _fmt(score if plain else bundle.mean_mase), "model": bundle.model, "run_id": run_key or "",
+        "mlflow_run_id": run_id, "champion_mean_mase": _fmt(current_score if plain else None),
+        "criterion": criterion, "score": _fmt(score), "champion_score": _fmt(current_score),
+        "previous_champion": previous or "", "decision": alias,
         "reason": reason or "", "series": str(len(bundle.series)), "horizons": ",".join(bundle.horizons),
         METRIC_TAG: metric,
     }
@@ -229,15 +238,18 @@ def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
         client.update_registered_model(
             name, description=f"Foresight champion for {metric}{unit}: given recent history (unique_id, ds, y) of "
                               "that metric, forecasts with intervals; history unlike the training data is refused "
-                              "unless predict gets params={'check_history': 'warn'}. Alias 'champion' = best by "
-                              "mean MASE; 'challenger' = the latest that did not beat it.",
+                              "unless predict gets params={'check_history': 'warn'}. Alias 'champion' = best by the "
+                              "champion criterion (mean MASE by default); 'challenger' = the latest that did not "
+                              "beat it.",
         )
-    log.info("registered %s v%s (%s, mean MASE %s) as %s: %s", name, mv.version, bundle.model, _fmt(score),
+    log.info("registered %s v%s (%s, %s %s) as %s: %s", name, mv.version, bundle.model, what, _fmt(score),
              alias, reason)
     return {
         "registered_model": name, "version": int(mv.version), "alias": alias,
         "previous_version": int(previous) if previous is not None else None,
-        "new_mean_mase": _finite(score), "champion_mean_mase": _finite(current_score),
+        "new_mean_mase": _finite(score if plain else bundle.mean_mase),
+        "champion_mean_mase": _finite(current_score if plain else None),
+        "criterion": criterion, "score": _finite(score), "champion_score": _finite(current_score),
         "model": bundle.model, "reason": reason,
     }
 

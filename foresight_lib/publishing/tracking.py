@@ -41,8 +41,12 @@ from mlflow.tracking import MlflowClient
 
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import TOP_MODELS, BacktestResult, BacktestSpec, finish_backtest
-from foresight_lib.forecasting.metrics import champion as best_model
-from foresight_lib.forecasting.metrics import leaderboard
+from foresight_lib.forecasting.metrics import (
+    criterion_of,
+    metric_champions,
+    metric_leaderboards,
+    metric_of_rows,
+)
 from foresight_lib.forecasting.models import ENSEMBLE
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series, plot_forecasts, plot_leaderboard
 from foresight_lib.frames import split_unique_id
@@ -129,7 +133,7 @@ def log_nightly(
     artifacts: dict[str, str | Path] | None = None, validation_html: str | None = None, *,
     logical_date: str | None = None, metric: str | None = None, spec: BacktestSpec | None = None,
     experiment_id: str | None = None, plot_series: int = PLOT_SERIES, kind: str | None = None,
-    started_at: str | None = None,
+    started_at: str | None = None, series: pd.DataFrame | None = None,
 ) -> dict:
     """Log one nightly run: a parent run and a nested child run per model.
 
@@ -150,6 +154,8 @@ def log_nightly(
         kind: ``nightly``, ``backfill`` or ``ad hoc`` (:func:`run_kind`); default read from ``run_key``.
         started_at: when the DAG run started (ISO 8601): the parent run's start, so that its
             duration is the run's, not the logging's.
+        series: the series table (``unique_id, metric``) that maps series to metrics for
+            the per-metric champions and scores (default: the metric in each series id).
 
     Returns:
         ``{"parent_run_id": …, "child_run_ids": {model: run_id}, "experiment_id": …}``.
@@ -159,12 +165,13 @@ def log_nightly(
     result = _as_result(result_or_parts, spec)
     with quiet_mlflow():
         return _log_nightly(run_key, result, config_dict, artifacts, validation_html, logical_date, metric,
-                            experiment_id, plot_series, kind or run_kind(run_key), started_at)
+                            experiment_id, plot_series, kind or run_kind(run_key), started_at, series)
 
 
 def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None, artifacts: dict | None,
                  validation_html: str | None, logical_date: str | None, metric: str | None,
-                 experiment_id: str | None, plot_series: int, kind: str, started_at: str | None) -> dict:
+                 experiment_id: str | None, plot_series: int, kind: str, started_at: str | None,
+                 series: pd.DataFrame | None = None) -> dict:
     client = _client()
     exp_id = _experiment_id(experiment_id)
     _mark_model_training(client, exp_id)
@@ -174,9 +181,10 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
         base_tags[LOGICAL_DATE_TAG] = str(logical_date)
     board = result.leaderboard
     models = list(dict.fromkeys(board["model"])) or list(result.spec.models)
-    champions = metric_champions(result)
+    champions = metric_champions(result, series)
     tags = {**base_tags, "foresight.champion": result.champion, NOTE_TAG: _note(result, champions),
-            RUN_KIND_TAG: kind, **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()},
+            RUN_KIND_TAG: kind, "foresight.champion_criterion": criterion_of(result.spec).label,
+            **{f"foresight.champion.{metric_key(m)}": c for m, c in champions.items()},
             **{f"{METRIC_TAG}.{metric_key(m)}": m for m in champions}}
     parent = client.create_run(exp_id, run_name=run_name(run_key, logical_date, kind), tags=tags,
                                start_time=_millis(started_at))
@@ -185,10 +193,10 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
     try:
         with scratch_dir("mlflow") as tmp:
             _log_parent(client, parent_id, result, champions, config_dict or {}, artifacts or {}, validation_html,
-                        Path(tmp))
+                        Path(tmp), series)
             for model in models:
                 children[model] = _log_child(client, exp_id, parent_id, base_tags, result, model,
-                                             Path(tmp) / model, plot_series)
+                                             Path(tmp) / model, plot_series, series)
     except BaseException:
         for run_id in [*children.values(), parent_id]:
             client.set_terminated(run_id, "FAILED")
@@ -272,33 +280,14 @@ metric_key = mlflow_name
 """A resource metric's name as an MLflow metric/tag key prefix: ``mlflow_name``, the one mapping."""
 
 
-def _metric_of(per_series: pd.DataFrame) -> pd.Series:
-    return per_series["unique_id"].astype(str).map(lambda uid: split_unique_id(uid)[0])
-
-
-def metric_champions(result: BacktestResult) -> dict[str, str]:
-    """Per resource metric, the model with the lowest mean MASE on that metric's series."""
-    per_series = result.per_series
-    if per_series.empty:
-        return {}
-    out = {}
-    for metric, rows in per_series.groupby(_metric_of(per_series), sort=True):
-        try:
-            out[str(metric)] = best_model(leaderboard(rows, result.spec.horizons))
-        except DataError:
-            log.info("no model could be scored on %s; no champion logged for it", metric)
-    return out
-
-
-def _per_metric_board(result: BacktestResult, model: str | None = None) -> dict[str, pd.DataFrame]:
+def _per_metric_board(result: BacktestResult, model: str | None = None,
+                      series: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """metric -> leaderboard over that metric's series (of ``model`` only, when given)."""
-    per_series = result.per_series
-    if per_series.empty:
-        return {}
+    boards = metric_leaderboards(result, series)
     if model is not None:
-        per_series = per_series[per_series["model"] == model]
-    return {str(m): leaderboard(rows, result.spec.horizons)
-            for m, rows in per_series.groupby(_metric_of(per_series), sort=True)}
+        boards = {m: b[b["model"] == model] for m, b in boards.items()}
+        boards = {m: b for m, b in boards.items() if not b.empty}
+    return boards
 
 
 def _horizon_metrics(board: pd.DataFrame, columns: Sequence[str], prefix: str = "") -> dict[str, float]:
@@ -313,11 +302,12 @@ def _horizon_metrics(board: pd.DataFrame, columns: Sequence[str], prefix: str = 
 
 def _note(result: BacktestResult, champions: dict[str, str]) -> str:
     """The parent run's description: what ran and who won, per metric, in MLflow's markdown."""
-    board = result.leaderboard
-    means = board.groupby("model", sort=False)["mase"].mean() if not board.empty else pd.Series(dtype=float)
+    criterion = criterion_of(result.spec)
+    scores = criterion.scores(result.leaderboard)
+    what = criterion.description
     lines = [f"Nightly backtest of {len(result.series)} series, models {', '.join(result.spec.models)}, "
              f"horizons {', '.join(result.spec.horizons)}.", "",
-             f"Overall champion: **{result.champion}** (mean MASE {means.get(result.champion, float('nan')):.3f}).",
+             f"Overall champion: **{result.champion}** ({what} {scores.get(result.champion, float('nan')):.3f}).",
              "", "| metric | champion |", "|---|---|"]
     lines += [f"| {metric} | {model} |" for metric, model in champions.items()]
     lines += ["", "MAE, RMSE and interval widths are in each metric's unit, so they are logged per metric "
@@ -416,30 +406,40 @@ def retire_earlier_runs(run_key: str, keep_parent_run_id: str, experiment_id: st
 
 
 def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, champions: dict[str, str], config: dict,
-                artifacts: dict, validation_html: str | None, tmp: Path) -> None:
+                artifacts: dict, validation_html: str | None, tmp: Path, series: pd.DataFrame | None = None) -> None:
     spec = result.spec
     board = result.leaderboard
+    criterion = criterion_of(spec)
     means = board.groupby("model", sort=False)["mase"].mean()
+    scores = means if criterion.is_default else criterion.scores(board)
     params = {**_protocol_params(result), **{f"config.{k}": v for k, v in _flatten(config).items()},
-              "champion": result.champion, **{f"champion.{metric_key(m)}": c for m, c in champions.items()}}
+              "champion": result.champion, **{f"champion.{metric_key(m)}": c for m, c in champions.items()},
+              "champion.criterion": criterion.label}
     metrics = {
         "series": len(result.series), "skipped_series": len(result.skipped), "fallbacks": len(result.fallbacks),
         "seconds": result.seconds,
         **{f"mean_mase_{m}": v for m, v in means.items()},
     }
-    if result.champion in means:
+    if not criterion.is_default:
+        metrics.update({f"score_{m}": v for m, v in scores.items()})
+    if result.champion in scores:
         metrics["champion_mean_mase"] = means[result.champion]
-    ids_by_metric = result.per_series.groupby(_metric_of(result.per_series))["unique_id"].nunique() \
+        metrics["champion_score"] = scores[result.champion]
+    ids_by_metric = result.per_series.groupby(metric_of_rows(result.per_series, series))["unique_id"].nunique() \
         if not result.per_series.empty else {}
-    boards = _per_metric_board(result)
+    boards = _per_metric_board(result, series=series)
     for metric, metric_board in boards.items():
         key = metric_key(metric)
         metric_means = metric_board.groupby("model", sort=False)["mase"].mean()
+        metric_scores = metric_means if criterion.is_default else criterion.scores(metric_board)
         metrics.update({f"{key}/mean_mase_{m}": v for m, v in metric_means.items()})
+        if not criterion.is_default:
+            metrics.update({f"{key}/score_{m}": v for m, v in metric_scores.items()})
         metrics[f"{key}/series"] = ids_by_metric[metric]
         champ = champions.get(metric)
-        if champ in metric_means:
+        if champ in metric_scores:
             metrics[f"{key}/champion_mean_mase"] = metric_means[champ]
+            metrics[f"{key}/champion_score"] = metric_scores[champ]
             metrics.update(_horizon_metrics(metric_board[metric_board["model"] == champ], PER_METRIC, f"{key}/"))
     _log_batch(client, run_id, params, metrics)
     board.to_csv(tmp / "leaderboard.csv", index=False)
@@ -496,7 +496,7 @@ def _local_path(where: str) -> Path | None:
 
 
 def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_tags: dict, result: BacktestResult,
-               model: str, tmp: Path, plot_series: int) -> str:
+               model: str, tmp: Path, plot_series: int, series: pd.DataFrame | None = None) -> str:
     tags = {**base_tags, MODEL_TAG: model, PARENT_TAG: parent_id,
             "foresight.is_champion": str(model == result.champion).lower()}
     run = client.create_run(experiment_id, run_name=model, tags=tags)
@@ -507,7 +507,8 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
     if not board.empty:
         metrics["mean_mase"] = board["mase"].mean()
         metrics["mean_smape"] = board["smape"].mean()
-    for metric, metric_board in _per_metric_board(result, model).items():
+        metrics["score"] = criterion_of(result.spec).score(board, model)
+    for metric, metric_board in _per_metric_board(result, model, series).items():
         key = metric_key(metric)
         metrics.update(_horizon_metrics(metric_board, (*PER_METRIC, "mase"), f"{key}/"))
         metrics[f"{key}/mean_mase"] = metric_board["mase"].mean()

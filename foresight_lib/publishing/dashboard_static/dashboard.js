@@ -180,11 +180,20 @@
     box.hidden = list.childNodes.length === 0;
   }
 
+  // The champion score is computed by the server (the configured champion criterion); shown, never recomputed.
+  function scoreOf(entry) {
+    return entry.score === undefined ? entry.mean_mase : entry.score;
+  }
+
+  function scoreLabel(data) {
+    return !data.criterion || data.criterion === "mean_mase" ? "Mean" : "Score (" + data.criterion + ")";
+  }
+
   function renderChampions(data) {
     var table = byId("champions");
     var horizons = data.horizons || [];
     clear(table);
-    headerRow(table, ["Metric", "Champion", "Version"].concat(horizons, ["Mean"]), function (i) { return i >= 2; });
+    headerRow(table, ["Metric", "Champion", "Version"].concat(horizons, [scoreLabel(data)]), function (i) { return i >= 2; });
     var body = node("tbody");
     (data.champions || []).forEach(function (champion) {
       var row = node("tr");
@@ -202,7 +211,7 @@
       row.appendChild(node("td", champion.version === null || champion.version === undefined
         ? "–" : "v" + champion.version, "num"));
       horizons.forEach(function (h) { row.appendChild(maseCell((champion.mase || {})[h])); });
-      row.appendChild(maseCell(champion.mean_mase));
+      row.appendChild(maseCell(scoreOf(champion)));
       body.appendChild(row);
     });
     if (!body.childNodes.length) { emptyRow(body, horizons.length + 4, "No champion known yet."); }
@@ -217,7 +226,7 @@
     byId("leaderboard-scope").textContent = data.leaderboard_scope === "all"
       ? "MASE per model and horizon over every metric (no per-metric scores were published)"
       : "MASE per model and horizon, per metric; the champion is highlighted";
-    headerRow(table, ["Model"].concat(horizons, ["Mean"]), function (i) { return i >= 1; });
+    headerRow(table, ["Model"].concat(horizons, [scoreLabel(data)]), function (i) { return i >= 1; });
     var body = node("tbody");
     var current = null;
     rows.forEach(function (entry) {
@@ -235,7 +244,7 @@
       if (entry.champion) { name.appendChild(node("span", "champion", "badge champion")); }
       row.appendChild(name);
       horizons.forEach(function (h) { row.appendChild(maseCell((entry.mase || {})[h])); });
-      row.appendChild(maseCell(entry.mean_mase));
+      row.appendChild(maseCell(scoreOf(entry)));
       body.appendChild(row);
     });
     if (!rows.length) { emptyRow(body, horizons.length + 2, "No leaderboard published."); }

@@ -1,0 +1,7 @@
+"""The ids of Foresight's DAGs: the DAG files, the operations API, the dashboard and the tests name them from here."""
+from __future__ import annotations
+
+NIGHTLY_DAG = "foresight_nightly"
+"""The nightly DAG: extract, validate, features, train, evaluate, publish."""
+SCALING_PLAN_DAG = "foresight_scaling_plan"
+"""The DAG that sets the next windows' predictive scaling plan."""
