@@ -60,10 +60,14 @@ def load_dataset(name: str, freq: str) -> pd.DataFrame:
     ds = DATASETS[name]
     loaded = load_series(ds["path"], ds["fmt"], metrics=ds["metrics"])
     prepared = prepare_series(loaded.frame, loaded.series, freq=freq)
-    frame = prepared.frame
-    if ds["last_days"]:
+    return benchmark_window(prepared.frame, ds["last_days"])
+
+
+def benchmark_window(frame: pd.DataFrame, last_days: int | None) -> pd.DataFrame:
+    """The part of a prepared frame the benchmark uses: each series' last ``last_days`` days (all if None)."""
+    if last_days:
         end = frame.groupby("unique_id")["ds"].transform("max")
-        frame = frame[frame["ds"] > end - pd.Timedelta(days=ds["last_days"])]
+        frame = frame[frame["ds"] > end - pd.Timedelta(days=last_days)]
     return frame.reset_index(drop=True)
 
 

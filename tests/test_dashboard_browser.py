@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_support import free_port
 from test_dashboard import _activate, _publish_small
 from test_exposition import CUTOFF, SERIES
 from test_operator_day import CHROMIUM, CHROMIUM_ARGS
 
+from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing.storage import RunStore
 
 pytestmark = pytest.mark.slow

@@ -312,7 +312,7 @@ def window_base_for(resource: str, level: float, past_ratios: Sequence[float], s
     peak-to-level ratio (``window_peak_base``), or the peak of the latest window known
     when the window is sized (``last_peak``, the persistence forecast of a peak) where
     that is higher: on the tuning part of the Bitbrains trace (balanced, sized at the
-    window start) 56.67 % slack at 1.15 % violations, against 57.65 % at 2.93 % for the
+    window start) 56.64 % slack at 1.145 % violations, against 57.65 % at 2.93 % for the
     first alone. Memory is held once touched: a window's memory peak follows the recent
     windows' peaks (the reason the VPA sizes memory from peaks and CPU from samples), so
     its base is the smoothed window peaks, or the level forecast or ``last_peak`` where
@@ -470,7 +470,7 @@ whole days before its day (since the last step change), nor below the day's peak
 windows' peaks lets a return to an earlier high go over, which for memory risks an
 eviction. Chosen on the tuning part among 0, 1, 2, 3 and 5 days
 (``tuning.tune_window_memory``, ``benchmarks/results/rightsizing_tuning.md``): without the
-floor the balanced plan went over 0.34 % of the points there (target 0.1 %), with two
+floor the balanced plan went over 0.33 % of the points there (target 0.1 %), with two
 days 0.06 %, for 67.8 % slack instead of 62.5 %."""
 
 WINDOW_TARGET_SCALES = (1.5, 1.25, 1.25, 1.25)
