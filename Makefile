@@ -38,7 +38,7 @@ export FORESIGHT_MLFLOW_UI_URL ?= http://$(UI_URL_HOST):$(MLFLOW_PORT)
 export FORESIGHT_HOME := $(CURDIR)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run plan test ui stack stack-down stack-status setup airflow-db lint clean bench-env bench
+.PHONY: run plan test docs ui stack stack-down stack-status setup airflow-db lint clean bench-env bench
 
 setup: $(STAMP)
 
@@ -64,9 +64,21 @@ plan: airflow-db
 	@echo
 	$(BIN)/python -m foresight_lib.scaling_plan summary
 
-test: $(STAMP)
+test: $(STAMP) docs
 	.ci/install-packages.sh
 	$(BIN)/pytest -q
+
+# The documentation site (mkdocs.yml, docs/) in its own venv, built strictly: a broken link,
+# a page missing from the nav or a bad anchor fails the build (and so `make test`).
+DOCS_STAMP := .venv-docs/.foresight-installed
+
+$(DOCS_STAMP): requirements-docs.txt
+	@test -x .venv-docs/bin/python || $(PYTHON) -m venv .venv-docs
+	.venv-docs/bin/pip install -q -r requirements-docs.txt
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	.venv-docs/bin/mkdocs build --strict -d $(CURDIR)/site
 
 ui: airflow-db
 	@echo "Airflow:  http://$(UI_URL_HOST):$(AIRFLOW_PORT)  user 'admin', password in"

@@ -364,11 +364,12 @@ def test_the_bands_are_in_the_metrics_unit_and_the_model_is_the_champion():
     assert not model.get("current"), "the first (only) value, the champion, is the default"
 
 
-def readme_stale_plan_expression() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
+def documented_stale_plan_expression() -> str:
+    """The stale-plan alert expression as the rightsizing page gives it."""
+    page = (REPO_ROOT / "docs" / "rightsizing.md").read_text()
     match = re.search(r"`(\(time\(\) - foresight_scaling_plan_published_timestamp_seconds > \d+\) or on\(\) "
-                      r"absent\(foresight_scaling_plan_published_timestamp_seconds\))`", readme)
-    assert match, "README.md no longer gives the stale-plan alert expression"
+                      r"absent\(foresight_scaling_plan_published_timestamp_seconds\))`", page)
+    assert match, "docs/rightsizing.md no longer gives the stale-plan alert expression"
     return match.group(1)
 
 
@@ -379,12 +380,12 @@ def alert_rule(uid: str) -> dict:
     return rule
 
 
-def test_stale_plan_alert_is_provisioned_with_the_readme_expression(served):
+def test_stale_plan_alert_is_provisioned_with_the_documented_expression(served):
     rule = alert_rule("foresight-scaling-plan-stale")
     queries = {q["refId"]: q for q in rule["data"]}
     assert rule["condition"] in queries
     expr = queries["A"]["model"]["expr"]
-    assert expr == readme_stale_plan_expression()
+    assert expr == documented_stale_plan_expression()
     assert queries["A"]["datasourceUid"] == datasource()["uid"]
     check_promql(expr, served)
     assert rule["noDataState"] == "OK"  # the query returns nothing while the plan is fresh
@@ -396,7 +397,7 @@ def test_stale_plan_alert_is_provisioned_with_the_readme_expression(served):
 def test_stale_plan_expression_fires_on_a_plan_older_than_an_hour_or_on_none(tmp_path):
     """The alert's PromQL run by Prometheus' own rule tester: a plan published every half hour never fires; a plan
     published once and never again fires after an hour; no plan ever published fires at once."""
-    expr = readme_stale_plan_expression()
+    expr = documented_stale_plan_expression()
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
         {"alert": "ForesightScalingPlanStale", "expr": expr}]}]}))
     (tmp_path / "test.yml").write_text(textwrap.dedent("""\

@@ -240,3 +240,13 @@ def test_grid_and_freshness_settings(tmp_path):
                        ({"validation": {"max_stale_share": 2}}, "validation.max_stale_share")):
         with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
             load_config(overrides=bad)
+
+
+def test_source_format_offers_exactly_the_formats_the_loaders_read():
+    from typing import get_args
+
+    from foresight_lib.config import SourceConfig
+    from foresight_lib.sources.loaders import FORMATS
+
+    assert get_args(SourceConfig.model_fields["format"].annotation) == FORMATS, (
+        "a format added to foresight_lib/sources/loaders.py (_LOADERS) is also named in SourceConfig.format")

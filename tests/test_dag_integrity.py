@@ -8,6 +8,7 @@ import yaml
 from airflow_support import DAGS_FOLDER, REPO_ROOT, airflow_env, run_python
 
 from foresight_lib.durations import duration_seconds
+from foresight_lib.forecasting.models import ALL_MODELS
 from foresight_lib.sources.catalog import DEMO_METRICS
 
 CONFIG = REPO_ROOT / "include" / "foresight.yaml"
@@ -45,6 +46,8 @@ PARSE = """
                         "param_types": {k: dag.params.get_param(k).schema.get("type") for k in dag.params},
                         "metric_choices": dag.params.get_param("metrics").schema.get("examples"),
                         "metric_shown": dag.params.get_param("metrics").schema.get("values_display"),
+                        "model_choices": dag.params.get_param("models").schema.get("items", {}).get("enum")
+                        if "models" in dag.params else None,
                         "backfill_conf": {"models": dag.params.get_param("models").resolve(["naive", "arima"])}
                         if "models" in dag.params else None,
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}}
@@ -113,6 +116,7 @@ def test_nightly_shape(parsed):
     # and Airflow's backfill check (params deep-merged and validated) accepts what they pass.
     assert "--dag-run-conf" in dag["doc_md"] and "Override parameters on existing runs" in dag["doc_md"]
     assert dag["backfill_conf"]["models"] == ["naive", "arima"]
+    assert dag["model_choices"] == ALL_MODELS, "the Trigger form offers every model of the library's registry"
 
 
 def test_scaling_plan_shape(parsed):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.forecasting.models import MODEL_PATHS, check_model_names
+from foresight_lib.forecasting.models import GLOBAL_MODELS, MODEL_PATHS, check_model_names
 from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare
@@ -20,7 +20,7 @@ from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, V
 log = logging.getLogger(__name__)
 
 MODES = ("daily", "window")
-LOCAL_MODELS = [m for m in MODEL_PATHS if m not in ("lstm", "lightgbm")]
+LOCAL_MODELS = [m for m in MODEL_PATHS if m not in GLOBAL_MODELS]
 """Models fitted one series at a time (the LSTM and LightGBM are fitted across all series at once)."""
 METHODS = {"daily": (FORECAST, VPA, CRANE), "window": (FORECAST, REACTIVE)}
 DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}

@@ -51,8 +51,6 @@ from foresight_lib.sources.file_reading import folder_files, glob_files, is_glob
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("long", "nab", "bitbrains", "alibaba2018", "alibaba_genai")
-
 COUNTER_LABEL = "metric_type"
 """Label key that marks a series' type; value ``counter`` for running totals."""
 
@@ -598,3 +596,6 @@ _LOADERS: dict[str, Callable[[Path, set[str] | None], LoadResult]] = {
     "alibaba2018": _load_alibaba2018,
     "alibaba_genai": _load_alibaba_genai,
 }
+
+FORMATS = tuple(_LOADERS)
+"""The formats ``load_series`` reads (``source.format``, ``--format``), one reader each in ``_LOADERS``."""

@@ -19,6 +19,9 @@ MODEL_PATHS: dict[str, str] = {
     "lstm": "foresight_lib.forecasting.models.lstm:LSTM",
     "lightgbm": "foresight_lib.forecasting.models.lightgbm:LightGBM",
 }
+GLOBAL_MODELS = ["lstm", "lightgbm"]
+"""The registered models fitted across all series at once (``GlobalForecaster``); the others see one
+series at a time. Kept here so that listing them imports no model (a test checks it against the classes)."""
 ENSEMBLE = "ensemble"
 """Combines the other models per horizon from their errors on a validation day."""
 
