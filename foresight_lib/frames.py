@@ -186,7 +186,7 @@ def _parse_text(values: pd.Series, source: str) -> pd.Series:
     try:
         return pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
     except (pd.errors.OutOfBoundsDatetime, OverflowError):
-        pass
+        pass  # some value is out of range: find which, row by row, below
     text = values.astype(str).to_numpy()
     verdict = {item: _outside(item) for item in pd.unique(text)}
     bad = np.fromiter((verdict[item] for item in text), dtype=bool, count=text.size)

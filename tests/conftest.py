@@ -111,3 +111,12 @@ def make_daily_series(days: int = 16, n_series: int = 3, freq: str = "5min", noi
 @pytest.fixture
 def daily_series() -> pd.DataFrame:
     return make_daily_series()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for a test module (the browser tests)."""
+    from browser_support import launched_chromium
+
+    with launched_chromium() as instance:
+        yield instance

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from api_support import SOURCE_METRIC, FakeAirflow, served_world
+from browser_support import launched_chromium
 from fastapi.testclient import TestClient
 
 from foresight_lib.operations import security
@@ -224,17 +225,12 @@ def test_pages_and_answers_carry_security_headers(world):
 @pytest.mark.slow
 def test_the_dashboard_and_the_docs_work_in_a_browser_under_their_policy(world, tmp_path):
     """Chromium loads the page (its chart drawn) and the docs (Swagger UI rendered) with no policy violation."""
-    import shutil
     import threading
 
     import uvicorn
-    from playwright.sync_api import sync_playwright
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.fail(f"Chromium is not installed at {chromium}: run .ci/install-packages.sh (Debian package chromium)")
     server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Mount("/foresight", world["plugin"].app)]),
                                            host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -243,25 +239,19 @@ def test_the_dashboard_and_the_docs_work_in_a_browser_under_their_policy(world, 
         while not server.started:
             threading.Event().wait(0.1)
         base = f"http://127.0.0.1:{server.config.port}/foresight"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            try:
-                page = browser.new_page()
-                violations: list[str] = []
-                page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text
-                        else None)
-                page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
-                                     "console.log('Content Security Policy: ' + e.violatedDirective + ' ' + "
-                                     "e.blockedURI))")
-                page.goto(f"{base}/", wait_until="networkidle")
-                page.wait_for_selector("#champions tr", timeout=30_000)
-                page.goto(f"{base}/docs", wait_until="networkidle")
-                page.wait_for_selector(".opblock-tag", timeout=30_000)
-                assert not violations, violations
-            finally:
-                browser.close()
+        with launched_chromium() as browser:
+            page = browser.new_page()
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text
+                    else None)
+            page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
+                                 "console.log('Content Security Policy: ' + e.violatedDirective + ' ' + "
+                                 "e.blockedURI))")
+            page.goto(f"{base}/", wait_until="networkidle")
+            page.wait_for_selector("#champions tr", timeout=30_000)
+            page.goto(f"{base}/docs", wait_until="networkidle")
+            page.wait_for_selector(".opblock-tag", timeout=30_000)
+            assert not violations, violations
     finally:
         server.should_exit = True
         thread.join(timeout=10)

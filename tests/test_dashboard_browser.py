@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from test_dashboard import _activate, _publish_small
 from test_exposition import CUTOFF, SERIES
-from test_operator_day import CHROMIUM, CHROMIUM_ARGS
 
 from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing.storage import RunStore
@@ -119,20 +118,6 @@ def plugin():
     module.app.dependency_overrides[module.read_access] = lambda: "tester"  # Airflow's JWT: test_api_auth
     yield module
     sys.modules.pop(spec.name, None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run .ci/install-packages.sh (Debian package chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def _open(browser, url: str, width: int):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -35,10 +34,6 @@ TRIGGERED_DATE = "2024-03-20T02:00:00Z"
 # One daily run, two days before the triggered one: an older data interval.
 BACKFILL_FROM, BACKFILL_TO = "2024-03-18", "2024-03-19"
 RUN_TIMEOUT_S = 900
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Chromium in a closed network: no background connections, no sandbox as root, no GPU.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.slow
 
@@ -181,20 +176,6 @@ def test_a_backfill_of_a_past_date_leaves_latest_and_the_champions_untouched(ui)
     assert _aliases(ui.tracking_uri) == aliases_before
     # What it made is kept where it belongs: its own run folder.
     assert any(path.name.startswith(BACKFILL_FROM) for path in (ui.data_root / "runs").iterdir())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run .ci/install-packages.sh (Debian package chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture
