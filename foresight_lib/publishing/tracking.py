@@ -42,6 +42,7 @@ from mlflow.tracking import MlflowClient
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import TOP_MODELS, BacktestResult, BacktestSpec, finish_backtest
 from foresight_lib.forecasting.metrics import (
+    IN_DATA_UNIT,
     criterion_of,
     metric_champions,
     metric_leaderboards,
@@ -111,8 +112,6 @@ NOTE_TAG = "mlflow.note.content"
 """The run's description in the MLflow UI."""
 POOLED_METRICS = ("smape", "mase", "coverage_80", "coverage_95")
 """Scale-free: meaningful as a mean over every series, whatever their units."""
-PER_METRIC = ("mae", "rmse", "width_80", "width_95")
-"""In the data's unit: logged per resource metric only (``<metric>/mae_5m``), never pooled."""
 MAX_PARAM_CHARS = 500
 RUN_KIND_TAG = "foresight.run_kind"
 PUBLISHED_TAG = "foresight.published"
@@ -290,6 +289,11 @@ def _per_metric_board(result: BacktestResult, model: str | None = None,
     return boards
 
 
+def _in_data_unit(board: pd.DataFrame) -> list[str]:
+    """The leaderboard's columns in the data's unit: logged per metric only (``<metric>/mae_5m``), never pooled."""
+    return [c for c in board.columns if str(c).startswith(IN_DATA_UNIT)]
+
+
 def _horizon_metrics(board: pd.DataFrame, columns: Sequence[str], prefix: str = "") -> dict[str, float]:
     """``<prefix><column>_<horizon>`` for each leaderboard row and column present."""
     out = {}
@@ -440,7 +444,8 @@ def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, champ
         if champ in metric_scores:
             metrics[f"{key}/champion_mean_mase"] = metric_means[champ]
             metrics[f"{key}/champion_score"] = metric_scores[champ]
-            metrics.update(_horizon_metrics(metric_board[metric_board["model"] == champ], PER_METRIC, f"{key}/"))
+            metrics.update(_horizon_metrics(metric_board[metric_board["model"] == champ], _in_data_unit(metric_board),
+                                            f"{key}/"))
     _log_batch(client, run_id, params, metrics)
     board.to_csv(tmp / "leaderboard.csv", index=False)
     client.log_artifact(run_id, str(tmp / "leaderboard.csv"))
@@ -510,7 +515,7 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
         metrics["score"] = criterion_of(result.spec).score(board, model)
     for metric, metric_board in _per_metric_board(result, model, series).items():
         key = metric_key(metric)
-        metrics.update(_horizon_metrics(metric_board, (*PER_METRIC, "mase"), f"{key}/"))
+        metrics.update(_horizon_metrics(metric_board, (*_in_data_unit(metric_board), "mase"), f"{key}/"))
         metrics[f"{key}/mean_mase"] = metric_board["mase"].mean()
     metrics["fit_seconds"] = result.fit_seconds.get(model, 0.0)
     metrics["predict_seconds"] = result.predict_seconds.get(model, 0.0)
