@@ -1,6 +1,8 @@
 """The data contract: long series frames (``unique_id, ds, y``) and the series table."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -246,3 +248,26 @@ def read_parquet_frame(source) -> pd.DataFrame:
     if "unique_id" in frame.columns and isinstance(frame["unique_id"].dtype, pd.CategoricalDtype):
         frame["unique_id"] = categorical_ids(frame["unique_id"])
     return frame
+
+
+_UNIT_RULES = [
+    (re.compile(r"_seconds_total$"), "seconds"),
+    (re.compile(r"_bytes(_total)?$"), "bytes"),
+    (re.compile(r"_(percent|pct|utilization|util)$"), "percent"),
+    (re.compile(r"_kbps$"), "KB/s"),
+    (re.compile(r"_kb$"), "KB"),
+    (re.compile(r"_mhz$"), "MHz"),
+    (re.compile(r"_cores$"), "cores"),
+    (re.compile(r"_fraction$|_ratio$"), "fraction"),
+    (re.compile(r"_seconds$"), "seconds"),
+    (re.compile(r"(_count|_total)$"), "count"),
+]
+
+
+def guess_unit(metric: str) -> str:
+    """A unit from a metric's name suffix (``_bytes`` -> bytes, ``_percent`` -> percent); ``unknown`` otherwise."""
+    name = metric.lower()
+    for pattern, unit in _UNIT_RULES:
+        if pattern.search(name):
+            return unit
+    return "unknown"

@@ -13,8 +13,7 @@ import pandas as pd
 
 from foresight_lib.errors import DataError
 from foresight_lib.forecasting.backtest import BacktestSpec, split_series
-from foresight_lib.frames import split_unique_id
-from foresight_lib.sources.loaders import guess_unit
+from foresight_lib.frames import guess_unit, split_unique_id
 
 __all__ = ["COUNTER_MIN_POINTS", "COUNTER_SHARE", "MetricProfile", "metric_profiles", "seen_test_steps"]
 

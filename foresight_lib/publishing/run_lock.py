@@ -184,7 +184,7 @@ def _s3_put_if_absent(path: str, data: bytes) -> bool:
     import boto3
     from botocore.exceptions import ClientError
 
-    from foresight_lib.publishing.locations import s3_client_kwargs
+    from foresight_lib.locations import s3_client_kwargs
 
     bucket, _, key = path.partition("/")
     client = boto3.client("s3", **s3_client_kwargs())

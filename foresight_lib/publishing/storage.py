@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from foresight_lib.errors import DataError, ForesightError, SourceError
 from foresight_lib.frames import read_parquet_frame
-from foresight_lib.publishing.locations import (  # noqa: F401 (re-exported)
+from foresight_lib.locations import (  # noqa: F401 (re-exported)
     s3_client_kwargs,
     s3_filesystem,
     safe_run_id,

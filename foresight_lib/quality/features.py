@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.frames import SERIES_TABLE_COLUMNS, check_series_frame, make_unique_id, split_unique_id
+from foresight_lib.frames import SERIES_TABLE_COLUMNS, check_series_frame, guess_unit, make_unique_id, split_unique_id
 from foresight_lib.horizons import format_duration, to_timedelta
 from foresight_lib.quality.grid import DEFAULT_GRID_TOLERANCE, grid_slots
 from foresight_lib.sources.catalog import rate_metric
-from foresight_lib.sources.loaders import COUNTER_LABEL, guess_unit
+from foresight_lib.sources.loaders import COUNTER_LABEL
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import ConfigError
-from foresight_lib.frames import check_series_frame, split_unique_id
+from foresight_lib.frames import check_series_frame, guess_unit, split_unique_id
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, series_units, walk
-from foresight_lib.sources.loaders import guess_unit
 
 
 def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",

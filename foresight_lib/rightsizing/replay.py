@@ -48,7 +48,7 @@ import pandas as pd
 
 from foresight_lib.errors import DataError
 from foresight_lib.forecasting.models import FALLBACK_MODEL, make_model
-from foresight_lib.frames import check_series_frame, split_unique_id
+from foresight_lib.frames import check_series_frame, guess_unit, split_unique_id
 from foresight_lib.rightsizing import baselines as bl
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA
@@ -77,7 +77,6 @@ from foresight_lib.rightsizing.replay_spec import (  # noqa: F401  (re-exported:
     _skip,
     _Track,
 )
-from foresight_lib.sources.loaders import guess_unit
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from foresight_lib.frames import (
     categorical_ids,
     check_series_frame,
     epoch_to_utc,
+    guess_unit,
     make_unique_id,
     read_parquet_frame,
     split_unique_id,
@@ -338,29 +339,6 @@ def _sidecar_table(file: Path) -> pd.DataFrame | None:
             if "unique_id" in table.columns:
                 return table.drop_duplicates("unique_id").set_index("unique_id")
     return None
-
-
-_UNIT_RULES = [
-    (re.compile(r"_seconds_total$"), "seconds"),
-    (re.compile(r"_bytes(_total)?$"), "bytes"),
-    (re.compile(r"_(percent|pct|utilization|util)$"), "percent"),
-    (re.compile(r"_kbps$"), "KB/s"),
-    (re.compile(r"_kb$"), "KB"),
-    (re.compile(r"_mhz$"), "MHz"),
-    (re.compile(r"_cores$"), "cores"),
-    (re.compile(r"_fraction$|_ratio$"), "fraction"),
-    (re.compile(r"_seconds$"), "seconds"),
-    (re.compile(r"(_count|_total)$"), "count"),
-]
-
-
-def guess_unit(metric: str) -> str:
-    """A unit from a metric's name suffix (``_bytes`` -> bytes, ``_percent`` -> percent); ``unknown`` otherwise."""
-    name = metric.lower()
-    for pattern, unit in _UNIT_RULES:
-        if pattern.search(name):
-            return unit
-    return "unknown"
 
 
 # ---------------------------------------------------------------------------

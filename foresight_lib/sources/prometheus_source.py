@@ -369,7 +369,7 @@ def _entities(series: Sequence[_Series], aggregation: Sequence[str]) -> list[str
 def series_to_frames(series: Sequence[_Series], metric: str | None, aggregation: Sequence[str],
                      step: pd.Timedelta, unit: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """The long frame, series table and notes for the series of one query."""
-    from foresight_lib.sources.loaders import guess_unit
+    from foresight_lib.frames import guess_unit
 
     frames, rows, notes = [], [], []
     freq = _freq_label(step)
