@@ -4,7 +4,8 @@
 Every night: **extract** the metrics → **validate** them (Great Expectations; failing
 series are quarantined) → build **features** (counters to rates, resampling, gap
 filling) → **train** every model (rolling-origin backtest; one mapped task per model and
-shard of `train.shard_series` series, the global LSTM one task over every series)
+shard of `train.shard_series` series, bigger shards where more tasks would pass
+`train.max_mapped_tasks`; the global LSTM one task over every series)
 → **evaluate** (leaderboard, champion by mean MASE); beside training, **rightsize** walks
 each shard's series for the rightsizing plan → **publish** (MLflow parent and
 child runs, the champion registered as `foresight-<metric>`, forecasts written to the

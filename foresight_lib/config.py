@@ -27,8 +27,15 @@ from pydantic import (
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ConfigError, ForesightError
-from foresight_lib.forecasting.models import ALL_MODELS, DEFAULT_MODELS, TUNABLE_MODELS, check_model_names
+from foresight_lib.forecasting.models import (
+    ALL_MODELS,
+    DEFAULT_MODELS,
+    ENSEMBLE,
+    TUNABLE_MODELS,
+    check_model_names,
+)
 from foresight_lib.horizons import format_duration, horizon_steps, parse_duration, parse_horizons, to_timedelta
+from foresight_lib.orchestration.dags import MAX_MAP_LENGTH
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "foresight.yaml"
@@ -145,6 +152,18 @@ class TrainConfig(_Section):
     """Series per shard of a local model's train task; 0 or null: one task per model."""
     parallel_tasks: int = Field(4, ge=1, le=1024)
     """Train tasks of one run that may run at once; each limits its threads to its share of the CPUs."""
+    max_mapped_tasks: int = Field(512, ge=1)
+    """Most mapped task instances of one run (train and rightsize together): past it the shards grow
+    instead of multiplying (``forecasting.shards.plan_shards``); at most Airflow's ``core.max_map_length``."""
+
+    @field_validator("max_mapped_tasks")
+    @classmethod
+    def _within_airflow(cls, value: int) -> int:
+        if value > MAX_MAP_LENGTH:
+            raise ValueError(f"at most {MAX_MAP_LENGTH}, got {value}: Airflow's default core.max_map_length fails a "
+                             f"mapped task of more than {MAX_MAP_LENGTH} instances, and hundreds of mapped instances "
+                             "per run already slow the scheduler")
+        return value
 
 
 class TuningConfig(_Section):
@@ -414,6 +433,19 @@ class ForesightConfig(_Section):
         except ForesightError as exc:
             raise _as_error(exc) from None
 
+    @field_validator("train")
+    @classmethod
+    def _mapping_fits(cls, value: TrainConfig, info: ValidationInfo) -> TrainConfig:
+        """Even one shard maps a train task per model (but the ensemble) and a rightsize task."""
+        models = [m for m in info.data.get("models") or [] if m != ENSEMBLE]
+        need = len(models) + 1
+        if value.max_mapped_tasks < need:
+            raise ValueError(f"train.max_mapped_tasks is {value.max_mapped_tasks}, but even with one shard a run maps "
+                             f"{need} tasks: a train task per model but the ensemble ({', '.join(models)}) and a "
+                             f"rightsize task; raise train.max_mapped_tasks to at least {need} or configure fewer "
+                             "models")
+        return value
+
     @field_validator("model_params")
     @classmethod
     def _model_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -638,8 +670,9 @@ def _section_of(loc: tuple) -> type[BaseModel] | None:
 
 
 _BY_RUN = " [set by the run's parameters]"
-_DEPENDS_ON = {"horizons": ("freq",), "stride": ("freq",), "test_days": ("horizons",)}
-"""Settings judged against another: an error in one may come from the other, set elsewhere."""
+_DEPENDS_ON = {"horizons": ("freq",), "stride": ("freq",), "test_days": ("horizons",), "train": ("models",)}
+"""Settings judged against another: an error at one (its dotted location; ``train`` is the mapping's
+check against the models) may come from the other, set elsewhere."""
 
 
 def format_errors(exc: ValidationError, source: Path | str, overrides: dict | None = None) -> str:
@@ -654,7 +687,7 @@ def format_errors(exc: ValidationError, source: Path | str, overrides: dict | No
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
         by_run = bool(overrides) and _set_in(overrides, loc)
-        others = [other for other in _DEPENDS_ON.get(loc[0] if loc else "", ())
+        others = [other for other in _DEPENDS_ON.get(where, ())
                   if overrides and _set_in(overrides, (other,))]
         by_run = by_run or bool(others)
         from_run += by_run

@@ -406,19 +406,27 @@ def build_features(run: dict) -> dict:
 def _write_shards(cfg, store, frame: pd.DataFrame) -> int:
     """Split the series into ``train.shard_series``-sized shards, one features file each when there are several.
 
-    The full features file stays: the global model, the publish step and the plans read it.
+    Fewer, bigger shards when that many would map more than ``train.max_mapped_tasks`` tasks
+    (``foresight_lib.forecasting.shards.plan_shards``). The full features file stays: the
+    global model, the publish step and the plans read it.
     """
-    from foresight_lib.forecasting.shards import features_name, shard_count, split_ids
+    from foresight_lib.forecasting.models import GLOBAL_MODELS
+    from foresight_lib.forecasting.shards import features_name, plan_shards, split_ids
     from foresight_lib.publishing.storage import RUNS
 
     if store.folder != RUNS:  # a scaling plan trains nothing
         return 1
     ids = frame["unique_id"]
-    shards = shard_count(ids.nunique(), cfg.train.shard_series)
+    models = base_models(cfg)
+    global_models = sum(m in GLOBAL_MODELS for m in models)  # no model class imported (torch) for the count
+    plan = plan_shards(ids.nunique(), len(models) - global_models, global_models, cfg.train.shard_series,
+                       cfg.train.max_mapped_tasks)
+    shards = plan.shards
     if shards > 1:
         for shard, members in enumerate(split_ids(ids.unique(), shards), start=1):
             store.write_frame(features_name(shard), frame[ids.isin(members)].reset_index(drop=True))
-        log.info("%d series in %d shards of at most %d", ids.nunique(), shards, cfg.train.shard_series)
+        log.info("%d series in %d shards of at most %d (%d mapped tasks, at most %d)", ids.nunique(), shards,
+                 plan.largest_shard, plan.mapped_tasks, cfg.train.max_mapped_tasks)
     return shards
 
 

@@ -14,6 +14,11 @@ within the seed's own spread, for one fit per shard (``benchmarks/lstm_shards.py
 A part is ``backtests/<model>.pkl`` when the model runs as one task (the LSTM always,
 every model when there is one shard) and ``backtests/<model>/shard-<i>.pkl`` for shard
 ``i`` of ``n`` (1-based, as the Airflow UI shows it: ``arima · shard 3/8``).
+
+A run maps ``local models × shards + global models`` train tasks and one rightsize task per
+shard. So that this stays within ``train.max_mapped_tasks`` (and Airflow's
+``core.max_map_length``) at any fleet size, ``plan_shards`` caps the shard count: past the
+cap the shards grow instead of multiplying.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import inspect
 import math
 import pickle
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import BacktestPart
@@ -28,8 +34,8 @@ from foresight_lib.forecasting.backtest_runner import _LocalOutcome, _merge_outc
 from foresight_lib.forecasting.models import model_class
 from foresight_lib.forecasting.models.base import GlobalForecaster
 
-__all__ = ["empty_reason", "features_name", "is_global", "load_parts", "merge_parts", "part_name", "require_parts",
-           "shard_count", "split_ids", "task_label", "train_tasks", "with_threads"]
+__all__ = ["ShardPlan", "empty_reason", "features_name", "is_global", "load_parts", "merge_parts", "part_name",
+           "plan_shards", "require_parts", "shard_count", "split_ids", "task_label", "train_tasks", "with_threads"]
 
 
 def shard_count(n_series: int, shard_series: int | None) -> int:
@@ -37,6 +43,48 @@ def shard_count(n_series: int, shard_series: int | None) -> int:
     if not shard_series or n_series <= shard_series:
         return 1
     return math.ceil(n_series / shard_series)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How a run's series are cut into shards, and the mapped tasks that makes."""
+
+    shards: int
+    series: int
+    """Series of the run."""
+    largest_shard: int
+    """Series of the largest shard (``split_ids`` makes them differ by at most one)."""
+    train_tasks: int
+    rightsize_tasks: int
+
+    @property
+    def mapped_tasks(self) -> int:
+        """Every mapped task instance of the run (train and rightsize)."""
+        return self.train_tasks + self.rightsize_tasks
+
+
+def plan_shards(n_series: int, local_models: int, global_models: int, shard_series: int | None,
+                max_mapped_tasks: int) -> ShardPlan:
+    """The shard count of a run: ``ceil(n_series / shard_series)``, capped so that its mapped tasks fit.
+
+    The run maps ``local_models × shards + global_models`` train tasks and ``shards``
+    rightsize tasks; the shard count is the smaller of ``shard_count`` and the largest count
+    whose tasks stay within ``max_mapped_tasks``. Past that cap a bigger fleet makes bigger
+    shards, not more of them.
+
+    Raises:
+        ConfigError: even one shard maps more than ``max_mapped_tasks`` tasks (too many models).
+    """
+    need = local_models + global_models + 1
+    if max_mapped_tasks < need:
+        raise ConfigError(
+            f"train.max_mapped_tasks is {max_mapped_tasks}, but even with one shard the run maps {need} tasks "
+            f"({local_models + global_models} train tasks, one per model but the ensemble, and one rightsize task); "
+            f"raise train.max_mapped_tasks to at least {need} or configure fewer models")
+    cap = (max_mapped_tasks - global_models) // (local_models + 1)
+    shards = max(1, min(shard_count(n_series, shard_series), cap))
+    return ShardPlan(shards=shards, series=n_series, largest_shard=math.ceil(n_series / shards),
+                     train_tasks=local_models * shards + global_models, rightsize_tasks=shards)
 
 
 def split_ids(unique_ids: Iterable, shards: int) -> list[list[str]]:
