@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foresight_lib.errors import DataError
+from foresight_lib.errors import ConfigError, DataError
 
 SERIES_COLUMNS = ["unique_id", "ds", "y"]
 SERIES_TABLE_COLUMNS = ["unique_id", "metric", "entity", "unit", "labels", "freq"]
@@ -232,6 +232,21 @@ def to_utc(values: pd.Series, source: str = "data") -> pd.Series:
     else:
         parsed = parsed.dt.tz_convert("UTC")
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def utc_timestamp(when) -> pd.Timestamp:
+    """One date (a datetime, ISO 8601 text or timestamp) as a UTC timestamp; a naive one is taken as UTC.
+
+    Raises:
+        ConfigError: ``when`` is not a date, or is missing.
+    """
+    try:
+        ts = pd.Timestamp(when)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"'{when}' is not a date; use ISO 8601, e.g. 2024-03-15 or 2024-03-15T02:00:00Z") from exc
+    if pd.isna(ts):
+        raise ConfigError("no date given for the run; pass the logical date (ISO 8601)")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def read_parquet_frame(source) -> pd.DataFrame:

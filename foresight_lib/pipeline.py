@@ -20,7 +20,8 @@ newest run with the configured models reaches ``latest/`` and the aliases (a bac
 of an older date or an ad-hoc trigger stays in its run folder and MLflow) unless its
 ``publish`` parameter says ``always``.
 
-The run's identity and settings are ``foresight_lib.runs``; the publish step is
+The run's identity and settings are ``foresight_lib.runs``; the source and the window it
+reads are ``foresight_lib.sources.extraction``; the publish step is
 ``foresight_lib.publishing.publish_step``. ``run_nightly`` runs every step in this process
 (tests, ``make run`` summaries); ``python -m foresight_lib.pipeline summary`` prints what
 the last run published.
@@ -40,7 +41,6 @@ import pandas as pd
 from foresight_lib.errors import ConfigError, DataError, ForesightError
 from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
 from foresight_lib.forecasting.progress import log_peak_memory
-from foresight_lib.frames import sort_series
 from foresight_lib.publishing.publish_step import mark_champions, publish, push_latest, recommend
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
@@ -71,6 +71,7 @@ from foresight_lib.runs import (
     run_key_for,
     run_lock,
 )
+from foresight_lib.sources.extraction import Connection, extract_window, read_window, source_label
 
 __all__ = ["extract", "validate", "build_features", "train_tasks", "train", "rightsize_tasks", "rightsize",
            "evaluate", "publish", "release", "run_nightly", "recommend", "push_latest", "open_run", "run_key_for",
@@ -79,152 +80,12 @@ __all__ = ["extract", "validate", "build_features", "train_tasks", "train", "rig
 
 log = logging.getLogger(__name__)
 
-MARGIN = pd.Timedelta("1D")
-"""Extra data extracted before the history, so gap filling and counter rates have a lead-in."""
-
-
 # ---------------------------------------------------------------------------
 # extract
 
 
-def extract_window(data_interval_end, cfg) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """``[start, end)``: the history and held-out days the models need, plus a margin, up to the interval end."""
-    end = _utc(data_interval_end)
-    span = pd.Timedelta(days=float(cfg.history_days) + float(cfg.test_days)) + MARGIN
-    return end - span, end
-
-
-def replay(frame: pd.DataFrame, end: pd.Timestamp, freq: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Shift each recorded series in time so that its last sample falls one step before ``end``.
-
-    Recorded traces (NAB files, Bitbrains VMs) come from different dates; replaying each
-    as if it were live makes them all end where the run's data interval ends. Series of
-    one trace that end together keep their alignment.
-
-    Returns:
-        The shifted frame and the shift applied per series (as text).
-    """
-    if frame.empty:
-        return frame, {}
-    target = end - pd.Timedelta(freq)
-    last = frame.groupby("unique_id", sort=False)["ds"].transform("max")
-    out = sort_series(frame.assign(ds=frame["ds"] + (target - last)))
-    shifts = (target - frame.groupby("unique_id", sort=True)["ds"].max()).astype(str).to_dict()
-    return out, shifts
-
-
-def source_label(cfg) -> str:
-    """The source as messages name it: ``files /data/nab (format nab, replayed)``, ``prometheus (conn …)``."""
-    source = cfg.source
-    if source.kind == "files":
-        return f"files {source.path} (format {source.format}{', replayed' if source.replay else ''})"
-    if source.kind == "prometheus":
-        return "prometheus (source.prometheus.url)" if source.prometheus.url else \
-            f"prometheus (connection {source.prometheus.conn_id})"
-    return f"demo (seed {source.seed})"
-
-
-def _cut_window(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    keep = (frame["ds"] >= start) & (frame["ds"] < end)
-    return frame.loc[keep].reset_index(drop=True)
-
-
-def _select_metrics(frame: pd.DataFrame, series: pd.DataFrame, metrics: Sequence[str] | None,
-                    available: Sequence[str] | None = None, where: str = ""):
-    """Keep the series of ``metrics``; an unknown one is a ``ConfigError`` listing what the source has."""
-    if not metrics:
-        return frame, series
-    found = sorted(series["metric"].astype(str).unique())
-    unknown = [m for m in metrics if m not in found]
-    if unknown:
-        known = sorted(set(available or []) | set(found))
-        raise ConfigError(f"source.metrics{where}: metric(s) {unknown} are not in the source; it has {known}")
-    series = series[series["metric"].isin(list(metrics))].reset_index(drop=True)
-    frame = frame[frame["unique_id"].isin(series["unique_id"])].reset_index(drop=True)
-    return frame, series
-
-
-def _set_where(overrides: dict | None, *paths: tuple[str, ...]) -> str:
-    """`` (set by the run's parameters)`` when ``overrides`` give one of ``paths``, else `` (set in <config>)``."""
-    from foresight_lib.config import config_path
-
-    for keys in paths:
-        node: Any = overrides or {}
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                break
-            node = node[key]
-        else:
-            return " (set by the run's parameters)"
-    return f" (set in {config_path()})"
-
-
-def _read_source(cfg, start: pd.Timestamp, end: pd.Timestamp,
-                 connection: dict | Callable[[], dict | None] | None,
-                 overrides: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The source's series between ``start`` and ``end``, its series table and what happened."""
-    source = cfg.source
-    info: dict[str, Any] = {"kind": source.kind}
-    available: list[str] | None = None
-    if source.kind == "demo":
-        from foresight_lib.sources.demo import generate_demo
-
-        days = (end - start) / pd.Timedelta("1D")
-        frame, series = generate_demo(end, days=int(-(-days // 1)), seed=source.seed,
-                                      freq=cfg.freq)
-    elif source.kind == "files":
-        from foresight_lib.sources.loaders import load_series
-
-        if not source.path:
-            raise ConfigError("source.kind is 'files' but source.path is empty; set it to a file, folder or glob")
-        try:
-            loaded = load_series(source.path, source.format, metrics=list(source.metrics or []) or None)
-        except ConfigError as exc:  # the format's own metric list refuses a name
-            if not source.metrics:
-                raise
-            where = _set_where(overrides, ("source", "metrics"), ("metrics",))
-            raise ConfigError(f"source.metrics{where}: {exc}") from None
-        frame, series, available = loaded.frame, loaded.series, loaded.available
-        info["skipped_files"] = len(loaded.skipped or [])
-        if loaded.skipped:
-            info["skipped"] = loaded.skipped[:20]
-        overlaps = [n for n in loaded.notes if " overlap from " in n.get("note", "")]
-        for note in overlaps:
-            log.warning("%s", note["note"])
-        if overlaps:
-            info["overlaps"] = [n["note"] for n in overlaps[:20]]
-        if source.replay:
-            frame, shifts = replay(frame, end, cfg.freq)
-            info["replay_shifts"] = dict(list(shifts.items())[:20])
-    elif source.kind == "prometheus":
-        frame, series = _read_prometheus(cfg, start, end, connection)
-    else:
-        raise ConfigError(f"unknown source.kind '{source.kind}'; use demo, files or prometheus")
-    frame, series = _select_metrics(frame, series, list(source.metrics or []), available,
-                                    _set_where(overrides, ("source", "metrics"), ("metrics",)))
-    full_span = (frame["ds"].min(), frame["ds"].max()) if len(frame) else (None, None)
-    frame = _cut_window(frame, start, end)
-    if frame.empty:
-        raise DataError(
-            f"the source has no data between {start.isoformat()} and {end.isoformat()} "
-            f"(it holds {full_span[0]} .. {full_span[1]}); pick a logical date inside the data "
-            "or set source.replay: true to replay the trace up to the run's date"
-        )
-    series = series[series["unique_id"].isin(frame["unique_id"].unique())].reset_index(drop=True)
-    return frame, series, info
-
-
-def _read_prometheus(cfg, start, end, connection):
-    from foresight_lib.sources import prometheus_source
-
-    conn = connection() if callable(connection) else connection
-    result = prometheus_source.extract(cfg, start, end, connection=conn)
-    return result.frame, result.series
-
-
 def extract(run_id: str | None, data_interval_start, data_interval_end, params: dict | None = None,
-            overrides: dict | None = None,
-            connection: dict | Callable[[], dict | None] | None = None, folder: str | None = None,
+            overrides: dict | None = None, connection: Connection = None, folder: str | None = None,
             owner_pid: int | None = None) -> dict:
     """Take the date's lock and read the run's window of data into a fresh attempt folder.
 
@@ -269,7 +130,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
             from foresight_lib.publishing.mlflow_store import check_tracking_server
 
             check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
-        frame, series, info = _read_source(cfg, start, end, connection, merged)
+        frame, series, info = read_window(cfg, start, end, connection, merged)
         store.write_frame(RAW, frame)
         store.write_frame(SERIES, series)
         run = {

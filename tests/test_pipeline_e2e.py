@@ -286,27 +286,9 @@ def test_real_data_replayed_end_to_end(nab):
     assert predicted["yhat"].notna().all() and len(predicted) >= len(NAB_FILES)
 
 
-def test_extract_window_and_run_key():
-    cfg = load_config(overrides={"history_days": 3, "test_days": 1})
-    start, end = pipeline.extract_window("2024-03-15T02:00:00Z", cfg)
-    assert end == pd.Timestamp("2024-03-15T02:00:00Z")
-    assert end - start == pd.Timedelta(days=5)
+def test_run_key_for():
     assert pipeline.run_key_for("2024-03-15T02:00:00+00:00") == "2024-03-15T020000Z"
     assert pipeline.run_key_for(pd.Timestamp("2024-03-15 04:00", tz="Europe/Paris")) == "2024-03-15T030000Z"
-
-
-def test_replay_moves_each_series_to_end_before_the_interval_end():
-    frame = pd.DataFrame({
-        "unique_id": ["a", "a", "b", "b"],
-        "ds": pd.to_datetime(["2014-01-01 00:00", "2014-01-01 00:05", "2013-06-01 10:02", "2013-06-01 10:07"],
-                             utc=True),
-        "y": [1.0, 2.0, 3.0, 4.0],
-    })
-    out, shifts = pipeline.replay(frame, pd.Timestamp("2024-03-15T02:00Z"), "5min")
-    last = out.groupby("unique_id")["ds"].max()
-    assert (last == pd.Timestamp("2024-03-15T01:55Z")).all()
-    assert out["y"].tolist() == [1.0, 2.0, 3.0, 4.0]
-    assert set(shifts) == {"a", "b"}
 
 
 def test_params_become_overrides():
@@ -327,36 +309,6 @@ def test_bad_overrides_and_dates_are_config_errors():
         pipeline.run_key_for("yesterday-ish")
 
 
-def test_an_unknown_metric_names_the_setting_where_it_was_set_and_what_the_source_has(tmp_path):
-    from foresight_lib.errors import ConfigError
-
-    ds = pd.date_range("2024-03-14", periods=48, freq="5min", tz="UTC")
-    path = tmp_path / "series.csv"
-    pd.concat([pd.DataFrame({"unique_id": f"{m}/a", "ds": ds, "y": 1.0}) for m in ("cpu_cores", "memory_bytes")]
-              ).to_csv(path, index=False)
-    overrides = {"source": {"kind": "files", "path": str(path), "metrics": ["gpu_cores"]}}
-    cfg = load_config(overrides=overrides)
-    start, end = pipeline.extract_window("2024-03-14T04:00:00Z", cfg)
-    with pytest.raises(ConfigError) as caught:
-        pipeline._read_source(cfg, start, end, None, overrides)
-    assert str(caught.value) == ("source.metrics (set by the run's parameters): metric(s) ['gpu_cores'] are not "
-                                 "in the source; it has ['cpu_cores', 'memory_bytes']")
-
-
-def test_a_replayed_trace_is_judged_fresh_after_its_time_shift():
-    """NAB files from 2014 replayed to the run's end: no series is stale at the data interval end."""
-    from foresight_lib.quality.validation import validate_frame
-
-    ds = pd.date_range("2014-02-14", periods=288 * 2, freq="5min", tz="UTC")
-    frame = pd.DataFrame({"unique_id": "cpu_utilization/a", "ds": ds, "y": 10 + (ds.hour.to_numpy() % 7)})
-    end = pd.Timestamp("2024-03-15T02:00Z")
-    stale = validate_frame(frame, cfg=load_config(), data_end=end, raise_on_failure=False)
-    assert stale.summary["source_stale"]
-    shifted, _ = pipeline.replay(frame, end, "5min")
-    fresh = validate_frame(shifted, cfg=load_config(), data_end=end)
-    assert fresh.reasons == {} and fresh.summary["data_age_s"] == 300
-
-
 def test_the_printed_summary_says_how_old_the_data_was():
     summary = {"run_key": "k", "run_id": "r", "leaderboard": [{"model": "naive", "horizon": "5m", "mase": 1.0}],
                "champion": "naive", "run_folder": "f", "mlflow_tracking_uri": "u", "mlflow_parent_run": "p",
@@ -365,15 +317,3 @@ def test_the_printed_summary_says_how_old_the_data_was():
     text = pipeline.format_summary(summary)
     assert ("Data: last point 2024-03-15T01:55:00+00:00, 300 s before the data interval end "
             "2024-03-15T02:00:00+00:00; 1 stale series quarantined") in text
-
-
-def test_a_metric_unknown_to_the_format_names_the_setting(tmp_path):
-    from foresight_lib.errors import ConfigError
-
-    (tmp_path / "ec2_cpu_utilization_1.csv").write_text("timestamp,value\n2024-03-14 00:00:00,1\n")
-    cfg = load_config(overrides={"source": {"kind": "files", "path": str(tmp_path), "format": "nab"}})
-    cfg.source.metrics = ["gpu"]
-    start, end = pipeline.extract_window("2024-03-14T04:00:00Z", cfg)
-    with pytest.raises(ConfigError, match=r"^source.metrics \(set in .*foresight.yaml\): no NAB file of metric\(s\) "
-                                          r"\['gpu'\] in .*; it has \['cpu_utilization'\]"):
-        pipeline._read_source(cfg, start, end, None, {})

@@ -1,1 +1,1 @@
-"""Where metrics come from: generated demo data, files, Prometheus."""
+"""Where metrics come from: generated demo data, files (local or ``s3://``), Prometheus; the run's window of them."""

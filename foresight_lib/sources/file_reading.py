@@ -1,9 +1,14 @@
 """Reading the files of a data set: CSV with errors that name the file, numbers that say
-which cells are not, the files of a folder or glob pattern."""
+which cells are not, the files of a folder or glob pattern, local or on S3.
+
+A file is a ``pathlib.Path`` or, for ``s3://bucket/key``, an ``S3Path`` (``source_path``);
+the loaders treat both alike, and the few reads below take the object's bytes for S3.
+"""
 from __future__ import annotations
 
 import fnmatch
 import glob
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,14 +16,31 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import DataError
+from foresight_lib.sources.s3_paths import S3Path, is_s3_uri
+
+SourcePath = Path | S3Path
+"""A file, folder or glob pattern of a data set: local, or on S3."""
 
 
-def read_csv(file: Path, **kwargs) -> pd.DataFrame:
+def source_path(path: str | Path | S3Path) -> SourcePath:
+    """``path`` as the loaders take it: an ``S3Path`` for ``s3://bucket/key``, else a local ``Path``."""
+    if isinstance(path, S3Path):
+        return path
+    return S3Path(path) if is_s3_uri(path) else Path(path)
+
+
+def readable(file: SourcePath) -> Path | io.BytesIO:
+    """What pandas and pyarrow read ``file`` from: the local path itself, or the S3 object's bytes."""
+    return io.BytesIO(file.read_bytes()) if isinstance(file, S3Path) else file
+
+
+def read_csv(file: SourcePath, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` whose failures become a ``DataError`` naming the file."""
     if file.stat().st_size == 0:
         raise DataError(f"{file}: file is empty; remove it or re-export the data")
+    source = readable(file)
     try:
-        df = pd.read_csv(file, **kwargs)
+        df = pd.read_csv(source, **kwargs)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{file}: file is empty; remove it or re-export the data") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
@@ -31,16 +53,20 @@ def read_csv(file: Path, **kwargs) -> pd.DataFrame:
     return df
 
 
-def separator(file: Path) -> str:
+def separator(file: SourcePath) -> str:
     """The field separator of a text file, from its header line: ``,``, ``;``, tab or ``|``."""
-    with open(file, encoding="utf-8-sig", errors="replace") as fh:
-        header = fh.readline()
+    if isinstance(file, S3Path):
+        with io.TextIOWrapper(io.BytesIO(file.read_head()), encoding="utf-8-sig", errors="replace") as fh:
+            header = fh.readline()
+    else:
+        with open(file, encoding="utf-8-sig", errors="replace") as fh:
+            header = fh.readline()
     counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
     best = max(counts, key=counts.get)
     return best if counts[best] else ","
 
 
-def numeric(values: pd.Series, file: Path, column: str) -> np.ndarray:
+def numeric(values: pd.Series, file: SourcePath, column: str) -> np.ndarray:
     """float64 values; a non-numeric cell raises a ``DataError`` with examples and line numbers."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.to_numpy("float64", na_value=np.nan)
@@ -57,7 +83,7 @@ def numeric(values: pd.Series, file: Path, column: str) -> np.ndarray:
     return parsed.to_numpy("float64", na_value=np.nan)
 
 
-def require(df: pd.DataFrame, columns: Sequence[str], file: Path, what: str) -> None:
+def require(df: pd.DataFrame, columns: Sequence[str], file: SourcePath, what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(
@@ -65,15 +91,18 @@ def require(df: pd.DataFrame, columns: Sequence[str], file: Path, what: str) -> 
         )
 
 
-def is_glob(path: Path) -> bool:
+def is_glob(path: SourcePath) -> bool:
     return any(ch in str(path) for ch in "*?[")
 
 
-def glob_files(path: Path) -> list[Path]:
+def glob_files(path: SourcePath) -> list[SourcePath]:
+    if isinstance(path, S3Path):
+        return path.glob_files()
     return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
 
 
-def folder_files(path: Path, patterns: Sequence[str], exclude: Callable[[Path], bool] | None = None) -> list[Path]:
+def folder_files(path: SourcePath, patterns: Sequence[str],
+                 exclude: Callable[[SourcePath], bool] | None = None) -> list[SourcePath]:
     """The format's files in a folder (recursively), the file itself, or the files a glob pattern matches."""
     if path.is_file():
         return [path]

@@ -3,7 +3,9 @@
 ``load_series(path, fmt)`` returns a ``LoadResult``: the long frame (``unique_id, ds,
 y``; UTC, float64, sorted), the series table (``frames.SERIES_TABLE_COLUMNS``) and the
 files or series that were skipped, each with its reason. Within a folder one bad file
-is skipped, not fatal; a single bad file given on its own raises ``DataError``.
+is skipped, not fatal; a single bad file given on its own raises ``DataError``. The path
+is local or ``s3://bucket/key`` (``file_reading.source_path``): every format reads from
+S3 the same way, and messages name an S3 file by its URI.
 
 Formats:
 
@@ -48,7 +50,19 @@ from foresight_lib.frames import (
     to_utc,
 )
 from foresight_lib.horizons import format_duration
-from foresight_lib.sources.file_reading import folder_files, glob_files, is_glob, numeric, read_csv, require, separator
+from foresight_lib.sources.file_reading import (
+    SourcePath,
+    folder_files,
+    glob_files,
+    is_glob,
+    numeric,
+    read_csv,
+    readable,
+    require,
+    separator,
+    source_path,
+)
+from foresight_lib.sources.s3_paths import S3Path
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +99,13 @@ class LoadResult:
         yield self.series
 
 
-def load_series(path: str | Path, fmt: str, metrics: Sequence[str] | None = None) -> LoadResult:
+def load_series(path: str | Path | S3Path, fmt: str, metrics: Sequence[str] | None = None) -> LoadResult:
     """Load ``path`` in format ``fmt`` as a long frame and series table.
 
     Args:
         path: a file, a folder searched recursively for the format's files, or a glob
-            pattern (``data/*.csv``).
+            pattern (``data/*.csv``); local, or on S3 as ``s3://bucket/key`` (endpoint and
+            credentials as for the data root, ``locations.s3_filesystem``).
         fmt: one of ``FORMATS``.
         metrics: keep only these metric names (e.g. ``["cpu_utilization"]``).
 
@@ -98,10 +113,11 @@ def load_series(path: str | Path, fmt: str, metrics: Sequence[str] | None = None
         ConfigError: unknown format or metric name.
         DataError: the path does not exist, or nothing in it could be read (the reasons
             per file are listed).
+        SourceError: S3 refused or could not be reached.
     """
     if fmt not in _LOADERS:
         raise ConfigError(f"unknown format '{fmt}'; choose from {list(FORMATS)}")
-    path = Path(path)
+    path = source_path(path)
     if not path.exists() and not (is_glob(path) and glob_files(path)):
         raise DataError(f"{path}: no such file or folder; check the input path")
     wanted = _clean_metrics(metrics)
@@ -163,7 +179,8 @@ def _make_series_table(rows: list[dict], frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load_files(
-    path: Path, files: list[Path], read_one: Callable[[Path], tuple[pd.DataFrame, list[dict], list[dict]]],
+    path: SourcePath, files: list[SourcePath],
+    read_one: Callable[[SourcePath], tuple[pd.DataFrame, list[dict], list[dict]]],
 ) -> LoadResult:
     """Read each file; in a folder a failing file is skipped with its reason, a single file raises."""
     frames, rows, skipped, notes, read = [], [], [], [], []
@@ -194,7 +211,7 @@ def _load_files(
     return LoadResult(frame, _make_series_table(rows, frame), skipped, notes)
 
 
-def overlaps(files: Sequence[Path], frames: Sequence[pd.DataFrame]) -> list[dict]:
+def overlaps(files: Sequence[SourcePath], frames: Sequence[pd.DataFrame]) -> list[dict]:
     """Notes on files that hold the same series at the same times (two exports that overlap).
 
     One note per pair of files: the overlap's span, its series, and how many of its rows
@@ -260,8 +277,8 @@ def _filter_empty(metrics: set[str] | None, available: Sequence[str], fmt: str) 
 # long
 
 
-def _load_long(path: Path, metrics: set[str] | None) -> LoadResult:
-    def is_table(f: Path) -> bool:
+def _load_long(path: SourcePath, metrics: set[str] | None) -> LoadResult:
+    def is_table(f: SourcePath) -> bool:
         return f.name.endswith(".series.parquet") or f.name.endswith(".series.csv")
 
     files = folder_files(path, ["*.csv", "*.parquet"], exclude=is_table)
@@ -271,13 +288,14 @@ def _load_long(path: Path, metrics: set[str] | None) -> LoadResult:
     return result
 
 
-def _read_long_file(file: Path, metrics: set[str] | None,
+def _read_long_file(file: SourcePath, metrics: set[str] | None,
                     seen: set[str] | None = None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     if file.suffix.lower() == ".parquet":
         if file.stat().st_size == 0:
             raise DataError(f"{file}: file is empty; remove it or re-export the data")
+        source = readable(file)  # an S3 failure is no corrupt file: it raises as it is
         try:
-            df = read_parquet_frame(str(file))
+            df = read_parquet_frame(source)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a corrupt file
             raise DataError(f"{file}: cannot be read as Parquet ({type(exc).__name__}: {str(exc)[:200]}); "
                             "check that the file is complete and really Parquet") from exc
@@ -326,13 +344,14 @@ def _cell(row: pd.Series, column: str) -> str | None:
     return str(value)
 
 
-def _sidecar_table(file: Path) -> pd.DataFrame | None:
+def _sidecar_table(file: SourcePath) -> pd.DataFrame | None:
     """The series table written beside ``file`` by ``foresight extract``, indexed by unique_id."""
     for suffix in (".series.parquet", ".series.csv"):
         side = file.with_name(file.stem + suffix)
         if side.is_file():
             try:
-                table = pd.read_parquet(side) if suffix.endswith("parquet") else pd.read_csv(side)
+                read = pd.read_parquet if suffix.endswith("parquet") else pd.read_csv
+                table = read(readable(side))
             except Exception as exc:  # noqa: BLE001 - a broken side table only loses metadata
                 log.warning("cannot read series table %s (%s); guessing units from names", side, exc)
                 return None
@@ -384,7 +403,7 @@ def parse_nab_name(stem: str) -> tuple[str, str, str, dict]:
     return re.sub(r"[^a-z0-9_]+", "_", name), "nab", "unknown", labels
 
 
-def _load_nab(path: Path, metrics: set[str] | None) -> LoadResult:
+def _load_nab(path: SourcePath, metrics: set[str] | None) -> LoadResult:
     files = folder_files(path, ["*.csv"])
     available = sorted({parse_nab_name(f.stem)[0] for f in files})
     if metrics is not None:
@@ -396,7 +415,7 @@ def _load_nab(path: Path, metrics: set[str] | None) -> LoadResult:
     return result
 
 
-def _read_nab_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+def _read_nab_file(file: SourcePath) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     df = read_csv(file)
     df.columns = [str(c).strip().lower() for c in df.columns]
     require(df, ["timestamp", "value"], file, "a NAB file")
@@ -427,7 +446,7 @@ BITBRAINS_COLUMNS = {
 BITBRAINS_METRICS = [m for m, _ in BITBRAINS_COLUMNS.values()]
 
 
-def _load_bitbrains(path: Path, metrics: set[str] | None) -> LoadResult:
+def _load_bitbrains(path: SourcePath, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, BITBRAINS_METRICS, "bitbrains")
     files = folder_files(path, ["*.csv"])
     result = _load_files(path, files, lambda f: _read_bitbrains_file(f, metrics))
@@ -447,7 +466,8 @@ def _epoch_seconds(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _read_bitbrains_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+def _read_bitbrains_file(file: SourcePath,
+                         metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     # ';' then TAB: the C parser with skipinitialspace drops the TAB before each value.
     df = read_csv(file, sep=";", skipinitialspace=True, engine="c")
     df.columns = [str(c).strip().lower() for c in df.columns]
@@ -488,7 +508,7 @@ ALIBABA2018_METRICS = {
 }
 
 
-def _load_alibaba2018(path: Path, metrics: set[str] | None) -> LoadResult:
+def _load_alibaba2018(path: SourcePath, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, [m for m, _, _ in ALIBABA2018_METRICS.values()], "alibaba2018")
     files = folder_files(path, ["machine_usage*.csv"])
     result = _load_files(path, files, lambda f: _read_alibaba2018_file(f, metrics))
@@ -496,7 +516,8 @@ def _load_alibaba2018(path: Path, metrics: set[str] | None) -> LoadResult:
     return result
 
 
-def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+def _read_alibaba2018_file(file: SourcePath,
+                           metrics: set[str] | None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     df = read_csv(file, header=None)
     if df.shape[1] != len(ALIBABA2018_COLUMNS):
         raise DataError(f"{file}: {df.shape[1]} column(s), expected {len(ALIBABA2018_COLUMNS)} "
@@ -535,7 +556,7 @@ def _read_alibaba2018_file(file: Path, metrics: set[str] | None) -> tuple[pd.Dat
 # Alibaba GenAI trace (2026), pod memory utilisation
 
 
-def _load_alibaba_genai(path: Path, metrics: set[str] | None) -> LoadResult:
+def _load_alibaba_genai(path: SourcePath, metrics: set[str] | None) -> LoadResult:
     _filter_empty(metrics, ["memory_utilization"], "alibaba_genai")
     files = folder_files(path, ["*.csv"])
     result = _load_files(path, files, _read_alibaba_genai_file)
@@ -543,7 +564,7 @@ def _load_alibaba_genai(path: Path, metrics: set[str] | None) -> LoadResult:
     return result
 
 
-def _read_alibaba_genai_file(file: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+def _read_alibaba_genai_file(file: SourcePath) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     df = read_csv(file)
     df.columns = [str(c).strip().lower() for c in df.columns]
     require(df, ["value", "timestamp_anon", "container_ip"], file, "an Alibaba GenAI pod file")
@@ -567,7 +588,7 @@ def _read_alibaba_genai_file(file: Path) -> tuple[pd.DataFrame, list[dict], list
     return frame, rows, notes
 
 
-_LOADERS: dict[str, Callable[[Path, set[str] | None], LoadResult]] = {
+_LOADERS: dict[str, Callable[[SourcePath, set[str] | None], LoadResult]] = {
     "long": _load_long,
     "nab": _load_nab,
     "bitbrains": _load_bitbrains,
