@@ -32,8 +32,9 @@ from rightsizing_memory_bound import usage_by_period  # noqa: E402
 from foresight_lib.commands.backtest import _json_safe  # noqa: E402
 from foresight_lib.quality.features import prepare_series  # noqa: E402
 from foresight_lib.rightsizing import splits  # noqa: E402
-from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay  # noqa: E402
+from foresight_lib.rightsizing.replay import replay  # noqa: E402
 from foresight_lib.rightsizing.replay_report import plot_sweep, slack_at  # noqa: E402
+from foresight_lib.rightsizing.replay_spec import DEFAULT_MODEL, ReplaySpec  # noqa: E402
 from foresight_lib.sources.loaders import load_series  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

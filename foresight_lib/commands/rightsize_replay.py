@@ -19,8 +19,9 @@ from pathlib import Path
 from foresight_lib.commands.backtest import _json_safe, keep_last_days
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.quality.features import prepare_series
-from foresight_lib.rightsizing.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, replay
+from foresight_lib.rightsizing.replay import replay
 from foresight_lib.rightsizing.replay_report import plot_sweep
+from foresight_lib.rightsizing.replay_spec import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec
 from foresight_lib.rightsizing.sizing import PROFILES
 from foresight_lib.sources.loaders import FORMATS, load_series
 from foresight_lib.sources.saving import atomic_write
