@@ -31,7 +31,8 @@ import pandas as pd
 
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.replay import ReplaySpec, replay
+from foresight_lib.rightsizing.replay import replay
+from foresight_lib.rightsizing.replay_spec import ReplaySpec
 from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,7 +47,8 @@ from rightsizing_memory_bound import usage_by_period  # noqa: E402
 from rightsizing_tune import PREPARED_METRICS, TRACE, load_files, vm_ids  # noqa: E402
 
 from foresight_lib.rightsizing import splits  # noqa: E402
-from foresight_lib.rightsizing.replay import ReplaySpec, replay  # noqa: E402
+from foresight_lib.rightsizing.replay import replay  # noqa: E402
+from foresight_lib.rightsizing.replay_spec import ReplaySpec  # noqa: E402
 from foresight_lib.rightsizing.sizing import factor_of_ratios  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rightsizing_memory_bound import usage_by_period  # noqa: E402
 
-from foresight_lib.commands.backtest import _json_safe  # noqa: E402
+from foresight_lib.commands.reports import json_safe  # noqa: E402
 from foresight_lib.quality.features import prepare_series  # noqa: E402
 from foresight_lib.rightsizing import splits  # noqa: E402
-from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay  # noqa: E402
+from foresight_lib.rightsizing.replay import replay  # noqa: E402
 from foresight_lib.rightsizing.replay_report import plot_sweep, slack_at  # noqa: E402
+from foresight_lib.rightsizing.replay_spec import DEFAULT_MODEL, ReplaySpec  # noqa: E402
 from foresight_lib.sources.loaders import load_series  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def main() -> int:
             plot_path = work / f"{stem}.png"
             plot_sweep(result, plot_path)
             report = result.report()
-            (work / f"{stem}.json").write_text(json.dumps(_json_safe(report)) + "\n")
+            (work / f"{stem}.json").write_text(json.dumps(json_safe(report)) + "\n")
             entities = sorted({splits.entity_of(u) for u in frame["unique_id"].astype(str).unique()})
             runs.append(_summary(trace, part, mode, lead, report, seconds, entities, plot_path))
             if mode == "window" and not lead:
@@ -105,7 +106,7 @@ def main() -> int:
            "model": DEFAULT_MODEL, "profile": args.profile, "python": platform.python_version(),
            "threads": os.environ.get("OMP_NUM_THREADS"), "runs": runs, "pooled_daily_memory": not_shipped}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rightsizing.json").write_text(json.dumps(_json_safe(out), indent=2) + "\n")
+    (RESULTS / "rightsizing.json").write_text(json.dumps(json_safe(out), indent=2) + "\n")
     (RESULTS / "rightsizing.md").write_text(render(out))
     print(render(out))
     return 0

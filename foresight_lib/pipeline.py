@@ -323,7 +323,6 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
     why; evaluate reports it. With a single shard that is no series at all: the run fails.
     """
     from foresight_lib.forecasting.backtest import backtest_part
-    from foresight_lib.forecasting.backtest_runner import _limit_threads, cpu_share
     from foresight_lib.forecasting.progress import ProgressLog
     from foresight_lib.forecasting.shards import (
         empty_reason,
@@ -333,6 +332,7 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
         task_label,
         with_threads,
     )
+    from foresight_lib.forecasting.threads import cpu_share, limit_threads
 
     cfg, store = open_run(run)
     models = base_models(cfg)
@@ -343,7 +343,7 @@ def train(run: dict, model: str, shard: int | None = None, shards: int = 1,
         raise ConfigError(f"no train task '{label}' in run {run['run_key']}: it has {_shards(run)} shard(s), "
                           "and a global model is never sharded")
     threads = cpu_share(tasks_at_once or min(cfg.train.parallel_tasks, len(models) * _shards(run)))
-    _limit_threads(threads)
+    limit_threads(threads)
     spec = backtest_spec(cfg)
     spec.n_jobs = threads
     frame = store.read_frame(FEATURES if shard is None else features_name(shard))

@@ -258,10 +258,10 @@ def test_ensemble_weights_stay_finite_for_huge_errors():
 
 
 def test_a_model_without_a_finite_score_is_listed_never_silently_dropped():
-    from foresight_lib.forecasting.backtest import _ranked
+    from foresight_lib.forecasting.backtest import scored_leaderboard
 
     board = pd.DataFrame({"model": ["naive", "ensemble"], "horizon": ["5m", "5m"], "mase": [0.9, np.nan]})
-    kept, skipped = _ranked(board, ["naive", "seasonal_naive", "ensemble"])
+    kept, skipped = scored_leaderboard(board, ["naive", "seasonal_naive", "ensemble"])
     assert list(kept["model"]) == ["naive"]
     reasons = {s["model"]: s["reason"] for s in skipped}
     assert set(reasons) == {"seasonal_naive", "ensemble"}

@@ -8,7 +8,8 @@ from conftest import make_daily_series
 
 from foresight_lib.rightsizing import plan
 from foresight_lib.rightsizing import sizing as rs
-from foresight_lib.rightsizing.replay import ReplaySpec, replay
+from foresight_lib.rightsizing.replay import replay
+from foresight_lib.rightsizing.replay_spec import ReplaySpec
 
 SPD = 288
 

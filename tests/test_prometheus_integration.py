@@ -31,6 +31,7 @@ from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import pushgateway
 from foresight_lib.publishing.storage import RunStore
 from foresight_lib.sources import prometheus_source as ps
+from foresight_lib.sources.prometheus_settings import PrometheusSettings
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_a_window_over_11000_points_comes_back_exactly_across_chunk_edges(promet
     start, end = nab["ds"].iloc[0], nab["ds"].iloc[-1]
     expected_y = nab["value"].astype(float).to_numpy()
     for max_points in (11_000, 4_001):
-        settings = ps.PrometheusSettings(url=prometheus.url, max_points=max_points, retries=0)
+        settings = PrometheusSettings(url=prometheus.url, max_points=max_points, retries=0)
         result = ps.extract_prometheus(query=query, start=start, end=end, step="5m", metric="cpu_utilization",
                                        aggregation="container", settings=settings)
         frame = result.frame
@@ -88,14 +89,14 @@ def test_a_window_over_11000_points_comes_back_exactly_across_chunk_edges(promet
         assert np.array_equal(frame["y"].to_numpy(), expected_y)  # bit for bit
         assert not frame.duplicated(["unique_id", "ds"]).any()
     # the same window in one request is over Prometheus' limit: the chunks are needed
-    client = ps.PrometheusClient(ps.PrometheusSettings(url=prometheus.url, retries=0))
+    client = ps.PrometheusClient(PrometheusSettings(url=prometheus.url, retries=0))
     params = {"query": query, "start": str(start.timestamp()), "end": str(end.timestamp()), "step": "300"}
     with pytest.raises(SourceError, match="11,000 points"):
         client.request("/api/v1/query_range", params, query, lambda data: data)
 
 
 def test_default_cadvisor_queries_give_cores_and_bytes_per_container_and_pod(prometheus, cadvisor):
-    settings = ps.PrometheusSettings(url=prometheus.url, retries=0)
+    settings = PrometheusSettings(url=prometheus.url, retries=0)
     start = COUNTER_START + pd.Timedelta("5min")
     end = COUNTER_START + (COUNTER_POINTS - 1) * pd.Timedelta("5min")
     metrics = ["container_cpu_usage_cores", "container_memory_working_set_bytes"]
@@ -116,7 +117,7 @@ def test_default_cadvisor_queries_give_cores_and_bytes_per_container_and_pod(pro
 
 
 def test_label_filters_from_the_config_are_matched_literally_never_run(prometheus, nab):
-    settings = ps.PrometheusSettings(url=prometheus.url, retries=0)
+    settings = PrometheusSettings(url=prometheus.url, retries=0)
     queries = {"cpu": "max by ({aggregation}) (nab_cpu_utilization{selector})"}
     window = (nab["ds"].iloc[0], nab["ds"].iloc[9])
     weird = ps.extract_metrics(settings, queries, *window, "5m", "container", labels={"namespace": WEIRD_NAMESPACE},
@@ -130,7 +131,7 @@ def test_label_filters_from_the_config_are_matched_literally_never_run(prometheu
 
 
 def test_a_server_error_from_a_real_prometheus_names_the_query(prometheus):
-    settings = ps.PrometheusSettings(url=prometheus.url, retries=2, backoff_s=0.01)
+    settings = PrometheusSettings(url=prometheus.url, retries=2, backoff_s=0.01)
     with pytest.raises(SourceError, match=r"after 1 attempt: HTTP 400 bad_data.*query: rate\(up\[5m\]; URL"):
         ps.extract_prometheus(query="rate(up[5m]", start="2014-05-20T00:00:00Z", end="2014-05-20T01:00:00Z",
                               step="5m", settings=settings)

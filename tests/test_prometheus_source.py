@@ -15,11 +15,19 @@ from prom_server import ScriptedServer, matrix
 from foresight_lib.errors import ConfigError, DataError, SourceError
 from foresight_lib.orchestration.ports import free_port
 from foresight_lib.sources import prometheus_source as ps
+from foresight_lib.sources.prometheus_settings import PROMETHEUS_MAX_POINTS, PrometheusSettings, resolve_settings
+from foresight_lib.sources.promql import (
+    AGGREGATION_LEVELS,
+    build_selector,
+    load_promql,
+    quote_promql_string,
+    render_query,
+)
 
 T0 = 1_700_000_100  # a multiple of 300 s
 
 
-def fake_prometheus(data: dict[tuple, dict[int, str]], limit: int = ps.PROMETHEUS_MAX_POINTS):
+def fake_prometheus(data: dict[tuple, dict[int, str]], limit: int = PROMETHEUS_MAX_POINTS):
     """A query_range answering with stored samples at start + k * step (and Prometheus' point limit)."""
 
     def answer(path: str, fields: dict) -> tuple[int, str]:
@@ -38,8 +46,8 @@ def fake_prometheus(data: dict[tuple, dict[int, str]], limit: int = ps.PROMETHEU
     return answer
 
 
-def settings(url: str, **kwargs) -> ps.PrometheusSettings:
-    return ps.PrometheusSettings(url=url, backoff_s=0.01, max_backoff_s=0.05, **kwargs)
+def settings(url: str, **kwargs) -> PrometheusSettings:
+    return PrometheusSettings(url=url, backoff_s=0.01, max_backoff_s=0.05, **kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -289,20 +297,20 @@ def test_settings_from_environment_variables(tmp_path):
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     env = {"FORESIGHT_PROMETHEUS_URL": "https://prom.example:9090/", "FORESIGHT_PROMETHEUS_TOKEN_FILE": str(token_file),
            "FORESIGHT_PROMETHEUS_CA_FILE": str(ca), "FORESIGHT_PROMETHEUS_RETRIES": "5"}
-    s = ps.PrometheusSettings.from_env(env)
+    s = PrometheusSettings.from_env(env)
     assert (s.url, s.token, s.ca_file, s.retries) == ("https://prom.example:9090/", "from-file", str(ca), 5)
     assert s.require_url() == "https://prom.example:9090"
     assert s.session().verify == str(ca)
     assert "from-file" not in repr(s)
-    insecure = ps.PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": "https://p:9090",
+    insecure = PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": "https://p:9090",
                                                "FORESIGHT_PROMETHEUS_USER": "u", "FORESIGHT_PROMETHEUS_PASSWORD": "p",
                                                "FORESIGHT_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"})
     session = insecure.session()
     assert session.verify is False and session.auth == ("u", "p")
     with pytest.raises(ConfigError, match="INSECURE_SKIP_VERIFY is 'maybe'"):
-        ps.PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_INSECURE_SKIP_VERIFY": "maybe"})
+        PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_INSECURE_SKIP_VERIFY": "maybe"})
     with pytest.raises(ConfigError, match="both a bearer token and a user"):
-        ps.PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_TOKEN": "t", "FORESIGHT_PROMETHEUS_USER": "u"})
+        PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_TOKEN": "t", "FORESIGHT_PROMETHEUS_USER": "u"})
 
 
 @pytest.mark.parametrize(("conn", "url", "auth"), [
@@ -314,7 +322,7 @@ def test_settings_from_environment_variables(tmp_path):
      "https://prom/p", "bearer"),
 ])
 def test_settings_from_an_airflow_connection_dict(conn, url, auth):
-    s = ps.PrometheusSettings.from_connection_dict(conn)
+    s = PrometheusSettings.from_connection_dict(conn)
     assert s.require_url() == url
     assert auth == ("bearer" if s.token else "basic" if s.username else "none")
     if "insecure_skip_verify" in str(conn.get("extra")):
@@ -323,19 +331,19 @@ def test_settings_from_an_airflow_connection_dict(conn, url, auth):
 
 def test_connection_errors_are_config_errors():
     with pytest.raises(ConfigError, match="extra is not JSON"):
-        ps.PrometheusSettings.from_connection_dict({"host": "p", "extra": "{token"})
+        PrometheusSettings.from_connection_dict({"host": "p", "extra": "{token"})
     with pytest.raises(ConfigError, match="both a login and a bearer token"):
-        ps.PrometheusSettings.from_connection_dict({"host": "p", "login": "u", "extra": {"token": "t"}})
+        PrometheusSettings.from_connection_dict({"host": "p", "login": "u", "extra": {"token": "t"}})
     with pytest.raises(ConfigError, match="no Prometheus URL"):
-        ps.PrometheusSettings().require_url()
+        PrometheusSettings().require_url()
     with pytest.raises(ConfigError, match="not an http"):
-        ps.PrometheusSettings(url="prom:9090").require_url()
+        PrometheusSettings(url="prom:9090").require_url()
     with pytest.raises(ConfigError, match="CA file .* does not exist"):
-        ps.PrometheusSettings(url="https://p", ca_file="/nonexistent/ca.pem").session()
+        PrometheusSettings(url="https://p", ca_file="/nonexistent/ca.pem").session()
 
 
 def test_credentials_in_the_url_are_moved_out_of_it():
-    s = ps.PrometheusSettings(url="http://ops:pw@prom:9090")
+    s = PrometheusSettings(url="http://ops:pw@prom:9090")
     assert (s.url, s.username, s.password) == ("http://prom:9090", "ops", "pw")
 
 
@@ -348,12 +356,12 @@ def test_config_url_wins_over_connection_and_environment_but_keeps_their_credent
 
     env = {"FORESIGHT_PROMETHEUS_URL": "http://from-env:9090", "FORESIGHT_PROMETHEUS_TOKEN": "env-token"}
     conn = {"host": "from-connection", "port": 9090, "login": "ops", "password": "pw"}
-    s = ps.resolve_settings(Section(), conn, env)
+    s = resolve_settings(Section(), conn, env)
     assert (s.url, s.username, s.password, s.token) == ("http://from-config:9090", "ops", "pw", None)
     assert (s.timeout_s, s.retries, s.max_points) == (7.0, 1, 500)
     Section.url = None
-    assert ps.resolve_settings(Section(), conn, env).url == "http://from-connection:9090"
-    assert ps.resolve_settings(Section(), None, env).token == "env-token"
+    assert resolve_settings(Section(), conn, env).url == "http://from-connection:9090"
+    assert resolve_settings(Section(), None, env).token == "env-token"
 
 
 # ---------------------------------------------------------------------------
@@ -369,38 +377,38 @@ def test_config_url_wins_over_connection_and_environment_but_keeps_their_credent
     ("ünï ✓", '"ünï ✓"'),
 ])
 def test_label_values_are_quoted_so_they_cannot_leave_the_string(value, quoted):
-    assert ps.quote_promql_string(value) == quoted
+    assert quote_promql_string(value) == quoted
     # the quoted text is also a JSON string for these values: decoding gives the value back
     if "\\x" not in quoted:
         assert json.loads(quoted) == value
 
 
 def test_selector_with_config_filters_is_escaped():
-    sel = ps.build_selector(['container!=""'], {"namespace": 'shop"}) or up{x="', "pod": ["a.b", "c|d"]})
+    sel = build_selector(['container!=""'], {"namespace": 'shop"}) or up{x="', "pod": ["a.b", "c|d"]})
     assert sel == '{container!="", namespace="shop\\"}) or up{x=\\"", pod=~"a\\\\.b|c\\\\|d"}'
     with pytest.raises(ConfigError, match="not a Prometheus label name"):
-        ps.build_selector([], {'namespace="x",evil': "y"})
+        build_selector([], {'namespace="x",evil': "y"})
     with pytest.raises(ConfigError, match="empty list"):
-        ps.build_selector([], {"pod": []})
+        build_selector([], {"pod": []})
 
 
 def test_default_catalog_renders_every_metric_at_every_level():
-    catalog = ps.load_promql()
+    catalog = load_promql()
     assert set(catalog.metrics) == {
         "container_cpu_usage_cores", "container_memory_working_set_bytes",
         "container_network_receive_bytes_per_second", "container_network_transmit_bytes_per_second",
         "container_fs_reads_bytes_per_second", "container_fs_writes_bytes_per_second"}
-    for level in ps.AGGREGATION_LEVELS:
+    for level in AGGREGATION_LEVELS:
         for name, entry in catalog.metrics.items():
             labels = catalog.labels_for(level, entry)
-            text = ps.render_query(entry.query, labels, ps.build_selector(entry.matchers, {"namespace": "x"}),
+            text = render_query(entry.query, labels, build_selector(entry.matchers, {"namespace": "x"}),
                                    catalog.rate_window(pd.Timedelta("5min")))
             assert "{aggregation}" not in text and "{selector}" not in text and "{rate_window}" not in text
             assert text.count("(") == text.count(")") and text.count("{") == text.count("}")
             assert f"sum by ({', '.join(labels)})" in text and 'namespace="x"' in text
             assert not name.endswith("_total")  # rates: the features step must not treat them as counters
-    cpu = ps.render_query(catalog.metrics["container_cpu_usage_cores"].query,
-                          catalog.labels_for("container"), ps.build_selector(['container!=""']),
+    cpu = render_query(catalog.metrics["container_cpu_usage_cores"].query,
+                          catalog.labels_for("container"), build_selector(['container!=""']),
                           catalog.rate_window(pd.Timedelta("5min")))
     assert cpu == ('sum by (namespace, pod, container) (rate(container_cpu_usage_seconds_total{container!=""}[5m]))')
     network = catalog.metrics["container_network_receive_bytes_per_second"]
@@ -412,11 +420,11 @@ def test_a_broken_catalog_is_a_config_error(tmp_path):
     bad = tmp_path / "promql.yaml"
     bad.write_text("aggregations: {pod: [pod]}\nmetrics:\n  m: {query: 'x{selector}', matchers: ['pod=a']}\n")
     with pytest.raises(ConfigError, match="not label matchers"):
-        ps.load_promql(bad)
+        load_promql(bad)
     with pytest.raises(ConfigError, match="cannot read the PromQL catalog"):
-        ps.load_promql(tmp_path / "missing.yaml")
+        load_promql(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="uses {aggregation} but no aggregation"):
-        ps.render_query("sum by ({aggregation}) (x)", None)
+        render_query("sum by ({aggregation}) (x)", None)
 
 
 # ---------------------------------------------------------------------------

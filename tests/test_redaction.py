@@ -244,9 +244,10 @@ def test_a_failing_prometheus_reports_no_secret(tmp_path, all_logs, down):
 
 def test_an_error_quoting_a_url_with_a_token_in_its_query_masks_it(tmp_path):
     from foresight_lib.sources import prometheus_source as ps
+    from foresight_lib.sources.prometheus_settings import PrometheusSettings
 
     with ScriptedServer([(404, "not found")]) as server:
-        client = ps.PrometheusClient(ps.PrometheusSettings(url=f"{server.url}/prom?token={SECRET}", retries=0))
+        client = ps.PrometheusClient(PrometheusSettings(url=f"{server.url}/prom?token={SECRET}", retries=0))
         with pytest.raises(SourceError) as caught:
             client.query_range("up", pd.Timestamp(0, tz="UTC"), pd.Timestamp(0, tz="UTC"), pd.Timedelta("5min"))
     assert SECRET not in str(caught.value) and "token=***" in str(caught.value)
@@ -255,6 +256,7 @@ def test_an_error_quoting_a_url_with_a_token_in_its_query_masks_it(tmp_path):
 @pytest.mark.parametrize("auth", ["basic", "bearer"])
 def test_credentials_echoed_back_by_the_server_are_masked(all_logs, auth):
     from foresight_lib.sources import prometheus_source as ps
+    from foresight_lib.sources.prometheus_settings import PrometheusSettings
 
     def echo(path: str, fields: dict) -> tuple[int, str]:
         raw = fields["_authorization"].split(" ", 1)[1]
@@ -263,7 +265,7 @@ def test_credentials_echoed_back_by_the_server_are_masked(all_logs, auth):
 
     credentials = {"token": SECRET} if auth == "bearer" else {"username": USER, "password": SECRET}
     with ScriptedServer(echo) as server:
-        client = ps.PrometheusClient(ps.PrometheusSettings(url=server.url, retries=0, **credentials))
+        client = ps.PrometheusClient(PrometheusSettings(url=server.url, retries=0, **credentials))
         with pytest.raises(SourceError) as caught:
             client.query_range("up", pd.Timestamp(0, tz="UTC"), pd.Timestamp(0, tz="UTC"), pd.Timedelta("5min"))
     sent = server.requests[0][1]["_authorization"]

@@ -11,8 +11,9 @@ from conftest import make_daily_series
 
 from foresight_lib.cli import main
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.rightsizing.replay import ReplaySpec, replay
+from foresight_lib.rightsizing.replay import replay
 from foresight_lib.rightsizing.replay_report import compare, score
+from foresight_lib.rightsizing.replay_spec import ReplaySpec
 
 
 def test_score_by_hand():

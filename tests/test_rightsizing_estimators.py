@@ -8,7 +8,8 @@ import pytest
 from foresight_lib.errors import ConfigError
 from foresight_lib.rightsizing import plan
 from foresight_lib.rightsizing import sizing as rs
-from foresight_lib.rightsizing.replay import ReplaySpec, replay
+from foresight_lib.rightsizing.replay import replay
+from foresight_lib.rightsizing.replay_spec import ReplaySpec
 
 SPD = 288
 MEM = "container_memory_working_set_bytes/app"

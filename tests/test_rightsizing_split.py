@@ -11,7 +11,7 @@ import pytest
 
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.replay import ReplaySpec
+from foresight_lib.rightsizing.replay_spec import ReplaySpec
 from foresight_lib.rightsizing.tuning import (
     tune,
     tune_daily_base,

@@ -15,7 +15,7 @@ import pytest
 from foresight_lib import pipeline
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import BacktestPart, SeriesSplit
-from foresight_lib.forecasting.backtest_runner import _LocalOutcome
+from foresight_lib.forecasting.backtest_runner import RunOutcome
 from foresight_lib.forecasting.shard_results import (
     champion_bundles,
     read_backtest_forecasts,
@@ -280,9 +280,9 @@ def test_a_global_models_part_is_cut_to_a_shard_with_its_network_whole():
     network = object()
 
     def outcome():
-        return _LocalOutcome({("lstm", s.unique_id): {"mean": np.zeros((1, 1))} for s in splits},
-                             {"lstm": 5.0}, {"lstm": 1.0},
-                             [{"model": "lstm", "unique_id": "m/b", "error": "x"}], {"lstm": network})
+        return RunOutcome({("lstm", s.unique_id): {"mean": np.zeros((1, 1))} for s in splits},
+                          {"lstm": 5.0}, {"lstm": 1.0},
+                          [{"model": "lstm", "unique_id": "m/b", "error": "x"}], {"lstm": network})
 
     part = BacktestPart(["lstm"], splits, [{"unique_id": "m/z", "reason": "too short"}], outcome(), outcome(), 6.0)
     cut = subset_part(part, {"m/b", "m/z"}, keep_seconds=False)

@@ -15,6 +15,7 @@ from foresight_lib.forecasting import models, tuning
 from foresight_lib.forecasting.backtest import BacktestSpec
 from foresight_lib.forecasting.models.base import Forecaster, gaussian_intervals
 from foresight_lib.forecasting.tuning import ParamStore, TuningResult, params_for_run, tune, validation_frame
+from foresight_lib.publishing.storage import DataRoot
 
 SENTINEL = 1e9
 SEEN: list[np.ndarray] = []
@@ -124,7 +125,7 @@ def test_params_round_trip_through_the_store(tmp_path):
         trials=[{"number": 0, "params": {"num_leaves": 16}, "mase": 0.6}],
         tuned_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
     )
-    store = ParamStore(str(tmp_path))
+    store = ParamStore(DataRoot(str(tmp_path)))
     assert store.load("lightgbm") is None and store.params("lightgbm") == {}
     assert store.due("lightgbm", every_days=7)
     path = Path(store.save(result))
@@ -159,7 +160,7 @@ class Budget:
 
 def test_a_nightly_tunes_once_then_reuses_until_the_parameters_are_due(tmp_path):
     df, spec = hourly(days=7)
-    store = ParamStore(str(tmp_path))
+    store = ParamStore(DataRoot(str(tmp_path)))
     params, first = params_for_run(df, spec, "scaled_last", Budget, store, fixed_params={"pause": 0.0})
     assert first["action"] == "tuned" and first["why"] == "never tuned" and first["stored_at"]
     assert "pause" not in params, "fixed parameters are used, never stored"
@@ -172,13 +173,14 @@ def test_a_nightly_tunes_once_then_reuses_until_the_parameters_are_due(tmp_path)
     assert due["action"] == "tuned" and "or more ago" in due["why"]
     _, rebased = params_for_run(df, spec, "scaled_last", Budget, store, base_params={"pause": 0.0})
     assert rebased["action"] == "tuned" and "configured parameters changed" in rebased["why"]
-    assert rebased["stored_at"] and ParamStore(str(tmp_path)).load("scaled_last").base_params == {"pause": 0.0}
+    assert rebased["stored_at"]
+    assert ParamStore(DataRoot(str(tmp_path))).load("scaled_last").base_params == {"pause": 0.0}
     assert Path(first["stored_at"]).read_bytes() != stored
 
 
 def test_a_backfill_never_reuses_parameters_tuned_on_later_data_nor_replaces_them(tmp_path):
     df, spec = hourly(days=7)
-    store = ParamStore(str(tmp_path))
+    store = ParamStore(DataRoot(str(tmp_path)))
     _, newest = params_for_run(df, spec, "scaled_last", Budget, store)
     stored = Path(newest["stored_at"]).read_bytes()
     end = df.groupby("unique_id")["ds"].transform("max")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from foresight_lib.commands.reports import json_safe
 from foresight_lib.config import load_config
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import BacktestResult, BacktestSpec, run_backtest
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = _run_with_progress(frame, spec)
     report = build_report(result, loaded, prepared, args, validated)
-    atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n"))
+    atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(json_safe(report), indent=2) + "\n"))
     save_frame(result.forecasts, args.forecasts_out)
     print(format_leaderboard(result))
     print(_summary(report))
@@ -170,19 +171,6 @@ def build_report(result: BacktestResult, loaded: LoadResult, prepared: FeatureRe
     }
     report["features"] = {k: v for k, v in prepared.report.items() if k not in ("series", "dropped")}
     return report
-
-
-def _json_safe(value):
-    """NaN and infinities become null so that the report is valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return _json_safe(value.item())
-    return value
 
 
 LEADERBOARD_HEADER = ["model", "horizon", "MAE", "RMSE", "sMAPE", "MASE", "cov80", "cov95", "w80", "w95"]

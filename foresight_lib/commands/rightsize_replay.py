@@ -16,11 +16,13 @@ import math
 import sys
 from pathlib import Path
 
-from foresight_lib.commands.backtest import _json_safe, keep_last_days
+from foresight_lib.commands.backtest import keep_last_days
+from foresight_lib.commands.reports import json_safe
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.quality.features import prepare_series
-from foresight_lib.rightsizing.replay import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec, replay
+from foresight_lib.rightsizing.replay import replay
 from foresight_lib.rightsizing.replay_report import plot_sweep
+from foresight_lib.rightsizing.replay_spec import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec
 from foresight_lib.rightsizing.sizing import PROFILES
 from foresight_lib.sources.loaders import FORMATS, load_series
 from foresight_lib.sources.saving import atomic_write
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     report["input"] = {"path": str(args.input), "format": args.format, "metrics": args.metrics,
                        "last_days": args.last_days}
     report["plot"] = str(plot_path)
-    atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(_json_safe(report)) + "\n"))
+    atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(json_safe(report)) + "\n"))
     print(format_totals(report))
     if report["skipped"]:
         print(format_skipped(report["skipped"]))

@@ -14,8 +14,9 @@ protocol; those errors set the ensemble's weights and interval widths per step.
 
 Every forecast that leaves the backtest is finite, and every series or model left out of
 the scores is listed with its reason (``skipped``, ``unscored``, ``skipped_models``).
-Fitting and forecasting live in :mod:`foresight_lib.forecasting.backtest_runner`, the ensemble's
-arithmetic in :mod:`foresight_lib.forecasting.ensemble`.
+Fitting and forecasting live in :mod:`foresight_lib.forecasting.backtest_runner` (which knows
+nothing of the protocol: this module hands it a ``ForecastTask``), the ensemble's arithmetic in
+:mod:`foresight_lib.forecasting.ensemble`.
 """
 from __future__ import annotations
 
@@ -30,13 +31,12 @@ import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest_runner import (
-    _check_forecast,
-    _fallback_forecast,
-    _forecast_all,
-    _LocalOutcome,
-    _LocalTask,
-    _merge_outcome,
-    _run_local,
+    ForecastTask,
+    RunOutcome,
+    check_forecast,
+    fallback_forecast,
+    merge_outcome,
+    run_models,
 )
 from foresight_lib.forecasting.ensemble import TOP_MODELS, EnsembleWeights, fit_ensemble_weights
 from foresight_lib.forecasting.metrics import (
@@ -56,12 +56,13 @@ from foresight_lib.horizons import horizon_steps, parse_horizons, season_length,
 __all__ = [
     "MAX_ABS_VALUE", "MIN_TRAIN_SEASONS", "TOP_MODELS", "BacktestPart", "BacktestResult", "BacktestSpec",
     "EnsembleWeights", "SeriesSplit", "backtest_part", "finish_backtest", "fit_ensemble_weights",
-    "forecast_frame", "run_backtest", "split_series",
-    # kept importable here for backtest parts pickled before the runner had its own module
-    "_LocalOutcome", "_LocalTask", "_run_local",
+    "forecast_frame", "run_backtest", "scored_leaderboard", "split_series",
 ]
 
 log = logging.getLogger(__name__)
+
+_LocalOutcome = RunOutcome
+"""The name backtest parts pickled before the runner had its own module give the outcome: they still load."""
 
 MIN_TRAIN_SEASONS = 2.0
 """Least history, in seasons (days), a series needs before its held-out part."""
@@ -326,12 +327,12 @@ def _ensemble_forecasts(
         with np.errstate(all="ignore"):
             combined = ens.combine({m: test_forecasts[(m, uid)] for m in bases}, spec.levels)
         try:
-            _check_forecast(combined, len(origins), spec.max_steps)
+            check_forecast(combined, len(origins), spec.max_steps)
         except ValueError as exc:
             log.warning("ensemble failed on %s (%s); using %s", uid, exc, FALLBACK_MODEL)
             fallbacks.append({"model": ENSEMBLE, "unique_id": uid, "error": f"ValueError: {exc}"})
-            test_forecasts[(ENSEMBLE, uid)] = _fallback_forecast(split, spec.season_length, origins,
-                                                                  spec.max_steps, spec.levels)
+            test_forecasts[(ENSEMBLE, uid)] = fallback_forecast(split, spec.season_length, origins,
+                                                                 spec.max_steps, spec.levels)
             continue
         weights[uid] = ens
         test_forecasts[(ENSEMBLE, uid)] = combined
@@ -398,8 +399,8 @@ class BacktestPart:
     models: list[str]
     splits: list[SeriesSplit]
     skipped: list[dict]
-    outcome: _LocalOutcome
-    validation: _LocalOutcome | None
+    outcome: RunOutcome
+    validation: RunOutcome | None
     seconds: float
     model_params: dict = field(default_factory=dict)
     """Parameters a model of this part ran with that the spec's do not hold (tuned ones)."""
@@ -430,9 +431,8 @@ def backtest_part(
     splits, skipped = split_series(df, spec)
     if not splits and allow_empty:
         log.warning("no series can be backtested (%d skipped); the part is empty", len(skipped))
-        validation = _LocalOutcome({}, {}, {}, [], {}) if ENSEMBLE in spec.models else None
-        return BacktestPart(models, [], skipped, _LocalOutcome({}, {}, {}, [], {}), validation,
-                            time.perf_counter() - started)
+        validation = RunOutcome() if ENSEMBLE in spec.models else None
+        return BacktestPart(models, [], skipped, RunOutcome(), validation, time.perf_counter() - started)
     if not splits:
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in skipped[:5])
         raise DataError(f"no series can be backtested ({len(skipped)} skipped): {reasons}")
@@ -442,13 +442,19 @@ def backtest_part(
         on_start(len(splits))
     part_spec = BacktestSpec(**{**_spec_fields(spec), "models": models})
     origins = spec.origins + ([spec.test_steps] if spec.future else [])
-    outcome = _forecast_all(splits, part_spec, origins, progress)
+    outcome = run_models(_task(splits, part_spec, origins), part_spec.n_jobs, progress)
     validation = None
     if ENSEMBLE in spec.models:
         val_splits, val_origins = _validation_splits(splits, spec)
         val_spec = BacktestSpec(**{**_spec_fields(part_spec), "keep_models": False, "future": False})
-        validation = _forecast_all(val_splits, val_spec, val_origins)
+        validation = run_models(_task(val_splits, val_spec, val_origins), val_spec.n_jobs)
     return BacktestPart(models, splits, skipped, outcome, validation, time.perf_counter() - started)
+
+
+def _task(splits: list[SeriesSplit], spec: BacktestSpec, origins: list[int]) -> ForecastTask:
+    """The runner's task: ``spec``'s base models on ``splits``, forecasting its longest horizon from ``origins``."""
+    return ForecastTask(splits, spec.base_models, origins, spec.max_steps, spec.levels, spec.season_length,
+                        spec.model_params, spec.keep_models)
 
 
 def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_scored: bool = True) -> BacktestResult:
@@ -462,14 +468,14 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_s
     splits = parts[0].splits
     ids = [s.unique_id for s in splits]
     spec, tuning = _with_part_params(spec, parts)
-    total = _LocalOutcome({}, {}, {}, [], {})
-    val = _LocalOutcome({}, {}, {}, [], {})
+    total = RunOutcome()
+    val = RunOutcome()
     for part in parts:
         if [s.unique_id for s in part.splits] != ids:
             raise ConfigError("backtest parts cover different series; run every part on the same frame and spec")
-        _merge_outcome(total, part.outcome)
+        merge_outcome(total, part.outcome)
         if part.validation is not None:
-            _merge_outcome(val, part.validation)
+            merge_outcome(val, part.validation)
     missing = [m for m in spec.base_models if (m, ids[0]) not in total.forecasts]
     if missing:
         raise ConfigError(f"no forecasts for model(s) {missing}; run their training before the evaluation")
@@ -503,7 +509,7 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_s
         reasons = "; ".join(f"{r['unique_id']}: {r['reason']}" for r in unscored[:5])
         raise DataError(f"no series can be scored ({len(ids)} backtested, none with a usable MASE scale): {reasons}")
     per_series = evaluate(forecasts, scales, spec.horizon_steps, spec.levels)
-    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons, criterion_of(spec)), spec.models)
+    board, skipped_models = scored_leaderboard(leaderboard(per_series, spec.horizons, criterion_of(spec)), spec.models)
     return BacktestResult(
         forecasts=forecasts, per_series=per_series, leaderboard=board,
         champion=champion(board, criterion_of(spec)) if len(unscored) < len(ids) else "",
@@ -541,7 +547,7 @@ def _check_finite(frame: pd.DataFrame | None, name: str) -> None:
                         f"on {rows['unique_id'].iloc[0]}; this is a bug in the backtest's fallback")
 
 
-def _ranked(board: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+def scored_leaderboard(board: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     """The leaderboard without models that have no finite score, and a skip entry for each of them."""
     means = board.groupby("model")["mase"].mean()
     skipped = []

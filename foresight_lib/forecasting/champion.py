@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import ConfigError, DataError
-from foresight_lib.forecasting.backtest import BacktestResult, BacktestSpec, EnsembleWeights, SeriesSplit, split_series
+from foresight_lib.forecasting.backtest import (
+    BacktestResult,
+    BacktestSpec,
+    EnsembleWeights,
+    SeriesSplit,
+    forecast_frame,
+    split_series,
+)
 from foresight_lib.forecasting.metrics import ChampionCriterion, criterion_of, evaluate, leaderboard, mase_scales
 from foresight_lib.forecasting.models import ENSEMBLE, FALLBACK_MODEL, model_class
 from foresight_lib.forecasting.models.base import Forecast, GlobalForecaster
@@ -542,8 +549,6 @@ class ChampionBundle:
             ConfigError: ``spec`` uses another frequency or other interval levels.
             DataError: no series of ``frame`` can be backtested.
         """
-        from foresight_lib.forecasting.backtest import forecast_frame
-
         if to_timedelta(spec.freq) != self.step:
             raise ConfigError(
                 f"the champion forecasts at {self.freq} but the backtest runs at {spec.freq}; "

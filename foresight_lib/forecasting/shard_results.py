@@ -25,10 +25,18 @@ from pathlib import Path
 import pandas as pd
 
 from foresight_lib.errors import DataError
-from foresight_lib.forecasting.backtest import BacktestPart, BacktestResult, BacktestSpec, _ranked, finish_backtest
-from foresight_lib.forecasting.backtest_runner import _LocalOutcome
+from foresight_lib.forecasting.backtest import (
+    BacktestPart,
+    BacktestResult,
+    BacktestSpec,
+    finish_backtest,
+    scored_leaderboard,
+)
+from foresight_lib.forecasting.backtest_runner import RunOutcome
+from foresight_lib.forecasting.champion import ChampionBundle
 from foresight_lib.forecasting.metrics import champion, criterion_of, leaderboard
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series
+from foresight_lib.forecasting.profiles import metric_profiles
 from foresight_lib.forecasting.shards import empty_reason, is_global, load_parts, part_name, require_parts
 from foresight_lib.frames import categorical_ids
 from foresight_lib.scratch import scratch_dir
@@ -67,10 +75,10 @@ def subset_part(part: BacktestPart, ids: set[str], keep_seconds: bool) -> Backte
         keep_seconds: keep the fit and predict seconds (for one shard only, so that the
             run's sums count the global model's single fit once).
     """
-    def cut(outcome: _LocalOutcome | None) -> _LocalOutcome | None:
+    def cut(outcome: RunOutcome | None) -> RunOutcome | None:
         if outcome is None:
             return None
-        return _LocalOutcome(
+        return RunOutcome(
             forecasts={k: v for k, v in outcome.forecasts.items() if k[1] in ids},
             fit_seconds=dict(outcome.fit_seconds) if keep_seconds else {},
             predict_seconds=dict(outcome.predict_seconds) if keep_seconds else {},
@@ -178,7 +186,7 @@ def summarize(pieces: Sequence[BacktestResult], spec: BacktestSpec, names: Seque
         reasons = "; ".join(f"{r['unique_id']}: {r['reason']}" for r in unscored[:5])
         raise DataError(f"no series can be scored ({len(series)} backtested, none with a usable MASE scale): {reasons}")
     per_series = pd.concat([p.per_series for p in pieces if not p.per_series.empty], ignore_index=True)
-    board, skipped_models = _ranked(leaderboard(per_series, spec.horizons, criterion_of(spec)), spec.models)
+    board, skipped_models = scored_leaderboard(leaderboard(per_series, spec.horizons, criterion_of(spec)), spec.models)
     futures = [p.future_forecasts for p in pieces if p.future_forecasts is not None]
     first = pieces[0]
     return BacktestResult(
@@ -233,8 +241,6 @@ def champion_bundles(store, result: BacktestResult, champions: dict[str, str], f
         result: the run's result (``evaluate_in_shards``).
         metric_of: unique_id -> metric.
     """
-    from foresight_lib.forecasting.champion import ChampionBundle
-
     units = units or {}
     # A result that holds its fitted models: evaluated at once in one process, or stored before shard results.
     if not getattr(result, "shard_results", None):
@@ -277,8 +283,6 @@ def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame
     the previous champion is scored) are those of every series of the metric;
     a global member's network is the same in every piece (one fit per run), so one is kept.
     """
-    from foresight_lib.forecasting.profiles import metric_profiles
-
     out = copy.copy(bundles[0])
     if len(bundles) == 1:  # a pickled piece has lost its evaluation frame (kept in memory only)
         out._eval_frame = frame

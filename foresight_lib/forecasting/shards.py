@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.forecasting.backtest import BacktestPart
-from foresight_lib.forecasting.backtest_runner import _LocalOutcome, _merge_outcome
+from foresight_lib.forecasting.backtest_runner import RunOutcome, merge_outcome
 from foresight_lib.forecasting.models import model_class
 from foresight_lib.forecasting.models.base import GlobalForecaster
 
@@ -160,13 +160,13 @@ def merge_parts(parts: Sequence[BacktestPart]) -> BacktestPart:
     Outcomes and validation outcomes are merged, skipped series concatenated, and the
     seconds summed (the work done, not the time the shards took side by side).
     """
-    outcome = _LocalOutcome({}, {}, {}, [], {})
+    outcome = RunOutcome()
     validation = None
     for part in parts:
-        _merge_outcome(outcome, part.outcome)
+        merge_outcome(outcome, part.outcome)
         if part.validation is not None:
-            validation = validation or _LocalOutcome({}, {}, {}, [], {})
-            _merge_outcome(validation, part.validation)
+            validation = validation or RunOutcome()
+            merge_outcome(validation, part.validation)
     return BacktestPart(
         models=list(parts[0].models),
         splits=sorted((s for part in parts for s in part.splits), key=lambda s: s.unique_id),

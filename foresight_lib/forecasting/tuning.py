@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,6 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
 from foresight_lib.forecasting.models import ENSEMBLE, MODEL_PATHS, TUNABLE_MODELS
 from foresight_lib.frames import check_series_frame
-from foresight_lib.publishing.storage import DataRoot
 
 log = logging.getLogger(__name__)
 
@@ -240,10 +238,16 @@ def space_params(trial) -> dict:
 
 
 class ParamStore:
-    """Tuned parameters under a data root (local or S3): ``<data_root>/tuning/<model>.json``, written atomically."""
+    """Tuned parameters under a data root (local or S3): ``<data_root>/tuning/<model>.json``, written atomically.
 
-    def __init__(self, root: DataRoot | str | os.PathLike):
-        self.root = root if isinstance(root, DataRoot) else DataRoot(str(root))
+    Args:
+        root: the data root, as the caller opened it (the storage's ``DataRoot``, or a run's
+            store, whose data root it is): its atomic reads and writes are used, so this module
+            does not depend on where the storage lives.
+    """
+
+    def __init__(self, root: Any):
+        self.root = root
 
     def path(self, model: str) -> str:
         return self.root._join(TUNING, f"{model}.json")

@@ -31,7 +31,9 @@ import pandas as pd
 from foresight_lib.errors import ConfigError
 from foresight_lib.frames import check_series_frame, guess_unit, split_unique_id
 from foresight_lib.rightsizing import sizing as rs
-from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, forecast_tracks, series_units, walk
+from foresight_lib.rightsizing.replay import series_units, walk
+from foresight_lib.rightsizing.replay_scoring import forecast_tracks
+from foresight_lib.rightsizing.replay_spec import DEFAULT_MODEL, ReplaySpec
 
 
 def recommend(frame: pd.DataFrame, series_table: pd.DataFrame | None = None, profile: str = "balanced",

@@ -47,14 +47,14 @@ def rightsize_tasks(run: dict) -> list[dict]:
 
 def rightsize(run: dict, shard: int | None = None, shards: int = 1) -> dict:
     """Walk one shard's series (every series when ``shard`` is None) and store the walks for publish."""
-    from foresight_lib.forecasting.backtest_runner import _limit_threads
     from foresight_lib.forecasting.shards import features_name
+    from foresight_lib.forecasting.threads import limit_threads
 
     cfg, store = open_run(run)
     label = "rightsize" if shard is None else f"rightsize · shard {shard}/{shards}"
     if shard is not None and (shards != int(run.get("shards") or 1) or not 1 <= shard <= shards):
         raise ConfigError(f"no task '{label}' in run {run['run_key']}: it has {run.get('shards') or 1} shard(s)")
-    _limit_threads(1)  # small numeric work per series: one thread, beside the train tasks
+    limit_threads(1)  # small numeric work per series: one thread, beside the train tasks
     started = time.perf_counter()
     frame = store.read_frame(FEATURES if shard is None else features_name(shard))
     walks = plan.walk_plan(frame, store.read_frame(FEATURE_SERIES), **plan_settings(cfg))

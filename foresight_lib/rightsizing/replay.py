@@ -52,31 +52,14 @@ from foresight_lib.frames import check_series_frame, guess_unit, split_unique_id
 from foresight_lib.rightsizing import baselines as bl
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA
-from foresight_lib.rightsizing.replay_scoring import (  # noqa: F401  (re-exported)
-    _records,
-    _sweep,
-    _target_sweep,
-    _totals,
-    forecast_tracks,
+from foresight_lib.rightsizing.replay_scoring import (
+    margin_sweep,
+    method_totals,
+    period_records,
     size_forecasts,
+    target_sweep,
 )
-from foresight_lib.rightsizing.replay_spec import (  # noqa: F401  (re-exported: callers use them from here)
-    DEFAULT_MARGINS,
-    DEFAULT_MODEL,
-    LEVELS,
-    LOCAL_MODELS,
-    METHODS,
-    MODES,
-    PEAK_RATIO_DAYS,
-    TARGETS,
-    ReplayResult,
-    ReplaySpec,
-    _add,
-    _SeriesReplay,
-    _sized,
-    _skip,
-    _Track,
-)
+from foresight_lib.rightsizing.replay_spec import LEVELS, PEAK_RATIO_DAYS, ReplayResult, ReplaySpec, SeriesReplay, Track
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +81,15 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
     if not kept:
         reasons = "; ".join(f"{s['unique_id']}: {s['reason']}" for s in dropped[:3])
         raise DataError(f"no series could be sized by every method ({len(dropped)} left out): {reasons}")
-    records = _records(kept, spec, spec.step_ns)
-    totals = _totals(records, spec)
-    sweep = _sweep(kept, spec)
-    targets = _target_sweep(done, spec, {sr.unique_id for sr in kept})
+    records = period_records(kept, spec, spec.step_ns)
+    totals = method_totals(records, spec)
+    sweep = margin_sweep(kept, spec)
+    targets = target_sweep(done, spec, {sr.unique_id for sr in kept})
     fallbacks = {s.unique_id: s.fallbacks for s in kept if s.fallbacks}
     return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets)
 
 
-def _same_series(done: list[_SeriesReplay], spec: ReplaySpec) -> tuple[list[_SeriesReplay], list[dict]]:
+def _same_series(done: list[SeriesReplay], spec: ReplaySpec) -> tuple[list[SeriesReplay], list[dict]]:
     """The series every method sized for every scored period, and the others with their reason.
 
     A method that could not size a period (its forecast and the fallback failed, a
@@ -141,7 +124,7 @@ def _same_series(done: list[_SeriesReplay], spec: ReplaySpec) -> tuple[list[_Ser
 
 def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | None = None, *,
          next_period: bool = False, progress: Callable[[int], None] | None = None,
-         ) -> tuple[list[_SeriesReplay], list[dict]]:
+         ) -> tuple[list[SeriesReplay], list[dict]]:
     """Pass 1 over every series: the periods, their actuals and every method's bases.
 
     With ``next_period`` (the nightly plan) the periods are anchored at the end of each
@@ -154,7 +137,7 @@ def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | Non
     frame = check_series_frame(frame)
     units = series_units(series_table)
     step_ns = spec.step_ns
-    done: list[_SeriesReplay] = []
+    done: list[SeriesReplay] = []
     skipped: list[dict] = []
     for uid, group in frame.groupby("unique_id", sort=True):
         uid = str(uid)
@@ -165,7 +148,7 @@ def walk(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | Non
             metric, entity = split_unique_id(uid)
             resource = rs.resource_of(metric)
             unit = units.get(uid) or guess_unit(metric)
-            sr = _SeriesReplay(uid, metric, entity, resource, unit, int(ds[0]))
+            sr = SeriesReplay(uid, metric, entity, resource, unit, int(ds[0]))
             walked, scored_from = _next_period_days(y, spec) if next_period else _scored_days(ds, y, spec)
             if not walked:
                 reason = _too_short(y, spec, next_period)
@@ -249,7 +232,7 @@ def _next_period_days(y: np.ndarray, spec: ReplaySpec) -> tuple[list[int], int]:
     return [*starts, end], end + 1  # nothing is scored
 
 
-def _fit_forecast(sr: _SeriesReplay, history: np.ndarray, spec: ReplaySpec, run: Callable):
+def _fit_forecast(sr: SeriesReplay, history: np.ndarray, spec: ReplaySpec, run: Callable):
     """Fit the spec's model on ``history`` and call ``run(model)``; seasonal naive when that fails."""
     for name in dict.fromkeys([spec.model, FALLBACK_MODEL]):
         try:
@@ -265,7 +248,7 @@ def _fit_forecast(sr: _SeriesReplay, history: np.ndarray, spec: ReplaySpec, run:
     return None
 
 
-def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool, base: float, first_base: float,
+def _add_period(sr: SeriesReplay, start: int, actual: np.ndarray, scored: bool, base: float, first_base: float,
                 mean: np.ndarray | None, conf: float | None, note: str | None = None, level_start: int = 0) -> None:
     sr.notes.append(note)
     sr.level_starts.append(level_start)
@@ -278,7 +261,7 @@ def _add_period(sr: _SeriesReplay, start: int, actual: np.ndarray, scored: bool,
     sr.confidences.append(conf)
 
 
-def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
+def _walk_daily(sr: SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
                 spec: ReplaySpec, baselines: bool = True) -> None:
     """Per day: the calibrated base (``rightsizing.daily_base_for``: the mean forecast's
     quantile, or the recent usage's with ``spec.daily_base_days``; for memory the recent
@@ -291,7 +274,7 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
     vpa = bl.VPARecommender(sr.resource, bl.first_bucket_for(sr.unit, y)) if baselines else None
     seen = 0
     recent = rs.RecentError(int(np.ceil(spec.calibration_days)))
-    sr.tracks = {m: _Track() for m in spec.methods if m != FORECAST} if baselines else {}
+    sr.tracks = {m: Track() for m in spec.methods if m != FORECAST} if baselines else {}
     smoothed = float("nan")
     for before in range(days[0] % spd or spd, days[0] + 1, spd):  # every whole day before the first walked one
         smoothed = rs.smooth_peak(smoothed, float(y[max(0, before - spd):before].max()))
@@ -320,16 +303,17 @@ def _walk_daily(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int
         if vpa is None:
             continue
         if not scored:
-            _skip(sr.tracks[VPA], sr.tracks[CRANE])
+            sr.tracks[VPA].skip()
+            sr.tracks[CRANE].skip()
             continue
         vpa.observe(y[seen:start], times[seen:start])
         seen = start
         vpa_base = vpa.target(with_margin=False)
-        _add(sr.tracks[VPA], vpa_base, *_sized(vpa_base * (1 + bl.VPA_SAFETY_MARGIN), sr, prof),
-             1 + bl.VPA_SAFETY_MARGIN, None)
+        sr.tracks[VPA].add(vpa_base, *sr.sized(vpa_base * (1 + bl.VPA_SAFETY_MARGIN), prof),
+                           1 + bl.VPA_SAFETY_MARGIN, None)
         crane_base = bl.crane_percentile(y[:start], times[:start], now_s=float(times[start]), margin=0.0)
-        _add(sr.tracks[CRANE], crane_base, *_sized(crane_base * (1 + bl.CRANE_MARGIN), sr, prof),
-             1 + bl.CRANE_MARGIN, None)
+        sr.tracks[CRANE].add(crane_base, *sr.sized(crane_base * (1 + bl.CRANE_MARGIN), prof),
+                             1 + bl.CRANE_MARGIN, None)
 
 
 def _daily_memory_base(y: np.ndarray, start: int, spd: int, mean_base: float, peak_days: int = rs.MEMORY_PEAK_DAYS,
@@ -347,7 +331,7 @@ def _daily_memory_base(y: np.ndarray, start: int, spd: int, mean_base: float, pe
     return base, None, first + since
 
 
-def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
+def _walk_window(sr: SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int], scored_from: int,
                  spec: ReplaySpec, baselines: bool = True) -> None:
     """Per 30-minute window: a forecast of its peak (``rightsizing.window_base_for``).
 
@@ -369,7 +353,7 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
     # smoothed window peaks, with the index up to which each state knows the data
     smoothed_ends = [first]
     smoothed = [float(y[first - w:first].max()) if first >= w else float("nan")]
-    sr.tracks = {REACTIVE: _Track()} if baselines else {}
+    sr.tracks = {REACTIVE: Track()} if baselines else {}
     floor_memory = sr.resource == "memory" and spec.window_memory_floor_days > 0
     for start in days:
         cut = start - lead
@@ -411,8 +395,8 @@ def _walk_window(sr: _SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[in
             smoothed.append(rs.smooth_peak(smoothed[-1], float(actual.max())))
             if scored and baselines:
                 reactive_base = bl.reactive_peak(y[begin - w:begin], margin=0.0)
-                _add(sr.tracks[REACTIVE], reactive_base,
-                     *_sized(reactive_base * (1 + bl.REACTIVE_MARGIN), sr, spec.profile_), 1 + bl.REACTIVE_MARGIN,
-                     None)
+                sr.tracks[REACTIVE].add(reactive_base,
+                                        *sr.sized(reactive_base * (1 + bl.REACTIVE_MARGIN), spec.profile_),
+                                        1 + bl.REACTIVE_MARGIN, None)
             elif baselines:
-                _skip(sr.tracks[REACTIVE])
+                sr.tracks[REACTIVE].skip()

@@ -13,19 +13,19 @@ import pandas as pd
 
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay_report import FORECAST, score, score_ratios
-from foresight_lib.rightsizing.replay_spec import TARGETS, ReplaySpec, _add, _SeriesReplay, _sized, _Track
+from foresight_lib.rightsizing.replay_spec import TARGETS, ReplaySpec, SeriesReplay, Track
 
 log = logging.getLogger(__name__)
 
 
-def size_forecasts(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> None:
+def size_forecasts(done: list[SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None) -> None:
     """Pass 2 with the spec's profile, into each series' ``tracks[FORECAST]``."""
     for sr, track in zip(done, forecast_tracks(done, spec, profile), strict=True):
         sr.tracks[FORECAST] = track
 
 
-def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None,
-                    last_only: bool = False) -> list[_Track]:
+def forecast_tracks(done: list[SeriesReplay], spec: ReplaySpec, profile: rs.Profile | None = None,
+                    last_only: bool = False) -> list[Track]:
     """Pass 2: every period's factor and forecast-driven request, one track per series.
 
     With ``last_only`` (the nightly plan) only each series' last period is sized.
@@ -48,7 +48,7 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
     keep = int(np.ceil(spec.calibration_days)) if spec.mode == "daily" else spec.calibration_windows
     tracks = []
     for sr, (ratios, peaks) in zip(done, matrices, strict=True):
-        track = _Track()
+        track = Track()
         learnable = np.flatnonzero(np.isfinite(peaks) & np.isfinite(sr.bases))
         learnable_starts = np.asarray(sr.starts, dtype="int64")[learnable]
         for i in [len(sr.starts) - 1] if last_only else range(len(sr.starts)):
@@ -75,14 +75,14 @@ def forecast_tracks(done: list[_SeriesReplay], spec: ReplaySpec, profile: rs.Pro
             else:  # nothing learnt yet: the first base and the profile's fixed margin
                 base, factor = sr.first_bases[i], rs.default_factor(prof)
                 value = base * factor
-            _add(track, base, *_sized(value, sr, prof), factor, sr.confidences[i])
+            track.add(base, *sr.sized(value, prof), factor, sr.confidences[i])
             track.values.append(value)
             track.targets.append(prof.target_for(sr.resource))
         tracks.append(track)
     return tracks
 
 
-def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _ratio_matrix(sr: SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per period: usage over the calibrated base (NaN where either is unknown) and the usage peak."""
     n = len(sr.starts)
     ratios = np.full((n, width), np.nan)
@@ -103,7 +103,7 @@ def _ratio_matrix(sr: _SeriesReplay, width: int) -> tuple[np.ndarray, np.ndarray
     return ratios, peaks
 
 
-def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
+def _pooled_factors(done: list[SeriesReplay], spec: ReplaySpec, prof: rs.Profile,
                     wanted: set[int] | None = None,
                     matrices: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[tuple[str, int], float]:
     """Per metric and period start: the factor learnt from every series' previous periods.
@@ -149,7 +149,8 @@ def _pooled_factors(done: list[_SeriesReplay], spec: ReplaySpec, prof: rs.Profil
 # Records, totals, sweep
 
 
-def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.DataFrame:
+def period_records(done: list[SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.DataFrame:
+    """One row per series, scored period and method: the recommendation and its scores."""
     rows = []
     period_ns = spec.period_steps * step_ns
     for sr in done:
@@ -182,7 +183,8 @@ def _records(done: list[_SeriesReplay], spec: ReplaySpec, step_ns: int) -> pd.Da
     return records
 
 
-def _totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
+def method_totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
+    """Per metric and method: slack, violations (memory: and above the limit), points, periods."""
     rows = []
     if records.empty:
         return pd.DataFrame()
@@ -200,7 +202,7 @@ def _totals(records: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+def margin_sweep(done: list[SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
     """Every method rescored with each fixed margin over its base (the forecast without a learnt factor)."""
     acc: dict[tuple[str, str, float], list[float]] = {}
     for sr in done:
@@ -225,7 +227,7 @@ def _sweep(done: list[_SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[str]) -> pd.DataFrame:
+def target_sweep(done: list[SeriesReplay], spec: ReplaySpec, scored_ids: set[str]) -> pd.DataFrame:
     """The forecast-driven plan rerun with each target violation rate of ``TARGETS``.
 
     Its trade-off curve: the same bases, factors learnt (and pooled over every walked
@@ -242,7 +244,7 @@ def _target_sweep(done: list[_SeriesReplay], spec: ReplaySpec, scored_ids: set[s
     return pd.DataFrame(rows)
 
 
-def score_tracks(done: list[_SeriesReplay], tracks: list[_Track], scored_ids: set[str]) -> list[dict]:
+def score_tracks(done: list[SeriesReplay], tracks: list[Track], scored_ids: set[str]) -> list[dict]:
     """Per metric: slack and violations (memory: and above the limit) of ``tracks``' scored
     requests on the series in ``scored_ids``."""
     acc: dict[str, list[float]] = {}

@@ -145,7 +145,7 @@ class ReplaySpec:
 
 
 @dataclass
-class _Track:
+class Track:
     """One method's bases (before any margin), requests and limits over a series' periods."""
 
     bases: list[float] = field(default_factory=list)
@@ -158,9 +158,23 @@ class _Track:
     targets: list[float] = field(default_factory=list)
     """The violation target the forecast-driven request aims at (per resource)."""
 
+    def add(self, base: float, request: float, limit: float, factor: float, conf: float | None) -> None:
+        """One more period's recommendation."""
+        self.bases.append(base)
+        self.requests.append(request)
+        self.limits.append(limit)
+        self.factors.append(factor)
+        self.confidences.append(conf)
+
+    def skip(self) -> None:
+        """A period walked only to learn from: no recommendation."""
+        self.add(float("nan"), float("nan"), float("nan"), float("nan"), None)
+
 
 @dataclass
-class _SeriesReplay:
+class SeriesReplay:
+    """One walked series: its periods, their actuals and bases, and every method's track."""
+
     unique_id: str
     metric: str
     entity: str
@@ -177,7 +191,7 @@ class _SeriesReplay:
     """The base used with the fixed margin while no past period is known."""
     means: list[np.ndarray | None] = field(default_factory=list)
     confidences: list[float | None] = field(default_factory=list)
-    tracks: dict[str, _Track] = field(default_factory=dict)
+    tracks: dict[str, Track] = field(default_factory=dict)
     fallbacks: int = 0
     notes: list[str | None] = field(default_factory=list)
     """Per period: why the fallback estimator sized it (None when the main one did)."""
@@ -192,6 +206,17 @@ class _SeriesReplay:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, actuals=_unpacked(state["actuals"]), means=_unpacked(state["means"]))
+
+    def sized(self, value: float, prof: rs.Profile) -> tuple[float, float]:
+        """The request and limit this series' resource gets for ``value`` (rounded; NaN for a non-finite one)."""
+        if not np.isfinite(value):
+            return float("nan"), float("nan")
+        sizing = rs.size(value, self.resource, self.unit, prof)
+        return sizing.request, sizing.limit
+
+
+_Track, _SeriesReplay = Track, SeriesReplay
+"""The names walks pickled before they were public give the classes (``plan_step`` stores walks): they still load."""
 
 
 def _packed(arrays: list[np.ndarray | None]) -> object:
@@ -260,28 +285,3 @@ class ReplayResult:
             "seconds": round(self.seconds, 2),
             "records": records.to_dict(orient="records"),
         }
-
-
-# ---------------------------------------------------------------------------
-# The walk: pass 1 (bases, per series) then pass 2 (factors, pooled across series)
-
-
-def _add(track: _Track, base: float, request: float, limit: float, factor: float, conf: float | None) -> None:
-    track.bases.append(base)
-    track.requests.append(request)
-    track.limits.append(limit)
-    track.factors.append(factor)
-    track.confidences.append(conf)
-
-
-def _skip(*tracks: _Track) -> None:
-    """A period walked only to learn from: no baseline recommendation."""
-    for track in tracks:
-        _add(track, float("nan"), float("nan"), float("nan"), float("nan"), None)
-
-
-def _sized(value: float, sr: _SeriesReplay, prof: rs.Profile) -> tuple[float, float]:
-    if not np.isfinite(value):
-        return float("nan"), float("nan")
-    sizing = rs.size(value, sr.resource, sr.unit, prof)
-    return sizing.request, sizing.limit

@@ -37,9 +37,10 @@ import pandas as pd
 from foresight_lib.errors import DataError
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing import splits
-from foresight_lib.rightsizing.replay import DEFAULT_MODEL, ReplaySpec, replay, walk
+from foresight_lib.rightsizing.replay import replay, walk
 from foresight_lib.rightsizing.replay_report import FORECAST, VPA, slack_at
 from foresight_lib.rightsizing.replay_scoring import forecast_tracks, score_tracks
+from foresight_lib.rightsizing.replay_spec import DEFAULT_MODEL, ReplaySpec
 
 Loader = Callable[[list[str]], tuple[pd.DataFrame, pd.DataFrame | None]]
 """Given series ids, the regular long frame of those series and their series table."""

@@ -43,27 +43,20 @@ from foresight_lib.frames import SERIES_COLUMNS, SERIES_TABLE_COLUMNS, make_uniq
 from foresight_lib.horizons import format_duration
 from foresight_lib.redaction import is_secret_key, redact_text, redact_url
 from foresight_lib.sources import http_deadline
-from foresight_lib.sources.prometheus_settings import (  # noqa: F401  (re-exported: callers use them from here)
+from foresight_lib.sources.prometheus_settings import (
     ENV_PREFIX,
-    PROMETHEUS_MAX_POINTS,
     PrometheusSettings,
     parse_step,
     parse_time,
     resolve_settings,
 )
-from foresight_lib.sources.promql import (  # noqa: F401  (the PromQL helpers are re-exported: callers use them from here)
-    AGGREGATION_LEVELS,
-    PROMQL_FILE_ENV,
+from foresight_lib.sources.promql import (
     MetricQuery,
     PromqlCatalog,
     build_selector,
     check_label_name,
-    escape_regex,
-    label_matcher,
     load_promql,
     promql_duration,
-    promql_file,
-    quote_promql_string,
     render_query,
 )
 
