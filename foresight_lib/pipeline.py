@@ -10,11 +10,11 @@ settings overrides, a few counts) and keeps its data in the run's attempt folder
 that through XCom. The run is keyed by the end of its data interval, not by the Airflow
 run id: a backfill, a catch-up and a manual re-run of the same date make one date's run
 folder ``runs/<date>``, and only one of them at a time (``extract`` takes the date's
-lock, ``foresight_lib.publishing.run_lock``; a second run fails at once naming the first).
+lock, ``foresight_lib.runs.lock``; a second run fails at once naming the first).
 
 Nothing is published until ``publish``: it logs the MLflow runs, then registers the
 champions, makes the attempt the date's run folder and switches ``latest/`` as one
-transaction (``foresight_lib.publishing.transaction``). A run that fails anywhere leaves the
+transaction (``foresight_lib.runs.transaction``). A run that fails anywhere leaves the
 previous run folder, champion aliases and published forecasts as they were. Only the
 newest run with the configured models reaches ``latest/`` and the aliases (a backfill
 of an older date or an ad-hoc trigger stays in its run folder and MLflow) unless its
@@ -37,11 +37,13 @@ from typing import Any
 
 import pandas as pd
 
+from foresight_lib.config import deep_merge
 from foresight_lib.errors import ConfigError, DataError, ForesightError
 from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.frames import sort_series
 from foresight_lib.publishing.publish_step import mark_champions, publish, push_latest, recommend
+from foresight_lib.redaction import redact_config
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
     FEATURE_SERIES,
@@ -56,14 +58,12 @@ from foresight_lib.runs import (
     SERIES,
     VALIDATED,
     VALIDATION_HTML,
-    _config_dict,
-    _deep_copy,
-    _merge,
-    _redact,
-    _utc,
+    as_utc,
     backtest_spec,
     base_models,
+    config_dict,
     duration,
+    json_copy,
     load_run_config,
     new_attempt,
     open_run,
@@ -89,7 +89,7 @@ MARGIN = pd.Timedelta("1D")
 
 def extract_window(data_interval_end, cfg) -> tuple[pd.Timestamp, pd.Timestamp]:
     """``[start, end)``: the history and held-out days the models need, plus a margin, up to the interval end."""
-    end = _utc(data_interval_end)
+    end = as_utc(data_interval_end)
     span = pd.Timedelta(days=float(cfg.history_days) + float(cfg.test_days)) + MARGIN
     return end - span, end
 
@@ -250,12 +250,12 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         SourceError: the source or (for the nightly run) the MLflow tracking server cannot
             be reached; found here, before any training.
     """
-    from foresight_lib.publishing.storage import RUNS, RunStore
-    from foresight_lib.publishing.transaction import ad_hoc_differences
+    from foresight_lib.runs.storage import RUNS, RunStore
+    from foresight_lib.runs.transaction import ad_hoc_differences
 
     started_at = pd.Timestamp.now(tz="UTC").isoformat()  # the MLflow parent run's start
-    extra = _deep_copy(overrides or {})
-    merged = _merge(overrides_from_params(params), extra)
+    extra = json_copy(overrides or {})
+    merged = deep_merge(overrides_from_params(params), extra)
     cfg = load_run_config(merged)
     start, end = extract_window(data_interval_end, cfg)
     run_key = run_key_for(end)
@@ -274,13 +274,13 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         store.write_frame(SERIES, series)
         run = {
             "run_key": run_key, "attempt": attempt, "run_id": run_id, "overrides": merged, "folder": store.folder,
-            "data_interval_start": _utc(data_interval_start).isoformat() if data_interval_start is not None else None,
+            "data_interval_start": as_utc(data_interval_start).isoformat() if data_interval_start is not None else None,
             "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
             "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
             "ad_hoc": ad_hoc_differences(params, load_run_config(extra)), "owner_pid": owner_pid,
             "started_at": started_at,
         }
-        store.write_json("run.json", _redact({**run, "config": _config_dict(cfg)}))
+        store.write_json("run.json", redact_config({**run, "config": config_dict(cfg)}))
     except BaseException:
         lock.release(attempt)
         raise
@@ -302,19 +302,25 @@ def release(run: dict | None) -> bool:
     """
     if not isinstance(run, dict) or not run.get("attempt"):
         return False
-    from foresight_lib.publishing.storage import RUNS, RunStore
-    from foresight_lib.publishing.transaction import recover_ended
+    from foresight_lib.runs.storage import RUNS, RunStore
+    from foresight_lib.runs.transaction import recover_ended
 
     cfg = load_run_config(run.get("overrides"))
     store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run["attempt"])
     try:
         outcome = recover_ended(store, run.get("run_id") or run["run_key"], duration(cfg.publish.lock_timeout),
-                                prepare=lambda: _configure_mlflow(cfg))
+                                prepare=lambda: _configure_mlflow(cfg), registry=_model_registry)
         if outcome:
             log.warning("the interrupted publish of %s was %s by the release teardown", run["run_key"], outcome)
     except Exception as exc:  # noqa: BLE001 - the lock is released all the same; the next publish recovers
         log.error("could not recover the interrupted publish of %s: %s", run["run_key"], exc)
     return run_lock(cfg, store).release(run["attempt"])
+
+
+def _model_registry():
+    from foresight_lib.publishing import registry
+
+    return registry
 
 
 def _configure_mlflow(cfg) -> None:
@@ -409,7 +415,7 @@ def _write_shards(cfg, store, frame: pd.DataFrame) -> int:
     The full features file stays: the global model, the publish step and the plans read it.
     """
     from foresight_lib.forecasting.shards import features_name, shard_count, split_ids
-    from foresight_lib.publishing.storage import RUNS
+    from foresight_lib.runs.storage import RUNS
 
     if store.folder != RUNS:  # a scaling plan trains nothing
         return 1
@@ -575,7 +581,7 @@ def latest_summary(overrides: dict | None = None) -> dict:
     Raises:
         DataError: nothing was published yet under the configured data root.
     """
-    from foresight_lib.publishing.storage import DataRoot
+    from foresight_lib.runs.storage import DataRoot
 
     cfg = load_run_config(overrides)
     root = DataRoot(cfg.data_root)
@@ -641,7 +647,7 @@ def cli(argv: list[str] | None, prog: str, description: str, date_help: str,
                 raise ConfigError(f"--set {text!r} is not a JSON object: {exc}") from None
             if not isinstance(loaded, dict):
                 raise ConfigError(f"--set {text!r} is not a JSON object of settings, e.g. '{{\"history_days\": 3}}'")
-            overrides = _merge(overrides, loaded)
+            overrides = deep_merge(overrides, loaded)
         if args.command == "run":
             run(args.date, overrides)
         print(summary(overrides or None))

@@ -61,7 +61,7 @@ def build_world(root: Path) -> dict:
     from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
     from foresight_lib.forecasting.champion import ChampionBundle
     from foresight_lib.publishing import registry, tracking
-    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs.storage import RunStore
 
     root.mkdir(parents=True, exist_ok=True)
     config = write_config(root)

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from foresight_lib.operations import OperationError
 from foresight_lib.operations import models as operations_models
 from foresight_lib.operations import predict as operations_predict
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.runs.storage import RunStore
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +226,8 @@ def test_a_refused_activation_changes_nothing(world, case, status, words):
 
 def test_an_activation_waits_for_a_publish_in_progress_then_gives_up_with_409(world):
     from foresight_lib import operations
-    from foresight_lib.publishing import transaction
-    from foresight_lib.publishing.storage import DataRoot
+    from foresight_lib.runs import transaction
+    from foresight_lib.runs.storage import DataRoot
 
     settings = operations.settings()
     root = DataRoot(settings.data_root)

@@ -18,7 +18,7 @@ from mlflow.utils.validation import (
 from foresight_lib import pipeline
 from foresight_lib.publishing.mlflow_store import MLFLOW_NAME_MAX, mlflow_name
 from foresight_lib.publishing.registry import METRIC_TAG, registered_model_name
-from foresight_lib.publishing.storage import DataRoot
+from foresight_lib.runs.storage import DataRoot
 from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo
 
 NAMES = [

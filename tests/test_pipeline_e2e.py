@@ -15,7 +15,7 @@ from airflow_support import airflow_env, dag_test, migrate
 
 from foresight_lib import pipeline
 from foresight_lib.config import load_config
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 FIRST_DATE = "2024-03-15T02:00:00"
 FAILED_DATE = "2024-03-16T02:00:00"

@@ -15,8 +15,8 @@ from foresight_lib import pipeline
 from foresight_lib.errors import RunLocked, ValidationFailed
 from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import exposition
-from foresight_lib.publishing.run_lock import RunLock
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.runs.lock import RunLock
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
 from foresight_lib.forecasting.models import ENSEMBLE, MODEL_PATHS, TUNABLE_MODELS
 from foresight_lib.frames import check_series_frame
-from foresight_lib.publishing.storage import DataRoot
+from foresight_lib.runs.storage import DataRoot
 
 log = logging.getLogger(__name__)
 

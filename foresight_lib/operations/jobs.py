@@ -288,8 +288,8 @@ def last_tasks(api: AirflowApi) -> list[str]:
 def run_results(data_root: str, data_interval_end: str) -> tuple[list[dict] | None, dict | None]:
     """The leaderboard and summary a finished run left in its run folder (None when it left none)."""
     from foresight_lib.publishing import json_views
-    from foresight_lib.publishing.storage import RunStore
     from foresight_lib.runs import LEADERBOARD, run_key_for
+    from foresight_lib.runs.storage import RunStore
 
     try:
         store = RunStore(data_root, run_key_for(data_interval_end))

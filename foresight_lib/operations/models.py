@@ -3,7 +3,7 @@
 ``activate`` moves a metric's ``champion`` alias to a chosen version. What is published
 is the aliases together with ``latest/summary.json`` (``champion_versions``), so an
 activation changes both as one step of the publish protocol
-(``foresight_lib.publishing.transaction``): under the data root's publish lock, after
+(``foresight_lib.runs.transaction``): under the data root's publish lock, after
 finishing or undoing any interrupted publish, with a publish journal written first. The
 journal keeps the aliases as they were; the new ``summary.json`` is staged beside the run
 folder's copy and ``latest/``'s and renamed over both once the alias has moved. A failure
@@ -233,9 +233,9 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
 
     from foresight_lib.errors import RunLocked
     from foresight_lib.publishing import registry
-    from foresight_lib.publishing import transaction as publishing
-    from foresight_lib.publishing.storage import DataRoot
     from foresight_lib.runs import duration
+    from foresight_lib.runs import transaction as publishing
+    from foresight_lib.runs.storage import DataRoot
 
     name = registry.registered_model_name(metric, settings.name_prefix)
     model_or_404(name, metric)
@@ -253,7 +253,7 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
     except RunLocked as exc:
         raise OperationError(409, f"a publish is in progress; try the activation again later ({exc})") from exc
     try:
-        publishing.recover(root)
+        publishing.recover(root, registry=lambda: registry)
         publishing.remove_temp_files(root)
         result = _activate_locked(root, settings, metric, name, version, user, (mv.tags or {}).get("model"))
     finally:
@@ -265,8 +265,8 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
 def _activate_locked(root, settings: Settings, metric: str, name: str, version: int, user: str,
                      model: str | None = None) -> ActivationResponse:
     from foresight_lib.publishing import registry
-    from foresight_lib.publishing import transaction as publishing
-    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs import transaction as publishing
+    from foresight_lib.runs.storage import RunStore
 
     summary = root.read_latest_json("summary.json")
     if not summary or not summary.get("run_key"):
@@ -299,13 +299,13 @@ def _activate_locked(root, settings: Settings, metric: str, name: str, version: 
     except BaseException as exc:
         if journal.phase != "switching":
             try:
-                publishing._undo(journal)
+                publishing.undo(journal, registry=lambda: registry)
             except Exception as undo_exc:  # noqa: BLE001 - the journal stays for the next publish's recover
                 log.error("could not undo the activation of %s v%s: %s", name, version, undo_exc)
         if isinstance(exc, OperationError):
             raise
         raise OperationError(503, f"activating {name} v{version} failed and was undone: {exc}") from exc
-    publishing._finish(journal)
+    publishing.finish(journal)
     try:
         if previous is not None:
             client.set_registered_model_alias(name, PREVIOUS_ALIAS, str(previous))
@@ -324,10 +324,10 @@ def _stage(root, target: str, data: bytes) -> str:
     """Write ``data`` beside ``target`` under a temporary name (renamed over it by the switch)."""
     import uuid
 
-    from foresight_lib.publishing.storage import _TMP_PREFIX
+    from foresight_lib.runs.storage import TMP_PREFIX
 
     folder, base = target.rsplit("/", 1)
-    tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{base}"
+    tmp = f"{folder}/{TMP_PREFIX}{uuid.uuid4().hex}-{base}"
     root.fs.create_dir(folder, recursive=True)
     with root.fs.open_output_stream(tmp) as out:
         out.write(data)

@@ -156,7 +156,7 @@ class ModelCache:
 
     def published(self, data_root: str) -> dict[str, int]:
         """metric -> champion version, as ``latest/summary.json`` records it (empty when nothing is published)."""
-        from foresight_lib.publishing.storage import DataRoot
+        from foresight_lib.runs.storage import DataRoot
 
         now = time.monotonic()
         with self._lock:

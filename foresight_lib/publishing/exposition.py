@@ -463,7 +463,7 @@ class LatestFiles:
     """
 
     def __init__(self, data_root: str):
-        from foresight_lib.publishing.storage import DataRoot
+        from foresight_lib.runs.storage import DataRoot
 
         self.data_root = str(data_root)
         self.root = DataRoot(self.data_root)
@@ -569,7 +569,7 @@ class LatestFiles:
             return {}
 
     def _run_features(self, run_id: str, errors: list[str]) -> pd.DataFrame | None:
-        from foresight_lib.publishing.storage import RunStore
+        from foresight_lib.runs.storage import RunStore
 
         try:
             store = RunStore(self.data_root, run_id)

@@ -1,6 +1,6 @@
 """The nightly's publish step: MLflow runs, champions, the run folder and ``latest/`` as one transaction.
 
-The transaction itself (journal, rollback, who may publish) is ``foresight_lib.publishing.transaction``;
+The transaction itself (journal, rollback, who may publish) is ``foresight_lib.runs.transaction``;
 this is the step that feeds it: the rightsizing plan, the latest actuals, the MLflow parent
 and child runs, and one registered champion per metric.
 """
@@ -17,6 +17,7 @@ import pandas as pd
 from foresight_lib.errors import ForesightError, SourceError
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.redaction import redact_config
 from foresight_lib.runs import (
     ACTUAL_TAIL,
     ACTUALS,
@@ -29,8 +30,7 @@ from foresight_lib.runs import (
     RECOMMENDATIONS,
     RESULT,
     VALIDATION_HTML,
-    _config_dict,
-    _redact,
+    config_dict,
     duration,
     open_run,
     run_lock,
@@ -90,8 +90,8 @@ def publish(run: dict) -> dict:
     from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
     from foresight_lib.forecasting.shard_results import champion_bundles
     from foresight_lib.publishing import registry, tracking
-    from foresight_lib.publishing import transaction as publishing
     from foresight_lib.publishing.mlflow_store import check_tracking_server
+    from foresight_lib.runs import transaction as publishing
 
     cfg, store = open_run(run)
     # The store may have gone away since extract: say so at once, naming it, before anything is written.
@@ -114,7 +114,7 @@ def publish(run: dict) -> dict:
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
     champions = metric_champions(result, feature_series)
-    parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
+    parent = tracking.log_nightly(run["run_key"], result, _param_safe(config_dict(cfg)), artifacts, validation_html,
                                   logical_date=run.get("data_interval_end"), started_at=run.get("started_at"),
                                   kind=tracking.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc"))),
                                   series=feature_series)
@@ -128,7 +128,7 @@ def publish(run: dict) -> dict:
         "leaderboard": _jsonable(pooled.to_dict(orient="records")),
         "metric_leaderboard": metric_leaderboard_records(result, feature_series),
         "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
-        "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
+        "mlflow_tracking_uri": redact_config(cfg.mlflow.tracking_uri),
         "run_folder": store.committed().uri(""), "series": len(result.series), "metric_units": units,
         "forecast_rows": int(len(result.future_forecasts)),
         "data_freshness": data_freshness(store),
@@ -151,7 +151,7 @@ def publish(run: dict) -> dict:
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout), duration(cfg.publish.wait),
                                           run.get("run_id") or run["run_key"])
     try:
-        publishing.recover(store)
+        publishing.recover(store, registry=lambda: registry)
         publishing.remove_temp_files(store)
         go, why = publishing.decide(cfg.publish.latest, run["data_interval_end"], run.get("ad_hoc") or [], store)
         summary.update(published=go, publish_reason=why)
@@ -160,7 +160,8 @@ def publish(run: dict) -> dict:
         registrations = publishing.run_transaction(store, aliases, register, names,
                                                    {"data_interval_end": run["data_interval_end"]},
                                                    source_run_id=parent["parent_run_id"], name_prefix=prefix,
-                                                   still_holding=lambda: lock.check(token))
+                                                   still_holding=lambda: lock.check(token),
+                                                   registry=lambda: registry)
     finally:
         lock.release(token)
     try:
