@@ -266,7 +266,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
     lock.acquire(run_id, attempt, owner_pid=owner_pid)
     try:
         if store.folder == RUNS:
-            from foresight_lib.publishing.mlflow_store import check_tracking_server
+            from foresight_lib.tracking.mlflow_store import check_tracking_server
 
             check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
         frame, series, info = _read_source(cfg, start, end, connection, merged)
@@ -304,12 +304,13 @@ def release(run: dict | None) -> bool:
         return False
     from foresight_lib.runs.storage import RUNS, RunStore
     from foresight_lib.runs.transaction import recover_ended
+    from foresight_lib.tracking import model_registry
 
     cfg = load_run_config(run.get("overrides"))
     store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run["attempt"])
     try:
         outcome = recover_ended(store, run.get("run_id") or run["run_key"], duration(cfg.publish.lock_timeout),
-                                prepare=lambda: _configure_mlflow(cfg), registry=_model_registry)
+                                prepare=lambda: _configure_mlflow(cfg), registry=model_registry)
         if outcome:
             log.warning("the interrupted publish of %s was %s by the release teardown", run["run_key"], outcome)
     except Exception as exc:  # noqa: BLE001 - the lock is released all the same; the next publish recovers
@@ -317,14 +318,8 @@ def release(run: dict | None) -> bool:
     return run_lock(cfg, store).release(run["attempt"])
 
 
-def _model_registry():
-    from foresight_lib.publishing import registry
-
-    return registry
-
-
 def _configure_mlflow(cfg) -> None:
-    from foresight_lib.publishing import mlflow_store
+    from foresight_lib.tracking import mlflow_store
 
     mlflow_store.configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,

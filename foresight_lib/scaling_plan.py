@@ -68,12 +68,13 @@ def publish(run: dict) -> dict:
     published plan's is kept in its folder only.
     """
     from foresight_lib.runs import transaction as publishing
+    from foresight_lib.tracking import model_registry
 
     cfg, store = pipeline.open_run(run)
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout),
                                           duration(cfg.publish.wait), run.get("run_id") or run["run_key"])
     try:
-        publishing.recover(store, registry=_model_registry)
+        publishing.recover(store, registry=model_registry)
         publishing.remove_temp_files(store)
         published = store.latest_manifest(PLAN_MANIFEST) or {}
         newer = not published.get("data_interval_end") or (
@@ -95,12 +96,6 @@ def publish(run: dict) -> dict:
     out = {"run_key": run["run_key"], "windows": run.get("windows"), "sized": run.get("sized"),
            "first_window": run.get("first_window"), "pruned": len(pruned)}
     return {**out, "pushgateway": pushed} if pushed else out
-
-
-def _model_registry():
-    from foresight_lib.publishing import registry
-
-    return registry
 
 
 def run_plan(data_interval_end, config_overrides: dict | None = None, params: dict | None = None) -> dict:

@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from foresight_lib.publishing.registry import registered_model_name
 from foresight_lib.runs.lock import LOCKS
 from foresight_lib.runs.storage import LATEST, MANIFEST, PREVIOUS, STAGING, TMP_PREFIX
 from foresight_lib.runs.transaction import JOURNAL
+from foresight_lib.tracking.registry import registered_model_name
 
 MODEL_PREFIX = "foresight-"
 CHAMPION = "champion"

@@ -121,7 +121,7 @@ SHARED_REFUSALS = ["nan", "duplicate timestamps", "off grid", "too little histor
 @pytest.mark.parametrize("case", SHARED_REFUSALS)
 def test_the_pyfunc_refuses_with_the_same_message_as_predict(world, case):
     from foresight_lib.forecasting.champion import HistoryRefused
-    from foresight_lib.publishing.registry import ForesightPyfunc
+    from foresight_lib.tracking.registry import ForesightPyfunc
 
     make, status, _ = BAD_REQUESTS[case]
     body = make(world)

@@ -25,8 +25,8 @@ from foresight_lib.forecasting.metrics import (
     leaderboard,
     metric_champions,
 )
-from foresight_lib.publishing import registry, tracking
 from foresight_lib.runs import backtest_spec
+from foresight_lib.tracking import mlflow_runs, mlflow_store, registry
 
 MODELS = ["naive", "seasonal_naive"]
 WEIGHTS = {"5m": 4.0}
@@ -130,9 +130,9 @@ def test_weighted_rule_is_followed_by_leaderboard_champions_and_bundle(results, 
 
 
 def test_registry_gate_and_tracking_tags_use_the_rule(results, frame, tmp_path):
-    tracking.configure(root=tmp_path, experiment="foresight-champion-rule")
+    mlflow_store.configure(root=tmp_path, experiment="foresight-champion-rule")
     weighted = results["weighted"]
-    parent = tracking.log_nightly("rule", weighted, {}, {}, None)["parent_run_id"]
+    parent = mlflow_runs.log_nightly("rule", weighted, {}, {}, None)["parent_run_id"]
     client = MlflowClient()
     run = client.get_run(parent)
     assert run.data.tags["foresight.champion"] == "naive"

@@ -16,10 +16,10 @@ from mlflow.utils.validation import (
 )
 
 from foresight_lib import pipeline
-from foresight_lib.publishing.mlflow_store import MLFLOW_NAME_MAX, mlflow_name
-from foresight_lib.publishing.registry import METRIC_TAG, registered_model_name
 from foresight_lib.runs.storage import DataRoot
 from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo
+from foresight_lib.tracking.mlflow_store import MLFLOW_NAME_MAX, mlflow_name
+from foresight_lib.tracking.registry import METRIC_TAG, registered_model_name
 
 NAMES = [
     "namespace:container_cpu_usage_seconds:sum_rate",  # a Prometheus recording rule

@@ -132,7 +132,7 @@ def test_demo_run_is_logged_to_mlflow(demo):
     import mlflow
     from mlflow import MlflowClient
 
-    from foresight_lib.publishing import registry
+    from foresight_lib.tracking import registry
 
     cfg = demo["cfg"]
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)

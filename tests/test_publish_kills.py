@@ -26,9 +26,9 @@ import pytest
 from fault_support import assert_published_consistent, latest_files, snapshot
 
 from foresight_lib import pipeline
-from foresight_lib.publishing.registry import registered_model_name
 from foresight_lib.runs import storage, transaction
 from foresight_lib.runs.storage import LATEST, MANIFEST, DataRoot
+from foresight_lib.tracking.registry import registered_model_name
 
 pytestmark = pytest.mark.slow
 
