@@ -2,7 +2,7 @@
 
 The library every pipeline task calls. It never imports Airflow. Sub-packages by concern:
 ``sources``, ``quality``, ``forecasting``, ``rightsizing``, ``runs``, ``tracking``,
-``publishing``; the task functions are ``pipeline`` and ``scaling_plan``.
+``serving``, ``publishing``; the task functions are ``pipeline`` and ``scaling_plan``.
 """
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def served_world(root: Path, plugin_name: str = "foresight_plugin_api_test") -> 
     """A published world under ``root`` and the plugin serving it (every user allowed, a cold model cache)."""
     import pytest
 
-    from foresight_lib.operations import predict as operations_predict
+    from foresight_lib.serving.operations import predict as operations_predict
 
     with pytest.MonkeyPatch.context() as mp:
         built = build_world(root)
@@ -202,7 +202,7 @@ class FakeAirflow:
 
     def patch(self, plugin):
         """A stand-in for ``plugin._airflow`` that sends the REST calls here."""
-        from foresight_lib.operations import jobs
+        from foresight_lib.serving.operations import jobs
 
         original = plugin._airflow
 

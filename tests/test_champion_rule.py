@@ -169,8 +169,8 @@ def test_registry_gate_and_tracking_tags_use_the_rule(results, frame, tmp_path):
 
 
 def test_dashboard_shows_the_servers_score_under_the_published_rule(tmp_path):
-    from foresight_lib.publishing import dashboard
     from foresight_lib.runs.storage import RunStore
+    from foresight_lib.serving import dashboard
 
     board = board_of({"a": [1.0, 2.0, 3.0], "b": [2.5, 1.5, 1.9]}).assign(metric="cpu")
     short = ChampionCriterion.from_setting({"horizon_weights": {"5m": 5}})

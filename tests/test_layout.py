@@ -47,7 +47,7 @@ def test_no_flat_pile_of_modules():
 
 LAYERS = [
     "errors", "durations", "redaction", "scratch", "horizons", "frames", "locations", "orchestration",
-    "forecasting", "config", "sources", "quality", "runs", "rightsizing", "tracking", "publishing", "serving",
+    "forecasting", "config", "sources", "quality", "runs", "rightsizing", "tracking", "serving", "publishing",
     "pipeline", "scaling_plan", "commands", "cli",
 ]
 """The top-level parts of ``foresight_lib``, lowest first: a module imports only from its own part or

@@ -224,7 +224,7 @@ def demo_plan(env, demo):
 @pytest.mark.slow
 def test_scaling_plan_dag_resizes_the_windows_between_nightly_runs(demo_plan):
     from foresight_lib import scaling_plan
-    from foresight_lib.publishing import exposition
+    from foresight_lib.serving import exposition
 
     result = demo_plan["plan"]
     assert result["state"] == "success", result

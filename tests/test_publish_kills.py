@@ -156,8 +156,8 @@ def _new_file(case: Path, attempt: str, name: str) -> bytes | None:
 
 def _what_readers_see(case: Path, settings: dict, before: dict[str, bytes], attempt: str) -> str:
     """``old`` or ``new``: what every reader sees, the same for all of them, each file whole."""
-    from foresight_lib.operations.predict import ModelCache
-    from foresight_lib.publishing import dashboard, exposition
+    from foresight_lib.serving import dashboard, exposition
+    from foresight_lib.serving.operations.predict import ModelCache
 
     root = DataRoot(settings["data_root"])
     seen = {name: root._read_published(root._join(LATEST, name), name) for name in [*PUBLISHED, MANIFEST]}

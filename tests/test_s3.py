@@ -14,9 +14,9 @@ from prom_server import wait_for
 from foresight_lib import pipeline
 from foresight_lib.errors import RunLocked, ValidationFailed
 from foresight_lib.orchestration.ports import free_port
-from foresight_lib.publishing import exposition
 from foresight_lib.runs.lock import RunLock
 from foresight_lib.runs.storage import DataRoot, RunStore
+from foresight_lib.serving import exposition
 
 pytestmark = pytest.mark.slow
 
@@ -164,7 +164,7 @@ def test_an_activation_on_s3_is_seen_at_the_next_scrape_and_dashboard_request(s3
     """An activation rewrites latest/summary.json only: the cached reader must notice it without a manifest change."""
     from test_exposition import make_forecasts
 
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     root = f"s3://{BUCKET}/activation"
     forecasts = make_forecasts()

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from foresight_lib.errors import ForesightError
 from foresight_lib.frames import split_unique_id
-from foresight_lib.operations import OperationError, Settings
+from foresight_lib.serving.operations import OperationError, Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from foresight_lib.operations import OperationError, Settings
-from foresight_lib.operations.predict import CACHE, ModelCache, model_or_404, version_or_404
+from foresight_lib.serving.operations import OperationError, Settings
+from foresight_lib.serving.operations.predict import CACHE, ModelCache, model_or_404, version_or_404
 
 log = logging.getLogger(__name__)
 

@@ -41,14 +41,14 @@ from foresight_lib.errors import DataError, ForesightError
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import parse_duration
 from foresight_lib.orchestration.dags import NIGHTLY_DAG, SCALING_PLAN_DAG
-from foresight_lib.publishing.exposition import (
+from foresight_lib.serving.exposition import (
     LATEST_FILES,
     activations,
     interval_levels,
     prepare_forecasts,
     registry_files,
 )
-from foresight_lib.publishing.json_views import frame_records
+from foresight_lib.serving.json_views import frame_records
 
 log = logging.getLogger(__name__)
 
