@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import api_support
 
-    logging.getLogger("foresight_lib.operations.api").setLevel(logging.WARNING)
+    logging.getLogger("foresight_lib.serving.operations.api").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="foresight-predict-bench-") as tmp:
         world = api_support.build_world(Path(tmp))
         os.environ["FORESIGHT_CONFIG"] = str(world["config"])

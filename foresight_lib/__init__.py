@@ -1,8 +1,8 @@
 """Foresight: batch forecasting of container and server resource usage.
 
 The library every pipeline task calls. It never imports Airflow. Sub-packages by concern:
-``sources``, ``quality``, ``forecasting``, ``rightsizing``, ``publishing``; the task
-functions are ``pipeline`` and ``scaling_plan``.
+``sources``, ``quality``, ``forecasting``, ``rightsizing``, ``runs``, ``tracking``,
+``serving``, ``publishing``; the task functions are ``pipeline`` and ``scaling_plan``.
 """
 from __future__ import annotations
 
@@ -17,12 +17,19 @@ MOVED_MODULES = {
     f"foresight_lib.{old}": f"foresight_lib.{new}" for old, new in {
         "champion": "forecasting.champion", "backtest": "forecasting.backtest",
         "backtest_runner": "forecasting.backtest_runner", "ensemble": "forecasting.ensemble",
-        "metrics": "forecasting.metrics", "models": "forecasting.models", "features": "quality.features",
-        "tracking": "publishing.tracking", "registry": "publishing.registry",
+        "metrics": "forecasting.metrics", "models": "forecasting.models",
+        "registry": "tracking.registry", "publishing.registry": "tracking.registry",
     }.items()
 }
-"""Where modules that pickled objects name moved to: champion bundles and backtest parts registered
-or stored before the library was grouped into sub-packages still load."""
+"""Where modules that pickled objects name moved to, so that what was pickled before a move still
+loads: a registered champion's bundle (``ChampionBundle``, its models, ensemble weights, backtest
+spec and criterion) and its MLflow pyfunc model (``ForesightPyfunc``, pickled by MLflow under the
+registry's module), and the backtest parts and results in run folders.
+
+Only module paths go here, never a path kept for imports. The hook (and the ``ForesightPyfunc``
+lookup in ``foresight_lib.tracking``) can go once every version that may still be loaded (the
+aliases' and any an activation may pick) has been registered again under the current paths, and
+no run begun before a move is still in flight."""
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

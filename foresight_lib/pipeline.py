@@ -10,11 +10,11 @@ settings overrides, a few counts) and keeps its data in the run's attempt folder
 that through XCom. The run is keyed by the end of its data interval, not by the Airflow
 run id: a backfill, a catch-up and a manual re-run of the same date make one date's run
 folder ``runs/<date>``, and only one of them at a time (``extract`` takes the date's
-lock, ``foresight_lib.publishing.run_lock``; a second run fails at once naming the first).
+lock, ``foresight_lib.runs.lock``; a second run fails at once naming the first).
 
 Nothing is published until ``publish``: it logs the MLflow runs, then registers the
 champions, makes the attempt the date's run folder and switches ``latest/`` as one
-transaction (``foresight_lib.publishing.transaction``). A run that fails anywhere leaves the
+transaction (``foresight_lib.runs.transaction``). A run that fails anywhere leaves the
 previous run folder, champion aliases and published forecasts as they were. Only the
 newest run with the configured models reaches ``latest/`` and the aliases (a backfill
 of an older date or an ad-hoc trigger stays in its run folder and MLflow) unless its
@@ -38,10 +38,12 @@ from typing import Any
 
 import pandas as pd
 
+from foresight_lib.config import deep_merge
 from foresight_lib.errors import ConfigError, DataError, ForesightError
 from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.publishing.publish_step import mark_champions, publish, push_latest, recommend
+from foresight_lib.redaction import redact_config
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
 from foresight_lib.runs import (
     FEATURE_SERIES,
@@ -56,14 +58,12 @@ from foresight_lib.runs import (
     SERIES,
     VALIDATED,
     VALIDATION_HTML,
-    _config_dict,
-    _deep_copy,
-    _merge,
-    _redact,
-    _utc,
+    as_utc,
     backtest_spec,
     base_models,
+    config_dict,
     duration,
+    json_copy,
     load_run_config,
     new_attempt,
     open_run,
@@ -111,12 +111,12 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         SourceError: the source or (for the nightly run) the MLflow tracking server cannot
             be reached; found here, before any training.
     """
-    from foresight_lib.publishing.storage import RUNS, RunStore
-    from foresight_lib.publishing.transaction import ad_hoc_differences
+    from foresight_lib.runs.storage import RUNS, RunStore
+    from foresight_lib.runs.transaction import ad_hoc_differences
 
     started_at = pd.Timestamp.now(tz="UTC").isoformat()  # the MLflow parent run's start
-    extra = _deep_copy(overrides or {})
-    merged = _merge(overrides_from_params(params), extra)
+    extra = json_copy(overrides or {})
+    merged = deep_merge(overrides_from_params(params), extra)
     cfg = load_run_config(merged)
     start, end = extract_window(data_interval_end, cfg)
     run_key = run_key_for(end)
@@ -127,7 +127,7 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
     lock.acquire(run_id, attempt, owner_pid=owner_pid)
     try:
         if store.folder == RUNS:
-            from foresight_lib.publishing.mlflow_store import check_tracking_server
+            from foresight_lib.tracking.mlflow_store import check_tracking_server
 
             check_tracking_server(cfg.mlflow.tracking_uri, timeout_s=cfg.mlflow.check_timeout_s)
         frame, series, info = read_window(cfg, start, end, connection, merged)
@@ -135,13 +135,13 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         store.write_frame(SERIES, series)
         run = {
             "run_key": run_key, "attempt": attempt, "run_id": run_id, "overrides": merged, "folder": store.folder,
-            "data_interval_start": _utc(data_interval_start).isoformat() if data_interval_start is not None else None,
+            "data_interval_start": as_utc(data_interval_start).isoformat() if data_interval_start is not None else None,
             "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
             "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
             "ad_hoc": ad_hoc_differences(params, load_run_config(extra)), "owner_pid": owner_pid,
             "started_at": started_at,
         }
-        store.write_json("run.json", _redact({**run, "config": _config_dict(cfg)}))
+        store.write_json("run.json", redact_config({**run, "config": config_dict(cfg)}))
     except BaseException:
         lock.release(attempt)
         raise
@@ -163,14 +163,15 @@ def release(run: dict | None) -> bool:
     """
     if not isinstance(run, dict) or not run.get("attempt"):
         return False
-    from foresight_lib.publishing.storage import RUNS, RunStore
-    from foresight_lib.publishing.transaction import recover_ended
+    from foresight_lib.runs.storage import RUNS, RunStore
+    from foresight_lib.runs.transaction import recover_ended
+    from foresight_lib.tracking import model_registry
 
     cfg = load_run_config(run.get("overrides"))
     store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run["attempt"])
     try:
         outcome = recover_ended(store, run.get("run_id") or run["run_key"], duration(cfg.publish.lock_timeout),
-                                prepare=lambda: _configure_mlflow(cfg))
+                                prepare=lambda: _configure_mlflow(cfg), registry=model_registry)
         if outcome:
             log.warning("the interrupted publish of %s was %s by the release teardown", run["run_key"], outcome)
     except Exception as exc:  # noqa: BLE001 - the lock is released all the same; the next publish recovers
@@ -179,7 +180,7 @@ def release(run: dict | None) -> bool:
 
 
 def _configure_mlflow(cfg) -> None:
-    from foresight_lib.publishing import mlflow_store
+    from foresight_lib.tracking import mlflow_store
 
     mlflow_store.configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
@@ -273,7 +274,7 @@ def _write_shards(cfg, store, frame: pd.DataFrame) -> int:
     """
     from foresight_lib.forecasting.models import GLOBAL_MODELS
     from foresight_lib.forecasting.shards import features_name, plan_shards, split_ids
-    from foresight_lib.publishing.storage import RUNS
+    from foresight_lib.runs.storage import RUNS
 
     if store.folder != RUNS:  # a scaling plan trains nothing
         return 1
@@ -444,7 +445,7 @@ def latest_summary(overrides: dict | None = None) -> dict:
     Raises:
         DataError: nothing was published yet under the configured data root.
     """
-    from foresight_lib.publishing.storage import DataRoot
+    from foresight_lib.runs.storage import DataRoot
 
     cfg = load_run_config(overrides)
     root = DataRoot(cfg.data_root)
@@ -510,7 +511,7 @@ def cli(argv: list[str] | None, prog: str, description: str, date_help: str,
                 raise ConfigError(f"--set {text!r} is not a JSON object: {exc}") from None
             if not isinstance(loaded, dict):
                 raise ConfigError(f"--set {text!r} is not a JSON object of settings, e.g. '{{\"history_days\": 3}}'")
-            overrides = _merge(overrides, loaded)
+            overrides = deep_merge(overrides, loaded)
         if args.command == "run":
             run(args.date, overrides)
         print(summary(overrides or None))

@@ -64,16 +64,17 @@ def publish(run: dict) -> dict:
     """The plan to ``latest/scaling_plan.parquet`` (its own manifest), old plan folders pruned, then the push.
 
     Under the data root's publish lock, as one transaction with the attempt becoming the
-    interval's plan folder (``foresight_lib.publishing.transaction``); an older interval than the
+    interval's plan folder (``foresight_lib.runs.transaction``); an older interval than the
     published plan's is kept in its folder only.
     """
-    from foresight_lib.publishing import transaction as publishing
+    from foresight_lib.runs import transaction as publishing
+    from foresight_lib.tracking import model_registry
 
     cfg, store = pipeline.open_run(run)
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout),
                                           duration(cfg.publish.wait), run.get("run_id") or run["run_key"])
     try:
-        publishing.recover(store)
+        publishing.recover(store, registry=model_registry)
         publishing.remove_temp_files(store)
         published = store.latest_manifest(PLAN_MANIFEST) or {}
         newer = not published.get("data_interval_end") or (
@@ -117,7 +118,7 @@ def latest_summary(overrides: dict | None = None) -> str:
     Raises:
         DataError: no plan was published yet under the configured data root.
     """
-    from foresight_lib.publishing.storage import DataRoot
+    from foresight_lib.runs.storage import DataRoot
 
     cfg = pipeline.load_run_config(overrides)
     root = DataRoot(cfg.data_root)

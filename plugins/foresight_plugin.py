@@ -17,7 +17,7 @@
 - A menu link to MLflow: ``FORESIGHT_MLFLOW_UI_URL``, else ``MLFLOW_TRACKING_URI`` when
   it is an http(s) URL, else http://localhost:5000 (what ``make ui`` starts).
 
-The operations API (logic in ``foresight_lib.operations``):
+The operations API (logic in ``foresight_lib.serving.operations``):
 
 - ``POST /foresight/predict``: forecasts with 80/95 % intervals from a metric's registered
   champion (or a named alias or version), kept warm in process.
@@ -37,7 +37,7 @@ its runs, and an activation the right to edit the DAG, else 403. ``/foresight/me
 is open for Prometheus unless ``FORESIGHT_METRICS_TOKEN`` is set, then it needs that
 bearer token.
 
-Against other sites (``foresight_lib.operations.security``): a state-changing request
+Against other sites (``foresight_lib.serving.operations.security``): a state-changing request
 authenticated by the cookie is refused with 403 unless its ``Origin`` (else ``Referer``)
 is one the UI is served from (the request's own, ``AIRFLOW__API__BASE_URL``'s,
 localhost at the api-server's port, ``FORESIGHT_UI_ORIGINS``); every answer carries
@@ -46,8 +46,8 @@ localhost at the api-server's port, ``FORESIGHT_UI_ORIGINS``); every answer carr
 (``[api] base_url``, else the api-server's own port on this host), never at the
 request's ``Host``.
 
-This file only wires: reading and rendering live in ``foresight_lib.publishing.exposition``,
-``foresight_lib.publishing.json_views`` and ``foresight_lib.publishing.dashboard``. The data
+This file only wires: reading and rendering live in ``foresight_lib.serving.exposition``,
+``foresight_lib.serving.json_views`` and ``foresight_lib.serving.dashboard``. The data
 root and horizons come from the Foresight config (``FORESIGHT_CONFIG``,
 ``FORESIGHT_DATA_ROOT``), read at each request so a config change needs no restart.
 """
@@ -64,13 +64,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from foresight_lib.operations import OperationError, security
-from foresight_lib.operations.jobs import Job, JobDetail, JobList, Refusal, TrainRequest
-from foresight_lib.operations.models import ActivationResponse, ModelsResponse, VersionInfo
-from foresight_lib.operations.predict import METRIC_PATTERN, PredictRequest, PredictResponse
-from foresight_lib.operations.security import SecurityHeaders
-from foresight_lib.operations.telemetry import ApiTelemetry
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.serving.operations import OperationError, security
+from foresight_lib.serving.operations.jobs import Job, JobDetail, JobList, Refusal, TrainRequest
+from foresight_lib.serving.operations.models import ActivationResponse, ModelsResponse, VersionInfo
+from foresight_lib.serving.operations.predict import METRIC_PATTERN, PredictRequest, PredictResponse
+from foresight_lib.serving.operations.security import SecurityHeaders
+from foresight_lib.serving.operations.telemetry import ApiTelemetry
 
 URL_PREFIX = "/foresight"
 METRICS_TOKEN_ENV = "FORESIGHT_METRICS_TOKEN"
@@ -100,7 +100,7 @@ def _settings() -> tuple[str, list[str]]:
 
 def _operations():
     """The operations' settings (config, MLflow configured); an OperationError becomes its HTTP answer."""
-    from foresight_lib import operations
+    from foresight_lib.serving import operations
 
     return operations.settings()
 
@@ -206,7 +206,7 @@ def _caller_token(request: Request) -> str | None:
 
 def _airflow(request: Request):
     """Airflow's REST API on behalf of the caller, at its configured address (never the request's ``Host``)."""
-    from foresight_lib.operations.jobs import AirflowApi
+    from foresight_lib.serving.operations.jobs import AirflowApi
 
     return AirflowApi(security.airflow_api_base(_airflow_settings()), _caller_token(request))
 
@@ -250,7 +250,7 @@ def openapi(request: Request, _: Reader) -> JSONResponse:
                                                                                  "and was not sent"}})
 def metrics(request: Request) -> Response:
     from foresight_lib.config import load_config
-    from foresight_lib.operations import telemetry
+    from foresight_lib.serving.operations import telemetry
 
     data_root, horizons = _settings()
     body, headers = telemetry.metrics_response(data_root, request.headers.get("accept"),
@@ -262,7 +262,7 @@ def metrics(request: Request) -> Response:
 @app.get("/forecasts", summary="Latest forecasts as JSON")
 def forecasts(_: Reader, series: str | None = None, metric: str | None = None, entity: str | None = None,
               model: str | None = None, limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
-    from foresight_lib.publishing import json_views
+    from foresight_lib.serving import json_views
 
     data_root, _ = _settings()
     return JSONResponse(json_views.forecasts_payload(data_root, series, metric, entity, model, limit))
@@ -271,7 +271,7 @@ def forecasts(_: Reader, series: str | None = None, metric: str | None = None, e
 @app.get("/recommendations", summary="Latest rightsizing recommendations as JSON")
 def recommendations(_: Reader, entity: str | None = None, resource: str | None = None,
                     limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
-    from foresight_lib.publishing import json_views
+    from foresight_lib.serving import json_views
 
     data_root, _ = _settings()
     payload = json_views.recommendations_payload(data_root, entity, resource, limit)
@@ -283,7 +283,7 @@ def recommendations(_: Reader, entity: str | None = None, resource: str | None =
 
 @app.get("/overview", summary="The dashboard's data: run, champions, leaderboard, series, recommendations, plan")
 def overview(request: Request, _: Reader) -> JSONResponse:
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     data_root, _ = _settings()
     prefix = _prefix(request)
@@ -312,7 +312,7 @@ def _nightly_state() -> dict | None:
 @app.get("/series", summary="One series' latest actuals and its champion's forecast with 80 and 95 % bands")
 def series(_: Reader, series: str | None = None, metric: str | None = None, entity: str | None = None,
            model: str | None = None) -> JSONResponse:
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     if not series and not (metric and entity):
         raise HTTPException(status_code=400, detail="name a series (?series=<metric>/<entity>) or a metric and "
@@ -336,7 +336,7 @@ PREDICT_ERRORS = {
 @app.post("/predict", summary="Forecasts with 80/95 % intervals from a metric's registered champion",
           response_model=PredictResponse, responses=PREDICT_ERRORS)
 def predict(body: PredictRequest, _: Reader) -> PredictResponse:
-    from foresight_lib.operations import predict as predicting
+    from foresight_lib.serving.operations import predict as predicting
 
     return predicting.predict(body, _operations())
 
@@ -351,7 +351,7 @@ JOB_ID = Path(min_length=1, max_length=250, description="The DAG run id returned
                                          422: {"model": Refusal, "description": "A bad field, or settings that "
                                                                                "would make the run fail"}})
 def train(body: TrainRequest, request: Request, _: Annotated[str, Depends(run_access)]) -> Job:
-    from foresight_lib.operations import jobs
+    from foresight_lib.serving.operations import jobs
 
     with _airflow(request) as api:
         return jobs.start(api, body)
@@ -360,7 +360,7 @@ def train(body: TrainRequest, request: Request, _: Annotated[str, Depends(run_ac
 @app.get("/train/jobs", summary="Recent nightly runs, newest first", response_model=JobList)
 def train_jobs(request: Request, _: Reader, limit: int = Query(25, ge=1, le=200),
                state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$")) -> JobList:
-    from foresight_lib.operations import jobs
+    from foresight_lib.serving.operations import jobs
 
     with _airflow(request) as api:
         return jobs.list_jobs(api, limit, state)
@@ -369,7 +369,7 @@ def train_jobs(request: Request, _: Reader, limit: int = Query(25, ge=1, le=200)
 @app.get("/train/jobs/{job_id}", summary="A run's state, its tasks' progress and, when done, its leaderboard",
          response_model=JobDetail, responses={404: {"description": "Unknown job"}})
 def train_job(request: Request, _: Reader, job_id: Annotated[str, JOB_ID]) -> JobDetail:
-    from foresight_lib.operations import jobs
+    from foresight_lib.serving.operations import jobs
 
     data_root, _ = _settings()
     with _airflow(request) as api:
@@ -381,7 +381,7 @@ def train_job(request: Request, _: Reader, job_id: Annotated[str, JOB_ID]) -> Jo
           responses={404: {"description": "Unknown job"}, 409: {"description": "The run has already finished"}})
 def train_cancel(request: Request, _: Annotated[str, Depends(run_edit_access)],
                  job_id: Annotated[str, JOB_ID]) -> JobDetail:
-    from foresight_lib.operations import jobs
+    from foresight_lib.serving.operations import jobs
 
     data_root, _ = _settings()
     with _airflow(request) as api:
@@ -398,7 +398,7 @@ VERSION = Path(ge=1, le=2_147_483_647, description="A registered version of the 
          response_model=ModelsResponse)
 def models(_: Reader, metric: str | None = Query(None, pattern=METRIC_PATTERN),
            versions: int = Query(20, ge=1, le=200, description="Newest versions per metric")) -> ModelsResponse:
-    from foresight_lib.operations import models as registry_view
+    from foresight_lib.serving.operations import models as registry_view
 
     return registry_view.list_models(_operations(), metric, versions)
 
@@ -407,7 +407,7 @@ def models(_: Reader, metric: str | None = Query(None, pattern=METRIC_PATTERN),
          response_model=VersionInfo, responses={404: {"description": "Unknown metric or version"},
                                                 409: {"description": "The version belongs to another metric"}})
 def model_version(_: Reader, metric: Annotated[str, METRIC], version: Annotated[int, VERSION]) -> VersionInfo:
-    from foresight_lib.operations import models as registry_view
+    from foresight_lib.serving.operations import models as registry_view
 
     return registry_view.version_metrics(_operations(), metric, version)
 
@@ -419,7 +419,7 @@ def model_version(_: Reader, metric: Annotated[str, METRIC], version: Annotated[
                                           "or a publish in progress"}})
 def model_activate(user: Annotated[str, Depends(dag_edit_access)], metric: Annotated[str, METRIC],
                    version: Annotated[int, VERSION]) -> ActivationResponse:
-    from foresight_lib.operations import models as registry_view
+    from foresight_lib.serving.operations import models as registry_view
 
     return registry_view.activate(_operations(), metric, version, user)
 
@@ -429,7 +429,7 @@ def model_activate(user: Annotated[str, Depends(dag_edit_access)], metric: Annot
 
 @app.get("/static/{name:path}", include_in_schema=False)
 def static(name: str, _: Reader) -> FileResponse:
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     found = dashboard.asset(name)
     if found is None:
@@ -439,7 +439,7 @@ def static(name: str, _: Reader) -> FileResponse:
 
 @app.get("/docs", include_in_schema=False)
 def docs(request: Request, _: Reader) -> HTMLResponse:
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     page = get_swagger_ui_html(title="Foresight API", swagger_ui_parameters={"validatorUrl": None},
                                **dashboard.swagger_urls(_prefix(request)))
@@ -449,7 +449,7 @@ def docs(request: Request, _: Reader) -> HTMLResponse:
 
 @app.get("/", response_class=HTMLResponse, summary="The dashboard")
 def index(request: Request, _: Reader) -> HTMLResponse:
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     return HTMLResponse(dashboard.page_html(_prefix(request)), headers={"Cache-Control": "no-cache"})
 

@@ -60,19 +60,19 @@ def build_world(root: Path) -> dict:
     """Config, registry and publish under ``root``; returns what the tests need to know."""
     from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
     from foresight_lib.forecasting.champion import ChampionBundle
-    from foresight_lib.publishing import registry, tracking
-    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs.storage import RunStore
+    from foresight_lib.tracking import mlflow_runs, mlflow_store, registry
 
     root.mkdir(parents=True, exist_ok=True)
     config = write_config(root)
-    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "artifacts"),
+    mlflow_store.configure(f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "artifacts"),
                        experiment="foresight-api-test")
     frame = series()
     spec = BacktestSpec(models=["naive", "seasonal_naive"], n_jobs=1, history_days=2, future=True, keep_models=True)
     result = run_backtest(frame, spec)
     bundle = ChampionBundle.from_result(result, "naive", frame)
-    first = tracking.log_nightly("2024-03-02T000000Z", result, {}, {}, None)["parent_run_id"]
-    second = tracking.log_nightly(RUN_KEY, result, {}, {}, None)["parent_run_id"]
+    first = mlflow_runs.log_nightly("2024-03-02T000000Z", result, {}, {}, None)["parent_run_id"]
+    second = mlflow_runs.log_nightly(RUN_KEY, result, {}, {}, None)["parent_run_id"]
     v1 = registry.register_champion(bundle, METRIC, new_score=1.0, current_score_fn=lambda c: 2.0,
                                     run_key="2024-03-02T000000Z", parent_run_id=first)
     v2 = registry.register_champion(bundle, METRIC, new_score=3.0, current_score_fn=lambda c: 1.0,
@@ -129,7 +129,7 @@ def served_world(root: Path, plugin_name: str = "foresight_plugin_api_test") -> 
     """A published world under ``root`` and the plugin serving it (every user allowed, a cold model cache)."""
     import pytest
 
-    from foresight_lib.operations import predict as operations_predict
+    from foresight_lib.serving.operations import predict as operations_predict
 
     with pytest.MonkeyPatch.context() as mp:
         built = build_world(root)
@@ -202,7 +202,7 @@ class FakeAirflow:
 
     def patch(self, plugin):
         """A stand-in for ``plugin._airflow`` that sends the REST calls here."""
-        from foresight_lib.operations import jobs
+        from foresight_lib.serving.operations import jobs
 
         original = plugin._airflow
 

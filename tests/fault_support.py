@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from foresight_lib.publishing.registry import registered_model_name
-from foresight_lib.publishing.run_lock import LOCKS
-from foresight_lib.publishing.storage import _PREVIOUS, _TMP_PREFIX, LATEST, MANIFEST, STAGING
-from foresight_lib.publishing.transaction import JOURNAL
+from foresight_lib.runs.lock import LOCKS
+from foresight_lib.runs.storage import LATEST, MANIFEST, PREVIOUS, STAGING, TMP_PREFIX
+from foresight_lib.runs.transaction import JOURNAL
+from foresight_lib.tracking.registry import registered_model_name
 
 MODEL_PREFIX = "foresight-"
 CHAMPION = "champion"
@@ -81,7 +81,7 @@ def snapshot(data_root: str | Path, tracking_uri: str) -> Published:
 def temp_files(folder: str | Path) -> list[Path]:
     """Every ``.tmp-*`` file or folder below ``folder``: a write that did not finish."""
     root = Path(folder)
-    return sorted(p for p in root.rglob(f"{_TMP_PREFIX}*")) if root.is_dir() else []
+    return sorted(p for p in root.rglob(f"{TMP_PREFIX}*")) if root.is_dir() else []
 
 
 def files_with(folders: Iterable[str | Path], secret: str) -> list[Path]:
@@ -188,7 +188,7 @@ def assert_published_consistent(data_root: str | Path, tracking_uri: str, before
             else []
         if locks:
             problems.append(f"locks left by runs that ended: {_relative(locks, root)}")
-        aside = sorted(p for p in (root / STAGING).rglob(f"{_PREVIOUS}*")) if (root / STAGING).is_dir() else []
+        aside = sorted(p for p in (root / STAGING).rglob(f"{PREVIOUS}*")) if (root / STAGING).is_dir() else []
         if aside:
             problems.append(f"run folders left aside by a promotion: {_relative(aside, root)}")
     if secret:

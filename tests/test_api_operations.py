@@ -16,10 +16,10 @@ from api_support import METRIC, NAME, RUN_KEY, SOURCE_METRIC, FakeAirflow, histo
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
-from foresight_lib.operations import OperationError
-from foresight_lib.operations import models as operations_models
-from foresight_lib.operations import predict as operations_predict
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.runs.storage import RunStore
+from foresight_lib.serving.operations import OperationError
+from foresight_lib.serving.operations import models as operations_models
+from foresight_lib.serving.operations import predict as operations_predict
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ SHARED_REFUSALS = ["nan", "duplicate timestamps", "off grid", "too little histor
 @pytest.mark.parametrize("case", SHARED_REFUSALS)
 def test_the_pyfunc_refuses_with_the_same_message_as_predict(world, case):
     from foresight_lib.forecasting.champion import HistoryRefused
-    from foresight_lib.publishing.registry import ForesightPyfunc
+    from foresight_lib.tracking.registry import ForesightPyfunc
 
     make, status, _ = BAD_REQUESTS[case]
     body = make(world)
@@ -155,7 +155,7 @@ def test_each_bad_predict_request_is_refused_naming_the_problem_and_changes_noth
 
 
 def test_an_oversized_body_or_too_many_rows_is_413_with_the_limit(world, monkeypatch):
-    from foresight_lib.operations import telemetry
+    from foresight_lib.serving.operations import telemetry
 
     monkeypatch.setattr(telemetry, "MAX_BODY_BYTES", 2000)
     big = json.dumps({"history": history(world["bundle"], points=100)})
@@ -225,9 +225,9 @@ def test_a_refused_activation_changes_nothing(world, case, status, words):
 
 
 def test_an_activation_waits_for_a_publish_in_progress_then_gives_up_with_409(world):
-    from foresight_lib import operations
-    from foresight_lib.publishing import transaction
-    from foresight_lib.publishing.storage import DataRoot
+    from foresight_lib.runs import transaction
+    from foresight_lib.runs.storage import DataRoot
+    from foresight_lib.serving import operations
 
     settings = operations.settings()
     root = DataRoot(settings.data_root)

@@ -18,8 +18,8 @@ from api_support import SOURCE_METRIC, FakeAirflow, served_world
 from browser_support import launched_chromium
 from fastapi.testclient import TestClient
 
-from foresight_lib.operations import security
 from foresight_lib.orchestration.ports import free_port
+from foresight_lib.serving.operations import security
 
 PASSWORD = "pl4nted-Secr3t-91"
 PROM_URL = f"http://ops:{PASSWORD}@prometheus.internal:9090"
@@ -101,7 +101,7 @@ def test_airflows_api_is_called_at_its_configured_address_never_the_requests_hos
 def test_what_airflow_answers_is_summarised_not_echoed(world, monkeypatch):
     import httpx
 
-    from foresight_lib.operations import jobs
+    from foresight_lib.serving.operations import jobs
 
     page = "<html>" + "internal page " * 200 + f"token={PASSWORD}</html>"
     answers = iter([httpx.Response(500, text=page), httpx.Response(200, text=page),

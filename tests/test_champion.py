@@ -336,7 +336,7 @@ def _refused_histories(bundle: ChampionBundle) -> dict[str, tuple[pd.DataFrame, 
                                   "conflicting duplicates", "a long gap"])
 def test_the_pyfunc_refuses_what_the_rest_api_refuses(bundles, case):
     from foresight_lib.forecasting.champion import HistoryRefused
-    from foresight_lib.publishing.registry import ForesightPyfunc
+    from foresight_lib.tracking.registry import ForesightPyfunc
 
     model = ForesightPyfunc()
     model.bundle = bundles["ensemble"]
@@ -347,7 +347,7 @@ def test_the_pyfunc_refuses_what_the_rest_api_refuses(bundles, case):
 
 def test_the_pyfunc_takes_a_gap_setting_and_can_refuse_new_series(bundles):
     from foresight_lib.forecasting.champion import HistoryRefused
-    from foresight_lib.publishing.registry import ForesightPyfunc
+    from foresight_lib.tracking.registry import ForesightPyfunc
 
     model = ForesightPyfunc()
     model.bundle = bundles["naive"]

@@ -25,8 +25,8 @@ from foresight_lib.forecasting.metrics import (
     leaderboard,
     metric_champions,
 )
-from foresight_lib.publishing import registry, tracking
 from foresight_lib.runs import backtest_spec
+from foresight_lib.tracking import mlflow_runs, mlflow_store, registry
 
 MODELS = ["naive", "seasonal_naive"]
 WEIGHTS = {"5m": 4.0}
@@ -130,9 +130,9 @@ def test_weighted_rule_is_followed_by_leaderboard_champions_and_bundle(results, 
 
 
 def test_registry_gate_and_tracking_tags_use_the_rule(results, frame, tmp_path):
-    tracking.configure(root=tmp_path, experiment="foresight-champion-rule")
+    mlflow_store.configure(root=tmp_path, experiment="foresight-champion-rule")
     weighted = results["weighted"]
-    parent = tracking.log_nightly("rule", weighted, {}, {}, None)["parent_run_id"]
+    parent = mlflow_runs.log_nightly("rule", weighted, {}, {}, None)["parent_run_id"]
     client = MlflowClient()
     run = client.get_run(parent)
     assert run.data.tags["foresight.champion"] == "naive"
@@ -169,8 +169,8 @@ def test_registry_gate_and_tracking_tags_use_the_rule(results, frame, tmp_path):
 
 
 def test_dashboard_shows_the_servers_score_under_the_published_rule(tmp_path):
-    from foresight_lib.publishing import dashboard
-    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs.storage import RunStore
+    from foresight_lib.serving import dashboard
 
     board = board_of({"a": [1.0, 2.0, 3.0], "b": [2.5, 1.5, 1.9]}).assign(metric="cpu")
     short = ChampionCriterion.from_setting({"horizon_weights": {"5m": 5}})

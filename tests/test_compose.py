@@ -200,9 +200,9 @@ def served(tmp_path_factory) -> dict[str, dict[str, set[str]]]:
     """metric name -> label -> values, as the exposition serves a small published nightly run and plan."""
     from foresight_lib import scaling_plan
     from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
-    from foresight_lib.publishing import exposition
-    from foresight_lib.publishing.storage import RunStore
     from foresight_lib.rightsizing import plan
+    from foresight_lib.runs.storage import RunStore
+    from foresight_lib.serving import exposition
 
     frame = make_daily_series(days=4, n_series=2)
     frame["unique_id"] = frame["unique_id"].str.replace("cpu_cores/", "container_cpu_usage_cores/shop/")

@@ -15,8 +15,8 @@ from test_exposition import CUTOFF, FREQ, SERIES, make_actuals, make_forecasts
 
 from foresight_lib import pipeline
 from foresight_lib.forecasting.metrics import leaderboard
-from foresight_lib.publishing import dashboard
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.runs.storage import RunStore
+from foresight_lib.serving import dashboard
 
 REPO = Path(__file__).resolve().parents[1]
 MLFLOW_UI = "http://mlflow.example:5000"

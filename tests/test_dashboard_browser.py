@@ -16,7 +16,7 @@ from test_dashboard import _activate, _publish_small
 from test_exposition import CUTOFF, SERIES
 
 from foresight_lib.orchestration.ports import free_port
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.runs.storage import RunStore
 
 pytestmark = pytest.mark.slow
 

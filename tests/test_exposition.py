@@ -21,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from foresight_lib.commands.serve_metrics import make_server
 from foresight_lib.errors import DataError, SourceError
-from foresight_lib.publishing import exposition, json_views, pushgateway
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.publishing import pushgateway
+from foresight_lib.runs.storage import RunStore
+from foresight_lib.serving import exposition, json_views
 
 REPO = Path(__file__).resolve().parents[1]
 CUTOFF = pd.Timestamp("2024-03-01 02:00", tz="UTC")

@@ -45,9 +45,10 @@ from prom_server import ScriptedServer
 from foresight_lib import pipeline
 from foresight_lib.errors import DataError, ForesightError, SourceError, ValidationFailed
 from foresight_lib.orchestration.ports import free_port
-from foresight_lib.publishing import transaction as publishing
-from foresight_lib.publishing.storage import DataRoot
+from foresight_lib.runs import transaction as publishing
+from foresight_lib.runs.storage import DataRoot
 from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo
+from foresight_lib.tracking import model_registry
 
 pytestmark = pytest.mark.slow
 
@@ -267,7 +268,7 @@ def test_kill_mid_publish_is_undone_and_the_rerun_publishes(world, caplog, point
     }[point]
     process = _start(world, "killed", world.settings())
     _kill_when(process, ready, f"the publish reached {point}")
-    recovered = publishing.recover(DataRoot(str(world.data)))  # what the next publish does first
+    recovered = publishing.recover(DataRoot(str(world.data)), registry=model_registry)  # as the next publish
     outcome = world.check(killed=True)
     if point == "journal-written":
         assert recovered == "rolled back"

@@ -29,6 +29,15 @@ def test_a_bundle_pickled_under_the_old_path_loads():
     assert pickle.loads(old) is ChampionBundle
 
 
+def test_a_pyfunc_model_pickled_under_an_old_path_loads():
+    """MLflow pickles the champion's pyfunc model by its class's module: every path it had still loads."""
+    from foresight_lib.tracking.registry import ForesightPyfunc
+
+    pickled = pickle.dumps(ForesightPyfunc(), protocol=0)
+    for old in (b"foresight_lib.publishing.registry", b"foresight_lib.registry", b"foresight_lib.tracking"):
+        assert type(pickle.loads(pickled.replace(b"foresight_lib.tracking.registry", old))) is ForesightPyfunc
+
+
 def test_no_flat_pile_of_modules():
     flat = [m.name for m in pkgutil.iter_modules(foresight_lib.__path__) if not m.ispkg]
     assert len(flat) <= 12, f"group these by concern into the sub-packages: {flat}"
@@ -38,7 +47,7 @@ def test_no_flat_pile_of_modules():
 
 LAYERS = [
     "errors", "durations", "redaction", "scratch", "horizons", "frames", "locations", "orchestration",
-    "forecasting", "config", "sources", "quality", "runs", "rightsizing", "tracking", "publishing", "serving",
+    "forecasting", "config", "sources", "quality", "runs", "rightsizing", "tracking", "serving", "publishing",
     "pipeline", "scaling_plan", "commands", "cli",
 ]
 """The top-level parts of ``foresight_lib``, lowest first: a module imports only from its own part or

@@ -16,10 +16,10 @@ from mlflow.utils.validation import (
 )
 
 from foresight_lib import pipeline
-from foresight_lib.publishing.mlflow_store import MLFLOW_NAME_MAX, mlflow_name
-from foresight_lib.publishing.registry import METRIC_TAG, registered_model_name
-from foresight_lib.publishing.storage import DataRoot
+from foresight_lib.runs.storage import DataRoot
 from foresight_lib.sources.demo import BROKEN_ENTITY, generate_demo
+from foresight_lib.tracking.mlflow_store import MLFLOW_NAME_MAX, mlflow_name
+from foresight_lib.tracking.registry import METRIC_TAG, registered_model_name
 
 NAMES = [
     "namespace:container_cpu_usage_seconds:sum_rate",  # a Prometheus recording rule
@@ -110,9 +110,9 @@ def test_recording_rule_dotted_and_punctuation_names_publish(tmp_path: Path):
         assert parent.tags[f"foresight.champion.{key}"] == summary["registrations"][metric]["model"]
         assert f"{key}/mae_15m" in parent.metrics
     # the operations API lists and serves them under their own names
-    from foresight_lib.operations import Settings
-    from foresight_lib.operations.models import list_models
-    from foresight_lib.operations.predict import HistoryRow, ModelCache, PredictRequest, predict
+    from foresight_lib.serving.operations import Settings
+    from foresight_lib.serving.operations.models import list_models
+    from foresight_lib.serving.operations.predict import HistoryRow, ModelCache, PredictRequest, predict
 
     ops = Settings(data_root=settings["data_root"], name_prefix="foresight", tracking_uri=uri, artifact_location=None,
                    experiment="foresight", lock_timeout="12h", lock_wait="1s", horizons=("5m", "15m", "30m"))

@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from foresight_lib import pipeline
-from foresight_lib.publishing.tracking import MODEL_TAG, RUN_KEY_TAG
+from foresight_lib.tracking.mlflow_runs import RUN_KEY_TAG
+from foresight_lib.tracking.registry import MODEL_TAG
 
 pytestmark = pytest.mark.slow
 

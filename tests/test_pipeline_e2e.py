@@ -15,7 +15,7 @@ from airflow_support import airflow_env, dag_test, migrate
 
 from foresight_lib import pipeline
 from foresight_lib.config import load_config
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 FIRST_DATE = "2024-03-15T02:00:00"
 FAILED_DATE = "2024-03-16T02:00:00"
@@ -132,7 +132,7 @@ def test_demo_run_is_logged_to_mlflow(demo):
     import mlflow
     from mlflow import MlflowClient
 
-    from foresight_lib.publishing import registry
+    from foresight_lib.tracking import registry
 
     cfg = demo["cfg"]
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
@@ -224,7 +224,7 @@ def demo_plan(env, demo):
 @pytest.mark.slow
 def test_scaling_plan_dag_resizes_the_windows_between_nightly_runs(demo_plan):
     from foresight_lib import scaling_plan
-    from foresight_lib.publishing import exposition
+    from foresight_lib.serving import exposition
 
     result = demo_plan["plan"]
     assert result["state"] == "success", result

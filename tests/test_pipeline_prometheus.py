@@ -26,7 +26,7 @@ from prom_server import (
 from foresight_lib import pipeline
 from foresight_lib.config import load_config
 from foresight_lib.errors import SourceError
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from foresight_lib import pipeline
 from foresight_lib.errors import SourceError
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_the_first_run_publishes_and_records_the_champions(published):
 
 def test_a_backfill_of_an_older_date_leaves_latest_and_the_aliases(published, caplog):
     root = published["root"]
-    with caplog.at_level("INFO", logger="foresight_lib.publishing.transaction"):
+    with caplog.at_level("INFO", logger="foresight_lib.runs.transaction"):
         out = pipeline.run_nightly(OLD, _settings(root))
     assert out["published"] is False and "holds a newer run" in out["publish_reason"]
     assert "switching latest/ to the publish of" not in caplog.text, "its log says what it does"

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from foresight_lib.errors import DataError, SourceError
 from foresight_lib.orchestration.ports import free_port
 from foresight_lib.publishing import pushgateway
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.runs.storage import RunStore
 from foresight_lib.sources import prometheus_source as ps
 from foresight_lib.sources.prometheus_settings import PrometheusSettings
 

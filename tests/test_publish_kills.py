@@ -26,9 +26,9 @@ import pytest
 from fault_support import assert_published_consistent, latest_files, snapshot
 
 from foresight_lib import pipeline
-from foresight_lib.publishing import storage, transaction
-from foresight_lib.publishing.registry import registered_model_name
-from foresight_lib.publishing.storage import LATEST, MANIFEST, DataRoot
+from foresight_lib.runs import storage, transaction
+from foresight_lib.runs.storage import LATEST, MANIFEST, DataRoot
+from foresight_lib.tracking.registry import registered_model_name
 
 pytestmark = pytest.mark.slow
 
@@ -156,8 +156,8 @@ def _new_file(case: Path, attempt: str, name: str) -> bytes | None:
 
 def _what_readers_see(case: Path, settings: dict, before: dict[str, bytes], attempt: str) -> str:
     """``old`` or ``new``: what every reader sees, the same for all of them, each file whole."""
-    from foresight_lib.operations.predict import ModelCache
-    from foresight_lib.publishing import dashboard, exposition
+    from foresight_lib.serving import dashboard, exposition
+    from foresight_lib.serving.operations.predict import ModelCache
 
     root = DataRoot(settings["data_root"])
     seen = {name: root._read_published(root._join(LATEST, name), name) for name in [*PUBLISHED, MANIFEST]}

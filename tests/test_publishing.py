@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from fault_support import fill_disk
 
-from foresight_lib.errors import SourceError
-from foresight_lib.publishing import transaction as publishing
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.errors import RunLocked, SourceError
+from foresight_lib.runs import transaction as publishing
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 KEY = "2024-03-15T020000Z"
 NAMES = ["forecasts", "summary.json"]
@@ -74,7 +74,7 @@ def test_a_publish_overtaken_before_the_switch_rolls_back(tmp_path):
         lock._delete()
         publishing.publish_lock(DataRoot(str(tmp_path)), pd.Timedelta("1h"), pd.Timedelta(0), "r3")
 
-    with pytest.raises(publishing.RunLocked, match="overtaken"):
+    with pytest.raises(RunLocked, match="overtaken"):
         publishing.run_transaction(_attempt(tmp_path, "a2", 2.0), {}, register, NAMES, None,
                                    still_holding=lambda: lock.check(token))
     assert _files(tmp_path / "latest") == before["latest"]
@@ -87,7 +87,7 @@ def test_the_publish_lock_names_its_process_and_a_retry_of_the_same_run_waits_fo
     lock, token = publishing.publish_lock(root, pd.Timedelta("1h"), pd.Timedelta(0), "scheduled__x")
     assert lock.owner().pid == os.getpid()
     # A second try of the same Airflow run does not take over a publish whose process lives.
-    with pytest.raises(publishing.RunLocked, match="did not end within"):
+    with pytest.raises(RunLocked, match="did not end within"):
         publishing.publish_lock(root, pd.Timedelta("1h"), pd.Timedelta(seconds=1), "scheduled__x")
     assert lock.owner().attempt == token
 
@@ -210,7 +210,7 @@ def test_an_undo_names_the_process_and_what_it_discards(tmp_path, caplog):
     store = _attempt(tmp_path, "a1", 1.0)
     journal = publishing.Journal(root=store, run_key=KEY, attempt="a1")
     journal.save()
-    with caplog.at_level("WARNING", logger="foresight_lib.publishing.transaction"):
+    with caplog.at_level("WARNING", logger="foresight_lib.runs.transaction"):
         assert publishing.recover(store) == "rolled back"
     undo = [r.getMessage() for r in caplog.records if r.getMessage().startswith("undoing the publish")]
     assert undo and f"pid {os.getpid()}" in undo[0] and KEY in undo[0], caplog.text

@@ -22,6 +22,7 @@ from foresight_lib.config import DEFAULT_CONFIG_PATH
 from foresight_lib.errors import SourceError
 from foresight_lib.orchestration.ports import free_port
 from foresight_lib.redaction import MASK, is_secret_key, redact_config, redact_text, redact_url
+from foresight_lib.runs import config_dict
 
 SECRET = "PLANTED-SECRET-xyz"
 USER = "ops"
@@ -110,7 +111,7 @@ def test_the_real_config_keeps_every_default_setting():
     from foresight_lib.config import load_config
 
     cfg = load_config(overrides={"source": {"prometheus": {"url": f"http://{USER}:{SECRET}@prom:9090"}}})
-    stored = pipeline._config_dict(cfg)
+    stored = config_dict(cfg)
     plain = cfg.to_dict()
     assert SECRET not in json.dumps(stored)
     stored["source"]["prometheus"]["url"] = plain["source"]["prometheus"]["url"]

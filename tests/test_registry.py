@@ -35,7 +35,7 @@ from foresight_lib.errors import ConfigError, SourceError
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest
 from foresight_lib.forecasting.champion import ChampionBundle, HistoryMismatchError
 from foresight_lib.orchestration.ports import free_port
-from foresight_lib.publishing import mlflow_store, registry, tracking
+from foresight_lib.tracking import mlflow_runs, mlflow_store, registry
 
 MODELS = ["naive", "seasonal_naive"]
 SECRET = "s3cr3t-pw"
@@ -46,7 +46,7 @@ MARGIN_S = 3.0
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-registry")
-    experiment_id = tracking.configure(root=root, experiment="foresight-registry-test")
+    experiment_id = mlflow_store.configure(root=root, experiment="foresight-registry-test")
     return {"root": root, "experiment_id": experiment_id, "client": MlflowClient()}
 
 
@@ -63,11 +63,11 @@ def elsewhere(store):
     """A test that points MLflow at another store; the module's store is set back after it."""
     yield
     root = store["root"]
-    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root=root, experiment="foresight-registry-test")
+    mlflow_store.configure(f"sqlite:///{root / 'mlflow.db'}", root=root, experiment="foresight-registry-test")
 
 
 def nightly(key: str, backtest) -> str:
-    return tracking.log_nightly(key, backtest["result"], {}, {}, None)["parent_run_id"]
+    return mlflow_runs.log_nightly(key, backtest["result"], {}, {}, None)["parent_run_id"]
 
 
 def register(backtest, metric: str, score: float, current: float, parent: str) -> dict:
@@ -103,7 +103,7 @@ def test_rerun_keeps_the_run_behind_the_champion_and_deletes_the_others(store, b
     # logging deletes nothing any more: every attempt is still there until the publish succeeded
     assert {stage(client, run) for run in (first, killed, rerun)} == {"active"}
 
-    out = tracking.retire_earlier_runs(key, rerun)
+    out = mlflow_runs.retire_earlier_runs(key, rerun)
 
     assert out["kept"] == {first: [f"foresight-cpu/{champion['version']}"]}
     killed_family = [*children_of(client, exp, killed), killed]
@@ -113,7 +113,7 @@ def test_rerun_keeps_the_run_behind_the_champion_and_deletes_the_others(store, b
     for run in [first, *children_of(client, exp, first)]:
         kept = client.get_run(run)
         assert kept.info.lifecycle_stage == "active"
-        assert kept.data.tags[tracking.SUPERSEDED_TAG] == rerun
+        assert kept.data.tags[mlflow_runs.SUPERSEDED_TAG] == rerun
     assert stage(client, rerun) == "active"
     mv = client.get_model_version_by_alias("foresight-cpu", "champion")
     assert mv.run_id == first and stage(client, mv.run_id) == "active"
@@ -125,15 +125,15 @@ def test_rerun_keeps_the_run_behind_the_champion_and_deletes_the_others(store, b
     history = make_daily_series(days=1, n_series=2, seed=11).groupby("unique_id").tail(6)
     assert len(model.predict(history, params={"horizons": "5m"})) == 2
     # a second retire has nothing left to delete, and keeps the champion's run
-    again = tracking.retire_earlier_runs(key, rerun)
+    again = mlflow_runs.retire_earlier_runs(key, rerun)
     assert again["deleted"] == [] and set(again["kept"]) == {first}
 
 
 def test_retire_refuses_a_run_that_is_not_a_parent_of_the_key(store, backtest):
     parent = nightly("manual__2024-03-06", backtest)
     with pytest.raises(ConfigError, match="not an active parent run of run key other"):
-        tracking.retire_earlier_runs("other", parent)
-    assert tracking.retire_earlier_runs("manual__2024-03-06", parent) == {"deleted": [], "kept": {}}
+        mlflow_runs.retire_earlier_runs("other", parent)
+    assert mlflow_runs.retire_earlier_runs("manual__2024-03-06", parent) == {"deleted": [], "kept": {}}
 
 
 # ---------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def with_password(url: str) -> str:
 def assert_fails_fast(uri: str, timeout_s: float, match: str) -> str:
     started = time.monotonic()
     with pytest.raises(SourceError, match=match) as caught:
-        tracking.check_tracking_server(uri, timeout_s=timeout_s)
+        mlflow_store.check_tracking_server(uri, timeout_s=timeout_s)
     assert time.monotonic() - started < timeout_s + MARGIN_S
     message = str(caught.value)
     assert SECRET not in message and "***" in message
@@ -335,25 +335,25 @@ def test_check_names_refused_credentials_without_showing_them(monkeypatch):
     answer = lambda path, fields: (200, "OK") if path == "/health" else (401, '{"error_code": "UNAUTHENTICATED"}')
     with ScriptedServer(answer) as server:
         with pytest.raises(SourceError, match="refused the credentials") as caught:
-            tracking.check_tracking_server(server.url, timeout_s=5)
+            mlflow_store.check_tracking_server(server.url, timeout_s=5)
     assert SECRET not in str(caught.value) and "MLFLOW_TRACKING_PASSWORD" in str(caught.value)
     assert [path for path, _ in server.requests] == ["/health", "/api/2.0/mlflow/experiments/search"]
     assert server.requests[1][1]["_authorization"].startswith("Basic ")
 
 
 def test_check_of_local_and_database_stores(tmp_path, elsewhere):
-    tracking.check_tracking_server(f"sqlite:///{tmp_path / 'new' / 'folder' / 'mlflow.db'}", timeout_s=5)
+    mlflow_store.check_tracking_server(f"sqlite:///{tmp_path / 'new' / 'folder' / 'mlflow.db'}", timeout_s=5)
     assert (tmp_path / "new" / "folder").is_dir()
-    tracking.configure(root=tmp_path / "existing", experiment="check")
-    tracking.check_tracking_server(f"sqlite:///{tmp_path / 'existing' / 'mlflow.db'}", timeout_s=5)
-    tracking.check_tracking_server(str(tmp_path / "plain"), timeout_s=5)
+    mlflow_store.configure(root=tmp_path / "existing", experiment="check")
+    mlflow_store.check_tracking_server(f"sqlite:///{tmp_path / 'existing' / 'mlflow.db'}", timeout_s=5)
+    mlflow_store.check_tracking_server(str(tmp_path / "plain"), timeout_s=5)
 
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(SourceError, match="cannot be created or written"):
-        tracking.check_tracking_server(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", timeout_s=5)
+        mlflow_store.check_tracking_server(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", timeout_s=5)
     (tmp_path / "broken.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(SourceError, match="not a usable SQLite database"):
-        tracking.check_tracking_server(f"sqlite:///{tmp_path / 'broken.db'}", timeout_s=5)
+        mlflow_store.check_tracking_server(f"sqlite:///{tmp_path / 'broken.db'}", timeout_s=5)
 
     port = free_port()
     message = assert_fails_fast(f"postgresql://foresight:{SECRET}@127.0.0.1:{port}/mlflow", 5,
@@ -395,8 +395,8 @@ def test_real_mlflow_server_passes_then_fails_fast_once_it_dies(tmp_path, http_l
     )
     try:
         wait_for(lambda: _up(url, server, tmp_path / "server.log"), timeout=90, what=f"mlflow server at {url}")
-        tracking.check_tracking_server(url, timeout_s=10)
-        experiment_id = tracking.configure(url, experiment="foresight-server", http_timeout_s=2, http_max_retries=1)
+        mlflow_store.check_tracking_server(url, timeout_s=10)
+        experiment_id = mlflow_store.configure(url, experiment="foresight-server", http_timeout_s=2, http_max_retries=1)
         run = MlflowClient(url).create_run(experiment_id)
         os.killpg(server.pid, signal.SIGKILL)  # the server dies mid-run
         server.wait(timeout=30)

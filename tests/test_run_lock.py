@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from foresight_lib.publishing.run_lock import RunLock, RunLocked
-from foresight_lib.publishing.storage import RunStore
+from foresight_lib.errors import RunLocked
+from foresight_lib.runs.lock import RunLock
+from foresight_lib.runs.storage import RunStore
 
 KEY = "2024-03-15T020000Z"
 

@@ -19,9 +19,9 @@ from foresight_lib import pipeline
 from foresight_lib.cli import main
 from foresight_lib.errors import DataError, RunLocked, SourceError, ValidationFailed
 from foresight_lib.orchestration.ports import free_port
-from foresight_lib.publishing import exposition
-from foresight_lib.publishing.run_lock import RunLock
-from foresight_lib.publishing.storage import DataRoot, RunStore
+from foresight_lib.runs.lock import RunLock
+from foresight_lib.runs.storage import DataRoot, RunStore
+from foresight_lib.serving import exposition
 from foresight_lib.sources.loaders import FORMATS, load_series
 from foresight_lib.sources.saving import save_frame, series_table_path
 
@@ -195,7 +195,7 @@ def test_an_activation_on_s3_is_seen_at_the_next_scrape_and_dashboard_request(s3
     """An activation rewrites latest/summary.json only: the cached reader must notice it without a manifest change."""
     from test_exposition import make_forecasts
 
-    from foresight_lib.publishing import dashboard
+    from foresight_lib.serving import dashboard
 
     root = f"s3://{BUCKET}/activation"
     forecasts = make_forecasts()

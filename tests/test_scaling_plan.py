@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from foresight_lib import pipeline, scaling_plan
 from foresight_lib.config import load_config
 from foresight_lib.errors import SourceError, ValidationFailed
-from foresight_lib.publishing import dashboard, exposition
-from foresight_lib.publishing.storage import DataRoot, RunStore
 from foresight_lib.rightsizing import plan
 from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.runs.storage import DataRoot, RunStore
+from foresight_lib.serving import dashboard, exposition
 
 END = pd.Timestamp("2024-03-15T10:30:00Z")
 HALF_HOUR = pd.Timedelta("30min")

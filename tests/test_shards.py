@@ -31,8 +31,8 @@ from foresight_lib.forecasting.shards import (
     task_label,
     train_tasks,
 )
-from foresight_lib.publishing.storage import RunStore
 from foresight_lib.rightsizing import plan_step
+from foresight_lib.runs.storage import RunStore
 
 DATE = "2024-03-15T02:00:00"
 METRIC = "container_memory_working_set_bytes"

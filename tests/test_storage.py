@@ -9,7 +9,8 @@ import pytest
 from pyarrow._fs import _MockFileSystem
 
 from foresight_lib.errors import DataError, SourceError
-from foresight_lib.publishing.storage import DataRoot, RunStore, safe_run_id, split_data_root, unsafe_run_id
+from foresight_lib.locations import safe_run_id, split_data_root, unsafe_run_id
+from foresight_lib.runs.storage import DataRoot, RunStore
 
 RUN_ID = "scheduled__2024-03-01T02:00:00+00:00"
 

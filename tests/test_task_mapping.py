@@ -17,8 +17,8 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.models import DEFAULT_MODELS, ENSEMBLE
 from foresight_lib.forecasting.shards import features_name, is_global, plan_shards, split_ids, train_tasks
 from foresight_lib.orchestration.dags import MAX_MAP_LENGTH
-from foresight_lib.publishing.storage import RunStore
 from foresight_lib.rightsizing.plan_step import rightsize_tasks
+from foresight_lib.runs.storage import RunStore
 
 FLEETS = [100, 10_000, 100_000, 1_000_000]
 DEFAULTS = ForesightConfig()

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.backtest import BacktestSpec, backtest_part, run_backtest
 from foresight_lib.forecasting.champion import ChampionBundle
-from foresight_lib.publishing import mlflow_store, tracking
+from foresight_lib.tracking import mlflow_runs, mlflow_store, registry
 
 MODELS = ["naive", "seasonal_naive", "ensemble"]
 STEP = pd.Timedelta("5min")
@@ -24,7 +24,7 @@ STEP = pd.Timedelta("5min")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    experiment_id = tracking.configure(root=root, experiment="foresight-test")
+    experiment_id = mlflow_store.configure(root=root, experiment="foresight-test")
     assert (root / "mlflow.db").is_file()
     assert (root / "artifacts").is_dir()
     return {"root": root, "experiment_id": experiment_id, "client": MlflowClient()}
@@ -49,7 +49,7 @@ def result(frame, spec):
 def logged(store, result, tmp_path_factory):
     extra = tmp_path_factory.mktemp("run") / "forecasts.csv"
     result.future_forecasts.to_csv(extra, index=False)
-    out = tracking.log_nightly(
+    out = mlflow_runs.log_nightly(
         "scheduled__2024-03-04T00:00:00+00:00", result, {"mlflow": {"experiment": "x"}, "models": MODELS},
         {"forecasts": str(extra), "remote": "s3://bucket/runs/forecasts.parquet"},
         "<html><body>validation ok</body></html>", logical_date="2024-03-04",
@@ -119,15 +119,15 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
 
 def test_relogging_the_same_run_key_leaves_one_parent_once_retired(store, frame, spec, result):
     key = "manual__2024-03-05"
-    first = tracking.log_nightly(key, result, {}, {}, None)
+    first = mlflow_runs.log_nightly(key, result, {}, {}, None)
     parts = [backtest_part(frame, spec, models=["naive", "seasonal_naive"])]
-    second = tracking.log_nightly(key, parts, {}, {}, None, spec=spec)
+    second = mlflow_runs.log_nightly(key, parts, {}, {}, None, spec=spec)
     # until the publish has succeeded, the earlier attempt stays
     parents = [r for r in active_runs(store["client"], store["experiment_id"], key)
                if "mlflow.parentRunId" not in r.data.tags]
     assert {r.info.run_id for r in parents} == {first["parent_run_id"], second["parent_run_id"]}
 
-    retired = tracking.retire_earlier_runs(key, second["parent_run_id"])
+    retired = mlflow_runs.retire_earlier_runs(key, second["parent_run_id"])
 
     runs = active_runs(store["client"], store["experiment_id"], key)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -137,7 +137,7 @@ def test_relogging_the_same_run_key_leaves_one_parent_once_retired(store, frame,
     assert sorted(retired["deleted"]) == sorted([first["parent_run_id"], *first["child_run_ids"].values()])
     assert retired["kept"] == {}
     with pytest.raises(ConfigError, match="BacktestSpec"):
-        tracking.log_nightly(key, parts, {}, {}, None)
+        mlflow_runs.log_nightly(key, parts, {}, {}, None)
 
 
 def history_after(bundle: ChampionBundle, frame: pd.DataFrame, shift: float) -> pd.DataFrame:
@@ -158,7 +158,7 @@ def test_register_load_predict_and_alias_rule(store, logged, result, frame):
     ranked = sorted(MODELS, key=scores.get)  # best first
     middle, worst, best = ranked[1], ranked[2], ranked[0]
 
-    first = tracking.register_champion(bundles[middle], "cpu", run_key="k", parent_run_id=parent)
+    first = registry.register_champion(bundles[middle], "cpu", run_key="k", parent_run_id=parent)
     assert first["alias"] == "champion" and first["previous_version"] is None
     version = client.get_model_version("foresight-cpu", str(first["version"]))
     assert version.tags["model"] == middle
@@ -180,35 +180,35 @@ def test_register_load_predict_and_alias_rule(store, logged, result, frame):
     as_strings = model.predict(history.assign(ds=history["ds"].astype(str)))
     assert len(as_strings) == 2 * 6
 
-    worse = tracking.register_champion(bundles[worst], "cpu", run_key="k", parent_run_id=parent)
+    worse = registry.register_champion(bundles[worst], "cpu", run_key="k", parent_run_id=parent)
     assert worse["alias"] == "challenger"
     assert worse["previous_version"] == first["version"]
     assert worse["champion_mean_mase"] == pytest.approx(scores[middle])
     assert int(client.get_model_version_by_alias("foresight-cpu", "champion").version) == first["version"]
     assert int(client.get_model_version_by_alias("foresight-cpu", "challenger").version) == worse["version"]
 
-    better = tracking.register_champion(bundles[best], "cpu", run_key="k", parent_run_id=parent)
+    better = registry.register_champion(bundles[best], "cpu", run_key="k", parent_run_id=parent)
     assert better["alias"] == "champion"
     assert better["new_mean_mase"] < better["champion_mean_mase"]
     assert int(client.get_model_version_by_alias("foresight-cpu", "champion").version) == better["version"]
-    assert tracking.load_champion("cpu").model == best
+    assert registry.load_champion("cpu").model == best
 
 
 def test_explicit_scores_and_an_incomparable_champion(store, result, frame):
     bundle = ChampionBundle.from_result(result, "naive", frame)
-    tracking.register_champion(bundle, "mem", new_score=1.0, current_score_fn=lambda champ: 0.0)
-    worse = tracking.register_champion(bundle, "mem", new_score=1.5, current_score_fn=lambda champ: 1.0)
+    registry.register_champion(bundle, "mem", new_score=1.0, current_score_fn=lambda champ: 0.0)
+    worse = registry.register_champion(bundle, "mem", new_score=1.5, current_score_fn=lambda champ: 1.0)
     assert worse["alias"] == "challenger"
-    tie = tracking.register_champion(bundle, "mem", new_score=1.0, current_score_fn=lambda champ: 1.0)
+    tie = registry.register_champion(bundle, "mem", new_score=1.0, current_score_fn=lambda champ: 1.0)
     assert tie["alias"] == "champion"
 
     def refuse(champ):
         raise ConfigError("the champion forecasts at 1h")
 
-    taken = tracking.register_champion(bundle, "mem", new_score=2.0, current_score_fn=refuse)
+    taken = registry.register_champion(bundle, "mem", new_score=2.0, current_score_fn=refuse)
     assert taken["alias"] == "champion"
     assert "not comparable" in taken["reason"]
-    assert tracking.load_champion("disk") is None
+    assert registry.load_champion("disk") is None
 
 
 # ---------------------------------------------------------------------------
@@ -216,23 +216,23 @@ def test_explicit_scores_and_an_incomparable_champion(store, result, frame):
 
 
 def test_parent_runs_are_named_time_first_with_their_kind():
-    assert tracking.run_name("scheduled__2024-03-15T02:00:00+00:00") == "2024-03-15 02:00 nightly"
-    assert tracking.run_name("2024-03-15T020000Z") == "2024-03-15 02:00 nightly"
-    assert tracking.run_name("anything", "2024-03-16T23:30:00-02:00") == "2024-03-17 01:30 nightly"  # UTC
-    assert tracking.run_name("manual__today") == "manual__today ad hoc"
-    assert tracking.run_name("backfill__2024-03-10T02:00:00+00:00") == "2024-03-10 02:00 backfill"
-    assert tracking.run_name("2024-03-15T020000Z", kind="ad hoc") == "2024-03-15 02:00 ad hoc"
-    assert tracking.run_kind("scheduled__2024-03-15T02:00:00+00:00", ad_hoc=True) == "ad hoc"  # settings changed
+    assert mlflow_runs.run_name("scheduled__2024-03-15T02:00:00+00:00") == "2024-03-15 02:00 nightly"
+    assert mlflow_runs.run_name("2024-03-15T020000Z") == "2024-03-15 02:00 nightly"
+    assert mlflow_runs.run_name("anything", "2024-03-16T23:30:00-02:00") == "2024-03-17 01:30 nightly"  # UTC
+    assert mlflow_runs.run_name("manual__today") == "manual__today ad hoc"
+    assert mlflow_runs.run_name("backfill__2024-03-10T02:00:00+00:00") == "2024-03-10 02:00 backfill"
+    assert mlflow_runs.run_name("2024-03-15T020000Z", kind="ad hoc") == "2024-03-15 02:00 ad hoc"
+    assert mlflow_runs.run_kind("scheduled__2024-03-15T02:00:00+00:00", ad_hoc=True) == "ad hoc"  # settings changed
 
 
 def test_a_published_parent_says_so_in_its_tag_and_name(store, logged):
     client = store["client"]
     parent = logged["parent_run_id"]
-    tracking.mark_published(parent, False, "an older data interval than latest/")
+    mlflow_runs.mark_published(parent, False, "an older data interval than latest/")
     run = client.get_run(parent)
     assert run.data.tags["foresight.published"] == "false" and not run.info.run_name.endswith("published")
-    tracking.mark_published(parent, True, "newest run")
-    tracking.mark_published(parent, True, "newest run")
+    mlflow_runs.mark_published(parent, True, "newest run")
+    mlflow_runs.mark_published(parent, True, "newest run")
     run = client.get_run(parent)
     assert run.data.tags["foresight.published"] == "true"
     assert run.info.run_name == "2024-03-04 00:00 nightly, published"
@@ -250,7 +250,7 @@ def two_metrics():
 
 def test_unit_bearing_metrics_are_logged_per_metric_and_scale_free_ones_pooled(store, two_metrics):
     result = two_metrics
-    out = tracking.log_nightly("scheduled__2024-03-06T02:00:00+00:00", result, {}, {}, None)
+    out = mlflow_runs.log_nightly("scheduled__2024-03-06T02:00:00+00:00", result, {}, {}, None)
     client = store["client"]
     parent = client.get_run(out["parent_run_id"])
     per_series = result.per_series.assign(metric=result.per_series["unique_id"].str.split("/").str[0])
@@ -288,7 +288,7 @@ def elsewhere(store):
     """A test that points MLflow at other stores; the module's store is set back after it."""
     yield
     root = store["root"]
-    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root=root, experiment="foresight-test")
+    mlflow_store.configure(f"sqlite:///{root / 'mlflow.db'}", root=root, experiment="foresight-test")
 
 
 def test_experiment_is_a_model_training_one(store, tmp_path, elsewhere):
@@ -302,9 +302,9 @@ def test_experiment_is_a_model_training_one(store, tmp_path, elsewhere):
     chosen = client.create_experiment("chosen", artifact_location=(tmp_path / "c").as_uri(),
                                       tags={kind: "forecasting"})
     for name, experiment_id in (("old", untagged), ("guessed", guessed)):
-        assert tracking.configure(uri, root=tmp_path, experiment=name) == experiment_id
+        assert mlflow_store.configure(uri, root=tmp_path, experiment=name) == experiment_id
         assert client.get_experiment(experiment_id).tags[kind] == "custom_model_development"
-    tracking.configure(uri, root=tmp_path, experiment="chosen")
+    mlflow_store.configure(uri, root=tmp_path, experiment="chosen")
     assert client.get_experiment(chosen).tags[kind] == "forecasting"  # already a model-training kind
 
 
@@ -314,9 +314,9 @@ def test_a_successful_publish_prints_no_mlflow_noise(store, result, frame, caplo
     caplog.set_level(logging.DEBUG, logger="foresight_lib")
     capfd.readouterr()
 
-    parent = tracking.log_nightly("scheduled__2024-03-07T02:00:00+00:00", result, {}, {}, None)["parent_run_id"]
-    first = tracking.register_champion(bundle, "quiet", run_key="q", parent_run_id=parent)
-    second = tracking.register_champion(bundle, "quiet", run_key="q", parent_run_id=parent)  # loads the champion
+    parent = mlflow_runs.log_nightly("scheduled__2024-03-07T02:00:00+00:00", result, {}, {}, None)["parent_run_id"]
+    first = registry.register_champion(bundle, "quiet", run_key="q", parent_run_id=parent)
+    second = registry.register_champion(bundle, "quiet", run_key="q", parent_run_id=parent)  # loads the champion
 
     out, err = capfd.readouterr()
     assert (first["version"], second["version"]) == (1, 2)
@@ -325,7 +325,7 @@ def test_a_successful_publish_prints_no_mlflow_noise(store, result, frame, caplo
     assert "registered model" not in out
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == [], [r.getMessage() for r in loud]
-    debug = [r.getMessage() for r in caplog.records if r.name == "foresight_lib.publishing.mlflow_store"]
+    debug = [r.getMessage() for r in caplog.records if r.name == "foresight_lib.tracking.mlflow_store"]
     assert any("python_model" in m for m in debug)  # MLflow's by-design warning, kept at DEBUG
     assert any("registered foresight-quiet v2" in r.getMessage() for r in caplog.records)
     # outside a publish MLflow logs as it did; inside, a real warning still reaches the log as a warning
@@ -333,7 +333,7 @@ def test_a_successful_publish_prints_no_mlflow_noise(store, result, frame, caplo
 
     assert MLFLOW_LOGGING_STREAM.enabled
     assert not any(isinstance(h, mlflow_store._ForwardToLog) for h in logging.getLogger("mlflow").handlers)
-    with tracking.quiet_mlflow():
+    with mlflow_store.quiet_mlflow():
         logging.getLogger("mlflow.store").warning("artifact store is full")
     assert capfd.readouterr().err == ""
     assert [r.levelno for r in caplog.records if "artifact store is full" in r.getMessage()] == [logging.WARNING]

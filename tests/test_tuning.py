@@ -15,7 +15,7 @@ from foresight_lib.forecasting import models, tuning
 from foresight_lib.forecasting.backtest import BacktestSpec
 from foresight_lib.forecasting.models.base import Forecaster, gaussian_intervals
 from foresight_lib.forecasting.tuning import ParamStore, TuningResult, params_for_run, tune, validation_frame
-from foresight_lib.publishing.storage import DataRoot
+from foresight_lib.runs.storage import DataRoot
 
 SENTINEL = 1e9
 SEEN: list[np.ndarray] = []

@@ -1,7 +1,7 @@
 """``foresight serve-metrics``: serve the latest forecasts at ``/metrics`` for Prometheus.
 
 The same exposition as the Airflow plugin's ``/foresight/metrics``
-(``foresight_lib.publishing.exposition``): files under ``<data_root>/latest/`` are read when
+(``foresight_lib.serving.exposition``): files under ``<data_root>/latest/`` are read when
 Prometheus scrapes, so a new publish shows up without a restart.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            from foresight_lib.publishing.exposition import metrics_response
+            from foresight_lib.serving.exposition import metrics_response
 
             try:
                 body, headers = metrics_response(self.data_root, self.headers.get("Accept"),

@@ -13,8 +13,8 @@ orders of magnitude) instead of forecasting nonsense from it; its forecasts of a
 
 ``score_on`` runs an older champion through a newer run's held-out day with the same
 protocol, so that the alias rule compares the current champion and a new model on the
-same backtest. The MLflow side (pyfunc model, registry, aliases) lives in
-``foresight_lib.publishing.registry``; ``register_champion`` here is a shortcut to it.
+same backtest. The MLflow side (pyfunc model, registry, aliases, ``register_champion``)
+lives in ``foresight_lib.tracking.registry``.
 """
 from __future__ import annotations
 
@@ -648,10 +648,3 @@ def _equal_weights(
     }
     return EnsembleWeights(list(members), np.full((h, len(members)), 1.0 / len(members)), half_widths)
 
-
-def register_champion(bundle: ChampionBundle, metric: str, new_score: float | None = None,
-                      current_score_fn=None, **kwargs) -> dict:
-    """Register ``bundle`` in MLflow and move the aliases (``publishing.registry.register_champion``)."""
-    from foresight_lib.publishing import registry
-
-    return registry.register_champion(bundle, metric, new_score, current_score_fn, **kwargs)

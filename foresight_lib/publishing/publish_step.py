@@ -1,6 +1,6 @@
 """The nightly's publish step: MLflow runs, champions, the run folder and ``latest/`` as one transaction.
 
-The transaction itself (journal, rollback, who may publish) is ``foresight_lib.publishing.transaction``;
+The transaction itself (journal, rollback, who may publish) is ``foresight_lib.runs.transaction``;
 this is the step that feeds it: the rightsizing plan, the latest actuals, the MLflow parent
 and child runs, and one registered champion per metric.
 """
@@ -17,6 +17,7 @@ import pandas as pd
 from foresight_lib.errors import ForesightError, SourceError
 from foresight_lib.forecasting.progress import log_peak_memory
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.redaction import redact_config
 from foresight_lib.runs import (
     ACTUAL_TAIL,
     ACTUALS,
@@ -29,8 +30,7 @@ from foresight_lib.runs import (
     RECOMMENDATIONS,
     RESULT,
     VALIDATION_HTML,
-    _config_dict,
-    _redact,
+    config_dict,
     duration,
     open_run,
     run_lock,
@@ -86,12 +86,11 @@ def publish(run: dict) -> dict:
     rolls all of it back. Only then are the date's earlier MLflow runs retired (never one
     behind a registered version) and its failed attempts removed.
     """
-    from foresight_lib.forecasting import champion as champion_mod
     from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
     from foresight_lib.forecasting.shard_results import champion_bundles
-    from foresight_lib.publishing import registry, tracking
-    from foresight_lib.publishing import transaction as publishing
-    from foresight_lib.publishing.mlflow_store import check_tracking_server
+    from foresight_lib.runs import transaction as publishing
+    from foresight_lib.tracking import mlflow_runs, model_registry, registry
+    from foresight_lib.tracking.mlflow_store import check_tracking_server, configure
 
     cfg, store = open_run(run)
     # The store may have gone away since extract: say so at once, naming it, before anything is written.
@@ -101,7 +100,7 @@ def publish(run: dict) -> dict:
     feature_series = store.read_frame(FEATURE_SERIES)
     _recommend(cfg, store, run, features, feature_series)
     store.write_frame(ACTUALS, latest_actuals(features))
-    tracking.configure(
+    configure(
         tracking_uri=cfg.mlflow.tracking_uri, artifact_location=cfg.mlflow.artifact_location,
         experiment=cfg.mlflow.experiment, http_timeout_s=cfg.mlflow.http_timeout_s,
         http_max_retries=cfg.mlflow.http_max_retries,
@@ -114,10 +113,10 @@ def publish(run: dict) -> dict:
     }
     validation_html = store.read_bytes(VALIDATION_HTML).decode("utf-8") if store.exists(VALIDATION_HTML) else None
     champions = metric_champions(result, feature_series)
-    parent = tracking.log_nightly(run["run_key"], result, _param_safe(_config_dict(cfg)), artifacts, validation_html,
-                                  logical_date=run.get("data_interval_end"), started_at=run.get("started_at"),
-                                  kind=tracking.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc"))),
-                                  series=feature_series)
+    kind = mlflow_runs.run_kind(run.get("run_id") or run["run_key"], bool(run.get("ad_hoc")))
+    parent = mlflow_runs.log_nightly(run["run_key"], result, _param_safe(config_dict(cfg)), artifacts, validation_html,
+                                     logical_date=run.get("data_interval_end"), started_at=run.get("started_at"),
+                                     kind=kind, series=feature_series)
     units = _metric_units(feature_series)
     prefix = _name_prefix(cfg)
     pooled = pooled_leaderboard(result.leaderboard, feature_series["metric"].nunique())
@@ -128,7 +127,7 @@ def publish(run: dict) -> dict:
         "leaderboard": _jsonable(pooled.to_dict(orient="records")),
         "metric_leaderboard": metric_leaderboard_records(result, feature_series),
         "mlflow_parent_run": parent["parent_run_id"], "mlflow_experiment_id": parent.get("experiment_id"),
-        "mlflow_tracking_uri": _redact(cfg.mlflow.tracking_uri),
+        "mlflow_tracking_uri": redact_config(cfg.mlflow.tracking_uri),
         "run_folder": store.committed().uri(""), "series": len(result.series), "metric_units": units,
         "forecast_rows": int(len(result.future_forecasts)),
         "data_freshness": data_freshness(store),
@@ -138,7 +137,7 @@ def publish(run: dict) -> dict:
         registrations = {}
         bundles = champion_bundles(store, result, champions, features, _metric_of(result, feature_series), units)
         for metric, bundle in bundles if summary["published"] else ():
-            registration = champion_mod.register_champion(
+            registration = registry.register_champion(
                 bundle, metric, name_prefix=prefix, run_key=run["run_key"], parent_run_id=parent["parent_run_id"],
             )
             tx.registered(registration["registered_model"], registration["version"])
@@ -151,7 +150,7 @@ def publish(run: dict) -> dict:
     lock, token = publishing.publish_lock(store, duration(cfg.publish.lock_timeout), duration(cfg.publish.wait),
                                           run.get("run_id") or run["run_key"])
     try:
-        publishing.recover(store)
+        publishing.recover(store, registry=model_registry)
         publishing.remove_temp_files(store)
         go, why = publishing.decide(cfg.publish.latest, run["data_interval_end"], run.get("ad_hoc") or [], store)
         summary.update(published=go, publish_reason=why)
@@ -160,11 +159,12 @@ def publish(run: dict) -> dict:
         registrations = publishing.run_transaction(store, aliases, register, names,
                                                    {"data_interval_end": run["data_interval_end"]},
                                                    source_run_id=parent["parent_run_id"], name_prefix=prefix,
-                                                   still_holding=lambda: lock.check(token))
+                                                   still_holding=lambda: lock.check(token),
+                                                   registry=model_registry)
     finally:
         lock.release(token)
     try:
-        tracking.mark_published(parent["parent_run_id"], go, why)
+        mlflow_runs.mark_published(parent["parent_run_id"], go, why)
     except Exception as exc:  # noqa: BLE001 - what was published stands; the tag is a label
         log.warning("could not tag MLflow run %s as %s: %s", parent["parent_run_id"],
                     "published" if go else "not published", exc)
@@ -180,10 +180,10 @@ def publish(run: dict) -> dict:
 def _after_publish(cfg, run: dict, store, parent_run_id: str | None) -> None:
     """Tidy up once the publish has succeeded: earlier MLflow runs, failed attempts, the date's lock."""
     if parent_run_id:
-        from foresight_lib.publishing import tracking
+        from foresight_lib.tracking import mlflow_runs
 
         try:
-            tracking.retire_earlier_runs(run["run_key"], parent_run_id)
+            mlflow_runs.retire_earlier_runs(run["run_key"], parent_run_id)
         except Exception as exc:  # noqa: BLE001 - the publish stands; the next run retires them
             log.warning("could not retire the earlier MLflow runs of %s: %s", run["run_key"], exc)
     removed = store.committed().remove_attempts()

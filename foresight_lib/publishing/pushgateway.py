@@ -1,6 +1,6 @@
 """Push the latest forecasts to a Prometheus Pushgateway (optional, after publish).
 
-The pushed families are those ``/metrics`` serves (``foresight_lib.publishing.exposition``). A push
+The pushed families are those ``/metrics`` serves (``foresight_lib.serving.exposition``). A push
 replaces the whole group (``job``, plus ``grouping_key``), so series that disappeared
 from a publish disappear from the Pushgateway too. Basic auth comes from
 ``FORESIGHT_PUSHGATEWAY_USER`` and ``FORESIGHT_PUSHGATEWAY_PASSWORD`` when set.
@@ -19,7 +19,7 @@ from prometheus_client import push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from foresight_lib.errors import ConfigError, SourceError
-from foresight_lib.publishing.exposition import LatestFiles, Snapshot, static_registry
+from foresight_lib.serving.exposition import LatestFiles, Snapshot, static_registry
 
 log = logging.getLogger(__name__)
 

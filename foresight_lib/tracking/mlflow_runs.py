@@ -1,4 +1,4 @@
-"""MLflow: one parent run per nightly run, a child per model; the rest re-exported from beside it.
+"""MLflow runs: one parent run per nightly run, a child per model.
 
 - ``log_nightly`` logs a parent run per DAG run (tag ``foresight.run_id``), named by its
   time and kind (``2024-03-15 02:00 nightly``, ``… backfill``, ``… ad hoc``; tag
@@ -17,9 +17,8 @@
   publish has fully succeeded, then ``retire_earlier_runs`` deletes them, except a run a
   registered model version was logged in (a champion's), which is kept and tagged.
 - The store (``configure``, ``check_tracking_server``) lives in
-  ``foresight_lib.publishing.mlflow_store``, the registry (``register_champion``, ``load_champion``,
-  alias snapshot and rollback) in ``foresight_lib.publishing.registry``; both are importable from
-  here too.
+  ``foresight_lib.tracking.mlflow_store``, the registry (``register_champion``, ``load_champion``,
+  alias snapshot and rollback) in ``foresight_lib.tracking.registry``.
 """
 from __future__ import annotations
 
@@ -51,53 +50,9 @@ from foresight_lib.forecasting.metrics import (
 from foresight_lib.forecasting.models import ENSEMBLE
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series, plot_forecasts, plot_leaderboard
 from foresight_lib.frames import split_unique_id
-from foresight_lib.publishing.mlflow_store import (
-    CHECK_TIMEOUT_S,
-    DEFAULT_DIR_ENV,
-    DEFAULT_EXPERIMENT,
-    HTTP_MAX_RETRIES,
-    HTTP_TIMEOUT_S,
-    _client,
-    _experiment_id,
-    _redact,
-    apply_http_limits,
-    check_tracking_server,
-    configure,
-    mlflow_name,
-    quiet_mlflow,
-)
-from foresight_lib.publishing.registry import (
-    BUNDLE_ARTIFACT,
-    CHALLENGER_ALIAS,
-    CHAMPION_ALIAS,
-    EXTRA_REQUIREMENTS,
-    METRIC_TAG,
-    MODEL_TAG,
-    ForesightPyfunc,
-    RegistryError,
-    champion_versions,
-    discard_versions,
-    load_bundle,
-    load_champion,
-    register_champion,
-    registered_model_name,
-    restore_aliases,
-    snapshot_aliases,
-    source_versions,
-    versions_from_run,
-)
 from foresight_lib.scratch import scratch_dir
-
-__all__ = [
-    "BUNDLE_ARTIFACT", "CHALLENGER_ALIAS", "CHAMPION_ALIAS", "CHECK_TIMEOUT_S", "DEFAULT_DIR_ENV",
-    "DEFAULT_EXPERIMENT", "EXTRA_REQUIREMENTS", "HTTP_MAX_RETRIES", "HTTP_TIMEOUT_S", "LOGICAL_DATE_TAG",
-    "METRIC_TAG", "MODEL_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "ForesightPyfunc", "RegistryError", "_redact",
-    "apply_http_limits", "champion_versions", "check_tracking_server", "configure", "discard_versions",
-    "load_bundle", "load_champion", "log_nightly", "mark_published", "model_params", "quiet_mlflow",
-    "register_champion", "registered_model_name", "restore_aliases", "retire_earlier_runs", "run_kind", "run_name",
-    "snapshot_aliases",
-    "source_versions", "versions_from_run",
-]
+from foresight_lib.tracking.mlflow_store import mlflow_client, mlflow_name, quiet_mlflow, resolve_experiment_id
+from foresight_lib.tracking.registry import METRIC_TAG, MODEL_TAG, source_versions
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +126,8 @@ def _log_nightly(run_key: str, result: BacktestResult, config_dict: dict | None,
                  validation_html: str | None, logical_date: str | None, metric: str | None,
                  experiment_id: str | None, plot_series: int, kind: str, started_at: str | None,
                  series: pd.DataFrame | None = None) -> dict:
-    client = _client()
-    exp_id = _experiment_id(experiment_id)
+    client = mlflow_client()
+    exp_id = resolve_experiment_id(experiment_id)
     _mark_model_training(client, exp_id)
     metric = metric or ",".join(sorted({split_unique_id(uid)[0] for uid in result.series}))
     base_tags = {RUN_KEY_TAG: run_key, METRIC_TAG: metric}
@@ -243,7 +198,7 @@ def run_name(run_key: str, logical_date: str | None = None, kind: str | None = N
 def mark_published(parent_run_id: str, published: bool, reason: str = "") -> None:
     """Tag the parent run with whether its run was published, and say so in its name (``… nightly, published``)."""
     with quiet_mlflow():
-        client = _client()
+        client = mlflow_client()
         client.set_tag(parent_run_id, PUBLISHED_TAG, str(bool(published)).lower())
         if reason:
             client.set_tag(parent_run_id, "foresight.publish_reason", reason[:5000])
@@ -365,8 +320,8 @@ def retire_earlier_runs(run_key: str, keep_parent_run_id: str, experiment_id: st
         ConfigError: ``keep_parent_run_id`` is not a parent run of ``run_key``.
         RegistryError: the registry cannot be searched (then nothing is deleted).
     """
-    client = _client()
-    exp_id = _experiment_id(experiment_id)
+    client = mlflow_client()
+    exp_id = resolve_experiment_id(experiment_id)
     runs = _runs_of(client, exp_id, run_key)
     parents = {r.info.run_id for r in runs if PARENT_TAG not in r.data.tags}
     if keep_parent_run_id not in parents:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.frames import split_unique_id
-from foresight_lib.publishing.exposition import _utc, registry_files
+from foresight_lib.serving.exposition import registry_files, utc_stamps
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -16,7 +16,7 @@ def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     out = frame.copy()
     for column in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[column]):
-            out[column] = _utc(out[column]).map(lambda t: t.isoformat() if pd.notna(t) else None)
+            out[column] = utc_stamps(out[column]).map(lambda t: t.isoformat() if pd.notna(t) else None)
     out = out.astype(object).where(out.notna(), None)
     records = out.to_dict(orient="records")
     for record in records:

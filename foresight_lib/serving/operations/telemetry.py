@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-log = logging.getLogger("foresight_lib.operations.api")
+log = logging.getLogger("foresight_lib.serving.operations.api")
 
 MAX_BODY_BYTES = int(os.environ.get("FORESIGHT_API_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
 """Largest request body accepted (bytes)."""
@@ -142,7 +142,7 @@ def metrics_response(data_root: str, accept: str | None, accept_encoding: str | 
     """The published forecasts' exposition followed by the API's own families, in the format asked for."""
     from prometheus_client.exposition import choose_encoder
 
-    from foresight_lib.publishing import exposition
+    from foresight_lib.serving import exposition
 
     body, headers = exposition.metrics_response(data_root, accept, None, horizons=horizons, models=models)
     encoder, _ = choose_encoder(accept or "")

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from foresight_lib.errors import ForesightError
 from foresight_lib.frames import split_unique_id
-from foresight_lib.operations import OperationError, Settings
+from foresight_lib.serving.operations import OperationError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class ModelCache:
 
     def published(self, data_root: str) -> dict[str, int]:
         """metric -> champion version, as ``latest/summary.json`` records it (empty when nothing is published)."""
-        from foresight_lib.publishing.storage import DataRoot
+        from foresight_lib.runs.storage import DataRoot
 
         now = time.monotonic()
         with self._lock:
@@ -182,11 +182,11 @@ class ModelCache:
 
     def resolve(self, name: str, alias: str | None, version: int | None) -> tuple[int, str | None]:
         """The version to serve: ``version`` as given (checked), else the one ``alias`` points at."""
-        from foresight_lib.publishing import registry
+        from foresight_lib.tracking import registry
 
         if version is not None:
             if (name, version) not in self._bundles:
-                _version_or_404(name, version)
+                version_or_404(name, version)
             return version, None
         alias = alias or registry.CHAMPION_ALIAS
         now = time.monotonic()
@@ -211,7 +211,7 @@ class ModelCache:
             with self._lock:
                 if key in self._bundles:
                     return self._bundles[key]
-            from foresight_lib.publishing import registry
+            from foresight_lib.tracking import registry
 
             started = time.perf_counter()
             try:
@@ -232,12 +232,6 @@ class ModelCache:
 CACHE = ModelCache()
 
 
-def _missing(exc: Exception) -> bool:
-    from foresight_lib.publishing import registry
-
-    return getattr(exc, "error_code", None) in registry._MISSING
-
-
 def _registry_down(name: str, exc: Exception) -> OperationError:
     return OperationError(503, f"cannot read {name} from the MLflow registry ({str(exc)[:300]}); check that the "
                                "tracking server is up")
@@ -247,14 +241,14 @@ def model_or_404(name: str, metric: str) -> Any:
     """The registered model ``name``; 404 naming the registered metrics when there is none."""
     from mlflow.exceptions import MlflowException
 
-    from foresight_lib.publishing.mlflow_store import _client, mlflow_name
-    from foresight_lib.publishing.registry import METRIC_TAG
+    from foresight_lib.tracking.mlflow_store import mlflow_client, mlflow_name
+    from foresight_lib.tracking.registry import METRIC_TAG, is_missing
 
-    client = _client()
+    client = mlflow_client()
     try:
         return client.get_registered_model(name)
     except MlflowException as exc:
-        if not _missing(exc):
+        if not is_missing(exc):
             raise _registry_down(name, exc) from exc
     suffix = mlflow_name(metric)
     prefix = name[: len(name) - len(suffix)] if name.endswith(suffix) else name.split("-", 1)[0] + "-"
@@ -267,15 +261,17 @@ def model_or_404(name: str, metric: str) -> Any:
                               + (f"; registered metrics: {known}" if known else "; no model is registered yet"))
 
 
-def _version_or_404(name: str, version: int) -> Any:
+def version_or_404(name: str, version: int) -> Any:
+    """The registered version; 404 naming the latest version when there is none such."""
     from mlflow.exceptions import MlflowException
 
-    from foresight_lib.publishing.mlflow_store import _client
+    from foresight_lib.tracking.mlflow_store import mlflow_client
+    from foresight_lib.tracking.registry import is_missing
 
     try:
-        return _client().get_model_version(name, str(version))
+        return mlflow_client().get_model_version(name, str(version))
     except MlflowException as exc:
-        if not _missing(exc):
+        if not is_missing(exc):
             raise _registry_down(name, exc) from exc
     model = model_or_404(name, name.split("-", 1)[-1])
     latest = max((int(v.version) for v in (model.latest_versions or [])), default=None)
@@ -286,12 +282,13 @@ def _version_or_404(name: str, version: int) -> Any:
 def _alias_or_404(name: str, alias: str) -> int:
     from mlflow.exceptions import MlflowException
 
-    from foresight_lib.publishing.mlflow_store import _client
+    from foresight_lib.tracking.mlflow_store import mlflow_client
+    from foresight_lib.tracking.registry import is_missing
 
     try:
-        return int(_client().get_model_version_by_alias(name, alias).version)
+        return int(mlflow_client().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        if not _missing(exc):
+        if not is_missing(exc):
             raise _registry_down(name, exc) from exc
     model = model_or_404(name, name.split("-", 1)[-1])
     raise OperationError(404, f"{name} has no alias {alias!r}; its aliases: {sorted(model.aliases or {})}")
@@ -308,7 +305,7 @@ def predict(request: PredictRequest, settings: Settings, cache: ModelCache = CAC
         OperationError: 413 over the row limit; 404 an unknown metric, series, alias or
             version; 422 history the model cannot use (each names the series and why).
     """
-    from foresight_lib.publishing.registry import CHAMPION_ALIAS, registered_model_name
+    from foresight_lib.tracking.registry import CHAMPION_ALIAS, registered_model_name
 
     if len(request.history) > MAX_ROWS:
         raise OperationError(413, f"the request carries {len(request.history)} history rows; the limit is "

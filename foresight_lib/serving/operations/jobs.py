@@ -24,10 +24,10 @@ import httpx
 from pydantic import BaseModel, Field
 
 from foresight_lib.errors import ForesightError
-from foresight_lib.operations import OperationError
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
 from foresight_lib.orchestration.rest import FINISHED, AirflowApiError, AirflowClient
 from foresight_lib.redaction import redact_config, redact_text
+from foresight_lib.serving.operations import OperationError
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +287,9 @@ def last_tasks(api: AirflowApi) -> list[str]:
 
 def run_results(data_root: str, data_interval_end: str) -> tuple[list[dict] | None, dict | None]:
     """The leaderboard and summary a finished run left in its run folder (None when it left none)."""
-    from foresight_lib.publishing import json_views
-    from foresight_lib.publishing.storage import RunStore
     from foresight_lib.runs import LEADERBOARD, run_key_for
+    from foresight_lib.runs.storage import RunStore
+    from foresight_lib.serving import json_views
 
     try:
         store = RunStore(data_root, run_key_for(data_interval_end))

@@ -10,7 +10,7 @@
   killed attempt registered), so that a failed or killed publish leaves the aliases as
   they were and no orphan version. ``champion_versions`` says what is published.
 - ``source_versions``: the registered versions logged in given runs; a run that is the
-  source of one is never deleted (``foresight_lib.publishing.tracking.retire_earlier_runs``).
+  source of one is never deleted (``foresight_lib.tracking.mlflow_runs.retire_earlier_runs``).
 
 Every MLflow call here runs under ``quiet_mlflow``: a successful publish writes no
 progress bar and no MLflow chatter to stderr (which Airflow shows as ERROR lines).
@@ -35,8 +35,8 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from foresight_lib.errors import ConfigError, ForesightError
 from foresight_lib.forecasting.champion import CHECK_MODES, MAX_GAP_POINTS, ChampionBundle
-from foresight_lib.publishing.mlflow_store import _client, _experiment_id, mlflow_name, quiet_mlflow
 from foresight_lib.scratch import scratch_dir
+from foresight_lib.tracking.mlflow_store import mlflow_client, mlflow_name, quiet_mlflow, resolve_experiment_id
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,11 @@ EXTRA_REQUIREMENTS = {"arima": ["statsmodels"], "ets": ["statsmodels"], "prophet
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 """Error codes of a registered model, version or alias that does not exist (anything else is a failure)."""
 _RUN_IDS_PER_SEARCH = 50
+
+
+def is_missing(exc: Exception) -> bool:
+    """Whether an MLflow error says the registered model, version or alias does not exist."""
+    return getattr(exc, "error_code", None) in _MISSING
 
 
 class RegistryError(ForesightError):
@@ -129,7 +134,7 @@ def load_bundle(model_uri: str) -> ChampionBundle:
 def load_champion(metric: str, name_prefix: str = DEFAULT_PREFIX, alias: str = CHAMPION_ALIAS) -> ChampionBundle | None:
     """The bundle the alias points at, or None when there is none yet."""
     name = registered_model_name(metric, name_prefix)
-    if _alias_version(_client(), name, alias) is None:
+    if _alias_version(mlflow_client(), name, alias) is None:
         return None
     return load_bundle(f"models:/{name}@{alias}")
 
@@ -186,7 +191,7 @@ def register_champion(
 def _register(bundle: ChampionBundle, metric: str, new_score: float | None,
               current_score_fn: Callable[[ChampionBundle], float] | None, name_prefix: str, run_key: str | None,
               parent_run_id: str | None, experiment_id: str | None) -> dict:
-    client = _client()
+    client = mlflow_client()
     name = registered_model_name(metric, name_prefix)
     score = float(bundle.score_value() if new_score is None else new_score)
     criterion = str(getattr(bundle, "criterion", "") or "mean_mase")
@@ -279,12 +284,12 @@ def _log_model(bundle: ChampionBundle, metric: str, parent_run_id: str | None, e
     one request per metric (a nightly's parent holds hundreds), for each metric's champion.
     The registered version still names the parent as its run, through the model's source run.
     """
-    client = _client()
+    client = mlflow_client()
     if parent_run_id:
         source_run_id = parent_run_id
         experiment = client.get_run(parent_run_id).info.experiment_id
     else:
-        experiment = _experiment_id(experiment_id)
+        experiment = resolve_experiment_id(experiment_id)
         with mlflow.start_run(experiment_id=experiment, nested=mlflow.active_run() is not None,
                               run_name=f"register {metric}") as run:
             source_run_id = run.info.run_id
@@ -363,7 +368,7 @@ def snapshot_aliases(metrics: Iterable[str], name_prefix: str = DEFAULT_PREFIX) 
         RegistryError: the registry cannot be read (a snapshot that guessed would let a
             restore delete live aliases).
     """
-    client = _client()
+    client = mlflow_client()
     out: dict[str, dict[str, int | None]] = {}
     for metric in sorted(set(metrics)):
         name = registered_model_name(metric, name_prefix)
@@ -381,7 +386,7 @@ def restore_aliases(snapshot: dict[str, dict[str, int | None]]) -> None:
     Raises:
         RegistryError: some alias could not be restored; the message lists them.
     """
-    client = _client()
+    client = mlflow_client()
     problems = []
     for name, wanted in snapshot.items():
         try:
@@ -426,7 +431,7 @@ def discard_versions(versions: Iterable[tuple[str, int] | list]) -> dict[str, li
     Raises:
         RegistryError: the registry failed on a version (not for one that does not exist).
     """
-    client = _client()
+    client = mlflow_client()
     deleted: list[list] = []
     kept: list[list] = []
     for name, number in versions:
@@ -469,7 +474,7 @@ def source_versions(run_ids: Iterable[str], name_prefix: str | None = None) -> d
     Raises:
         RegistryError: the registry cannot be searched.
     """
-    client = _client()
+    client = mlflow_client()
     ids = sorted(set(run_ids))
     prefix = f"{name_prefix.rstrip('-')}-" if name_prefix else None
     out: dict[str, list[tuple[str, int]]] = {}
@@ -498,7 +503,7 @@ def champion_versions(metrics: Iterable[str], name_prefix: str = DEFAULT_PREFIX)
     What a publish records in its summary, so that the registry and the published files
     can be checked against each other.
     """
-    client = _client()
+    client = mlflow_client()
     out: dict[str, int | None] = {}
     for metric in sorted(set(metrics)):
         out[metric] = _aliases_of(client, registered_model_name(metric, name_prefix)).get(CHAMPION_ALIAS)

@@ -94,7 +94,8 @@ class Snapshot:
 # Metric families from frames
 
 
-def _utc(values: pd.Series) -> pd.Series:
+def utc_stamps(values: pd.Series) -> pd.Series:
+    """Published timestamps as UTC (naive ones taken as UTC; unreadable ones NaT)."""
     out = pd.to_datetime(values, utc=True, errors="coerce")
     return out.astype("datetime64[ns, UTC]")
 
@@ -120,7 +121,7 @@ def latest_actuals(actuals: pd.DataFrame | None) -> pd.DataFrame:
                              "y": pd.Series([], dtype="float64")})
     frame = actuals[["unique_id", "ds", "y"]].copy()
     frame["unique_id"] = frame["unique_id"].astype(str)
-    frame["ds"] = _utc(frame["ds"])
+    frame["ds"] = utc_stamps(frame["ds"])
     frame["y"] = pd.to_numeric(frame["y"], errors="coerce").astype("float64")
     frame = frame[np.isfinite(frame["y"].to_numpy()) & frame["ds"].notna()]
     frame = frame.sort_values(["unique_id", "ds"], kind="stable")
@@ -140,8 +141,8 @@ def prepare_forecasts(forecasts: pd.DataFrame, horizons: Sequence[str] | None = 
     frame = forecasts.copy()
     frame["unique_id"] = frame["unique_id"].astype(str)
     frame["model"] = frame["model"].astype(str)
-    frame["cutoff"] = _utc(frame["cutoff"])
-    frame["ds"] = _utc(frame["ds"])
+    frame["cutoff"] = utc_stamps(frame["cutoff"])
+    frame["ds"] = utc_stamps(frame["ds"])
     frame = frame[frame["cutoff"].notna() & frame["ds"].notna()]
     latest = frame.groupby(["unique_id", "model"])["cutoff"].transform("max")
     frame = frame[frame["cutoff"] == latest]
@@ -169,7 +170,7 @@ def anomaly_flags(forecasts: pd.DataFrame, actuals: pd.DataFrame | None, lower: 
         return np.full(len(forecasts), np.nan)
     acts = actuals[["unique_id", "ds", "y"]].copy()
     acts["unique_id"] = acts["unique_id"].astype(str)
-    acts["ds"] = _utc(acts["ds"])
+    acts["ds"] = utc_stamps(acts["ds"])
     acts["y"] = pd.to_numeric(acts["y"], errors="coerce").astype("float64")
     acts = acts.drop_duplicates(["unique_id", "ds"], keep="last")
     at_time = forecasts[["unique_id", "ds"]].merge(acts, on=["unique_id", "ds"], how="left")["y"].to_numpy()
@@ -389,7 +390,7 @@ def recommendation_families(recommendations: pd.DataFrame | None) -> list[Metric
 
 
 def _timestamps_or_nan(values: pd.Series) -> np.ndarray:
-    stamps = _utc(values)
+    stamps = utc_stamps(values)
     out = np.full(len(stamps), np.nan)
     known = stamps.notna().to_numpy()
     out[known] = _seconds(stamps[known])
@@ -463,7 +464,7 @@ class LatestFiles:
     """
 
     def __init__(self, data_root: str):
-        from foresight_lib.publishing.storage import DataRoot
+        from foresight_lib.runs.storage import DataRoot
 
         self.data_root = str(data_root)
         self.root = DataRoot(self.data_root)
@@ -569,7 +570,7 @@ class LatestFiles:
             return {}
 
     def _run_features(self, run_id: str, errors: list[str]) -> pd.DataFrame | None:
-        from foresight_lib.publishing.storage import RunStore
+        from foresight_lib.runs.storage import RunStore
 
         try:
             store = RunStore(self.data_root, run_id)

@@ -9,7 +9,7 @@ Layout (``data_root`` is a local folder or ``s3://bucket/prefix``)::
     <data_root>/plans/<safe run id>/...   (the scaling-plan runs between two nightly runs)
     <data_root>/latest/forecasts.parquet, ..., _manifest.json, scaling_plan.parquet, _plan_manifest.json
     <data_root>/staging/runs/<safe run id>/<attempt>/...   (a run being made, see below)
-    <data_root>/locks/runs/<safe run id>.json              (``foresight_lib.publishing.run_lock``)
+    <data_root>/locks/runs/<safe run id>.json              (``foresight_lib.runs.lock``)
 
 A name without a file extension (``raw``, ``backtests/arima``) is a dataset stored as
 ``<name>.parquet``; a name with one (``validation/report.html``) is a file as given.
@@ -25,7 +25,7 @@ published run folder as it was.
 
 Readers of ``latest/`` (``read_latest``, ``read_latest_json``, ``latest_manifest``,
 ``has_latest``) follow the publish journal (``locks/publish_journal.json``, see
-``foresight_lib.publishing.transaction``): once it says the switch of ``latest/`` has begun,
+``foresight_lib.runs.transaction``): once it says the switch of ``latest/`` has begun,
 a file not renamed yet is read from its staged copy. So from the first read after a
 publish was killed at any point, they see the previous publish whole or the new one
 whole, never a mix, before anything has recovered.
@@ -51,14 +51,8 @@ import pyarrow.parquet as pq
 
 from foresight_lib.errors import DataError, ForesightError, SourceError
 from foresight_lib.frames import read_parquet_frame
-from foresight_lib.locations import (  # noqa: F401 (re-exported)
-    s3_client_kwargs,
-    s3_filesystem,
-    safe_run_id,
-    split_data_root,
-    unsafe_run_id,
-)
-from foresight_lib.publishing.run_lock import LOCKS
+from foresight_lib.locations import s3_filesystem, safe_run_id, split_data_root
+from foresight_lib.runs.lock import LOCKS
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +62,12 @@ LATEST = "latest"
 MANIFEST = "_manifest.json"
 RUNS = "runs"
 STAGING = "staging"
-_PREVIOUS = ".previous"
-_TMP_PREFIX = ".tmp-"
+PREVIOUS = ".previous"
+"""Prefix of the folder under ``staging/`` where a promotion keeps the date's previous run folder."""
+TMP_PREFIX = ".tmp-"
+"""Prefix of a file being written or staged: never read as a dataset, removed after a killed write."""
 JOURNAL = "publish_journal.json"
-"""The publish journal, under ``locks/`` (written by ``foresight_lib.publishing.transaction``)."""
+"""The publish journal, under ``locks/`` (written by ``foresight_lib.runs.transaction``)."""
 SWITCHING = "switching"
 """The journal's phase once every file for ``latest/`` is staged: the publish is decided, readers follow it."""
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -105,7 +101,7 @@ class DataRoot:
             DataError: the name is empty, absolute, or climbs out of the folder.
         """
         parts = str(name).split("/")
-        if not name or any(not _NAME_PART.match(p) or p.startswith(_TMP_PREFIX) for p in parts):
+        if not name or any(not _NAME_PART.match(p) or p.startswith(TMP_PREFIX) for p in parts):
             raise DataError(
                 f"invalid dataset or file name '{name}'; use letters, digits, '_', '-', '.' and '/' "
                 "between parts (e.g. raw, backtests/arima, validation/report.html)"
@@ -129,7 +125,7 @@ class DataRoot:
                 with self.fs.open_output_stream(path) as out:  # visible only once the upload completes
                     out.write(data)
                 return
-            tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
+            tmp = f"{folder}/{TMP_PREFIX}{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
             try:
                 with self.fs.open_output_stream(tmp) as out:
                     out.write(data)
@@ -232,7 +228,7 @@ class DataRoot:
     def stage_manifest(self, manifest: dict, manifest_name: str = MANIFEST) -> list[str]:
         """Write a manifest into ``latest/`` under a temporary name: ``[name, tmp, target]`` for ``switch_latest``."""
         folder = self._join(LATEST)
-        tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{manifest_name}"
+        tmp = f"{folder}/{TMP_PREFIX}{uuid.uuid4().hex}-{manifest_name}"
         try:
             self.fs.create_dir(folder, recursive=True)
             with self.fs.open_output_stream(tmp) as out:
@@ -350,7 +346,7 @@ class RunStore(DataRoot):
         info = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
         prefix = self.root.rstrip("/") + "/"
         return sorted(i.path[len(prefix):] for i in info
-                      if i.type == pafs.FileType.File and not i.base_name.startswith(_TMP_PREFIX))
+                      if i.type == pafs.FileType.File and not i.base_name.startswith(TMP_PREFIX))
 
     # -- lifecycle --------------------------------------------------------------------------
     def promote(self) -> Promotion:
@@ -459,7 +455,7 @@ class RunStore(DataRoot):
                 target = self._join(LATEST, self.relpath(name))
                 folder, base = target.rsplit("/", 1)
                 self.fs.create_dir(folder, recursive=True)
-                tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{base}"
+                tmp = f"{folder}/{TMP_PREFIX}{uuid.uuid4().hex}-{base}"
                 staged.append([name, tmp, target])
                 self.fs.copy_file(self.path(name), tmp)
         except BaseException as exc:
@@ -483,7 +479,7 @@ class RunStore(DataRoot):
 
         Each target is replaced only once every copy is complete (all are staged under
         temporary names first), so readers see either the old or the new version of each.
-        The pipeline publishes through ``foresight_lib.publishing.transaction``, which journals the same
+        The pipeline publishes through ``foresight_lib.runs.transaction``, which journals the same
         two steps so that a killed publish is finished or undone; this is the plain form.
 
         Returns:
@@ -509,8 +505,8 @@ class Promotion:
         self.attempt = attempt
         self.target = attempt.committed()
         fs = attempt.fs
-        self.previous = attempt._join(STAGING, attempt.folder, attempt.safe_id, f"{_PREVIOUS}-{attempt.attempt}")
-        # foresight_lib.publishing.transaction.previous_path names the same folder in its journal
+        self.previous = attempt._join(STAGING, attempt.folder, attempt.safe_id, f"{PREVIOUS}-{attempt.attempt}")
+        # foresight_lib.runs.transaction.previous_path names the same folder in its journal
         self.had_previous = fs.get_file_info(self.target.root).type == pafs.FileType.Directory
         self.done = False
         try:

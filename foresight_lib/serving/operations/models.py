@@ -3,7 +3,7 @@
 ``activate`` moves a metric's ``champion`` alias to a chosen version. What is published
 is the aliases together with ``latest/summary.json`` (``champion_versions``), so an
 activation changes both as one step of the publish protocol
-(``foresight_lib.publishing.transaction``): under the data root's publish lock, after
+(``foresight_lib.runs.transaction``): under the data root's publish lock, after
 finishing or undoing any interrupted publish, with a publish journal written first. The
 journal keeps the aliases as they were; the new ``summary.json`` is staged beside the run
 folder's copy and ``latest/``'s and renamed over both once the alias has moved. A failure
@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from foresight_lib.operations import OperationError, Settings
-from foresight_lib.operations.predict import CACHE, ModelCache, _missing, _version_or_404, model_or_404
+from foresight_lib.serving.operations import OperationError, Settings
+from foresight_lib.serving.operations.predict import CACHE, ModelCache, model_or_404, version_or_404
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,16 @@ class ActivationResponse(BaseModel):
 
 
 def _client():
-    from foresight_lib.publishing.mlflow_store import _client as client
+    from foresight_lib.tracking.mlflow_store import mlflow_client
 
-    return client()
+    return mlflow_client()
 
 
 def list_models(settings: Settings, metric: str | None = None, max_versions: int = MAX_VERSIONS) -> ModelsResponse:
     """Every registered model of the prefix (or one metric's), its aliases and newest versions."""
     from mlflow.exceptions import MlflowException
 
-    from foresight_lib.publishing.registry import METRIC_TAG, registered_model_name
+    from foresight_lib.tracking.registry import METRIC_TAG, registered_model_name
 
     prefix = f"{settings.name_prefix}-"
     client = _client()
@@ -148,7 +148,7 @@ def version_metrics(settings: Settings, metric: str, version: int) -> VersionInf
     """One version's details and backtest scores; 404 for an unknown metric or version."""
     name = f"{settings.name_prefix}-{metric}"
     model_or_404(name, metric)
-    mv = _version_or_404(name, version)
+    mv = version_or_404(name, version)
     _check_metric(mv, name, metric)
     return version_info(mv, metric, None)
 
@@ -157,8 +157,8 @@ def backtest_of(mv, metric: str) -> Backtest:
     """Scores per horizon from the version's source run: the nightly parent and its model's child run."""
     from mlflow.exceptions import MlflowException
 
-    from foresight_lib.publishing.registry import MODEL_TAG
-    from foresight_lib.publishing.tracking import PARENT_TAG, metric_key
+    from foresight_lib.tracking.mlflow_runs import PARENT_TAG, metric_key
+    from foresight_lib.tracking.registry import MODEL_TAG, is_missing
 
     tags = dict(mv.tags or {})
     run_id = mv.run_id or tags.get("mlflow_run_id")
@@ -180,7 +180,7 @@ def backtest_of(mv, metric: str) -> Backtest:
             for child in children:
                 values.update({k[len(key):]: v for k, v in child.data.metrics.items() if k.startswith(key)})
     except MlflowException as exc:
-        if not _missing(exc):
+        if not is_missing(exc):
             raise OperationError(503, f"cannot read MLflow run {run_id} ({str(exc)[:300]})") from exc
         return _with_score(out)
     horizons: dict[str, dict[str, float]] = {}
@@ -203,7 +203,7 @@ def _with_score(out: Backtest) -> Backtest:
 
 def _check_metric(mv, name: str, metric: str) -> None:
     """409 when the version was trained for another metric than the registered model's."""
-    from foresight_lib.publishing.registry import METRIC_TAG
+    from foresight_lib.tracking.registry import METRIC_TAG
 
     trained = (mv.tags or {}).get(METRIC_TAG)
     source = mv.source or ""
@@ -232,14 +232,14 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
     import pandas as pd
 
     from foresight_lib.errors import RunLocked
-    from foresight_lib.publishing import registry
-    from foresight_lib.publishing import transaction as publishing
-    from foresight_lib.publishing.storage import DataRoot
     from foresight_lib.runs import duration
+    from foresight_lib.runs import transaction as publishing
+    from foresight_lib.runs.storage import DataRoot
+    from foresight_lib.tracking import model_registry, registry
 
     name = registry.registered_model_name(metric, settings.name_prefix)
     model_or_404(name, metric)
-    mv = _version_or_404(name, version)
+    mv = version_or_404(name, version)
     _check_metric(mv, name, metric)
     scores = backtest_of(mv, metric)
     if not scores.horizons:
@@ -253,7 +253,7 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
     except RunLocked as exc:
         raise OperationError(409, f"a publish is in progress; try the activation again later ({exc})") from exc
     try:
-        publishing.recover(root)
+        publishing.recover(root, registry=model_registry)
         publishing.remove_temp_files(root)
         result = _activate_locked(root, settings, metric, name, version, user, (mv.tags or {}).get("model"))
     finally:
@@ -264,9 +264,9 @@ def activate(settings: Settings, metric: str, version: int, user: str, cache: Mo
 
 def _activate_locked(root, settings: Settings, metric: str, name: str, version: int, user: str,
                      model: str | None = None) -> ActivationResponse:
-    from foresight_lib.publishing import registry
-    from foresight_lib.publishing import transaction as publishing
-    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs import transaction as publishing
+    from foresight_lib.runs.storage import RunStore
+    from foresight_lib.tracking import model_registry, registry
 
     summary = root.read_latest_json("summary.json")
     if not summary or not summary.get("run_key"):
@@ -299,13 +299,13 @@ def _activate_locked(root, settings: Settings, metric: str, name: str, version: 
     except BaseException as exc:
         if journal.phase != "switching":
             try:
-                publishing._undo(journal)
+                publishing.undo(journal, registry=model_registry)
             except Exception as undo_exc:  # noqa: BLE001 - the journal stays for the next publish's recover
                 log.error("could not undo the activation of %s v%s: %s", name, version, undo_exc)
         if isinstance(exc, OperationError):
             raise
         raise OperationError(503, f"activating {name} v{version} failed and was undone: {exc}") from exc
-    publishing._finish(journal)
+    publishing.finish(journal)
     try:
         if previous is not None:
             client.set_registered_model_alias(name, PREVIOUS_ALIAS, str(previous))
@@ -324,10 +324,10 @@ def _stage(root, target: str, data: bytes) -> str:
     """Write ``data`` beside ``target`` under a temporary name (renamed over it by the switch)."""
     import uuid
 
-    from foresight_lib.publishing.storage import _TMP_PREFIX
+    from foresight_lib.runs.storage import TMP_PREFIX
 
     folder, base = target.rsplit("/", 1)
-    tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}-{base}"
+    tmp = f"{folder}/{TMP_PREFIX}{uuid.uuid4().hex}-{base}"
     root.fs.create_dir(folder, recursive=True)
     with root.fs.open_output_stream(tmp) as out:
         out.write(data)

@@ -41,14 +41,14 @@ from foresight_lib.errors import DataError, ForesightError
 from foresight_lib.frames import split_unique_id
 from foresight_lib.horizons import parse_duration
 from foresight_lib.orchestration.dags import NIGHTLY_DAG, SCALING_PLAN_DAG
-from foresight_lib.publishing.exposition import (
+from foresight_lib.serving.exposition import (
     LATEST_FILES,
     activations,
     interval_levels,
     prepare_forecasts,
     registry_files,
 )
-from foresight_lib.publishing.json_views import frame_records
+from foresight_lib.serving.json_views import frame_records
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _quietly(what: str, errors: list[str], read):
 
 
 def _read_state(data_root: str, snapshot) -> _State:
-    from foresight_lib.publishing.storage import DataRoot
+    from foresight_lib.runs.storage import DataRoot
 
     root = DataRoot(data_root)
     state = _State(snapshot=snapshot, errors=list(snapshot.errors))
@@ -260,7 +260,7 @@ def _ranked(board: pd.DataFrame, criterion=None) -> pd.DataFrame:
 
 def _leaderboard(root, state: _State) -> tuple[pd.DataFrame | None, str]:
     """The per-metric leaderboard (``summary.json``, else the run folder's per-series scores), else the overall one."""
-    from foresight_lib.publishing.storage import RunStore
+    from foresight_lib.runs.storage import RunStore
 
     rows = state.summary.get("metric_leaderboard")
     if rows:

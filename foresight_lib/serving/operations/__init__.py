@@ -66,10 +66,10 @@ def settings(config_path: str | None = None) -> Settings:
     key = f"{out.tracking_uri}|{out.experiment}"
     with _configure_lock:
         if _configured.get("key") != key:
-            from foresight_lib.publishing import tracking
+            from foresight_lib.tracking import mlflow_store
 
             try:
-                tracking.configure(tracking_uri=out.tracking_uri, artifact_location=out.artifact_location,
+                mlflow_store.configure(tracking_uri=out.tracking_uri, artifact_location=out.artifact_location,
                                    experiment=out.experiment, http_timeout_s=cfg.mlflow.http_timeout_s,
                                    http_max_retries=cfg.mlflow.http_max_retries)
             except ForesightError as exc:

@@ -14,7 +14,7 @@
   MLflow's chatter (``Created version '3'…``, known-harmless warnings) goes to
   Foresight's log at DEBUG instead of stderr, which Airflow shows as ERROR lines.
 
-``foresight_lib.publishing.tracking`` (runs) and ``foresight_lib.publishing.registry`` (champion versions and
+``foresight_lib.tracking.mlflow_runs`` (runs) and ``foresight_lib.tracking.registry`` (champion versions and
 aliases) both build on this module.
 """
 from __future__ import annotations
@@ -378,7 +378,8 @@ def _scrub(text: str, uri: str) -> str:
     return text
 
 
-def _experiment_id(experiment_id: str | None) -> str:
+def resolve_experiment_id(experiment_id: str | None) -> str:
+    """``experiment_id`` if given, else the configured experiment's (``configure`` with defaults if none yet)."""
     if experiment_id:
         return experiment_id
     if "experiment_id" not in _state:
@@ -386,7 +387,8 @@ def _experiment_id(experiment_id: str | None) -> str:
     return _state["experiment_id"]
 
 
-def _client() -> MlflowClient:
+def mlflow_client() -> MlflowClient:
+    """A client of the tracking and registry stores MLflow is pointed at now (see ``configure``)."""
     return MlflowClient(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
 
 

@@ -4,6 +4,12 @@ A run is keyed by the end of its data interval (``run_key_for``); the dict every
 returns (``run_key``, ``attempt``, ``run_id``, ``overrides``, ...) is enough to open its
 settings and attempt folder again (``open_run``), checking that it still holds its date's
 lock. The names of the files each step writes live here too.
+
+Below every step, this package holds the rest of what a run is made in:
+
+- ``storage``: the data root, run folders (``RunStore``) and the attempt's promotion;
+- ``lock``: one run at a time per data root and date (``RunLock``);
+- ``transaction``: publishing as one transaction, its journal and its recovery.
 """
 from __future__ import annotations
 
@@ -13,7 +19,11 @@ from typing import Any
 
 import pandas as pd
 
+from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ConfigError
+from foresight_lib.redaction import redact_config
+from foresight_lib.runs.lock import RunLock
+from foresight_lib.runs.storage import RUNS, RunStore
 
 RUN_KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
 
@@ -28,17 +38,21 @@ VALIDATION_HTML = "validation/report.html"
 RESULT = "backtest_result.pkl"
 
 
-
 # ---------------------------------------------------------------------------
 # Run identity and settings
 
 
 def run_key_for(when: datetime | str | pd.Timestamp) -> str:
     """The run folder's name for a data interval end: ``2024-03-15T020000Z``."""
-    return _utc(when).strftime(RUN_KEY_FORMAT)
+    return as_utc(when).strftime(RUN_KEY_FORMAT)
 
 
-def _utc(when: datetime | str | pd.Timestamp) -> pd.Timestamp:
+def as_utc(when: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    """``when`` as a UTC timestamp (a naive one is taken as UTC).
+
+    Raises:
+        ConfigError: ``when`` is not a date, or missing.
+    """
     try:
         ts = pd.Timestamp(when)
     except (TypeError, ValueError) as exc:
@@ -54,7 +68,7 @@ def overrides_from_params(params: dict | None) -> dict:
     An empty metrics list means every metric of the source.
     """
     params = dict(params or {})
-    overrides = _deep_copy(params.get("overrides") or {})
+    overrides = json_copy(params.get("overrides") or {})
     if not isinstance(overrides, dict):
         raise ConfigError(f"the 'overrides' parameter must be an object of settings, got {type(overrides).__name__}")
     if params.get("publish"):
@@ -69,7 +83,8 @@ def overrides_from_params(params: dict | None) -> dict:
     return overrides
 
 
-def _deep_copy(value: Any) -> Any:
+def json_copy(value: Any) -> Any:
+    """A deep copy of settings as JSON holds them (anything else becomes text)."""
     return json.loads(json.dumps(value, default=str))
 
 
@@ -86,10 +101,8 @@ def open_run(run: dict):
     Raises:
         RunLocked: another run of the same date took the date's lock over from this one.
     """
-    from foresight_lib.publishing.storage import RUNS, RunStore
-
     if not isinstance(run, dict) or "run_key" not in run:
-        raise ConfigError(f"expected the run dict returned by the previous step, got {_redact(run)!r}")
+        raise ConfigError(f"expected the run dict returned by the previous step, got {redact_config(run)!r}")
     cfg = load_run_config(run.get("overrides"))
     store = RunStore(cfg.data_root, run["run_key"], folder=run.get("folder") or RUNS, attempt=run.get("attempt"))
     if run.get("attempt"):
@@ -98,9 +111,7 @@ def open_run(run: dict):
 
 
 def run_lock(cfg, store):
-    """The lock of the store's date under its data root (``foresight_lib.publishing.run_lock``)."""
-    from foresight_lib.publishing.run_lock import RunLock
-
+    """The lock of the store's date under its data root (``foresight_lib.runs.lock``)."""
     return RunLock(store, store.folder, store.safe_id, duration(cfg.publish.lock_timeout))
 
 
@@ -111,9 +122,9 @@ def new_attempt() -> str:
     return f"{pd.Timestamp.now(tz='UTC').strftime(RUN_KEY_FORMAT)}-{uuid.uuid4().hex[:6]}"
 
 
-def _config_dict(cfg) -> dict:
+def config_dict(cfg) -> dict:
     """The settings as stored (run.json, MLflow params and artifacts): secrets replaced by ``***``."""
-    return _redact(cfg.to_dict())
+    return redact_config(cfg.to_dict())
 
 
 def base_models(cfg) -> list[str]:
@@ -135,26 +146,8 @@ def backtest_spec(cfg):
     )
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def duration(text: str) -> pd.Timedelta:
-    from foresight_lib.durations import duration_seconds
-
+    """A duration setting (``30m``, ``6h``) as a timedelta."""
     return pd.Timedelta(seconds=duration_seconds(text))
-
-
-def _redact(value: Any) -> Any:
-    """Settings or a run dict as they may be stored: credentials in URLs and secret-looking keys masked."""
-    from foresight_lib.redaction import redact_config
-
-    return redact_config(value)
 
 

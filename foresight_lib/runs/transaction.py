@@ -33,6 +33,11 @@ Who sees what after a kill, before anything recovers:
   ends at the DAG's ``release`` teardown, which runs however the run ended and calls
   ``recover_ended`` (the next publish, an activation and the scaling plan recover first too).
 
+The registry is MLflow's, and this package sits below it: whoever moves aliases passes
+what undoes them (a function returning ``Registrations``, such as
+``foresight_lib.tracking.model_registry``) to ``run_transaction``, ``recover`` and
+``recover_ended``.
+
 Whether a run may reach ``latest/`` and the aliases at all is ``decide``: only a run that
 is at least as new as what is published and ran the full configured model set, unless
 its ``publish.latest`` setting says ``always`` (or ``never``).
@@ -45,23 +50,23 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow.fs as pafs
 
-from foresight_lib.errors import SourceError
-from foresight_lib.publishing.run_lock import LOCKS, RunLock, RunLocked
-from foresight_lib.publishing.storage import (
-    _PREVIOUS,
-    _TMP_PREFIX,
+from foresight_lib.errors import ForesightError, RunLocked, SourceError
+from foresight_lib.runs.lock import LOCKS, RunLock
+from foresight_lib.runs.storage import (
     JOURNAL,
     LATEST,
     MANIFEST,
+    PREVIOUS,
     STAGING,
     SWITCHING,
+    TMP_PREFIX,
     DataRoot,
     RunStore,
 )
@@ -69,6 +74,23 @@ from foresight_lib.publishing.storage import (
 log = logging.getLogger(__name__)
 
 PUBLISH_LOCK = ("publish", "latest")
+
+
+class Registrations(Protocol):
+    """What undoes a publish's registrations: the model registry (``foresight_lib.tracking.registry``).
+
+    The caller gives a function that returns it (``foresight_lib.tracking.model_registry``),
+    called only when there is something to undo: the registry imports MLflow.
+    """
+
+    def versions_from_run(self, run_id: str, name_prefix: str | None) -> list[tuple[str, int]]:
+        """The registered versions logged in MLflow run ``run_id`` under models named ``<name_prefix>-…``."""
+
+    def restore_aliases(self, snapshot: dict[str, dict[str, int | None]]) -> None:
+        """Put the aliases back as ``snapshot`` had them."""
+
+    def discard_versions(self, versions: Iterable[tuple[str, int] | list]) -> Any:
+        """Delete these registered versions."""
 
 
 # ---------------------------------------------------------------------------
@@ -187,25 +209,30 @@ def who() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}" + (f" task {task}" if task else "")
 
 
-def _registry():
-    from foresight_lib.publishing import registry
+def undo(journal: Journal, registry: Callable[[], Registrations] | None = None) -> None:
+    """Put aliases, versions, the run folder and ``latest/`` back as they were before the publish.
 
-    return registry
+    ``registry`` returns the model registry that restores the aliases and deletes the
+    versions; it is called only when the journal names some.
 
-
-def _undo(journal: Journal) -> None:
-    """Put aliases, versions, the run folder and ``latest/`` back as they were before the publish."""
+    Raises:
+        ForesightError: the journal names registrations and no ``registry`` was given to undo
+            them (nothing is undone then; the journal stays).
+    """
     root = journal.root
     versions = [(name, int(version)) for name, version in journal.versions]
+    if registry is None and (versions or journal.aliases or (journal.source_run_id and journal.name_prefix)):
+        raise ForesightError(f"the publish journal of {journal.run_key} names model registrations; undo it with "
+                             "the model registry (pass foresight_lib.tracking.model_registry)")
     if journal.source_run_id and journal.name_prefix:
-        versions += _registry().versions_from_run(journal.source_run_id, journal.name_prefix)
+        versions += registry().versions_from_run(journal.source_run_id, journal.name_prefix)
     log.warning("undoing the publish of %s (attempt %s, phase %s) from %s: aliases back to %s, discarding %s",
                 journal.run_key, journal.attempt or "-", journal.phase, who(), journal.aliases or "-",
                 sorted(set(versions)) or "-")
     if journal.aliases:
-        _registry().restore_aliases(journal.aliases)
+        registry().restore_aliases(journal.aliases)
     if versions:
-        _registry().discard_versions(list(dict.fromkeys(versions)))
+        registry().discard_versions(list(dict.fromkeys(versions)))
     for _name, tmp, _target in journal.staged:
         root._delete_quietly(tmp)
     if journal.promoted and root.scheme != "s3":
@@ -219,7 +246,7 @@ def _undo(journal: Journal) -> None:
     journal.delete()
 
 
-def _finish(journal: Journal) -> None:
+def finish(journal: Journal) -> None:
     """Complete a publish whose switch of ``latest/`` had begun (every staged file is whole)."""
     root = journal.root
     if journal.staged:
@@ -235,8 +262,10 @@ def _finish(journal: Journal) -> None:
     journal.delete()
 
 
-def recover(root: DataRoot) -> str | None:
+def recover(root: DataRoot, registry: Callable[[], Registrations] | None = None) -> str | None:
     """Finish or undo a publish that was interrupted; call it holding the publish lock.
+
+    ``registry`` returns what undoes the registrations the journal names (see ``undo``).
 
     Returns:
         ``"rolled back"``, ``"completed"`` or None when there was nothing to do.
@@ -245,25 +274,25 @@ def recover(root: DataRoot) -> str | None:
     if journal is None:
         return None
     if journal.phase == SWITCHING:
-        _finish(journal)
+        finish(journal)
         log.warning("completed the publish of %s (attempt %s) that was interrupted while switching latest/",
                     journal.run_key, journal.attempt)
         return "completed"
-    _undo(journal)
+    undo(journal, registry)
     log.warning("rolled back the publish of %s (attempt %s) that was interrupted before switching latest/",
                 journal.run_key, journal.attempt)
     return "rolled back"
 
 
-def recover_ended(root: DataRoot, run_id: str, timeout: pd.Timedelta,
-                  prepare: Callable[[], Any] | None = None) -> str | None:
+def recover_ended(root: DataRoot, run_id: str, timeout: pd.Timedelta, prepare: Callable[[], Any] | None = None,
+                  registry: Callable[[], Registrations] | None = None) -> str | None:
     """Finish or undo an interrupted publish once the run that made it has ended (the ``release`` teardown).
 
     The publish lock of ``run_id``'s own publish is taken over (the teardown runs after the
     publish task, so that process has ended however it ended); a lock of another live
     publish is left alone (that publish recovers first itself). Stray ``.tmp-*`` files in
     ``latest/`` go too. ``prepare`` (pointing MLflow at the run's store) is called only when
-    there is something to recover.
+    there is something to recover; ``registry`` returns what undoes registrations (see ``undo``).
 
     Returns:
         What ``recover`` returned; None when there was nothing to do or another publish holds the lock.
@@ -284,7 +313,7 @@ def recover_ended(root: DataRoot, run_id: str, timeout: pd.Timedelta,
         log.info("not recovering the interrupted publish now: %s", exc)
         return None
     try:
-        outcome = recover(root)
+        outcome = recover(root, registry)
         remove_temp_files(root)
     finally:
         lock.release(token)
@@ -321,14 +350,16 @@ class Transaction:
 
     attempt: RunStore
     journal: Journal
+    registry: Callable[[], Registrations] | None = None
+    """Returns what undoes the registrations on ``abort`` (see ``undo``)."""
 
     @classmethod
     def begin(cls, attempt: RunStore, aliases: dict, source_run_id: str | None = None,
-              name_prefix: str | None = None) -> Transaction:
+              name_prefix: str | None = None, registry: Callable[[], Registrations] | None = None) -> Transaction:
         journal = Journal(root=attempt, run_key=attempt.run_id, attempt=attempt.attempt or "", aliases=aliases,
                           source_run_id=source_run_id, name_prefix=name_prefix)
         journal.save()
-        return cls(attempt, journal)
+        return cls(attempt, journal, registry)
 
     def registered(self, name: str, version: int) -> None:
         self.journal.versions.append([name, int(version)])
@@ -354,16 +385,17 @@ class Transaction:
             except BaseException:
                 self.journal.phase = "registering"  # the journal on disk still says so: undo, not finish
                 raise
-        _finish(self.journal)
+        finish(self.journal)
 
     def abort(self) -> None:
-        _undo(self.journal)
+        undo(self.journal, self.registry)
 
 
 def run_transaction(attempt: RunStore, aliases: dict, register: Callable[[Transaction], Any],
                     latest_names: list[str], manifest_extra: dict | None,
                     manifest_name: str = MANIFEST, source_run_id: str | None = None,
-                    name_prefix: str | None = None, still_holding: Callable[[], None] | None = None) -> Any:
+                    name_prefix: str | None = None, still_holding: Callable[[], None] | None = None,
+                    registry: Callable[[], Registrations] | None = None) -> Any:
     """Register, promote and switch ``latest/`` as one transaction; returns what ``register`` returned.
 
     ``register(tx)`` moves the aliases and reports each new version with ``tx.registered``;
@@ -372,10 +404,11 @@ def run_transaction(attempt: RunStore, aliases: dict, register: Callable[[Transa
     folder is promoted but ``latest/`` is left alone. ``still_holding`` (e.g. the publish
     lock's ``check``) raises when another publish took the lock over; it is called before
     anything moves and again before the switch, so an overtaken publish rolls back.
+    ``registry`` returns what undoes the registrations on a rollback (see ``undo``).
     """
     check = still_holding or (lambda: None)
     check()
-    tx = Transaction.begin(attempt, aliases, source_run_id, name_prefix)
+    tx = Transaction.begin(attempt, aliases, source_run_id, name_prefix, registry)
     try:
         registered = register(tx)
         check()
@@ -401,7 +434,7 @@ def remove_temp_files(root: DataRoot) -> list[str]:
     latest = root._join(LATEST)
     removed = []
     for info in root.fs.get_file_info(pafs.FileSelector(latest, recursive=True, allow_not_found=True)):
-        if info.type == pafs.FileType.File and info.base_name.startswith(_TMP_PREFIX):
+        if info.type == pafs.FileType.File and info.base_name.startswith(TMP_PREFIX):
             root._delete_quietly(info.path)
             removed.append(info.path)
     return removed
@@ -409,4 +442,4 @@ def remove_temp_files(root: DataRoot) -> list[str]:
 
 def previous_path(attempt: RunStore) -> str:
     """Where ``RunStore.promote`` keeps the date's previous run folder until the publish ends."""
-    return attempt._join(STAGING, attempt.folder, attempt.safe_id, f"{_PREVIOUS}-{attempt.attempt}")
+    return attempt._join(STAGING, attempt.folder, attempt.safe_id, f"{PREVIOUS}-{attempt.attempt}")

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 LOCKS = "locks"
 UNREADABLE_GRACE_S = 30.0
 """A lock object still unreadable this long after its last write is a failed write, not a run."""
-__all__ = ["LOCKS", "LockOwner", "RunLock", "RunLocked"]
 
 
 @dataclass(frozen=True)
