@@ -239,8 +239,6 @@ def _criterion(summary: dict):
 def _scores(board: pd.DataFrame, criterion) -> pd.Series:
     """The criterion's score of each row's (metric, model), aligned on ``board``'s rows."""
     keys = board["metric"].fillna("").astype(str) + "\0" + board["model"].astype(str)
-    if criterion.is_default:  # the mean MASE, as the dashboard has always ranked by it
-        return pd.to_numeric(board["mase"], errors="coerce").groupby(keys).transform("mean")
     scores = criterion.scores(board.assign(model=keys))
     return keys.map(scores).astype("float64")
 
