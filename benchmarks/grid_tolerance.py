@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_files import write_results
 
 from foresight_lib.config import ValidationConfig
 from foresight_lib.quality.features import prepare_series
@@ -41,7 +42,6 @@ from forecast_benchmark import benchmark_window  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 FREQ = "5min"
 STEP_NS = pd.Timedelta(FREQ).value
 
@@ -206,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         record["datasets"][name] = measure(name)
         print(name, json.dumps(record["datasets"][name]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "grid_tolerance.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "grid_tolerance.md").write_text(to_markdown(record))
+    write_results("grid_tolerance", record, to_markdown(record), echo=False)
     return 0
 
 

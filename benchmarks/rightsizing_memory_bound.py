@@ -21,13 +21,13 @@ own violation rate, in ``benchmarks/results/rightsizing_memory_bound.md`` and ``
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_files import write_results
 
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing import splits
@@ -37,7 +37,6 @@ from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 DATA_SETS = [(SHARED / "bitbrains_rnd" / "2013-8", "bitbrains", "memory_usage_kb"),
              (SHARED / "alibaba2018_machines", "alibaba2018", "mem_util_percent")]
 """Bitbrains (the goal's data) and, as a second trace, the Alibaba 2018 machines' memory."""
@@ -127,11 +126,7 @@ def bound(data: Path, fmt: str, metric: str) -> dict:
 def main() -> int:
     out = {"command": COMMAND, "python": platform.python_version(),
            "data_sets": [bound(data, fmt, metric) for data, fmt, metric in DATA_SETS]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rightsizing_memory_bound.json").write_text(json.dumps(out, indent=2) + "\n")
-    text = render(out)
-    (RESULTS / "rightsizing_memory_bound.md").write_text(text)
-    print(text)
+    write_results("rightsizing_memory_bound", out, render(out))
     return 0
 
 

@@ -30,7 +30,6 @@ Writes ``benchmarks/results/rightsizing_peak_regression.md`` and
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -43,6 +42,7 @@ from sklearn.linear_model import QuantileRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from results_files import write_results
 from rightsizing_memory_bound import usage_by_period  # noqa: E402
 from rightsizing_tune import PREPARED_METRICS, TRACE, load_files, vm_ids  # noqa: E402
 
@@ -51,8 +51,6 @@ from foresight_lib.rightsizing.replay import replay  # noqa: E402
 from foresight_lib.rightsizing.replay_spec import ReplaySpec  # noqa: E402
 from foresight_lib.rightsizing.sizing import factor_of_ratios  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 COMMAND = ".venv/bin/python benchmarks/rightsizing_peak_regression.py"
 MEMORY = PREPARED_METRICS[1]
 PAST_DAYS = 7
@@ -187,11 +185,7 @@ def main() -> int:
            "metric": MEMORY, "series": int(table["unique_id"].nunique()), "days": len(table),
            "every_replayed_day": len(every),
            "seconds": round(time.perf_counter() - started, 1), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rightsizing_peak_regression.json").write_text(json.dumps(out, indent=2) + "\n")
-    text = render(out)
-    (RESULTS / "rightsizing_peak_regression.md").write_text(text)
-    print(text)
+    write_results("rightsizing_peak_regression", out, render(out))
     return 0
 
 

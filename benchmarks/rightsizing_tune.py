@@ -14,13 +14,13 @@ The evaluation part is never read here: ``benchmarks/rightsizing_replay.py`` rep
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from results_files import write_results
 
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing import splits
@@ -36,7 +36,6 @@ from foresight_lib.sources.loaders import load_series
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bitbrains_rnd" / "2013-8"
-RESULTS = ROOT / "benchmarks" / "results"
 TRACE = "bitbrains"
 METRICS = ["cpu_usage_mhz", "memory_usage_kb"]
 ALIBABA = ROOT.parent / "shared" / "data" / "alibaba2018_machines"
@@ -102,10 +101,7 @@ def main() -> int:
                               "candidates": p.table.to_dict("records"), "chosen": p.chosen} for p in pooling],
            "daily_base": [{"trace": b.trace, "candidates": b.table.to_dict("records"), "chosen": b.chosen}
                           for b in bases]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rightsizing_tuning.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "rightsizing_tuning.md").write_text(render(out))
-    print(render(out))
+    write_results("rightsizing_tuning", out, render(out))
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from env_support import environ_restored
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEST_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -59,13 +60,8 @@ def _mlflow_env_per_module():
     ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the process
     environment, which would point a later module's default store at an earlier one's.
     """
-    saved = {name: os.environ.get(name) for name in MLFLOW_ENV}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with environ_restored(MLFLOW_ENV):
+        yield
 
 
 @pytest.fixture(scope="session")

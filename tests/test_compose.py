@@ -397,11 +397,7 @@ def test_stale_plan_alert_is_provisioned_with_the_documented_expression(served):
 def test_stale_plan_expression_fires_on_a_plan_older_than_an_hour_or_on_none(tmp_path):
     """The alert's PromQL run by Prometheus' own rule tester: a plan published every half hour never fires; a plan
     published once and never again fires after an hour; no plan ever published fires at once."""
-    expr = documented_stale_plan_expression()
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
-        {"alert": "ForesightScalingPlanStale", "expr": expr}]}]}))
-    (tmp_path / "test.yml").write_text(textwrap.dedent("""\
-        rule_files: [rules.yml]
+    promtool_rule_test(tmp_path, "ForesightScalingPlanStale", documented_stale_plan_expression(), """\
         evaluation_interval: 1m
         tests:
           - interval: 1m
@@ -430,10 +426,7 @@ def test_stale_plan_expression_fires_on_a_plan_older_than_an_hour_or_on_none(tmp
                 alertname: ForesightScalingPlanStale
                 exp_alerts:
                   - exp_labels: {alertname: ForesightScalingPlanStale}
-        """))
-    done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
+        """)
 
 
 def test_stale_data_alert_and_panel_query_the_served_data_age(served):
@@ -450,10 +443,7 @@ def test_stale_data_alert_and_panel_query_the_served_data_age(served):
 
 def test_stale_data_expression_fires_only_when_no_fresh_data_was_published_for_26_hours(tmp_path):
     expr = alert_rule("foresight-data-stale")["data"][0]["model"]["expr"]
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
-        {"alert": "ForesightDataStale", "expr": expr}]}]}))
-    (tmp_path / "test.yml").write_text(textwrap.dedent("""\
-        rule_files: [rules.yml]
+    promtool_rule_test(tmp_path, "ForesightDataStale", expr, """\
         evaluation_interval: 10m
         tests:
           - interval: 1h
@@ -472,8 +462,16 @@ def test_stale_data_expression_fires_only_when_no_fresh_data_was_published_for_2
                 alertname: ForesightDataStale
                 exp_alerts:
                   - exp_labels: {alertname: ForesightDataStale, job: dead}
-        """))
-    done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=tmp_path,
+        """)
+
+
+def promtool_rule_test(folder: Path, alert: str, expr: str, tests: str) -> None:
+    """Prometheus' own rule tester on ``alert`` firing on ``expr``: ``tests`` is promtool's test file without
+    its ``rule_files`` line (indented as written in the test; dedented here)."""
+    (folder / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "foresight", "rules": [
+        {"alert": alert, "expr": expr}]}]}))
+    (folder / "test.yml").write_text("rule_files: [rules.yml]\n" + textwrap.dedent(tests))
+    done = subprocess.run([require_binary("promtool"), "test", "rules", "test.yml"], cwd=folder,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 

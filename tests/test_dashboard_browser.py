@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from env_support import environ_restored
 from test_dashboard import _activate, _publish_small
 from test_exposition import CUTOFF, SERIES
 
@@ -64,7 +65,6 @@ def _publish(root: Path) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, plugin):
     """The plugin mounted at /foresight (as Airflow mounts it), plus /frame: the page in an iframe."""
-    import os
 
     import uvicorn
     from fastapi import FastAPI
@@ -72,37 +72,30 @@ def server(tmp_path_factory, plugin):
 
     root = tmp_path_factory.mktemp("dashboard-browser") / "data"
     _publish(root)
-    saved = {k: os.environ.get(k) for k in ("FORESIGHT_DATA_ROOT", "FORESIGHT_MLFLOW_UI_URL")}
-    os.environ["FORESIGHT_DATA_ROOT"] = str(root)
-    os.environ["FORESIGHT_MLFLOW_UI_URL"] = "http://mlflow.example:5000"
-    app = FastAPI()
+    with environ_restored((), FORESIGHT_DATA_ROOT=str(root), FORESIGHT_MLFLOW_UI_URL="http://mlflow.example:5000"):
+        app = FastAPI()
 
-    @app.get("/frame", response_class=HTMLResponse)
-    def frame() -> str:
-        return ('<!doctype html><link rel="icon" href="data:,"><body style="margin:0;display:flex">'
-                f'<nav style="width:{AIRFLOW_NAV_PX}px;flex:none"></nav>'
-                '<iframe id="plugin" src="/foresight/?refresh=1" style="border:0;flex:1;height:100vh"></iframe>'
-                '</body>')
+        @app.get("/frame", response_class=HTMLResponse)
+        def frame() -> str:
+            return ('<!doctype html><link rel="icon" href="data:,"><body style="margin:0;display:flex">'
+                    f'<nav style="width:{AIRFLOW_NAV_PX}px;flex:none"></nav>'
+                    '<iframe id="plugin" src="/foresight/?refresh=1" style="border:0;flex:1;height:100vh"></iframe>'
+                    '</body>')
 
-    app.mount("/foresight", plugin.app)
-    plugin._nightly_state = lambda: {"paused": True, "queued": 1}  # what Airflow's database would say
-    port = free_port()
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield {"base": f"http://127.0.0.1:{port}", "root": root}
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        app.mount("/foresight", plugin.app)
+        plugin._nightly_state = lambda: {"paused": True, "queued": 1}  # what Airflow's database would say
+        port = free_port()
+        instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=instance.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not instance.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            yield {"base": f"http://127.0.0.1:{port}", "root": root}
+        finally:
+            instance.should_exit = True
+            thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ paths are left out; every value must be identical (no tolerance).
         "mlflow": {"tracking_uri": "sqlite:////tmp/a/mlflow.db", "artifact_location": "/tmp/a/artifacts"},
         "models": ["naive", "seasonal_naive", "ets", "fourier", "ensemble"]}'
     (the same with /tmp/b on the other version; run each twice to exercise the registry's gate)
-    python benchmarks/champion_rule_unchanged.py /tmp/a/data /tmp/b/data \
+    python benchmarks/published_unchanged.py /tmp/a/data /tmp/b/data \
         [sqlite:////tmp/a/mlflow.db sqlite:////tmp/b/mlflow.db]
 
 With the two MLflow stores, the registered versions' scores and decisions and the nightly
