@@ -210,11 +210,15 @@ def margin_sweep(done: list[SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
         actual = np.vstack([a for a, s in zip(sr.actuals, scored, strict=True) if s])
         for method, track in sr.tracks.items():
             bases = np.asarray(track.bases, dtype="float64")[scored]
+            floors = getattr(track, "floors", [])  # walks stored before floors were kept have none
+            floors = (np.asarray(floors, dtype="float64")[scored] if len(floors) == len(track.bases)
+                      else np.zeros(bases.size))
             ok = np.isfinite(bases)
             if not ok.any():
                 continue
             for margin in spec.margins:
-                req = rs.round_many(bases[ok] * (1.0 + margin), sr.unit, sr.resource)[:, None]
+                req = rs.round_many(np.maximum(bases[ok] * (1.0 + margin), floors[ok]), sr.unit,
+                                    sr.resource)[:, None]
                 a = actual[ok]
                 sums = acc.setdefault((sr.metric, method, margin), [0.0, 0.0, 0.0, 0.0])
                 sums[0] += float(req.sum() * a.shape[1])

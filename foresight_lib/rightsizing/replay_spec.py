@@ -28,7 +28,9 @@ DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}
 naive repeats yesterday's); a window plan is conditioned on the latest actuals, whose
 best level forecast over 30 minutes is the latest value (naive). Both are the fast models
 that measured best on the Bitbrains replay (benchmarks/results/rightsizing.md)."""
-DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+"""Fixed margins every method's base is rescored with: wide enough (up to 5× the base on
+top of it) for the reactive scaler's memory violations to come down to the plan's."""
 TARGETS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)
 """Target violation rates the forecast-driven plan is rerun with for its trade-off curve."""
 LEVELS = (80, 95)
@@ -157,9 +159,14 @@ class Track:
     """The forecast-driven request before rounding (base × factor, capped)."""
     targets: list[float] = field(default_factory=list)
     """The violation target the forecast-driven request aims at (per resource)."""
+    floors: list[float] = field(default_factory=list)
+    """Per period: the least size the method gives whatever its margin (the VPA's least
+    memory per pod and its OOM bump; 0 elsewhere)."""
 
-    def add(self, base: float, request: float, limit: float, factor: float, conf: float | None) -> None:
+    def add(self, base: float, request: float, limit: float, factor: float, conf: float | None,
+            floor: float = 0.0) -> None:
         """One more period's recommendation."""
+        self.floors.append(floor)
         self.bases.append(base)
         self.requests.append(request)
         self.limits.append(limit)
