@@ -53,6 +53,7 @@ from foresight_lib.rightsizing import baselines as bl
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA
 from foresight_lib.rightsizing.replay_scoring import (
+    entity_day_table,
     margin_sweep,
     method_totals,
     period_records,
@@ -86,7 +87,9 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
     sweep = margin_sweep(kept, spec)
     targets = target_sweep(done, spec, {sr.unique_id for sr in kept})
     fallbacks = {s.unique_id: s.fallbacks for s in kept if s.fallbacks}
-    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets)
+    days = entity_day_table(kept, spec)
+    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets,
+                        days)
 
 
 def _same_series(done: list[SeriesReplay], spec: ReplaySpec) -> tuple[list[SeriesReplay], list[dict]]:

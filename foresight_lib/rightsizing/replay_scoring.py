@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing.entity_days import entity_day_rows
 from foresight_lib.rightsizing.replay_report import FORECAST, score, score_ratios
 from foresight_lib.rightsizing.replay_spec import TARGETS, ReplaySpec, SeriesReplay, Track
 
@@ -271,3 +272,18 @@ def score_tracks(done: list[SeriesReplay], tracks: list[Track], scored_ids: set[
         rows.append({"metric": metric,
                      **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
     return rows
+
+
+def entity_day_table(done: list[SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+    """Memory: every method's figures per entity and UTC day over the scored periods
+    (``entity_days.entity_day_rows``; the limit is the one each period was given)."""
+    rows: list[dict] = []
+    for sr in done:
+        if sr.resource != "memory":
+            continue
+        scored = np.flatnonzero(sr.scored)
+        starts = [sr.first_ns + sr.starts[i] * spec.step_ns for i in scored]
+        actuals = [sr.actuals[i] for i in scored]
+        for method, track in sr.tracks.items():
+            rows += entity_day_rows(sr.metric, method, sr.entity, starts, [track.limits[i] for i in scored], actuals)
+    return pd.DataFrame(rows)

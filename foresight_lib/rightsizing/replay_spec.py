@@ -15,7 +15,8 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.models import GLOBAL_MODELS, MODEL_PATHS, check_model_names
 from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
 from foresight_lib.rightsizing import sizing as rs
-from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare
+from foresight_lib.rightsizing.entity_days import entity_day_summary
+from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare, frontier_comparison
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,8 @@ class ReplayResult:
     fallbacks: dict[str, int] = field(default_factory=dict)
     targets: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per metric and target violation rate: the forecast-driven plan's slack and violations."""
+    entity_days: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Memory: one row per entity, UTC day and method (``entity_days.entity_day_rows``)."""
 
     def report(self) -> dict:
         """The JSON-ready summary, with every record."""
@@ -284,6 +287,8 @@ class ReplayResult:
             "methods": list(self.spec.methods),
             "totals": self.totals.to_dict(orient="records"),
             "comparison": compare(self.totals, self.spec.mode, self.targets),
+            "frontiers": frontier_comparison(self.totals, self.sweep, self.targets),
+            "entity_days": entity_day_summary(self.entity_days),
             "sweep": self.sweep.to_dict(orient="records"),
             "targets": self.targets.to_dict(orient="records"),
             "series": int(self.records["unique_id"].nunique()) if len(self.records) else 0,
