@@ -105,13 +105,21 @@ def provisioned_baseline(frame: pd.DataFrame, capacity: pd.DataFrame, records: p
         used = [u for u, uid in zip(used, recs[keep]["unique_id"].str.replace(metric, cap_metric, n=1), strict=True)
                 if uid in cap_ids]
         sums = np.zeros(4)
-        rows: list[dict] = []
+        per_entity: dict[str, tuple[list, list, list]] = {}
         for (entity, start), cap, u in zip(sub[["entity", "period_start"]].itertuples(index=False), caps, used,
                                            strict=True):
             s = score(cap, u)
             sums += [s["provisioned"], s["unused"], s["points"], s["over"]]
-            if metric.startswith("memory"):
-                rows += entity_day_rows(metric, "provisioned", entity, [pd.Timestamp(start).value], [cap], [u])
+            acc = per_entity.setdefault(entity, ([], [], []))
+            acc[0].append(pd.Timestamp(start).value)
+            acc[1].append(cap)
+            acc[2].append(u)
+        rows: list[dict] = []
+        if metric.startswith("memory"):  # one call per entity, its periods in time order
+            for entity, (starts, limits, usages) in per_entity.items():
+                order = np.argsort(starts)
+                rows += entity_day_rows(metric, "provisioned", entity, [starts[i] for i in order],
+                                        [limits[i] for i in order], [usages[i] for i in order])
         point = (sums[1] / sums[0], sums[3] / sums[2]) if sums[0] else (float("nan"), float("nan"))
         plan = [(r["slack"], r["violations"]) for r in targets if r["metric"] == metric]
         plan += [(r["slack"], r["violations"]) for r in sweep if r["metric"] == metric and r["method"] == FORECAST]
