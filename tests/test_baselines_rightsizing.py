@@ -106,3 +106,22 @@ def test_first_bucket_by_unit():
     assert bl.first_bucket_for("cores") == 0.01
     assert bl.first_bucket_for("bytes") == 1e7
     assert bl.first_bucket_for("widgets", np.array([0.0, 50.0])) == pytest.approx(0.05)
+
+
+def test_vpa_memory_keeps_the_last_eight_daily_peaks():
+    times = np.arange(11) * DAY
+    values = np.array([100.0, 100.0] + [1.0] * 9)  # two old high peaks, then 9 low days
+    rec = bl.VPARecommender("memory", first_bucket=1.0, half_life=1e12)
+    rec.observe(values, times)
+    assert rec.histogram.total_weight == pytest.approx(8.0)  # 10 closed, the last 8 kept
+    assert rec.target(with_margin=False) < 5.0
+
+
+def test_vpa_oom_bump_is_the_larger_of_plus_100_mib_and_times_1_2():
+    assert bl.vpa_memory_constants("bytes") == (250 * 2**20, 100 * 2**20)
+    assert bl.vpa_memory_constants("KB") == (250 * 1024, 100 * 1024)
+    assert bl.vpa_memory_constants("percent") == (0.0, 0.0)
+    rec = bl.VPARecommender("memory", first_bucket=1e7, min_bump=100 * 2**20)
+    assert rec.oom(2**20, 0.0) == pytest.approx(101 * 2**20)  # small: +100 MiB
+    assert rec.oom(2**40, 1.0) == pytest.approx(1.2 * 2**40)  # large: x1.2
+    assert rec.target(with_margin=False) >= 1.2 * 2**40

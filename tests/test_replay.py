@@ -140,6 +140,36 @@ def test_memory_is_scored_against_the_limit_too():
     assert np.allclose(mib, np.round(mib))
 
 
+def test_report_has_frontier_verdicts_and_memory_per_entity_day():
+    day = np.full(288, 300.0 * 2**20)
+    day[::50] = 600.0 * 2**20
+    frame = pd.concat([_trace(5, day, metric="memory_usage_bytes", entity="db"),
+                       _trace(5, day * 0.5, metric="memory_usage_bytes", entity="web")])
+    report = replay(frame, ReplaySpec(mode="daily", min_history_days=2)).report()
+    frontiers = {(c["metric"], c["baseline"]): c for c in report["frontiers"]}
+    assert set(frontiers) == {("memory_usage_bytes", "vpa"), ("memory_usage_bytes", "crane")}
+    for c in frontiers.values():
+        assert c["plan_frontier"] and c["baseline_frontier"] and isinstance(c["reached"], bool) and c["why"]
+    days = {d["method"]: d for d in report["entity_days"]}
+    assert set(days) == {"forecast", "vpa", "crane"}
+    assert days["vpa"]["entities"] == 2 and days["vpa"]["entity_days"] == 6
+    assert 0 <= days["vpa"]["oom_free"] <= 1 and days["vpa"]["young_entities"] == []
+
+
+def test_the_vpa_baseline_bumps_after_a_day_over_its_limit_and_keeps_250_mib():
+    small = np.full(288, 10.0 * 2**20)  # 10 MiB: below the VPA's 250 MiB per pod
+    jump = small.copy()
+    jump[100:] = 400.0 * 2**20  # the fourth day goes over
+    frame = _trace(3, small, metric="memory_usage_bytes", entity="db")
+    frame = pd.concat([frame, _trace(2, jump, metric="memory_usage_bytes", entity="db").assign(
+        ds=lambda f: f["ds"] + pd.Timedelta("3D"))])
+    frame["y"] = np.r_[np.tile(small, 3), jump, np.full(288, 10.0 * 2**20)]
+    rec = replay(frame, ReplaySpec(mode="daily", min_history_days=2)).records
+    vpa = rec[rec["method"] == "vpa"].sort_values("period_start")
+    assert (vpa["request"] >= 250 * 2**20).all()
+    assert vpa["request"].iloc[-1] >= 1.2 * 400 * 2**20  # the day after the OOM
+
+
 def test_too_short_series_are_skipped_with_a_reason():
     frame = pd.concat([make_daily_series(days=4, n_series=1), _trace(1, np.ones(288), entity="new")])
     result = replay(frame, ReplaySpec(mode="daily", model="naive"))
@@ -218,7 +248,9 @@ def test_command_end_to_end_on_bitbrains(shared_data, tmp_path, mode, capsys):
     assert plot.stat().st_size > 20_000
     width, height = _png_size(plot)
     assert width > 600 and height > 300
-    assert "forecast vs" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "forecast vs" in printed and "frontiers:" in printed and "per entity-day" in printed
+    assert {c["baseline"] for c in report["frontiers"]} == methods - {"forecast"}
 
 
 def test_a_window_sized_ahead_sees_only_the_data_before_its_decision_point():

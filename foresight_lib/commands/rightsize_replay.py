@@ -21,7 +21,7 @@ from foresight_lib.commands.reports import json_safe
 from foresight_lib.errors import ConfigError, DataError
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.rightsizing.replay import replay
-from foresight_lib.rightsizing.replay_report import plot_sweep
+from foresight_lib.rightsizing.replay_report import format_frontier, plot_sweep
 from foresight_lib.rightsizing.replay_spec import DEFAULT_MARGINS, DEFAULT_MODEL, LOCAL_MODELS, MODES, ReplaySpec
 from foresight_lib.rightsizing.sizing import PROFILES
 from foresight_lib.sources.loaders import FORMATS, load_series
@@ -119,7 +119,22 @@ def format_totals(report: dict) -> str:
             curve = f"yes, with a target of {100 * c['curve_target']:g} %" if c["dominates_on_curve"] else "no"
             verdict += f" (on the trade-off curve: {curve})"
         lines.append(f"forecast vs {c['baseline']} on {c['metric']}: {goal}: {verdict}")
+    for c in report.get("frontiers", []):
+        lines.append(format_frontier(c))
+    for d in report.get("entity_days", []):
+        lines.append(format_entity_days(d))
     return "\n".join(lines)
+
+
+def format_entity_days(d: dict) -> str:
+    """One line of memory per entity-day figures (``entity_days.entity_day_summary``)."""
+    if not d["entity_days"]:
+        return f"{d['metric']} {d['method']} per entity-day: no entity with two days or more"
+    dist = ", ".join(f"{k}: {100 * v:.0f} %" for k, v in d["oom_days_per_entity"].items())
+    young = f"; {len(d['young_entities'])} entity(ies) with fewer than two days apart" if d["young_entities"] else ""
+    return (f"{d['metric']} {d['method']} per entity-day: relative slack {100 * d['relative_slack']:.2f} %, "
+            f"OOM-free {100 * d['oom_free']:.2f} % of {d['entity_days']} entity-days, OOM-days per entity ({dist}), "
+            f"{d['changes_per_entity_day']:.2f} size changes per entity-day{young}")
 
 
 def format_skipped(skipped: list[dict], limit: int = 20) -> str:

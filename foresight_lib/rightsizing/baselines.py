@@ -6,8 +6,12 @@
   its timestamp, which is the same as halving the weight of older samples. The CPU target
   is the 90th percentile of that histogram; memory goes in as one sample per 24 h
   aggregation interval, the interval's peak, and the target is the 90th percentile of
-  those peaks. A 15 % safety margin is added. The percentile returns the *end* of the
-  bucket where the cumulative weight reaches the threshold, as the VPA does.
+  those peaks, the last ``VPA_MEMORY_PEAKS`` (8) of them. A 15 % safety margin is added,
+  and no pod gets less than 250 MiB of memory (``VPA_MIN_MEMORY_BYTES``, where the unit is
+  bytes or a multiple). The percentile returns the *end* of the bucket where the
+  cumulative weight reaches the threshold, as the VPA does. After an OOM the VPA records
+  a sample of at least the larger of +100 MiB and ×1.2 of the usage that went over
+  (``VPARecommender.oom``), and the next size is at least that.
 - ``crane_percentile``: Crane's percentile recommender: P99 of the last 7 days × 1.15.
 - ``reactive_peak``: a reactive scaler: the previous window's peak × 1.15.
 
@@ -27,6 +31,15 @@ VPA_HALF_LIFE_S = 24 * 3600.0
 VPA_TARGET_PERCENTILE = 0.9
 VPA_SAFETY_MARGIN = 0.15
 VPA_MEMORY_INTERVAL_S = 24 * 3600.0
+VPA_MEMORY_PEAKS = 8
+"""Daily peaks the memory histogram keeps (the VPA's 8-day memory aggregation window)."""
+VPA_MIN_MEMORY_BYTES = 250 * 2**20
+"""The VPA's least memory per pod (``podMinMemoryMb`` = 250, times 1024 × 1024)."""
+VPA_OOM_BUMP_RATIO = 1.2
+VPA_OOM_MIN_BUMP_BYTES = 100 * 2**20
+BYTES_PER_UNIT: dict[str, float] = {"bytes": 1.0, "KB": 1024.0, "KiB": 1024.0, "MB": 2.0**20, "MiB": 2.0**20,
+                                    "GB": 2.0**30, "GiB": 2.0**30}
+"""Memory units the VPA's constants in bytes convert to (a share of a machine has none)."""
 CRANE_PERCENTILE = 0.99
 CRANE_MARGIN = 0.15
 CRANE_HISTORY_S = 7 * 24 * 3600.0
@@ -46,6 +59,15 @@ FIRST_BUCKET_BY_UNIT: dict[str, float] = {
     "fraction": 0.001,
 }
 """The VPA's smallest bucket (10 millicores, 10 MB) expressed in each unit."""
+
+
+def vpa_memory_constants(unit: str | None) -> tuple[float, float]:
+    """The VPA's least memory per pod and least OOM bump in ``unit``; (0, 0) for a unit that
+    is not an amount of bytes (e.g. a percent of a machine): then only the ×1.2 bump applies."""
+    per = BYTES_PER_UNIT.get(unit or "")
+    if per is None:
+        return 0.0, 0.0
+    return VPA_MIN_MEMORY_BYTES / per, VPA_OOM_MIN_BUMP_BYTES / per
 
 
 def first_bucket_for(unit: str | None, values: np.ndarray | None = None) -> float:
@@ -178,12 +200,27 @@ class VPARecommender:
     percentile: float = VPA_TARGET_PERCENTILE
     margin: float = VPA_SAFETY_MARGIN
     memory_interval: float = VPA_MEMORY_INTERVAL_S
+    memory_peaks: int | None = VPA_MEMORY_PEAKS
+    """Memory: the closed intervals' peaks kept (None: all)."""
+    min_bump: float = 0.0
+    """Memory: the least OOM bump in the series' unit (``vpa_memory_constants``)."""
     histogram: DecayingHistogram = field(init=False)
     _peak: float = field(init=False, default=float("nan"))
     _interval_start: float | None = field(init=False, default=None)
+    _closed: list = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.histogram = DecayingHistogram(self.first_bucket, half_life=self.half_life)
+
+    def oom(self, usage: float, time_s: float) -> float:
+        """Record an OOM at ``usage``: the running interval's peak becomes at least the larger
+        of ``usage + min_bump`` and ``usage × 1.2``, as the VPA's OOM sample does. Returns that bump."""
+        bump = max(usage + self.min_bump, usage * VPA_OOM_BUMP_RATIO)
+        if not np.isfinite(self._peak) or bump > self._peak:
+            self._peak, self._peak_time = bump, time_s
+        if self._interval_start is None:
+            self._interval_start = time_s
+        return bump
 
     def observe(self, values: np.ndarray, times_s: np.ndarray) -> None:
         values = np.asarray(values, dtype="float64")
@@ -203,7 +240,13 @@ class VPARecommender:
 
     def _close_interval(self) -> None:
         if np.isfinite(self._peak):
-            self.histogram.add(self._peak, self._peak_time)
+            if self.memory_peaks is None:
+                self.histogram.add(self._peak, self._peak_time)
+            else:  # only the last memory_peaks peaks: rebuilt from them
+                self._closed = [*self._closed, (self._peak, self._peak_time)][-self.memory_peaks:]
+                self.histogram = DecayingHistogram(self.first_bucket, half_life=self.half_life)
+                for peak, t in self._closed:
+                    self.histogram.add(peak, t)
         self._peak = float("nan")
 
     def target(self, with_margin: bool = True) -> float:

@@ -53,6 +53,7 @@ from foresight_lib.rightsizing import baselines as bl
 from foresight_lib.rightsizing import sizing as rs
 from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA
 from foresight_lib.rightsizing.replay_scoring import (
+    entity_day_table,
     margin_sweep,
     method_totals,
     period_records,
@@ -86,7 +87,9 @@ def replay(frame: pd.DataFrame, spec: ReplaySpec, series_table: pd.DataFrame | N
     sweep = margin_sweep(kept, spec)
     targets = target_sweep(done, spec, {sr.unique_id for sr in kept})
     fallbacks = {s.unique_id: s.fallbacks for s in kept if s.fallbacks}
-    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets)
+    days = entity_day_table(kept, spec)
+    return ReplayResult(spec, records, totals, sweep, skipped, time.perf_counter() - started, fallbacks, targets,
+                        days)
 
 
 def _same_series(done: list[SeriesReplay], spec: ReplaySpec) -> tuple[list[SeriesReplay], list[dict]]:
@@ -271,7 +274,9 @@ def _walk_daily(sr: SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int]
     spd = spec.steps_per_day
     hist_steps = int(round(spec.history_days * spd))
     times = ds / 1e9
-    vpa = bl.VPARecommender(sr.resource, bl.first_bucket_for(sr.unit, y)) if baselines else None
+    min_memory, min_bump = bl.vpa_memory_constants(sr.unit) if sr.resource == "memory" else (0.0, 0.0)
+    vpa = bl.VPARecommender(sr.resource, bl.first_bucket_for(sr.unit, y), min_bump=min_bump) if baselines else None
+    vpa_last: tuple[int, float] | None = None
     seen = 0
     recent = rs.RecentError(int(np.ceil(spec.calibration_days)))
     sr.tracks = {m: Track() for m in spec.methods if m != FORECAST} if baselines else {}
@@ -308,9 +313,18 @@ def _walk_daily(sr: SeriesReplay, ds: np.ndarray, y: np.ndarray, days: list[int]
             continue
         vpa.observe(y[seen:start], times[seen:start])
         seen = start
+        floor = min_memory
+        if vpa_last is not None:  # the day before went over its limit: the VPA's OOM bump
+            last_start, last_limit = vpa_last
+            last_day = y[last_start:last_start + spd]
+            if last_day.size and np.isfinite(last_limit) and (last_day > last_limit).any():
+                top = int(np.argmax(last_day))
+                floor = max(floor, vpa.oom(float(last_day[top]), float(times[last_start + top])))
         vpa_base = vpa.target(with_margin=False)
-        sr.tracks[VPA].add(vpa_base, *sr.sized(vpa_base * (1 + bl.VPA_SAFETY_MARGIN), prof),
-                           1 + bl.VPA_SAFETY_MARGIN, None)
+        request, limit = sr.sized(max(vpa_base * (1 + bl.VPA_SAFETY_MARGIN), floor), prof)
+        sr.tracks[VPA].add(vpa_base, request, limit, 1 + bl.VPA_SAFETY_MARGIN, None, floor)
+        if sr.resource == "memory":
+            vpa_last = (start, limit)
         crane_base = bl.crane_percentile(y[:start], times[:start], now_s=float(times[start]), margin=0.0)
         sr.tracks[CRANE].add(crane_base, *sr.sized(crane_base * (1 + bl.CRANE_MARGIN), prof),
                              1 + bl.CRANE_MARGIN, None)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import DataError
+from foresight_lib.rightsizing.frontier import frontier_verdict
 
 FORECAST = "forecast"
 VPA = "vpa"
@@ -138,6 +139,61 @@ def compare(totals: pd.DataFrame, mode: str, targets: pd.DataFrame | None = None
     return out
 
 
+PARITY_POINTS = 0.005
+"""A frontier within this much slack (half a point) of the baseline's along the whole shared
+range is at parity with it (Bitbrains daily memory against the VPA rule is accepted so)."""
+
+
+def frontier_comparison(totals: pd.DataFrame, sweep: pd.DataFrame, targets: pd.DataFrame | None = None,
+                        ) -> list[dict]:
+    """The plan's frontier against each baseline's, per metric (``frontier.frontier_verdict``).
+
+    The plan's points: its target sweep (the published plan rerun per target violation
+    rate) and its base with each fixed margin; a baseline's: its base with each fixed
+    margin (the VPA-style baseline's margin, the reactive scaler's headroom). The
+    defaults are the totals' points. ``parity`` says the plan's slack is within
+    ``PARITY_POINTS`` of the baseline's along the whole shared range.
+    """
+    out: list[dict] = []
+    if totals.empty or sweep.empty:
+        return out
+    for metric, g in totals.groupby("metric", sort=True):
+        by = {r["method"]: r for r in g.to_dict(orient="records")}
+        if FORECAST not in by:
+            continue
+        own = sweep[sweep["metric"] == metric]
+        plan = list(zip(own.loc[own["method"] == FORECAST, "slack"], own.loc[own["method"] == FORECAST, "violations"],
+                        strict=True))
+        if targets is not None and not targets.empty:
+            t = targets[targets["metric"] == metric]
+            plan += list(zip(t["slack"], t["violations"], strict=True))
+        plan.append((by[FORECAST]["slack"], by[FORECAST]["violations"]))
+        for method, b in by.items():
+            if method == FORECAST:
+                continue
+            pts = own[own["method"] == method]
+            base = [*zip(pts["slack"], pts["violations"], strict=True), (b["slack"], b["violations"])]
+            verdict = frontier_verdict(plan, base, (b["slack"], b["violations"]),
+                                       (by[FORECAST]["slack"], by[FORECAST]["violations"]))
+            gap = verdict["max_slack_gap"]
+            gaps = [ps - bs for _, ps, bs in verdict["at_equal_violations"]]
+            verdict["parity"] = bool(verdict["curves_meet"] and gaps
+                                     and max(abs(x) for x in gaps) <= PARITY_POINTS + 1e-12)
+            verdict["within_parity"] = bool(verdict["curves_meet"] and gap is not None and gap <= PARITY_POINTS)
+            out.append({"metric": metric, "baseline": method, **verdict})
+    return out
+
+
+def format_frontier(c: dict) -> str:
+    """One line: the verdict of ``frontier_comparison``'s row ``c`` and why."""
+    verdict = "reached" if c["reached"] else ("at parity" if c.get("within_parity") else "not reached")
+    m = c.get("matched") or {}
+    at = m.get("baseline_slack_at_plan_violations")
+    matched = (f"; at the plan's violations ({100 * m['plan'][1]:.3f} %) the baseline leaves {100 * at:.2f} % slack "
+               f"against the plan's {100 * m['plan'][0]:.2f} %") if at is not None and m.get("plan") else ""
+    return f"forecast vs {c['baseline']} on {c['metric']}, frontiers: {verdict} ({c['why']}{matched})"
+
+
 # ---------------------------------------------------------------------------
 # The plot
 
@@ -184,6 +240,13 @@ def plot_sweep(result: Any, path: str | Path) -> Path:
         ax.set_ylabel("violations: points above the request (%)")
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_title(f"{metric} — {result.spec.mode} mode, model {result.spec.model}")
+        verdicts = [c for c in frontier_comparison(totals, sweep, result.targets) if c["metric"] == metric]
+        text = "\n".join(f"frontier vs {c['baseline']}: "
+                         + ("reached" if c["reached"] else "at parity" if c["within_parity"] else "not reached")
+                         + ("" if c["curves_meet"] else " (curves never meet)") for c in verdicts)
+        if text:
+            ax.text(0.98, 0.98, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "grey"})
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

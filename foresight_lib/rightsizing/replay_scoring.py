@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.rightsizing import sizing as rs
+from foresight_lib.rightsizing.entity_days import entity_day_rows
 from foresight_lib.rightsizing.replay_report import FORECAST, score, score_ratios
 from foresight_lib.rightsizing.replay_spec import TARGETS, ReplaySpec, SeriesReplay, Track
 
@@ -210,11 +211,15 @@ def margin_sweep(done: list[SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
         actual = np.vstack([a for a, s in zip(sr.actuals, scored, strict=True) if s])
         for method, track in sr.tracks.items():
             bases = np.asarray(track.bases, dtype="float64")[scored]
+            floors = getattr(track, "floors", [])  # walks stored before floors were kept have none
+            floors = (np.asarray(floors, dtype="float64")[scored] if len(floors) == len(track.bases)
+                      else np.zeros(bases.size))
             ok = np.isfinite(bases)
             if not ok.any():
                 continue
             for margin in spec.margins:
-                req = rs.round_many(bases[ok] * (1.0 + margin), sr.unit, sr.resource)[:, None]
+                req = rs.round_many(np.maximum(bases[ok] * (1.0 + margin), floors[ok]), sr.unit,
+                                    sr.resource)[:, None]
                 a = actual[ok]
                 sums = acc.setdefault((sr.metric, method, margin), [0.0, 0.0, 0.0, 0.0])
                 sums[0] += float(req.sum() * a.shape[1])
@@ -267,3 +272,18 @@ def score_tracks(done: list[SeriesReplay], tracks: list[Track], scored_ids: set[
         rows.append({"metric": metric,
                      **score_ratios(prov, unused, int(points), int(over), int(over_limit) if memory else None)})
     return rows
+
+
+def entity_day_table(done: list[SeriesReplay], spec: ReplaySpec) -> pd.DataFrame:
+    """Memory: every method's figures per entity and UTC day over the scored periods
+    (``entity_days.entity_day_rows``; the limit is the one each period was given)."""
+    rows: list[dict] = []
+    for sr in done:
+        if sr.resource != "memory":
+            continue
+        scored = np.flatnonzero(sr.scored)
+        starts = [sr.first_ns + sr.starts[i] * spec.step_ns for i in scored]
+        actuals = [sr.actuals[i] for i in scored]
+        for method, track in sr.tracks.items():
+            rows += entity_day_rows(sr.metric, method, sr.entity, starts, [track.limits[i] for i in scored], actuals)
+    return pd.DataFrame(rows)

@@ -15,7 +15,8 @@ from foresight_lib.errors import ConfigError
 from foresight_lib.forecasting.models import GLOBAL_MODELS, MODEL_PATHS, check_model_names
 from foresight_lib.horizons import horizon_steps, season_length, to_timedelta
 from foresight_lib.rightsizing import sizing as rs
-from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare
+from foresight_lib.rightsizing.entity_days import entity_day_summary
+from foresight_lib.rightsizing.replay_report import CRANE, FORECAST, REACTIVE, VPA, compare, frontier_comparison
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ DEFAULT_MODEL = {"daily": "seasonal_naive", "window": "naive"}
 naive repeats yesterday's); a window plan is conditioned on the latest actuals, whose
 best level forecast over 30 minutes is the latest value (naive). Both are the fast models
 that measured best on the Bitbrains replay (benchmarks/results/rightsizing.md)."""
-DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+"""Fixed margins every method's base is rescored with: wide enough (up to 5× the base on
+top of it) for the reactive scaler's memory violations to come down to the plan's."""
 TARGETS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)
 """Target violation rates the forecast-driven plan is rerun with for its trade-off curve."""
 LEVELS = (80, 95)
@@ -157,9 +160,14 @@ class Track:
     """The forecast-driven request before rounding (base × factor, capped)."""
     targets: list[float] = field(default_factory=list)
     """The violation target the forecast-driven request aims at (per resource)."""
+    floors: list[float] = field(default_factory=list)
+    """Per period: the least size the method gives whatever its margin (the VPA's least
+    memory per pod and its OOM bump; 0 elsewhere)."""
 
-    def add(self, base: float, request: float, limit: float, factor: float, conf: float | None) -> None:
+    def add(self, base: float, request: float, limit: float, factor: float, conf: float | None,
+            floor: float = 0.0) -> None:
         """One more period's recommendation."""
+        self.floors.append(floor)
         self.bases.append(base)
         self.requests.append(request)
         self.limits.append(limit)
@@ -253,6 +261,8 @@ class ReplayResult:
     fallbacks: dict[str, int] = field(default_factory=dict)
     targets: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per metric and target violation rate: the forecast-driven plan's slack and violations."""
+    entity_days: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Memory: one row per entity, UTC day and method (``entity_days.entity_day_rows``)."""
 
     def report(self) -> dict:
         """The JSON-ready summary, with every record."""
@@ -277,6 +287,8 @@ class ReplayResult:
             "methods": list(self.spec.methods),
             "totals": self.totals.to_dict(orient="records"),
             "comparison": compare(self.totals, self.spec.mode, self.targets),
+            "frontiers": frontier_comparison(self.totals, self.sweep, self.targets),
+            "entity_days": entity_day_summary(self.entity_days),
             "sweep": self.sweep.to_dict(orient="records"),
             "targets": self.targets.to_dict(orient="records"),
             "series": int(self.records["unique_id"].nunique()) if len(self.records) else 0,
