@@ -3,8 +3,13 @@
 Foresight runs in this process (the project's venv); statsforecast and mlforecast (a global
 LightGBM) run in their own venv (.venv-bench, from requirements-bench.txt) on the exact split
 Foresight used, and all are scored by ``foresight_lib.forecasting.metrics`` with the same MASE
-scales. Both sides use the same number of worker processes. Results are written to
-benchmarks/results/ with the command that made them.
+scales. Every side gives the median and the 80 % and 95 % intervals (statsforecast's
+``level=[80, 95]``, mlforecast's conformal intervals), so the same ``evaluate`` scores their
+weighted quantile loss (``wql``) and coverage too; a model without finite bands gets no
+``wql`` and is listed under ``wql_left_out``. Both sides use the same number of worker
+processes. Results are written to benchmarks/results/ with the command that made them:
+the leaderboard (every column, ``wql`` and ``coverage_80``/``coverage_95`` included) and the
+mean MASE and mean wQL per model over the horizons.
 
 Usage:
     .venv/bin/python benchmarks/forecast_benchmark.py --dataset nab_cpu
@@ -30,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from foresight_lib.forecasting.backtest import BacktestSpec, run_backtest, split_series
-from foresight_lib.forecasting.metrics import evaluate, leaderboard
+from foresight_lib.forecasting.metrics import evaluate, leaderboard, wql_left_out
 from foresight_lib.forecasting.models import DEFAULT_MODELS
 from foresight_lib.quality.features import prepare_series
 from foresight_lib.sources.loaders import load_series
@@ -150,6 +155,7 @@ def main() -> None:
         "foresight_fit_seconds": {k: round(v, 2) for k, v in ours.fit_seconds.items()},
         "foresight_predict_seconds": {k: round(v, 2) for k, v in ours.predict_seconds.items()},
         "mean_mase": leaderboard(ours.per_series, spec.horizons).groupby("model")["mase"].mean().round(4).to_dict(),
+        "mean_wql": leaderboard(ours.per_series, spec.horizons).groupby("model")["wql"].mean().round(4).to_dict(),
     }, indent=2) + "\n")
     per_series = [ours.per_series]
     peers_wall, peer_timings = None, {}
@@ -167,8 +173,11 @@ def main() -> None:
         mlf_wall = time.perf_counter() - t0
         print(f"mlforecast: {mlf_wall:.1f} s wall", flush=True)
         per_series.append(evaluate(mlf_fc, ours.scales, spec.horizon_steps, spec.levels))
-    board = leaderboard(pd.concat(per_series, ignore_index=True), spec.horizons)
+    scores = pd.concat(per_series, ignore_index=True)
+    board = leaderboard(scores, spec.horizons)
     mean_mase = board.groupby("model")["mase"].mean().sort_values()
+    mean_wql = board.groupby("model")["wql"].mean().sort_values()  # NaN (null) for a model without bands
+    mean_coverage = board.groupby("model")[["coverage_80", "coverage_95"]].mean().loc[mean_mase.index]
 
     record = {
         "command": command,
@@ -180,7 +189,10 @@ def main() -> None:
         "protocol": ours.report()["protocol"],
         "champion": ours.champion,
         "mean_mase": mean_mase.round(4).to_dict(),
-        "leaderboard": board.round(4).to_dict(orient="records"),
+        "mean_wql": {k: (None if np.isnan(v) else v) for k, v in mean_wql.round(4).items()},
+        "mean_coverage": mean_coverage.round(4).to_dict(orient="index"),
+        "wql_left_out": wql_left_out(scores),
+        "leaderboard": board.round(4).astype(object).where(board.notna(), None).to_dict(orient="records"),
         "foresight_wall_seconds": round(ours_wall, 1),
         "foresight_fit_seconds": {k: round(v, 2) for k, v in ours.fit_seconds.items()},
         "foresight_predict_seconds": {k: round(v, 2) for k, v in ours.predict_seconds.items()},
@@ -217,6 +229,7 @@ def main() -> None:
     partial.unlink(missing_ok=True)
     print(board.to_string(index=False))
     print("mean MASE over horizons:\n" + mean_mase.round(4).to_string())
+    print("mean wQL over horizons:\n" + mean_wql.round(4).to_string())
     print(f"written {out}")
 
 

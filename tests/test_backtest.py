@@ -240,6 +240,21 @@ def test_constant_series_are_forecast_but_left_out_of_the_scores(daily_series):
         run_backtest(constant, s)
 
 
+def test_a_series_idle_on_the_held_out_day_is_scored_for_mase_and_reported_for_wql(daily_series):
+    frame = daily_series.copy()
+    idle = frame.index[frame["unique_id"] == "cpu_cores/c2"]
+    frame.loc[idle[-288:], "y"] = 0.0  # the held-out day: every actual 0, so sum(|y|) is 0 at each step
+    result = run_backtest(frame, spec(models=["naive", "seasonal_naive", "ensemble"]))
+    assert "cpu_cores/c2" in set(result.per_series["unique_id"])  # its training part has a MASE scale
+    rows = result.per_series[result.per_series["unique_id"] == "cpu_cores/c2"]
+    assert rows["wql"].isna().all() and np.isfinite(rows["mase"]).all()
+    assert np.isfinite(result.leaderboard["wql"]).all() and (result.leaderboard["wql"] > 0).all()
+    report = result.report()
+    assert {(r["unique_id"], r["horizon"]) for r in report["wql_left_out"]} == {
+        ("cpu_cores/c2", h) for h in ("5m", "15m", "30m")}
+    assert not any("model" in r for r in report["wql_left_out"])  # every model here gives finite bands
+
+
 def test_ensemble_weights_stay_finite_for_huge_errors():
     from foresight_lib.forecasting.backtest import fit_ensemble_weights
 

@@ -42,9 +42,9 @@ def test_backtest_end_to_end_on_nab(tmp_path, nab_slice, capsys):
     assert {(r["model"], r["horizon"]) for r in rows} == {
         (m, h) for m in ("naive", "seasonal_naive") for h in ("5m", "15m", "30m")}
     for row in rows:
-        assert set(row) == {"model", "horizon", "mae", "rmse", "smape", "mase", "coverage_80", "coverage_95",
+        assert set(row) == {"model", "horizon", "mae", "rmse", "smape", "mase", "wql", "coverage_80", "coverage_95",
                             "width_80", "width_95"}
-        assert row["mae"] > 0 and 0 <= row["coverage_95"] <= 1
+        assert row["mae"] > 0 and 0 <= row["coverage_95"] <= 1 and row["wql"] > 0
     best = min({r["model"] for r in rows},
                key=lambda m: sum(r["mase"] for r in rows if r["model"] == m))
     assert report["champion"] == best
@@ -63,7 +63,7 @@ def test_backtest_end_to_end_on_nab(tmp_path, nab_slice, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == [
-        "model", "horizon", "MAE", "RMSE", "sMAPE", "MASE", "cov80", "cov95", "w80", "w95"]
+        "model", "horizon", "MAE", "RMSE", "sMAPE", "MASE", "wQL", "cov80", "cov95", "w80", "w95"]
     assert any(line.startswith(f"*{report['champion']}") for line in lines)
     assert f"champion: {report['champion']}" in out
     assert "skipped: 1 at load" in out

@@ -54,13 +54,15 @@ def _urls(page: str) -> list[str]:
 
 
 def _scores() -> pd.DataFrame:
-    """Per-metric MASE: arima beats naive on cpu_cores, naive beats arima on memory_bytes."""
+    """Per-metric MASE: arima beats naive on cpu_cores, naive beats arima on memory_bytes; wQL and coverage beside."""
     rows = []
     for metric, best in (("cpu_cores", "arima"), ("memory_bytes", "naive")):
         for model in ("naive", "arima"):
             for i, horizon in enumerate(["5m", "15m", "30m"]):
                 rows.append({"metric": metric, "model": model, "horizon": horizon,
-                             "mase": 0.6 + 0.1 * i + (0.0 if model == best else 0.5)})
+                             "mase": 0.6 + 0.1 * i + (0.0 if model == best else 0.5),
+                             "wql": 0.05 + 0.01 * i + (0.0 if model == best else 0.02),
+                             "coverage_80": 0.8 - 0.02 * i, "coverage_95": 0.95 - 0.01 * i})
     return pd.DataFrame(rows)
 
 
@@ -117,6 +119,10 @@ def test_the_overview_names_the_run_the_champions_and_their_mase_per_horizon(tmp
     assert len(board) == 4 and data["leaderboard_scope"] == "metric"
     assert [k for k, r in board.items() if r["champion"]] == [("cpu_cores", "arima"), ("memory_bytes", "naive")]
     assert board[("cpu_cores", "naive")]["mase"]["30m"] == pytest.approx(1.3)
+    # the weighted quantile loss and the coverage per horizon beside MASE, as published
+    assert board[("cpu_cores", "naive")]["wql"] == pytest.approx({"5m": 0.07, "15m": 0.08, "30m": 0.09})
+    assert board[("memory_bytes", "naive")]["coverage_80"] == pytest.approx({"5m": 0.8, "15m": 0.78, "30m": 0.76})
+    assert board[("memory_bytes", "arima")]["coverage_95"]["30m"] == pytest.approx(0.93)
     assert data["metrics"] == ["cpu_cores", "memory_bytes"]
     assert {s["unique_id"] for s in data["series"]} == set(SERIES)
     recs = data["recommendations"]  # the nightly's daily sizes and the newer scaling plan's windows
@@ -176,6 +182,8 @@ def test_older_publishes_fall_back_to_the_run_folders_scores_then_the_overall_le
     store.publish_latest(["forecasts", "leaderboard"])
     data = dashboard.overview(str(root), MLFLOW_UI)
     assert data["leaderboard_scope"] == "metric"
+    board = {(r["metric"], r["model"]): r for r in data["leaderboard"]}
+    assert board[("cpu_cores", "arima")]["wql"]["5m"] == pytest.approx(0.05)  # from the per-series scores
     assert {c["metric"]: c["model"] for c in data["champions"]} == {"cpu_cores": "arima", "memory_bytes": "naive"}
     assert data["links"]["mlflow"]["url"] == MLFLOW_UI and data["links"]["airflow"]["url"] == "/dags/foresight_nightly"
 
@@ -184,8 +192,10 @@ def test_older_publishes_fall_back_to_the_run_folders_scores_then_the_overall_le
     store.publish_latest(["forecasts", "leaderboard"])
     data = dashboard.overview(str(root))
     assert data["leaderboard_scope"] == "all"
+    # a leaderboard published before the weighted quantile loss: no scores beside MASE
     assert data["leaderboard"] == [{"metric": None, "model": "naive", "mase": {"5m": 0.9}, "mean_mase": 0.9,
-                                    "score": 0.9, "champion": True}]
+                                    "score": 0.9, "champion": True, "wql": {}, "coverage_80": {},
+                                    "coverage_95": {}}]
     assert {c["model"] for c in data["champions"]} == {"naive"}
 
 

@@ -211,6 +211,29 @@ def test_inside_airflows_frame_the_header_does_not_wrap_mid_word(server, browser
 
 
 @pytest.mark.parametrize("width", WIDTHS)
+def test_the_leaderboard_shows_wql_and_coverage_beside_mase_within_airflows_frame(server, browser, width):
+    context, page = _open(browser, f"{server['base']}/frame", width)
+    try:
+        frame = page.frame_locator("#plugin")
+        frame.locator("#leaderboard tbody tr.champion").first.wait_for()
+        head = frame.locator("#leaderboard thead tr")
+        assert head.nth(0).locator("th").all_text_contents() == [
+            "Model", "MASE", "wQL", "Coverage 80 %", "Coverage 95 %"]
+        horizons = ["5m", "15m", "30m"]
+        assert head.nth(1).locator("th").all_text_contents() == [*horizons, "Mean", *horizons * 3]
+        rows = frame.locator("#leaderboard tbody tr:not(.group)").evaluate_all(
+            "rows => rows.map(r => Array.from(r.cells, c => c.textContent))")
+        naive = next(r for r in rows if r[0].strip() == "naive")  # cpu_cores comes first; naive is not its champion
+        assert naive[1:5] == ["1.100", "1.200", "1.300", "1.200"]
+        assert naive[5:8] == ["0.070", "0.080", "0.090"]
+        assert naive[8:11] == ["80.0 %", "78.0 %", "76.0 %"] and naive[11:14] == ["95.0 %", "94.0 %", "93.0 %"]
+        _assert_table_fits(frame.locator("#leaderboard"))
+        assert not page.errors, page.errors
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 def test_an_activation_shows_within_one_refresh(server, browser, width):
     context, page = _open(browser, f"{server['base']}/frame", width)
     root = server["root"]

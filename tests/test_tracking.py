@@ -86,6 +86,9 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
     assert parent.data.tags["foresight.metric"] == "cpu_cores"
     assert parent.data.params["config.mlflow.experiment"] == "x"
     assert parent.data.metrics["series"] == 2
+    for model in MODELS:  # beside each model's mean MASE, its mean weighted quantile loss
+        rows = result.leaderboard[result.leaderboard.model == model]
+        assert parent.data.metrics[f"mean_wql_{model}"] == pytest.approx(rows["wql"].mean())
     paths = artifact_paths(client, parent.info.run_id)
     assert {"leaderboard.csv", "leaderboard_by_metric.csv", "leaderboard.json", "backtest_report.json", "config.json",
             "validation/validation_report.html", "plots/leaderboard_cpu_cores.png", "run/forecasts.csv",
@@ -101,6 +104,7 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
         assert child.data.tags["foresight.model"] == model
         metrics = child.data.metrics
         for name in ("mase_5m", "mase_15m", "mase_30m", "smape_30m", "coverage_80_30m", "coverage_95_5m",
+                     "wql_5m", "wql_15m", "wql_30m", "mean_wql", "cpu_cores/wql_15m",
                      "mean_mase", "mean_smape", "cpu_cores/mae_5m", "cpu_cores/rmse_15m", "cpu_cores/width_80_15m",
                      "cpu_cores/mase_30m", "cpu_cores/mean_mase", "fit_seconds", "predict_seconds", "fallbacks"):
             assert name in metrics, (model, name)
@@ -108,11 +112,14 @@ def test_parent_and_child_runs_with_metrics_params_and_artifacts(store, logged, 
         assert not {"mae_5m", "rmse_15m", "width_80_15m", "mean_mae", "mean_rmse"} & set(metrics)
         row = result.leaderboard[(result.leaderboard.model == model) & (result.leaderboard.horizon == "15m")]
         assert metrics["mase_15m"] == pytest.approx(float(row["mase"].iloc[0]))
+        assert metrics["wql_15m"] == pytest.approx(float(row["wql"].iloc[0])) and metrics["wql_15m"] > 0
         assert child.data.params["model.name"] == model
         assert child.data.params["protocol.freq"] == "5min"
         assert "plots/forecasts_vs_actuals.png" in artifact_paths(client, run_id)
         curve = {m.step: m.value for m in client.get_metric_history(run_id, "mase_by_horizon")}
         assert curve == pytest.approx({5: metrics["mase_5m"], 15: metrics["mase_15m"], 30: metrics["mase_30m"]})
+        curve = {m.step: m.value for m in client.get_metric_history(run_id, "wql_by_horizon")}
+        assert curve == pytest.approx({5: metrics["wql_5m"], 15: metrics["wql_15m"], 30: metrics["wql_30m"]})
     ensemble = client.get_run(logged["child_run_ids"]["ensemble"])
     assert ensemble.data.params["model.members"] == "naive,seasonal_naive"
 

@@ -173,7 +173,7 @@ def build_report(result: BacktestResult, loaded: LoadResult, prepared: FeatureRe
     return report
 
 
-LEADERBOARD_HEADER = ["model", "horizon", "MAE", "RMSE", "sMAPE", "MASE", "cov80", "cov95", "w80", "w95"]
+LEADERBOARD_HEADER = ["model", "horizon", "MAE", "RMSE", "sMAPE", "MASE", "wQL", "cov80", "cov95", "w80", "w95"]
 
 
 def format_leaderboard(result: BacktestResult) -> str:
@@ -183,7 +183,8 @@ def format_leaderboard(result: BacktestResult) -> str:
         mark = "*" if rec["model"] == result.champion else " "
         rows.append([
             f"{mark}{rec['model']}", rec["horizon"], _num(rec["mae"]), _num(rec["rmse"]),
-            _fixed(rec["smape"], 2), _fixed(rec["mase"], 3), _pct(rec["coverage_80"]), _pct(rec["coverage_95"]),
+            _fixed(rec["smape"], 2), _fixed(rec["mase"], 3), _fixed(rec.get("wql"), 3),
+            _pct(rec["coverage_80"]), _pct(rec["coverage_95"]),
             _num(rec["width_80"]), _num(rec["width_95"]),
         ])
     header = [" " + LEADERBOARD_HEADER[0], *LEADERBOARD_HEADER[1:]]
@@ -237,4 +238,9 @@ def _summary(report: dict) -> str:
     guarded = [g for g in report.get("mase_guard") or [] if g.get("scored")]
     if guarded:
         lines.append(f"MASE scale guarded on {len(guarded)} series (see 'mase_guard' in the report)")
+    left_out = report.get("wql_left_out") or []
+    if left_out:
+        models = [row["model"] for row in left_out if row.get("model")]
+        lines.append(f"wQL not scored for {len(left_out) - len(models)} series x horizon(s)"
+                     + (f" and model(s) {', '.join(models)}" if models else "") + " (see 'wql_left_out' in the report)")
     return "\n".join(lines) if lines else "skipped: none; fallbacks: none"

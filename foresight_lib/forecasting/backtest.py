@@ -47,6 +47,7 @@ from foresight_lib.forecasting.metrics import (
     evaluate,
     leaderboard,
     mase_scales,
+    wql_left_out,
 )
 from foresight_lib.forecasting.models import ENSEMBLE, FALLBACK_MODEL, check_model_names, model_class
 from foresight_lib.forecasting.models.base import Forecast
@@ -179,7 +180,7 @@ class BacktestResult:
     :mod:`foresight_lib.forecasting.shard_results`); empty when this result holds the models itself."""
 
     def report(self) -> dict:
-        """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks, MASE guards."""
+        """The JSON report: leaderboard rows, champion, series, timings, skips, fallbacks, MASE and wQL guards."""
         return {
             "champion": self.champion,
             "leaderboard": self.leaderboard.to_dict(orient="records"),
@@ -197,6 +198,7 @@ class BacktestResult:
                  "reason": note}
                 for uid, note in self.scale_notes.items()
             ],
+            "wql_left_out": wql_left_out(self.per_series),
             "fallbacks": self.fallbacks,
             "fallback_counts": _count_series(self.fallbacks),
             "validation_fallbacks": self.validation_fallbacks,

@@ -1,13 +1,20 @@
 """Forecast accuracy metrics, one signature each, combined by ``evaluate``.
 
 Every metric takes aligned arrays of actuals and forecasts for one series and
-horizon (plus what it needs: the MASE scale, interval bounds) and returns a float.
+horizon (plus what it needs: the MASE scale, interval bounds, quantile forecasts) and
+returns a float.
 
 MASE divides by the in-sample MAE of the one-day seasonal naive (:func:`mase_scale`),
 which is guarded: a constant or non-finite training part cannot be scored (MASE would
 be 0/0 or meaningless) and is left out of every mean, and a scale below a millionth of
 the series' mean level is raised to it, so that every scored value is finite. The
 backtest reports which series were guarded and why.
+
+The weighted quantile loss (:func:`wql`) scores the forecast distribution over the
+quantiles the forecasts carry: the median (``yhat``) and both bounds of each interval
+(:func:`quantile_columns`). It is guarded like MASE: a series whose actuals sum to zero
+in absolute value is not scored for it, and a model without finite bands gets none (see
+:func:`evaluate`); it is reported beside MASE and never ranks models.
 
 The champion rule lives here, once: ``ChampionCriterion`` (the ``champion`` setting) turns
 a leaderboard into one score per model; the leaderboard's ranking, each metric's champion
@@ -60,6 +67,55 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
 def width(lo: np.ndarray, hi: np.ndarray) -> float:
     """Mean interval width."""
     return float(np.mean(hi - lo))
+
+
+def pinball(y: np.ndarray, yhat_q: np.ndarray, q: float) -> np.ndarray:
+    """Pinball (quantile) loss of the forecast ``yhat_q`` of quantile ``q`` at each point."""
+    diff = np.asarray(y, dtype="float64") - np.asarray(yhat_q, dtype="float64")
+    return np.maximum(q * diff, (q - 1.0) * diff)
+
+
+def wql(y: np.ndarray, quantiles: Mapping[float, np.ndarray]) -> float:
+    """Mean weighted quantile loss: a CRPS approximation over the forecast quantiles.
+
+    The GluonTS / AWS "mean weighted quantile loss": for each quantile q,
+    ``2 * sum(pinball_q(y, yhat_q)) / sum(|y|)`` over the points, then the mean over the
+    quantiles. 0 is perfect; it is scale-free, so it may be pooled over series of
+    different units. Foresight scores it per series and horizon (the points are the
+    cutoffs' forecasts at that step) and averages over series, as it does MASE.
+
+    Args:
+        y: the actuals.
+        quantiles: quantile level (0..1) -> the forecasts of that quantile, aligned on ``y``.
+
+    Returns:
+        NaN when ``sum(|y|)`` is 0 or not finite (the loss is undefined), or when a
+        quantile forecast is not finite.
+    """
+    y = np.asarray(y, dtype="float64")
+    with np.errstate(over="ignore", invalid="ignore"):
+        weight = float(np.sum(np.abs(y)))
+    if not (math.isfinite(weight) and weight > 0) or not quantiles:
+        return float("nan")
+    losses = []
+    for q, yhat_q in quantiles.items():
+        yhat_q = np.asarray(yhat_q, dtype="float64")
+        if not np.isfinite(yhat_q).all():
+            return float("nan")
+        losses.append(2.0 * float(np.sum(pinball(y, yhat_q, q))) / weight)
+    return float(np.mean(losses))
+
+
+def quantile_columns(levels=(80, 95)) -> dict[str, float]:
+    """Forecast column -> the quantile it is: ``yhat`` the median, ``yhat_lo_80`` 0.1, ``yhat_hi_95`` 0.975…
+
+    A central ``L`` % interval is bounded by the quantiles ``(1 - L/100) / 2`` and ``(1 + L/100) / 2``.
+    """
+    out = {"yhat": 0.5}
+    for level in levels:
+        out[f"yhat_lo_{level}"] = round((1.0 - level / 100.0) / 2.0, 6)
+        out[f"yhat_hi_{level}"] = round((1.0 + level / 100.0) / 2.0, 6)
+    return out
 
 
 def seasonal_naive_scale(y_train: np.ndarray, season_length: int) -> float:
@@ -135,7 +191,7 @@ def mase_scales(trains: Mapping[str, np.ndarray], season_length: int) -> tuple[d
 
 
 LEADERBOARD_COLUMNS = [
-    "model", "horizon", "mae", "rmse", "smape", "mase",
+    "model", "horizon", "mae", "rmse", "smape", "mase", "wql",
     "coverage_80", "coverage_95", "width_80", "width_95",
 ]
 
@@ -149,6 +205,13 @@ def evaluate(forecasts: pd.DataFrame, scales: dict[str, float], horizons: dict[s
         scales: MASE scale per ``unique_id``; a series whose scale is missing, not finite or
             not positive (see :func:`mase_scale`) is not scored, so no mean counts it.
         horizons: horizon label -> step (only that step is scored for the horizon).
+        levels: the interval levels the forecasts carry (``yhat_lo_<level>``, ``yhat_hi_<level>``).
+
+    ``wql`` (:func:`wql`) is over the median and every bound of ``levels``. It is NaN for
+    a series and horizon whose actuals sum to 0 in absolute value (the same for every
+    model), and for every row of a model whose bands are not finite on some scored
+    forecast (a model that cannot give quantiles): such a model is left out of any mean
+    of ``wql`` rather than compared on other series (logged; :func:`wql_left_out` lists both).
 
     Returns:
         Columns ``unique_id, model, horizon`` and one column per metric.
@@ -161,6 +224,8 @@ def evaluate(forecasts: pd.DataFrame, scales: dict[str, float], horizons: dict[s
     if left_out:
         log.info("%d series not scored (no usable MASE scale), e.g. %s", len(left_out), sorted(left_out)[:3])
         subset = subset[subset["unique_id"].isin(scorable)]
+    quantiles = quantile_columns(levels)
+    no_bands = _models_without_bands(subset, list(quantiles))
     for (uid, model, step), g in subset.groupby(["unique_id", "model", "step"], sort=False):
         y = g["y"].to_numpy("float64")
         yhat = g["yhat"].to_numpy("float64")
@@ -168,6 +233,8 @@ def evaluate(forecasts: pd.DataFrame, scales: dict[str, float], horizons: dict[s
             "unique_id": uid, "model": model, "horizon": step_to_label[step],
             "mae": mae(y, yhat), "rmse": rmse(y, yhat), "smape": smape(y, yhat),
             "mase": mase(y, yhat, scales[uid]),
+            "wql": float("nan") if model in no_bands else
+            wql(y, {q: g[column].to_numpy("float64") for column, q in quantiles.items()}),
         }
         for level in levels:
             lo = g[f"yhat_lo_{level}"].to_numpy("float64")
@@ -176,15 +243,63 @@ def evaluate(forecasts: pd.DataFrame, scales: dict[str, float], horizons: dict[s
             row[f"width_{level}"] = width(lo, hi)
         rows.append(row)
     if not rows:
-        columns = ["unique_id", "model", "horizon", "mae", "rmse", "smape", "mase"]
+        columns = ["unique_id", "model", "horizon", "mae", "rmse", "smape", "mase", "wql"]
         columns += [f"{kind}_{level}" for level in levels for kind in ("coverage", "width")]
         return pd.DataFrame(columns=columns)
-    return pd.DataFrame(rows)
+    per_series = pd.DataFrame(rows)
+    unweighted = per_series.loc[~per_series["model"].isin(no_bands) & per_series["wql"].isna(), "unique_id"]
+    if not unweighted.empty:
+        log.info("%d series not scored for wql at some horizon (sum of |y| over the scored points is 0 or not "
+                 "finite), e.g. %s", unweighted.nunique(), sorted(unweighted.unique())[:3])
+    return per_series
+
+
+def _models_without_bands(subset: pd.DataFrame, columns: list[str]) -> set[str]:
+    """Models whose quantile forecasts (``columns``) are not finite on some scored row (each logged)."""
+    if subset.empty:
+        return set()
+    bad = pd.Series(~np.isfinite(subset[columns].to_numpy("float64")).all(axis=1), index=subset.index)
+    counts = bad.groupby(subset["model"]).agg(["sum", "size"])
+    counts = counts[counts["sum"] > 0]
+    for model, (n_bad, n) in counts.iterrows():
+        log.warning("model %s: quantile bands not finite on %d of %d scored forecasts: wql not scored, left out of "
+                    "any quantile ranking", model, n_bad, n)
+    return {str(m) for m in counts.index}
+
+
+def wql_left_out(per_series: pd.DataFrame) -> list[dict]:
+    """What :func:`evaluate` left out of ``wql``, with the reason: models, then series and horizons.
+
+    A model with no finite ``wql`` at all has no quantile bands to score (see
+    :func:`evaluate`); a series and horizon without a finite ``wql`` for any model that
+    has them had actuals summing to 0 in absolute value (``sum(|y|)`` is the weight).
+    """
+    if per_series.empty or "wql" not in per_series:
+        return []
+    frame = per_series[["unique_id", "model", "horizon"]].assign(
+        scored=np.isfinite(pd.to_numeric(per_series["wql"], errors="coerce").to_numpy("float64")))
+    with_bands = frame.groupby("model", sort=False)["scored"].any()
+    out: list[dict] = [{"model": str(m), "reason": "no finite quantile bands (the median and interval bounds): "
+                                                   "wql not scored, left out of any quantile ranking"}
+                       for m in with_bands.index[~with_bands.to_numpy()]]
+    by_series = frame[frame["model"].isin(with_bands.index[with_bands.to_numpy()])].groupby(
+        ["unique_id", "horizon"], sort=False)["scored"].any()
+    out += [{"unique_id": str(uid), "horizon": str(horizon),
+             "reason": "sum of |y| over the scored points is 0 or not finite: wql not scored"}
+            for uid, horizon in by_series.index[~by_series.to_numpy()]]
+    return out
 
 
 def leaderboard(per_series: pd.DataFrame, horizon_order: list[str],
                 criterion: ChampionCriterion | None = None) -> pd.DataFrame:
-    """Mean of per-series metrics per model and horizon, models ranked by the champion criterion."""
+    """Mean of per-series metrics per model and horizon, models ranked by the champion criterion.
+
+    A mean skips NaN (a series not scored for ``wql``); a metric the per-series frame
+    does not have (``wql`` of scores made before it was) is NaN.
+    """
+    missing = [c for c in LEADERBOARD_COLUMNS if c not in per_series.columns]
+    if missing:
+        per_series = per_series.reindex(columns=[*per_series.columns, *missing])
     board = per_series.groupby(["model", "horizon"], sort=False)[LEADERBOARD_COLUMNS[2:]].mean().reset_index()
     rank = (criterion or DEFAULT_CRITERION).scores(board).sort_values()
     board["model"] = pd.Categorical(board["model"], categories=list(rank.index), ordered=True)
@@ -204,7 +319,7 @@ def pooled_leaderboard(board: pd.DataFrame, metrics: int) -> pd.DataFrame:
 
     Over one metric it is whole. Over several, the columns in the data's unit (MAE, RMSE,
     interval widths) would average cores with bytes, so they are left out: the scale-free
-    ones (MASE, sMAPE, coverage) stay, and the per-metric leaderboards keep every column.
+    ones (MASE, sMAPE, wQL, coverage) stay, and the per-metric leaderboards keep every column.
     """
     if metrics <= 1:
         return board

@@ -6,7 +6,8 @@ The page (``dashboard_static/dashboard.html``) is a static template whose script
   and to MLflow), the champion of each metric with its registered version and backtest
   MASE per horizon (an activation since the publish, ``summary.json``'s ``activations``,
   makes its model the champion and is listed with who made it and when), the leaderboard
-  (model x horizon MASE per metric), the series that
+  (model x horizon MASE per metric, with the weighted quantile loss and the 80 % and 95 %
+  interval coverage beside it where the publish has them), the series that
   can be charted, the current rightsizing recommendations and the scaling plan's state;
 - :func:`series_payload`: one series' latest actuals and the champion's forecast with
   its interval bands (``yhat_lo_80``/``yhat_hi_80``, ``yhat_lo_95``/``yhat_hi_95``).
@@ -60,6 +61,8 @@ ACTUALS_SHOWN = pd.Timedelta("1D")
 RECOMMENDATION_COLUMNS = ["entity", "metric", "kind", "lead", "period_start", "period_end",
                           "request_display", "limit_display", "replicas", "confidence", "model", "reason"]
 RECOMMENDATION_ROWS = 5000
+BESIDE_MASE = ("wql", "coverage_80", "coverage_95")
+"""Leaderboard columns shown per horizon beside MASE (none ranks: the champion criterion does)."""
 _UNIT_SUFFIXES = (("_bytes_per_second", "bytes/s"), ("_bytes", "bytes"), ("_cores", "cores"),
                   ("_percent", "percent"), ("_fraction", "fraction"), ("_seconds", "seconds"))
 """Units told by a metric's name when a publish did not record them (``summary.json``'s ``metric_units``)."""
@@ -159,7 +162,8 @@ class _State:
     """Latest cutoff per series and model, indexed by ``unique_id`` (sorted)."""
     actuals: pd.DataFrame | None = None
     board: pd.DataFrame | None = None
-    """``metric, model, horizon, mase``; ``metric`` is None when only the overall board is known."""
+    """``metric, model, horizon, mase`` and those of ``BESIDE_MASE`` published; ``metric`` is None when only the
+    overall board is known."""
     board_scope: str = "none"
     champions: dict[str, str] = field(default_factory=dict)
     overall: str | None = None
@@ -244,11 +248,13 @@ def _scores(board: pd.DataFrame, criterion) -> pd.Series:
 
 
 def _ranked(board: pd.DataFrame, criterion=None) -> pd.DataFrame:
-    """``metric, model, horizon, mase``, models ranked by the champion criterion within each metric."""
+    """``metric, model, horizon, mase`` (and ``BESIDE_MASE``), models ranked by the champion criterion per metric."""
     from foresight_lib.forecasting.metrics import DEFAULT_CRITERION
 
-    board = board[["metric", "model", "horizon", "mase"]].copy()
-    board["mase"] = pd.to_numeric(board["mase"], errors="coerce")
+    scores = ["mase", *[c for c in BESIDE_MASE if c in board.columns]]
+    board = board[["metric", "model", "horizon", *scores]].copy()
+    for column in scores:
+        board[column] = pd.to_numeric(board[column], errors="coerce")
     board["_metric"] = board["metric"].fillna("")
     board["_rank"] = _scores(board, criterion or DEFAULT_CRITERION)
     board["_horizon"] = [_horizon_key(h) for h in board["horizon"]]
@@ -272,7 +278,8 @@ def _leaderboard(root, state: _State) -> tuple[pd.DataFrame | None, str]:
         scores = _quietly("per-series scores of the published run", state.errors, per_series)
         if scores is not None and not scores.empty:
             scores = scores.assign(metric=[split_unique_id(str(u))[0] for u in scores["unique_id"]])
-            board = scores.groupby(["metric", "model", "horizon"], sort=False)["mase"].mean().reset_index()
+            columns = ["mase", *[c for c in BESIDE_MASE if c in scores.columns]]
+            board = scores.groupby(["metric", "model", "horizon"], sort=False)[columns].mean().reset_index()
             return _ranked(board, _criterion(state.summary)), "metric"
     overall = None
     if root.has_latest("leaderboard"):
@@ -377,7 +384,9 @@ def _board_rows(state: _State) -> tuple[list[str], list[dict[str, Any]]]:
         champion = state.champions.get(metric) == model if metric else model == state.overall
         rows.append({"metric": metric or None, "model": str(model), "mase": mase,
                      "mean_mase": sum(known) / len(known) if known else None,
-                     "score": _number(scores[part.index[0]]), "champion": bool(champion)})
+                     "score": _number(scores[part.index[0]]), "champion": bool(champion),
+                     **{column: {str(h): _number(v) for h, v in zip(part["horizon"], part[column], strict=True)}
+                        if column in part else {} for column in BESIDE_MASE}})
     return horizons, rows
 
 

@@ -4,13 +4,14 @@
   time and kind (``2024-03-15 02:00 nightly``, ``… backfill``, ``… ad hoc``; tag
   ``foresight.run_kind``), timed from the DAG run's start, with the leaderboard (a plot
   per resource metric), report, config and validation report, and a nested child run
-  per model with its params, per-horizon metrics (also as ``mase_by_horizon``, one point
-  per horizon in minutes, so MLflow draws each model's MASE against the horizon on one
-  chart) and a plot of forecasts against actuals. ``mark_published`` then tags whether
-  the run was published (``foresight.published``) and says so in its name. The
-  experiment is marked a model-training one (``mlflow.experimentKind``), so that the
-  MLflow UI opens it on its runs, not on traces. Scale-free metrics (MASE, sMAPE, coverage) are
-  pooled over every series (``mase_15m``, ``coverage_80_30m``); those in the data's unit
+  per model with its params, per-horizon metrics (also as ``mase_by_horizon`` and
+  ``wql_by_horizon``, one point per horizon in minutes, so MLflow draws each model's MASE
+  or weighted quantile loss against the horizon on one chart) and a plot of forecasts
+  against actuals. ``mark_published`` then tags whether the run was published
+  (``foresight.published``) and says so in its name. The experiment is marked a
+  model-training one (``mlflow.experimentKind``), so that the MLflow UI opens it on its
+  runs, not on traces. Scale-free metrics (MASE, sMAPE, wQL, coverage) are pooled over
+  every series (``mase_15m``, ``wql_15m``, ``coverage_80_30m``); those in the data's unit
   (MAE, RMSE, interval width) are per resource metric only, never mixing cores with
   bytes (``container_cpu_usage_cores/mae_15m``; the MLflow UI groups charts by that prefix).
   It deletes nothing: a re-run's earlier runs stay until its
@@ -65,7 +66,7 @@ REGISTERED_TAG = "foresight.registered_versions"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
 """The run's description in the MLflow UI."""
-POOLED_METRICS = ("smape", "mase", "coverage_80", "coverage_95")
+POOLED_METRICS = ("smape", "mase", "wql", "coverage_80", "coverage_95")
 """Scale-free: meaningful as a mean over every series, whatever their units."""
 MAX_PARAM_CHARS = 500
 RUN_KIND_TAG = "foresight.run_kind"
@@ -75,6 +76,8 @@ MODEL_TRAINING = "custom_model_development"
 """MLflow 3's experiment kind for model training (runs, metrics, charts) rather than GenAI (traces)."""
 HORIZON_CURVE = "mase_by_horizon"
 """A child's MASE logged once per horizon, at the horizon's length in minutes as the step."""
+HORIZON_CURVES = {"mase": HORIZON_CURVE, "wql": "wql_by_horizon"}
+"""Leaderboard column -> its curve over the horizons (``wql_by_horizon``: the weighted quantile loss)."""
 _DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
@@ -259,6 +262,13 @@ def _horizon_metrics(board: pd.DataFrame, columns: Sequence[str], prefix: str = 
     return out
 
 
+def _mean_wql(board: pd.DataFrame) -> pd.Series:
+    """model -> mean weighted quantile loss over the board's horizons (none for a board without ``wql``)."""
+    if "wql" not in board or board.empty:
+        return pd.Series(dtype="float64")
+    return board.groupby("model", sort=False)["wql"].mean()
+
+
 def _note(result: BacktestResult, champions: dict[str, str]) -> str:
     """The parent run's description: what ran and who won, per metric, in MLflow's markdown."""
     criterion = criterion_of(result.spec)
@@ -270,7 +280,8 @@ def _note(result: BacktestResult, champions: dict[str, str]) -> str:
              "", "| metric | champion |", "|---|---|"]
     lines += [f"| {metric} | {model} |" for metric, model in champions.items()]
     lines += ["", "MAE, RMSE and interval widths are in each metric's unit, so they are logged per metric "
-              "(`<metric>/mae_<horizon>`); MASE, sMAPE and coverage are scale-free and pooled."]
+              "(`<metric>/mae_<horizon>`); MASE, sMAPE, wQL (weighted quantile loss) and coverage are scale-free "
+              "and pooled."]
     return "\n".join(lines)
 
 
@@ -378,6 +389,7 @@ def _log_parent(client: MlflowClient, run_id: str, result: BacktestResult, champ
         "series": len(result.series), "skipped_series": len(result.skipped), "fallbacks": len(result.fallbacks),
         "seconds": result.seconds,
         **{f"mean_mase_{m}": v for m, v in means.items()},
+        **{f"mean_wql_{m}": v for m, v in _mean_wql(board).items()},
     }
     if not criterion.is_default:
         metrics.update({f"score_{m}": v for m, v in scores.items()})
@@ -467,10 +479,11 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
     if not board.empty:
         metrics["mean_mase"] = board["mase"].mean()
         metrics["mean_smape"] = board["smape"].mean()
+        metrics["mean_wql"] = board["wql"].mean() if "wql" in board else float("nan")
         metrics["score"] = criterion_of(result.spec).score(board, model)
     for metric, metric_board in _per_metric_board(result, model, series).items():
         key = metric_key(metric)
-        metrics.update(_horizon_metrics(metric_board, (*_in_data_unit(metric_board), "mase"), f"{key}/"))
+        metrics.update(_horizon_metrics(metric_board, (*_in_data_unit(metric_board), "mase", "wql"), f"{key}/"))
         metrics[f"{key}/mean_mase"] = metric_board["mase"].mean()
     metrics["fit_seconds"] = result.fit_seconds.get(model, 0.0)
     metrics["predict_seconds"] = result.predict_seconds.get(model, 0.0)
@@ -482,7 +495,8 @@ def _log_child(client: MlflowClient, experiment_id: str, parent_id: str, base_ta
         client.set_tag(run_id, "foresight.tuning", tuning["action"])
         client.log_text(run_id, json.dumps(tuning, indent=2, default=str), "tuning/tuning.json")
     _log_batch(client, run_id, params, metrics)
-    _log_horizon_curve(client, run_id, board)
+    for column, curve in HORIZON_CURVES.items():
+        _log_horizon_curve(client, run_id, board, column, curve)
     tmp.mkdir(parents=True, exist_ok=True)
     per_series = result.per_series[result.per_series["model"] == model] if not result.per_series.empty else None
     if per_series is not None and not per_series.empty:
@@ -569,19 +583,23 @@ def _log_batch(client: MlflowClient, run_id: str, params: dict, metrics: dict) -
         client.log_batch(run_id, metrics=metric_rows[i:i + 1000])
 
 
-def _log_horizon_curve(client: MlflowClient, run_id: str, board: pd.DataFrame) -> None:
-    """``mase_by_horizon`` at step = the horizon in minutes: one chart shows every model's MASE against the horizon."""
+def _log_horizon_curve(client: MlflowClient, run_id: str, board: pd.DataFrame, column: str = "mase",
+                       curve: str = HORIZON_CURVE) -> None:
+    """``mase_by_horizon`` at step = the horizon in minutes: one chart shows every model's MASE against the horizon.
+
+    The same for another column of the board and its curve (``wql`` as ``wql_by_horizon``).
+    """
     from foresight_lib.horizons import parse_duration
 
     stamp = int(time.time() * 1000)
     rows = []
-    for horizon, value in zip(board.get("horizon", []), board.get("mase", []), strict=False):
+    for horizon, value in zip(board.get("horizon", []), board.get(column, []), strict=False):
         try:
             minutes = int(parse_duration(str(horizon)).total_seconds() // 60)
         except Exception:  # noqa: BLE001 - a horizon that is not a duration has no place on the curve
             continue
         if value is not None and math.isfinite(float(value)):
-            rows.append(Metric(HORIZON_CURVE, float(value), stamp, minutes))
+            rows.append(Metric(curve, float(value), stamp, minutes))
     if rows:
         client.log_batch(run_id, metrics=rows)
 

@@ -218,15 +218,64 @@
     table.appendChild(body);
   }
 
+  /* Scores shown per horizon beside MASE, where the publish has them; they never rank the models. */
+  var BESIDE_MASE = [
+    {key: "wql", label: "wQL", format: function (v) { return number(v); },
+     title: "Weighted quantile loss over the median and the 80 % and 95 % bounds (a CRPS approximation; " +
+       "lower is better)"},
+    {key: "coverage_80", label: "Coverage 80 %", format: percent,
+     title: "Share of actuals inside the 80 % interval (80 % is calibrated)"},
+    {key: "coverage_95", label: "Coverage 95 %", format: percent,
+     title: "Share of actuals inside the 95 % interval (95 % is calibrated)"}
+  ];
+
+  function percent(value) { return isNumber(value) ? (100 * value).toFixed(1) + " %" : "–"; }
+
+  function hasScores(rows, key) {
+    return rows.some(function (entry) {
+      var values = entry[key] || {};
+      return Object.keys(values).some(function (h) { return isNumber(values[h]); });
+    });
+  }
+
+  /* Two header rows: a group per score (MASE with the champion score, then the others), its horizons below. */
+  function leaderboardHeader(table, horizons, extras, data) {
+    var head = node("thead");
+    var groups = node("tr");
+    var model = node("th", "Model");
+    model.rowSpan = 2;
+    groups.appendChild(model);
+    var mase = node("th", "MASE", "num group");
+    mase.colSpan = horizons.length + 1;
+    groups.appendChild(mase);
+    extras.forEach(function (extra) {
+      var cell = node("th", extra.label, "num group");
+      cell.colSpan = horizons.length;
+      cell.title = extra.title;
+      groups.appendChild(cell);
+    });
+    var names = node("tr");
+    horizons.concat([scoreLabel(data)]).forEach(function (name) { names.appendChild(node("th", name, "num")); });
+    extras.forEach(function (extra) {
+      horizons.forEach(function (h) { names.appendChild(node("th", h, "num")); });
+    });
+    head.appendChild(groups);
+    head.appendChild(names);
+    table.appendChild(head);
+  }
+
   function renderLeaderboard(data) {
     var table = byId("leaderboard");
     var horizons = data.horizons || [];
     var rows = data.leaderboard || [];
+    var extras = BESIDE_MASE.filter(function (extra) { return hasScores(rows, extra.key); });
+    var columns = 2 + horizons.length * (1 + extras.length);
     clear(table);
-    byId("leaderboard-scope").textContent = data.leaderboard_scope === "all"
+    byId("leaderboard-scope").textContent = (data.leaderboard_scope === "all"
       ? "MASE per model and horizon over every metric (no per-metric scores were published)"
-      : "MASE per model and horizon, per metric; the champion is highlighted";
-    headerRow(table, ["Model"].concat(horizons, [scoreLabel(data)]), function (i) { return i >= 1; });
+      : "MASE per model and horizon, per metric; the champion is highlighted") +
+      (extras.length ? "; the weighted quantile loss (wQL) and interval coverage beside it" : "");
+    leaderboardHeader(table, horizons, extras, data);
     var body = node("tbody");
     var current = null;
     rows.forEach(function (entry) {
@@ -235,7 +284,7 @@
         current = group;
         var heading = node("tr", null, "group");
         var cell = node("td", group);
-        cell.colSpan = horizons.length + 2;
+        cell.colSpan = columns;
         heading.appendChild(cell);
         body.appendChild(heading);
       }
@@ -245,9 +294,16 @@
       row.appendChild(name);
       horizons.forEach(function (h) { row.appendChild(maseCell((entry.mase || {})[h])); });
       row.appendChild(maseCell(scoreOf(entry)));
+      extras.forEach(function (extra) {
+        horizons.forEach(function (h) {
+          var cell = node("td", extra.format((entry[extra.key] || {})[h]), "num");
+          cell.setAttribute("data-score", extra.key);
+          row.appendChild(cell);
+        });
+      });
       body.appendChild(row);
     });
-    if (!rows.length) { emptyRow(body, horizons.length + 2, "No leaderboard published."); }
+    if (!rows.length) { emptyRow(body, columns, "No leaderboard published."); }
     table.appendChild(body);
   }
 
