@@ -400,7 +400,7 @@ class ForesightConfig(_Section):
     history_days: int = Field(14, ge=1)
     stride: str = "30m"
     levels: list[int] = Field(default_factory=lambda: [80, 95])
-    ensemble_selection: bool = True
+    ensemble_selection: bool = False
     """Choose the ensemble's members per metric on the validation day (forward selection);
     false: every base model, the best three per step."""
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)

@@ -107,7 +107,7 @@ def _frame():
 
 def _spec(**kw):
     return BacktestSpec(**{"models": ["naive", "seasonal_naive", "fourier", "ensemble"], "history_days": 4,
-                           "n_jobs": 1, **kw})
+                           "n_jobs": 1, "select_members": True, **kw})
 
 
 def test_the_backtest_records_each_metrics_members_chosen_on_the_validation_day_only():

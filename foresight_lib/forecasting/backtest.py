@@ -103,7 +103,7 @@ class BacktestSpec:
     """Return the fitted models (updated to the end of the data)."""
     criterion: ChampionCriterion = DEFAULT_CRITERION
     """The champion rule that ranks the leaderboard and picks the champion (``champion.criterion``)."""
-    select_members: bool = True
+    select_members: bool = False
     """Choose the ensemble's members per metric on the validation day (forward selection);
     False: every base model, the best ``TOP_MODELS`` per step (``ensemble_selection``)."""
     selection_margin: float = SELECTION_MARGIN
