@@ -582,7 +582,9 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_s
     ensemble_members: dict = {}
     if ENSEMBLE in spec.models:
         t0 = time.perf_counter()
-        if members is None:
+        if members is None and not getattr(spec, "select_members", False):
+            members = choose_ensemble_members([{_metric_of(u, metric_of): ([], 0) for u in ids}], spec)
+        elif members is None:
             members = choose_ensemble_members([validation_losses(splits, spec, val.forecasts, metric_of)], spec)
         ensemble_members = {metric: members[metric] for metric in sorted({_metric_of(u, metric_of) for u in ids})
                             if metric in members}

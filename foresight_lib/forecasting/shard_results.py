@@ -170,7 +170,8 @@ def _ensemble_members(store, models: Sequence[str], shards: int, run_key: str, s
                       metric_of: Mapping[str, str] | None) -> dict | None:
     """metric -> the ensemble's members over every shard; None (``finish_backtest`` chooses) for a run
     evaluated at once or without the ensemble."""
-    if ENSEMBLE not in spec.models or shards <= 1 or all(is_global(m) for m in models):
+    if (ENSEMBLE not in spec.models or shards <= 1 or all(is_global(m) for m in models)
+            or not getattr(spec, "select_members", False)):  # off: every shard takes every base model
         return None
     losses = []
     for _, parts, _ in _shard_parts(store, models, shards, run_key):
