@@ -400,6 +400,9 @@ class ForesightConfig(_Section):
     history_days: int = Field(14, ge=1)
     stride: str = "30m"
     levels: list[int] = Field(default_factory=lambda: [80, 95])
+    ensemble_selection: bool = False
+    """Choose the ensemble's members per metric on the validation day (forward selection);
+    false: every base model, the best three per step."""
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)

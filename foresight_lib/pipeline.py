@@ -395,8 +395,10 @@ def evaluate(run: dict, trained: Sequence[dict] | None = None) -> dict:
 
     cfg, store = open_run(run)
     spec = backtest_spec(cfg)
-    result, skipped_shards = evaluate_in_shards(store, base_models(cfg), _shards(run), run["run_key"], spec)
     series = store.read_frame(FEATURE_SERIES)
+    metric_of = dict(zip(series["unique_id"].astype(str), series["metric"].astype(str), strict=True))
+    result, skipped_shards = evaluate_in_shards(store, base_models(cfg), _shards(run), run["run_key"], spec,
+                                                metric_of)
     store.write_frame(LEADERBOARD, pooled_leaderboard(result.leaderboard, series["metric"].nunique()))
     store.write_frame(PER_SERIES, result.per_series)
     forecasts = clip_to_physical_range(result.future_forecasts, series, cfg)

@@ -97,6 +97,15 @@ def test_local_models_forecast_and_score_the_same_sharded_or_not(runs):
     assert sharded["report"]["skipped_shards"] == [] and sharded["report"]["shards"] == sharded["run"]["shards"]
 
 
+def test_the_ensembles_members_are_chosen_over_every_shard_as_over_the_whole(runs):
+    whole, sharded = runs["whole"], runs["sharded"]
+    members = whole["report"]["ensemble_members"]
+    assert set(members) == {METRIC} and members[METRIC]["members"]
+    assert sharded["report"]["ensemble_members"] == members
+    result = pickle.loads(sharded["store"].read_bytes(pipeline.RESULT))
+    assert {m: c.members for m, c in result.ensemble_members.items()} == {METRIC: members[METRIC]["members"]}
+
+
 def test_the_rightsizing_plan_is_the_same_walked_in_shards_or_at_once(runs):
     whole, sharded = runs["whole"], runs["sharded"]
     shards = sharded["run"]["shards"]
@@ -250,6 +259,7 @@ def test_a_champion_built_from_the_shards_forecasts_as_one_built_at_once(runs, m
     assert pieced.mean_mase == pytest.approx(one.mean_mase, rel=1e-12)
     assert pieced.profiles == one.profiles
     assert set(pieced.ensemble_weights) == set(one.ensemble_weights)
+    assert pieced.members == one.members
     history = whole["store"].read_frame(pipeline.FEATURES)
     pd.testing.assert_frame_equal(pieced.forecast(history), one.forecast(history))
     pd.testing.assert_frame_equal(pieced.example, one.example)

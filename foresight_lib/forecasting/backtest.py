@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,16 @@ from foresight_lib.forecasting.backtest_runner import (
     merge_outcome,
     run_models,
 )
-from foresight_lib.forecasting.ensemble import TOP_MODELS, EnsembleWeights, fit_ensemble_weights
+from foresight_lib.forecasting.ensemble import (
+    SELECTION_MARGIN,
+    TOP_MODELS,
+    EnsembleWeights,
+    MemberChoice,
+    choose_members,
+    fit_ensemble_weights,
+    member_subsets,
+    subset_losses,
+)
 from foresight_lib.forecasting.metrics import (
     DEFAULT_CRITERION,
     ChampionCriterion,
@@ -51,13 +60,14 @@ from foresight_lib.forecasting.metrics import (
 )
 from foresight_lib.forecasting.models import ENSEMBLE, FALLBACK_MODEL, check_model_names, model_class
 from foresight_lib.forecasting.models.base import Forecast
-from foresight_lib.frames import LEVELS, check_series_frame
+from foresight_lib.frames import LEVELS, check_series_frame, split_unique_id
 from foresight_lib.horizons import horizon_steps, parse_horizons, season_length, to_timedelta
 
 __all__ = [
     "MAX_ABS_VALUE", "MIN_TRAIN_SEASONS", "TOP_MODELS", "BacktestPart", "BacktestResult", "BacktestSpec",
-    "EnsembleWeights", "SeriesSplit", "backtest_part", "finish_backtest", "fit_ensemble_weights",
-    "forecast_frame", "run_backtest", "scored_leaderboard", "split_series",
+    "EnsembleWeights", "SeriesSplit", "backtest_part", "choose_ensemble_members", "finish_backtest",
+    "fit_ensemble_weights", "forecast_frame", "part_validation_losses", "run_backtest", "scored_leaderboard",
+    "split_series", "validation_losses",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +104,11 @@ class BacktestSpec:
     """Return the fitted models (updated to the end of the data)."""
     criterion: ChampionCriterion = DEFAULT_CRITERION
     """The champion rule that ranks the leaderboard and picks the champion (``champion.criterion``)."""
+    select_members: bool = False
+    """Choose the ensemble's members per metric on the validation day (forward selection);
+    False: every base model, the best ``TOP_MODELS`` per step (``ensemble_selection``)."""
+    selection_margin: float = SELECTION_MARGIN
+    """Least relative drop of the pooled validation MASE for which a member is added."""
 
     def __post_init__(self) -> None:
         self.models = check_model_names(list(self.models))
@@ -175,6 +190,8 @@ class BacktestResult:
     fitted_params: dict[str, dict] = field(default_factory=dict)
     """model -> the constructor parameters of one fitted instance, where ``models`` is not kept
     (a run evaluated in shards keeps its fitted models in the shards' results)."""
+    ensemble_members: dict = field(default_factory=dict)
+    """metric -> the ensemble's members there and how they were chosen (``MemberChoice``)."""
     shard_results: list[str] = field(default_factory=list)
     """Where the shards' results, with their fitted models, are stored in the run folder (see
     :mod:`foresight_lib.forecasting.shard_results`); empty when this result holds the models itself."""
@@ -203,6 +220,8 @@ class BacktestResult:
             "fallback_counts": _count_series(self.fallbacks),
             "validation_fallbacks": self.validation_fallbacks,
             "validation_fallback_counts": _count_series(self.validation_fallbacks),
+            "ensemble_members": {metric: choice.report()
+                                 for metric, choice in (getattr(self, "ensemble_members", None) or {}).items()},
             "protocol": {
                 "freq": self.spec.freq, "horizons": self.spec.horizons,
                 "test_days": self.spec.test_days, "history_days": self.spec.history_days,
@@ -300,11 +319,80 @@ def _validation_splits(splits: list[SeriesSplit], spec: BacktestSpec) -> tuple[l
     return val_splits, val_origins
 
 
+def _metric_of(uid: str, metric_of: Mapping[str, str] | None) -> str:
+    """A series' metric: ``metric_of``'s (the series table's), else its id's ``<metric>/`` part."""
+    return (metric_of or {}).get(uid) or split_unique_id(uid)[0]
+
+
+def validation_losses(splits: Sequence[SeriesSplit], spec: BacktestSpec, val_forecasts: dict,
+                      metric_of: Mapping[str, str] | None = None) -> dict[str, tuple[np.ndarray, int]]:
+    """metric -> (validation MASE of each member subset per series with a complete validation day,
+    shape (series, subsets); the metric's number of series).
+
+    Only the validation day is read (each series' last training day and the base models'
+    forecasts of it); the MASE scale is the training part's. Rows are in ``splits``' order,
+    so the rows of consecutive shards put together are those of the whole.
+    """
+    bases = spec.base_models
+    subsets = member_subsets(len(bases))
+    _, val_origins = _validation_splits(list(splits), spec)
+    val_steps = spec.season_length
+    scales, _ = mase_scales({s.unique_id: s.train for s in splits}, spec.season_length)
+    rows: dict[str, list[np.ndarray]] = {}
+    counts: dict[str, int] = {}
+    for split in splits:
+        uid = split.unique_id
+        metric = _metric_of(uid, metric_of)
+        counts[metric] = counts.get(metric, 0) + 1
+        rows.setdefault(metric, [])
+        scale = scales[uid]
+        if not np.isfinite(scale) or not all((m, uid) in val_forecasts for m in bases):
+            continue  # too short to validate, or no usable scale: a gap in the metric's validation day
+        rows[metric].append(subset_losses({m: val_forecasts[(m, uid)] for m in bases}, split.train[-val_steps:],
+                                          val_origins, spec.max_steps, scale, subsets))
+    return {metric: (np.stack(r) if r else np.empty((0, len(subsets))), counts[metric]) for metric, r in rows.items()}
+
+
+def part_validation_losses(parts: Sequence[BacktestPart], spec: BacktestSpec,
+                           metric_of: Mapping[str, str] | None = None) -> dict[str, tuple[np.ndarray, int]]:
+    """``validation_losses`` of the series of some parts (one shard's, every model's)."""
+    val_forecasts: dict = {}
+    for part in parts:
+        if part.validation is not None:
+            val_forecasts.update(part.validation.forecasts)
+    return validation_losses(parts[0].splits, spec, val_forecasts, metric_of)
+
+
+def choose_ensemble_members(losses: Sequence[Mapping[str, tuple[np.ndarray, int]]], spec: BacktestSpec
+                            ) -> dict[str, MemberChoice]:
+    """metric -> its members, from the validation losses of every shard (in shard order)."""
+    pooled: dict[str, list] = {}
+    for shard in losses:
+        for metric, (rows, n) in shard.items():
+            entry = pooled.setdefault(metric, [[], 0])
+            entry[0].append(rows)
+            entry[1] += n
+    bases = spec.base_models
+    if not getattr(spec, "select_members", False):
+        return {metric: MemberChoice(list(bases), "all_models", reason="member selection is off (ensemble_selection)")
+                for metric in sorted(pooled)}
+    out = {}
+    for metric in sorted(pooled):
+        rows, n = pooled[metric]
+        out[metric] = choose_members(bases, np.concatenate(rows), n, getattr(spec, "selection_margin",
+                                                                             SELECTION_MARGIN))
+        log.info("ensemble of %s: members %s (%s%s)", metric, out[metric].members, out[metric].rule,
+                 f": {out[metric].reason}" if out[metric].reason else "")
+    return out
+
+
 def _ensemble_forecasts(
     splits: list[SeriesSplit], spec: BacktestSpec, test_forecasts: dict, val_forecasts: dict,
-    fallbacks: list[dict],
+    fallbacks: list[dict], members: Mapping[str, MemberChoice] | None = None,
+    metric_of: Mapping[str, str] | None = None,
 ) -> dict[str, EnsembleWeights]:
-    """Validation-day weights per series, then the ensemble's forecasts into ``test_forecasts``.
+    """Validation-day weights per series among its metric's members, then the ensemble's
+    forecasts into ``test_forecasts``.
 
     A series whose combination is not finite gets the fallback's forecasts instead (and
     no weights), recorded in ``fallbacks`` like any failed model.
@@ -316,18 +404,21 @@ def _ensemble_forecasts(
     bases = spec.base_models
     for split in splits:
         uid = split.unique_id
+        choice = (members or {}).get(_metric_of(uid, metric_of))
+        chosen = [m for m in bases if choice is None or m in choice.members]
         if all((m, uid) in val_forecasts for m in bases):
             val_fc = {m: val_forecasts[(m, uid)] for m in bases}
-            ens = fit_ensemble_weights(val_fc, split.train[-val_steps:], val_origins, spec.max_steps, spec.levels)
+            ens = fit_ensemble_weights(val_fc, split.train[-val_steps:], val_origins, spec.max_steps, spec.levels,
+                                       members=chosen)
         else:  # too short to validate: equal weights, widths from the widest member
-            ens = EnsembleWeights(bases, np.full((spec.max_steps, len(bases)), 1.0 / len(bases)), {})
+            ens = EnsembleWeights(chosen, np.full((spec.max_steps, len(chosen)), 1.0 / len(chosen)), {})
             for level in spec.levels:
                 ens.half_widths[level] = np.max(
                     [(test_forecasts[(m, uid)][f"hi-{level}"][0] - test_forecasts[(m, uid)][f"lo-{level}"][0]) / 2
-                     for m in bases], axis=0,
+                     for m in chosen], axis=0,
                 )
         with np.errstate(all="ignore"):
-            combined = ens.combine({m: test_forecasts[(m, uid)] for m in bases}, spec.levels)
+            combined = ens.combine({m: test_forecasts[(m, uid)] for m in chosen}, spec.levels)
         try:
             check_forecast(combined, len(origins), spec.max_steps)
         except ValueError as exc:
@@ -347,7 +438,8 @@ def _spec_fields(spec: BacktestSpec) -> dict:
         "test_days": spec.test_days, "history_days": spec.history_days, "stride": spec.stride,
         "season": spec.season, "levels": spec.levels, "n_jobs": spec.n_jobs,
         "model_params": spec.model_params, "future": spec.future, "keep_models": spec.keep_models,
-        "criterion": criterion_of(spec),
+        "criterion": criterion_of(spec), "select_members": getattr(spec, "select_members", False),
+        "selection_margin": getattr(spec, "selection_margin", SELECTION_MARGIN),
     }
 
 
@@ -459,12 +551,18 @@ def _task(splits: list[SeriesSplit], spec: BacktestSpec, origins: list[int]) -> 
                         spec.model_params, spec.keep_models)
 
 
-def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_scored: bool = True) -> BacktestResult:
+def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_scored: bool = True,
+                    metric_of: Mapping[str, str] | None = None,
+                    members: Mapping[str, MemberChoice] | None = None) -> BacktestResult:
     """Merge parts, add the ensemble, score every model and rank them.
 
     Args:
         require_scored: fail when no series can be scored. A shard of a larger run passes
             False: its series may all be unscored while the run's others are not.
+        metric_of: unique_id -> metric (the series table's); a series it does not list takes
+            its id's ``<metric>/`` part. The ensemble's members are chosen per metric.
+        members: metric -> the ensemble's members, chosen over every shard of the run
+            (``choose_ensemble_members``); default: chosen here, on these parts' validation day.
     """
     started = time.perf_counter()
     splits = parts[0].splits
@@ -483,9 +581,17 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_s
         raise ConfigError(f"no forecasts for model(s) {missing}; run their training before the evaluation")
 
     ensemble_weights: dict = {}
+    ensemble_members: dict = {}
     if ENSEMBLE in spec.models:
         t0 = time.perf_counter()
-        ensemble_weights = _ensemble_forecasts(splits, spec, total.forecasts, val.forecasts, total.fallbacks)
+        if members is None and not getattr(spec, "select_members", False):
+            members = choose_ensemble_members([{_metric_of(u, metric_of): ([], 0) for u in ids}], spec)
+        elif members is None:
+            members = choose_ensemble_members([validation_losses(splits, spec, val.forecasts, metric_of)], spec)
+        ensemble_members = {metric: members[metric] for metric in sorted({_metric_of(u, metric_of) for u in ids})
+                            if metric in members}
+        ensemble_weights = _ensemble_forecasts(splits, spec, total.forecasts, val.forecasts, total.fallbacks,
+                                               members, metric_of)
         for name, seconds in val.fit_seconds.items():
             total.fit_seconds[f"{name}@validation"] = seconds
         total.fit_seconds[ENSEMBLE] = time.perf_counter() - t0
@@ -520,7 +626,7 @@ def finish_backtest(parts: Sequence[BacktestPart], spec: BacktestSpec, require_s
         seconds=max(p.seconds for p in parts) + time.perf_counter() - started, spec=spec,
         future_forecasts=future, models=total.models, ensemble_weights=ensemble_weights, scales=scales,
         scale_notes=notes, unscored=unscored, skipped_models=skipped_models, validation_fallbacks=val.fallbacks,
-        tuning=tuning,
+        tuning=tuning, ensemble_members=ensemble_members,
     )
 
 
@@ -566,7 +672,7 @@ def scored_leaderboard(board: pd.DataFrame, models: list[str]) -> tuple[pd.DataF
 
 def run_backtest(
     df: pd.DataFrame, spec: BacktestSpec, progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None, metric_of: Mapping[str, str] | None = None,
 ) -> BacktestResult:
     """Backtest ``spec.models`` on every series of the regular long frame ``df``.
 
@@ -574,12 +680,13 @@ def run_backtest(
         df: long frame on the ``spec.freq`` grid (after the features step).
         progress: called with the number of series finished, for a progress bar.
         on_start: called once with the number of series that will be backtested.
+        metric_of: unique_id -> metric, where the ids do not say it (``finish_backtest``).
 
     Raises:
         DataError: no series is long and regular enough (the reasons per series are listed).
     """
     started = time.perf_counter()
     part = backtest_part(df, spec, progress=progress, on_start=on_start)
-    result = finish_backtest([part], spec)
+    result = finish_backtest([part], spec, metric_of=metric_of)
     result.seconds = time.perf_counter() - started
     return result

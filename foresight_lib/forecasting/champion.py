@@ -102,6 +102,17 @@ def fit_local(name: str, params: dict, y: np.ndarray, ds: pd.DatetimeIndex, seas
     return model_class(fallback)().fit(y, season_length, ds=ds), fallback
 
 
+def _ensemble_members(result: BacktestResult, splits: list[SeriesSplit]) -> list[str]:
+    """The base models the ensemble of these series combines: those its weights name (the members
+    chosen for their metric); a model no series' weights name is neither kept nor forecast."""
+    bases = result.spec.base_models
+    named = {m for s in splits if s.unique_id in result.ensemble_weights
+             for m in result.ensemble_weights[s.unique_id].models}
+    if any(s.unique_id not in result.ensemble_weights for s in splits) or not named:
+        return bases  # a series whose ensemble fell back: every base model, as before
+    return [m for m in bases if m in named]
+
+
 @dataclass
 class ChampionBundle:
     """A picklable champion: fitted state per series plus the protocol it was trained under."""
@@ -178,7 +189,6 @@ class ChampionBundle:
             raise ConfigError("the backtest kept no fitted models; run it with keep_models=True to build a champion")
         if frame is None:
             raise DataError("from_result needs the prepared frame the backtest ran on (for the series' context)")
-        members = spec.base_models if name == ENSEMBLE else [name]
         wanted = set(result.series)
         splits, _ = split_series(frame, spec)
         splits = [s for s in splits if s.unique_id in wanted]
@@ -187,6 +197,7 @@ class ChampionBundle:
                 f"the frame shares no series with the backtest (it covered {len(result.series)} series, "
                 f"e.g. {result.series[:3]}); pass the frame the backtest ran on"
             )
+        members = _ensemble_members(result, splits) if name == ENSEMBLE else [name]
         seen_test = seen_test_steps(spec)
         bundle = cls(
             model=name, freq=spec.freq, horizons=list(spec.horizons), levels=tuple(spec.levels),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -29,12 +29,15 @@ from foresight_lib.forecasting.backtest import (
     BacktestPart,
     BacktestResult,
     BacktestSpec,
+    choose_ensemble_members,
     finish_backtest,
+    part_validation_losses,
     scored_leaderboard,
 )
 from foresight_lib.forecasting.backtest_runner import RunOutcome
 from foresight_lib.forecasting.champion import ChampionBundle
 from foresight_lib.forecasting.metrics import champion, criterion_of, leaderboard
+from foresight_lib.forecasting.models import ENSEMBLE
 from foresight_lib.forecasting.plots import PLOT_SERIES, pick_series
 from foresight_lib.forecasting.profiles import metric_profiles
 from foresight_lib.forecasting.shards import empty_reason, is_global, load_parts, part_name, require_parts
@@ -123,8 +126,12 @@ def _shard_parts(store, models: Sequence[str], shards: int, run_key: str
 
 
 def evaluate_in_shards(store, models: Sequence[str], shards: int, run_key: str, spec: BacktestSpec,
-                       ) -> tuple[BacktestResult, list[dict]]:
+                       metric_of: Mapping[str, str] | None = None) -> tuple[BacktestResult, list[dict]]:
     """Finish the backtest one shard at a time, storing each shard's result; the run's summary.
+
+    The ensemble's members are chosen per metric over every shard's validation day: a first
+    pass reads each shard's parts for their validation errors (``part_validation_losses``),
+    so every shard combines the members one evaluation of every series would choose.
 
     Returns:
         The run's result without fitted models (``summarize``) and the shards that had no
@@ -135,13 +142,14 @@ def evaluate_in_shards(store, models: Sequence[str], shards: int, run_key: str, 
         DataError: no series at all could be backtested, or none could be scored.
     """
     pieces, evaluated, skipped_shards, skipped_series = [], [], [], []
+    members = _ensemble_members(store, models, shards, run_key, spec, metric_of)
     for shard, parts, skipped in _shard_parts(store, models, shards, run_key):
         if parts is None:
             skipped_series.extend(skipped["skipped"])
             skipped_shards.extend(skipped["shards"])
             log.warning("shard %d/%d skipped: %s", shard, shards, skipped["shards"][0]["reason"])
             continue
-        result = finish_backtest(parts, spec, require_scored=shard is None)
+        result = finish_backtest(parts, spec, require_scored=shard is None, metric_of=metric_of, members=members)
         del parts
         store.write_bytes(result_name(shard), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
         store.write_frame(backtest_forecasts_name(shard), result.forecasts)
@@ -156,6 +164,21 @@ def evaluate_in_shards(store, models: Sequence[str], shards: int, run_key: str, 
     summary = summarize(pieces, spec, [result_name(shard) for shard in evaluated], skipped_series)
     summary.forecasts = _plotted_forecasts(store, summary, evaluated)
     return summary, skipped_shards
+
+
+def _ensemble_members(store, models: Sequence[str], shards: int, run_key: str, spec: BacktestSpec,
+                      metric_of: Mapping[str, str] | None) -> dict | None:
+    """metric -> the ensemble's members over every shard; None (``finish_backtest`` chooses) for a run
+    evaluated at once or without the ensemble."""
+    if (ENSEMBLE not in spec.models or shards <= 1 or all(is_global(m) for m in models)
+            or not getattr(spec, "select_members", False)):  # off: every shard takes every base model
+        return None
+    losses = []
+    for _, parts, _ in _shard_parts(store, models, shards, run_key):
+        if parts is not None:
+            losses.append(part_validation_losses(parts, spec, metric_of))
+            del parts
+    return choose_ensemble_members(losses, spec)
 
 
 def _light(result: BacktestResult) -> BacktestResult:
@@ -203,6 +226,7 @@ def summarize(pieces: Sequence[BacktestResult], spec: BacktestSpec, names: Seque
         unscored=unscored, skipped_models=skipped_models,
         validation_fallbacks=[row for p in pieces for row in p.validation_fallbacks],
         tuning={k: v for p in pieces for k, v in p.tuning.items()},
+        ensemble_members={k: v for p in pieces for k, v in (getattr(p, "ensemble_members", None) or {}).items()},
         fitted_params={k: v for p in reversed(pieces) for k, v in p.fitted_params.items()},
         shard_results=list(names),
     )
@@ -289,7 +313,11 @@ def merge_bundles(bundles: Sequence, result: BacktestResult, frame: pd.DataFrame
         return out
     out.local_models, out.contexts, out.ensemble_weights, out.last_ds, out.fitted_as = {}, {}, {}, {}, {}
     out.global_models = dict(bundles[0].global_models)
+    # the metric's ensemble members: the same in every piece (chosen over every shard)
+    out.members = list(dict.fromkeys(m for piece in bundles for m in piece.members))
     for piece in bundles:
+        for name, fitted in piece.global_models.items():
+            out.global_models.setdefault(name, fitted)
         for attr in ("local_models", "contexts", "ensemble_weights", "last_ds", "fitted_as"):
             getattr(out, attr).update(getattr(piece, attr))
     ids = set(out.last_ds)

@@ -131,6 +131,7 @@ def publish(run: dict) -> dict:
         "run_folder": store.committed().uri(""), "series": len(result.series), "metric_units": units,
         "forecast_rows": int(len(result.future_forecasts)),
         "data_freshness": data_freshness(store),
+        "ensemble_members": result.report()["ensemble_members"],
     }
 
     def register(tx) -> dict:

@@ -142,7 +142,7 @@ def backtest_spec(cfg):
         models=list(cfg.models), freq=cfg.freq, horizons=list(cfg.horizons), test_days=float(cfg.test_days),
         history_days=float(cfg.history_days), stride=cfg.stride, levels=tuple(cfg.levels),
         model_params=dict(cfg.model_params or {}), criterion=cfg.champion.criterion_obj(),
-        future=True, keep_models=True,
+        future=True, keep_models=True, select_members=bool(cfg.ensemble_selection),
     )
 
 

@@ -534,7 +534,13 @@ def model_params(result: BacktestResult, model: str) -> dict:
     """The model's constructor parameters (from a fitted instance when kept) and config overrides."""
     params: dict[str, Any] = {}
     if model == ENSEMBLE:
-        params.update(members=",".join(result.spec.base_models), top_models=TOP_MODELS)
+        chosen = getattr(result, "ensemble_members", None) or {}
+        combined = {m for choice in chosen.values() for m in choice.members}
+        params.update(members=",".join(m for m in result.spec.base_models if not chosen or m in combined),
+                      top_models=TOP_MODELS)
+        for metric, choice in chosen.items():  # the members per metric and how they were chosen
+            params[f"members.{metric}"] = ",".join(choice.members)
+            params[f"members_rule.{metric}"] = choice.rule
     fitted = result.models.get(model)
     if fitted is None:
         fitted = next((m for k, m in result.models.items() if isinstance(k, tuple) and k[0] == model), None)
