@@ -14,6 +14,7 @@ from foresight_lib.serving import dashboard, json_views
 
 N_SERIES = 12
 
+
 def fleet(n: int = N_SERIES) -> pd.DataFrame:
     """``n`` series (``cpu_cores/ns/app-<i>`` and every third ``memory_bytes/...``), two models, six steps."""
     template = make_forecasts()
@@ -25,17 +26,20 @@ def fleet(n: int = N_SERIES) -> pd.DataFrame:
                                       champion=template["model"] == "arima"))
     return pd.concat(frames, ignore_index=True)
 
+
 def recommendations(n: int = N_SERIES) -> pd.DataFrame:
     ids = fleet(n)["unique_id"].drop_duplicates().tolist()
     return pd.DataFrame({"unique_id": ids, "entity": [u.split("/", 1)[1] for u in ids],
                          "metric": [u.split("/", 1)[0] for u in ids], "resource": "cpu", "kind": "daily",
                          "period_start": CUTOFF, "request": [0.1 * (i + 1) for i in range(len(ids))]})
 
+
 @pytest.fixture
 def root(tmp_path) -> Path:
     data = tmp_path / "data"
     publish(data, "r1", fleet(), recommendations=recommendations())
     return data
+
 
 def test_forecasts_come_a_page_at_a_time_and_the_pages_cover_every_row_once(root):
     rows, offset, seen = [], 0, 0
@@ -51,6 +55,7 @@ def test_forecasts_come_a_page_at_a_time_and_the_pages_cover_every_row_once(root
     past = json_views.forecasts_payload(str(root), limit=25, offset=10_000)
     assert past["forecasts"] == [] and past["next_offset"] is None and past["count"] == N_SERIES * 12
 
+
 def test_forecasts_filter_by_series_metric_entity_model_and_search(root):
     one = json_views.forecasts_payload(str(root), series="cpu_cores/ns/app-001")
     assert one["count"] == 12 and {r["unique_id"] for r in one["forecasts"]} == {"cpu_cores/ns/app-001"}
@@ -62,6 +67,7 @@ def test_forecasts_filter_by_series_metric_entity_model_and_search(root):
     assert {r["unique_id"] for r in found["forecasts"]} == {"cpu_cores/ns/app-010", "cpu_cores/ns/app-011"}
     assert json_views.forecasts_payload(str(root), q="nothing-like-it")["count"] == 0
 
+
 def test_recommendations_page_and_search_by_entity(root):
     page = json_views.recommendations_payload(str(root), limit=5)
     assert page["count"] == N_SERIES and len(page["recommendations"]) == 5 and page["next_offset"] == 5
@@ -70,6 +76,7 @@ def test_recommendations_page_and_search_by_entity(root):
     found = json_views.recommendations_payload(str(root), q="app-00")
     assert found["count"] == 10 and all("app-00" in r["entity"] for r in found["recommendations"])
     assert json_views.recommendations_payload(str(root), entity="ns/app-007")["count"] == 1
+
 
 def test_the_overview_lists_at_most_a_page_of_series_and_the_search_finds_the_rest(root, monkeypatch):
     monkeypatch.setattr(dashboard, "SERIES_LISTED", 5)
@@ -88,6 +95,7 @@ def test_the_overview_lists_at_most_a_page_of_series_and_the_search_finds_the_re
     chart = dashboard.series_payload(str(root), "memory_bytes/ns/app-009")
     assert chart["model"] == "arima" and len(chart["forecast"]) == 6
 
+
 def test_the_endpoints_take_paging_and_search_and_refuse_pages_past_the_maximum(root, monkeypatch):
     with reading_plugin("foresight_plugin_pages_test") as plugin:
         monkeypatch.setenv("FORESIGHT_DATA_ROOT", str(root))
@@ -104,6 +112,7 @@ def test_the_endpoints_take_paging_and_search_and_refuse_pages_past_the_maximum(
         assert too_many.status_code == 422
         assert client.get("/foresight/forecasts", params={"offset": -1}).status_code == 422
 
+
 def test_the_exposition_keeps_within_its_series_budget_and_counts_what_it_left_out():
     forecasts, recs = fleet(), recommendations()
     text = registry_text(forecasts, recommendations=recs, max_series=5)
@@ -117,6 +126,7 @@ def test_the_exposition_keeps_within_its_series_budget_and_counts_what_it_left_o
     assert set(samples(within, "foresight_exposition_left_out").values()) == {0.0}
     unbounded = registry_text(forecasts, recommendations=recs)  # a push: no budget, no count
     assert "foresight_exposition_left_out" not in unbounded
+
 
 def test_the_series_budget_is_a_setting_with_a_default():
     from foresight_lib.config import PublishConfig
