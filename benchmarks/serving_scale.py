@@ -8,8 +8,8 @@ path in process, as the plugin's endpoints call it:
 
 - ``overview``: the dashboard's data (``dashboard.overview``), cold (first request after
   the publish, files read) and warm (the next request);
-- ``forecasts``: ``json_views.forecasts_payload`` with no filter, and filtered by metric
-  and by one series;
+- ``forecasts``: ``json_views.forecasts_payload`` with no filter (twice: the first call
+  after a publish may build a cache), filtered by metric, by one series, and a search;
 - ``recommendations``: ``json_views.recommendations_payload``;
 - ``series``: ``dashboard.series_payload`` for one series;
 - ``series_search``: the dashboard's series search, where the code has it;
@@ -147,6 +147,7 @@ def measure(data_root: Path) -> dict:
         record("series_search", lambda: dashboard.series_search(root, metric=METRICS[0], q="app-0001"))
     params = inspect.signature(json_views.forecasts_payload).parameters
     record("forecasts_default", lambda: json_views.forecasts_payload(root))
+    record("forecasts_default_again", lambda: json_views.forecasts_payload(root))
     record("forecasts_metric", lambda: json_views.forecasts_payload(root, metric=METRICS[1]))
     record("forecasts_series", lambda: json_views.forecasts_payload(root, series=uid))
     if "q" in params:
