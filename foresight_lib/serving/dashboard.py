@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import DataError, ForesightError
@@ -217,7 +218,7 @@ def _read_state(data_root: str, snapshot) -> _State:
     if snapshot.forecasts is not None:
         frame = _quietly("forecasts", state.errors, lambda: prepare_forecasts(snapshot.forecasts))
         if frame is not None:
-            state.forecasts = frame.sort_values(["unique_id", "model", "ds"], kind="stable").set_index("unique_id")
+            state.forecasts = _by_id(frame.sort_values(["unique_id", "model", "ds"], kind="stable"))
             ids = pd.Series(state.forecasts.index.unique(), dtype=object)
             metric, entity = split_ids(ids)
             state.series = pd.DataFrame({"unique_id": ids, "metric": metric, "entity": entity})
@@ -225,7 +226,7 @@ def _read_state(data_root: str, snapshot) -> _State:
         actuals = snapshot.actuals[["unique_id", "ds", "y"]].copy()
         actuals["unique_id"] = actuals["unique_id"].astype(str)
         actuals["ds"] = pd.to_datetime(actuals["ds"], utc=True)
-        state.actuals = actuals.sort_values(["unique_id", "ds"], kind="stable").set_index("unique_id")
+        state.actuals = _by_id(actuals.sort_values(["unique_id", "ds"], kind="stable"))
     state.board, state.board_scope = _quietly("leaderboard", state.errors, lambda: _leaderboard(root, state)) or (
         None, "none")
     state.champions = _champions(snapshot.forecasts, state.summary, state.board)
@@ -235,6 +236,13 @@ def _read_state(data_root: str, snapshot) -> _State:
     if state.plan_manifest:
         state.plan = _quietly("scaling plan", state.errors, lambda: _plan_counts(root.read_latest("scaling_plan")))
     return state
+
+
+def _by_id(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (sorted by ``unique_id``) indexed by its ids as plain object text, which a binary search reads in
+    place (an Arrow-backed index would be copied to NumPy at every look-up)."""
+    ids = np.asarray(frame["unique_id"].astype(str).to_numpy(), dtype=object)
+    return frame.drop(columns="unique_id").set_axis(pd.Index(ids, dtype=object, name="unique_id"), axis=0)
 
 
 def _horizon_key(horizon: str) -> tuple[int, float]:
@@ -551,8 +559,8 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
 
 def _rows(frame: pd.DataFrame, uid: str) -> pd.DataFrame:
     """The rows of series ``uid`` of a frame indexed by sorted ``unique_id`` (a binary search, not a scan)."""
-    index = frame.index
-    return frame.iloc[index.searchsorted(uid, side="left"):index.searchsorted(uid, side="right")]
+    ids = frame.index.to_numpy()  # object text (see _by_id): no conversion per call
+    return frame.iloc[np.searchsorted(ids, uid, side="left"):np.searchsorted(ids, uid, side="right")]
 
 
 def series_search(data_root: str, metric: str | None = None, q: str | None = None, limit: int = SEARCH_PAGE,

@@ -90,6 +90,7 @@ def _forecasts(data_root: str, snapshot) -> pd.DataFrame:
         metric, entity = split_ids(frame["unique_id"])
         frame["metric"], frame["entity"] = metric.astype("category"), entity.astype("category")
         frame = frame.sort_values("unique_id", kind="stable").reset_index(drop=True)
+        frame["unique_id"] = pd.Series(np.asarray(frame["unique_id"].to_numpy(), dtype=object), dtype=object)
     with _FORECASTS_LOCK:
         _FORECASTS[str(data_root)] = (snapshot, frame)
     return frame
