@@ -176,7 +176,7 @@ def render(record: dict) -> str:
                   f"{run['peak_rss_mb']:,} MB.", "",
                   "| read path | seconds | answer (MB) |", "|---|---:|---:|"]
         for name, value in run["timings"].items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and "s" in value:
                 lines.append(f"| {name} | {value['s']:.3f} | {value['bytes'] / 1e6:.2f} |")
         lines += ["", f"Series listed in the overview: {run['timings'].get('overview_series_listed')}; "
                   f"/metrics exposed with {run['timings'].get('metrics_policy', {'models': 'champion'})}.", ""]
