@@ -299,6 +299,9 @@ class PublishConfig(_Section):
     exposition_models: Literal["champion", "all"] = "champion"
     """Whose forecasts ``/foresight/metrics`` exposes: each metric's champion, or every model (a series per
     model x horizon x value type: mind the scrape's cardinality)."""
+    exposition_max_series: int | None = Field(10_000, ge=1)
+    """The most series ``/foresight/metrics`` exposes (the first by id, with their actuals and recommendations);
+    ``foresight_exposition_left_out`` counts the rest; null: every series (see docs/prometheus.md)."""
     latest: Literal["auto", "always", "never"] = "auto"
     """Whether a run moves ``latest/`` and the champion aliases: ``auto`` only when it is the newest
     run with the configured models; ``always`` / ``never`` for one run (the DAG's ``publish`` parameter)."""

@@ -2,15 +2,18 @@
 
 - ``/foresight/metrics``: the latest forecasts (and recommendations) for Prometheus to
   scrape: ``foresight_forecast{series, metric, entity, model, horizon, value_type}``, each
-  metric's champion only unless ``publish.exposition_models`` is ``all``.
+  metric's champion only unless ``publish.exposition_models`` is ``all``, for at most
+  ``publish.exposition_max_series`` series (``foresight_exposition_left_out`` counts the rest).
 - ``/foresight/forecasts``: the latest forecasts as JSON (filters: series, metric,
-  entity, model; limit).
+  entity, model, ``q`` a search in the series id; paged by ``limit`` and ``offset``).
 - ``/foresight/recommendations``: the latest rightsizing recommendations as JSON (404
-  until a run has published some).
+  until a run has published some; filters entity, resource, ``q``; paged the same way).
 - ``/foresight/``: the dashboard shown in Airflow's menu (champions, leaderboard, a
   forecast chart with its bands, recommendations, the scaling plan's state), fed by
   ``/foresight/overview`` (run, champions, leaderboard, series, recommendations, plan) and
-  ``/foresight/series`` (one series' actuals and its champion's forecast with bands).
+  ``/foresight/series`` (one series' actuals and its champion's forecast with bands) and
+  ``/foresight/series/search`` (a page of the series of a metric whose id contains a text:
+  what the page's series select offers as one types).
 - ``/foresight/docs``: Swagger UI of this API (``/foresight/openapi.json``).
 - ``/foresight/static/...``: the dashboard's script and style, Plotly.js and Swagger UI,
   served from the installed packages: the page and the docs work offline.
@@ -65,6 +68,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from foresight_lib.orchestration.dags import NIGHTLY_DAG
+from foresight_lib.serving.json_views import MAX_PAGE_SIZE, PAGE_SIZE
 from foresight_lib.serving.operations import OperationError, security
 from foresight_lib.serving.operations.jobs import Job, JobDetail, JobList, Refusal, TrainRequest
 from foresight_lib.serving.operations.models import ActivationResponse, ModelsResponse, VersionInfo
@@ -253,28 +257,41 @@ def metrics(request: Request) -> Response:
     from foresight_lib.serving.operations import telemetry
 
     data_root, horizons = _settings()
+    publish = load_config().publish
     body, headers = telemetry.metrics_response(data_root, request.headers.get("accept"),
                                                request.headers.get("accept-encoding"), horizons=horizons,
-                                               models=load_config().publish.exposition_models)
+                                               models=publish.exposition_models,
+                                               max_series=publish.exposition_max_series)
     return Response(content=body, headers=headers)
 
 
-@app.get("/forecasts", summary="Latest forecasts as JSON")
+PAGE = {"limit": "Rows per page (default 10,000, at most 100,000)",
+        "offset": "Rows to skip: the previous page's next_offset",
+        "q": "Keep the series (or entities) whose id contains this text, case-insensitive"}
+
+
+def _limit(default: int = PAGE_SIZE):
+    return Query(default, ge=1, le=MAX_PAGE_SIZE, description=PAGE["limit"])
+
+
+@app.get("/forecasts", summary="Latest forecasts as JSON, a page at a time")
 def forecasts(_: Reader, series: str | None = None, metric: str | None = None, entity: str | None = None,
-              model: str | None = None, limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
+              model: str | None = None, q: str | None = Query(None, max_length=200, description=PAGE["q"]),
+              limit: int = _limit(), offset: int = Query(0, ge=0, description=PAGE["offset"])) -> JSONResponse:
     from foresight_lib.serving import json_views
 
     data_root, _ = _settings()
-    return JSONResponse(json_views.forecasts_payload(data_root, series, metric, entity, model, limit))
+    return JSONResponse(json_views.forecasts_payload(data_root, series, metric, entity, model, limit, offset, q))
 
 
-@app.get("/recommendations", summary="Latest rightsizing recommendations as JSON")
+@app.get("/recommendations", summary="Latest rightsizing recommendations as JSON, a page at a time")
 def recommendations(_: Reader, entity: str | None = None, resource: str | None = None,
-                    limit: int = Query(10_000, ge=1, le=1_000_000)) -> JSONResponse:
+                    q: str | None = Query(None, max_length=200, description=PAGE["q"]),
+                    limit: int = _limit(), offset: int = Query(0, ge=0, description=PAGE["offset"])) -> JSONResponse:
     from foresight_lib.serving import json_views
 
     data_root, _ = _settings()
-    payload = json_views.recommendations_payload(data_root, entity, resource, limit)
+    payload = json_views.recommendations_payload(data_root, entity, resource, limit, offset, q)
     if payload is None:
         raise HTTPException(status_code=404, detail=f"no recommendations published under {data_root} yet; "
                                                     "they appear after a successful nightly run")
@@ -307,6 +324,16 @@ def _nightly_state() -> dict | None:
     except Exception:  # noqa: BLE001 - no metadata database here (tests, serve-metrics): nothing to say
         return None
     return None if paused is None else {"paused": bool(paused), "queued": int(queued or 0)}
+
+
+@app.get("/series/search", summary="A page of the published series of a metric whose id contains a text")
+def series_search(_: Reader, metric: str | None = None,
+                  q: str | None = Query(None, max_length=200, description=PAGE["q"]),
+                  limit: int = _limit(200), offset: int = Query(0, ge=0, description=PAGE["offset"])) -> JSONResponse:
+    from foresight_lib.serving import dashboard
+
+    data_root, _ = _settings()
+    return JSONResponse(dashboard.series_search(data_root, metric, q, limit, offset))
 
 
 @app.get("/series", summary="One series' latest actuals and its champion's forecast with 80 and 95 % bands")

@@ -42,15 +42,18 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     data_root, horizons = _resolve(args.data_root, args.horizons)
     models = getattr(args, "models", None)
-    if models is None:
-        from foresight_lib.config import load_config
+    from foresight_lib.config import PublishConfig, load_config
 
-        try:
-            models = load_config().publish.exposition_models
-        except ForesightError as exc:  # a data root given on the command line needs no config
-            log.warning("exposing the champions' forecasts only: the config cannot be read (%s)", exc)
-            models = "champion"
-    server = make_server(data_root, args.host, args.port, horizons=horizons, level=args.level, models=models)
+    try:
+        publish = load_config().publish
+    except ForesightError as exc:  # a data root given on the command line needs no config
+        log.warning("exposing the champions' forecasts only, within the default series budget: the config "
+                    "cannot be read (%s)", exc)
+        publish = PublishConfig()
+    models = models or publish.exposition_models
+    max_series = publish.exposition_max_series
+    server = make_server(data_root, args.host, args.port, horizons=horizons, level=args.level, models=models,
+                         max_series=max_series)
     host, port = server.server_address[:2]
 
     def stop(signum, frame):  # shut down from another thread: serve_forever runs in this one
@@ -91,6 +94,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
     horizons: Sequence[str] | None = None
     level: str | None = None
     models: str = "champion"
+    max_series: int | None = None
     server_version = "foresight"
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
@@ -101,7 +105,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
             try:
                 body, headers = metrics_response(self.data_root, self.headers.get("Accept"),
                                                  self.headers.get("Accept-Encoding"), self.level, self.horizons,
-                                                 self.models)
+                                                 self.models, self.max_series)
             except ForesightError as exc:
                 self._send(500, f"cannot expose the forecasts: {exc}\n".encode(), {"Content-Type": "text/plain"})
                 return
@@ -128,7 +132,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
 
 def make_server(data_root: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 horizons: Sequence[str] | None = None, level: str | None = None,
-                models: str = "champion") -> ThreadingHTTPServer:
+                models: str = "champion", max_series: int | None = None) -> ThreadingHTTPServer:
     """A threaded HTTP server for ``data_root`` (port 0: a free port; see ``server_address``).
 
     Raises:
@@ -136,7 +140,7 @@ def make_server(data_root: str, host: str = "127.0.0.1", port: int = DEFAULT_POR
     """
     handler = type("BoundMetricsHandler", (MetricsHandler,),
                    {"data_root": str(data_root), "horizons": list(horizons) if horizons else None, "level": level,
-                    "models": models})
+                    "models": models, "max_series": max_series})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:

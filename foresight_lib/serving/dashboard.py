@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from foresight_lib.errors import DataError, ForesightError
@@ -49,7 +50,7 @@ from foresight_lib.serving.exposition import (
     prepare_forecasts,
     registry_files,
 )
-from foresight_lib.serving.json_views import frame_records
+from foresight_lib.serving.json_views import frame_records, matching, split_ids
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,12 @@ ACTUALS_SHOWN = pd.Timedelta("1D")
 """Actuals charted before a series' latest one."""
 RECOMMENDATION_COLUMNS = ["entity", "metric", "kind", "lead", "period_start", "period_end",
                           "request_display", "limit_display", "replicas", "confidence", "model", "reason"]
-RECOMMENDATION_ROWS = 5000
+RECOMMENDATION_ROWS = 1000
+"""Recommendation rows in the overview; the page asks ``/recommendations?entity=`` for an entity's beyond them."""
+SERIES_LISTED = 1000
+"""Series (and entities) the overview lists; past them the page searches with :func:`series_search`."""
+SEARCH_PAGE = 200
+"""Series a search answers by default (at most ``MAX_PAGE_SIZE`` of the JSON views)."""
 BESIDE_MASE = ("wql", "coverage_80", "coverage_95")
 """Leaderboard columns shown per horizon beside MASE (none ranks: the champion criterion does)."""
 _UNIT_SUFFIXES = (("_bytes_per_second", "bytes/s"), ("_bytes", "bytes"), ("_cores", "cores"),
@@ -171,6 +177,10 @@ class _State:
     plan_manifest: dict | None = None
     plan: dict | None = None
     errors: list[str] = field(default_factory=list)
+    series: pd.DataFrame | None = None
+    """``unique_id, metric, entity`` of every forecast series, sorted by id."""
+    recommendations: dict[str, Any] | None = None
+    """The overview's recommendations, built at the first request after a publish."""
 
 
 _STATES: dict[str, _State] = {}
@@ -208,12 +218,15 @@ def _read_state(data_root: str, snapshot) -> _State:
     if snapshot.forecasts is not None:
         frame = _quietly("forecasts", state.errors, lambda: prepare_forecasts(snapshot.forecasts))
         if frame is not None:
-            state.forecasts = frame.sort_values(["unique_id", "model", "ds"], kind="stable").set_index("unique_id")
+            state.forecasts = _by_id(frame.sort_values(["unique_id", "model", "ds"], kind="stable"))
+            ids = pd.Series(state.forecasts.index.unique(), dtype=object)
+            metric, entity = split_ids(ids)
+            state.series = pd.DataFrame({"unique_id": ids, "metric": metric, "entity": entity})
     if snapshot.actuals is not None:
         actuals = snapshot.actuals[["unique_id", "ds", "y"]].copy()
         actuals["unique_id"] = actuals["unique_id"].astype(str)
         actuals["ds"] = pd.to_datetime(actuals["ds"], utc=True)
-        state.actuals = actuals.sort_values(["unique_id", "ds"], kind="stable").set_index("unique_id")
+        state.actuals = _by_id(actuals.sort_values(["unique_id", "ds"], kind="stable"))
     state.board, state.board_scope = _quietly("leaderboard", state.errors, lambda: _leaderboard(root, state)) or (
         None, "none")
     state.champions = _champions(snapshot.forecasts, state.summary, state.board)
@@ -223,6 +236,13 @@ def _read_state(data_root: str, snapshot) -> _State:
     if state.plan_manifest:
         state.plan = _quietly("scaling plan", state.errors, lambda: _plan_counts(root.read_latest("scaling_plan")))
     return state
+
+
+def _by_id(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (sorted by ``unique_id``) indexed by its ids as plain object text, which a binary search reads in
+    place (an Arrow-backed index would be copied to NumPy at every look-up)."""
+    ids = np.asarray(frame["unique_id"].astype(str).to_numpy(), dtype=object)
+    return frame.drop(columns="unique_id").set_axis(pd.Index(ids, dtype=object, name="unique_id"), axis=0)
 
 
 def _horizon_key(horizon: str) -> tuple[int, float]:
@@ -498,13 +518,13 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
     now = now or pd.Timestamp.now(tz="UTC")
     snapshot, manifest = state.snapshot, state.manifest or {}
     published = snapshot.forecasts is not None or bool(manifest)
-    series: list[dict[str, str]] = []
-    if state.forecasts is not None:
-        ids = state.forecasts.index.unique()
-        series = [{"unique_id": uid, "metric": m, "entity": e}
-                  for uid, (m, e) in zip(ids, (split_unique_id(str(u)) for u in ids), strict=True)]
+    listed = state.series if state.series is not None else pd.DataFrame(columns=["unique_id", "metric", "entity"])
+    series = listed.head(SERIES_LISTED).to_dict(orient="records")
+    entities = pd.unique(listed["entity"])
     horizons, rows = _board_rows(state)
-    metrics = sorted({s["metric"] for s in series})
+    metrics = sorted(pd.unique(listed["metric"]).tolist())
+    if state.recommendations is None:
+        state.recommendations = {"value": _recommendations(state)}
     return {
         "published": published,
         "message": None if published else (f"nothing published yet under {data_root}; trigger the {NIGHTLY_DAG} "
@@ -523,15 +543,40 @@ def overview(data_root: str, mlflow_url: str | None = None, airflow_base: str = 
         "leaderboard": rows,
         "leaderboard_scope": state.board_scope,
         "metrics": metrics,
-        "entities": sorted({s["entity"] for s in series}),
+        "entities": sorted(entities.tolist())[:SERIES_LISTED],
+        "entity_count": int(len(entities)),
         "series": series,
+        "series_count": int(len(listed)),
+        "series_truncated": bool(len(listed) > SERIES_LISTED),
         "units": _units(state, metrics),
-        "recommendations": _recommendations(state),
+        "recommendations": state.recommendations["value"],
         "plan": _plan_state(state, now),
         "data_freshness": state.summary.get("data_freshness") or {},
         "dag": _dag_state(dag_state),
         "errors": state.errors,
     }
+
+
+def _rows(frame: pd.DataFrame, uid: str) -> pd.DataFrame:
+    """The rows of series ``uid`` of a frame indexed by sorted ``unique_id`` (a binary search, not a scan)."""
+    ids = frame.index.to_numpy()  # object text (see _by_id): no conversion per call
+    return frame.iloc[np.searchsorted(ids, uid, side="left"):np.searchsorted(ids, uid, side="right")]
+
+
+def series_search(data_root: str, metric: str | None = None, q: str | None = None, limit: int = SEARCH_PAGE,
+                  offset: int = 0) -> dict[str, Any]:
+    """A page of the published series (``unique_id, metric, entity``, sorted by id): those of ``metric``
+    whose id contains ``q`` (case-insensitive); ``count`` matched, ``next_offset`` None on the last page."""
+    state = _state(data_root)
+    listed = state.series if state.series is not None else pd.DataFrame(columns=["unique_id", "metric", "entity"])
+    if metric:
+        listed = listed[(listed["metric"] == metric).to_numpy()]
+    if q:
+        listed = listed[matching(listed["unique_id"], q).to_numpy()]
+    end = offset + limit
+    return {"count": int(len(listed)), "offset": int(offset), "limit": int(limit),
+            "next_offset": int(end) if len(listed) > end else None,
+            "series": listed.iloc[offset:end].to_dict(orient="records")}
 
 
 def series_payload(data_root: str, series: str | None = None, metric: str | None = None,
@@ -549,10 +594,10 @@ def series_payload(data_root: str, series: str | None = None, metric: str | None
     uid = series or (f"{metric}/{entity}" if metric and entity else None)
     if state.forecasts is None:
         raise SeriesNotFound(f"nothing published yet under {data_root}; trigger the {NIGHTLY_DAG} DAG first")
-    if not uid or uid not in state.forecasts.index:
+    rows = _rows(state.forecasts, uid) if uid else state.forecasts.iloc[:0]
+    if rows.empty:
         raise SeriesNotFound(f"no series '{uid}' in the forecasts published under {data_root}; "
-                             "GET /foresight/overview lists the series")
-    rows = state.forecasts.loc[[uid]]
+                             "GET /foresight/overview lists the first series, /foresight/series/search finds any")
     models = sorted(rows["model"].astype(str).unique())
     metric_of, entity_of = split_unique_id(uid)
     champion = state.champions.get(metric_of) or state.overall
@@ -566,8 +611,8 @@ def series_payload(data_root: str, series: str | None = None, metric: str | None
     levels = interval_levels(forecast.columns)
     columns = ["ds", "horizon", "yhat", *[f"yhat_{side}_{lvl}" for lvl in levels for side in ("lo", "hi")]]
     actuals: list[dict[str, Any]] = []
-    if state.actuals is not None and uid in state.actuals.index:
-        history = state.actuals.loc[[uid]]
+    history = _rows(state.actuals, uid) if state.actuals is not None else None
+    if history is not None and not history.empty:
         history = history[history["ds"] > history["ds"].max() - ACTUALS_SHOWN]
         actuals = frame_records(history.reset_index(drop=True)[["ds", "y"]])
     return {"unique_id": uid, "metric": metric_of, "entity": entity_of, "model": chosen,

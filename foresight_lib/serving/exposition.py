@@ -153,10 +153,12 @@ def prepare_forecasts(forecasts: pd.DataFrame, horizons: Sequence[str] | None = 
         wanted = {parse_duration(h) for h in horizons}
         keep = delta.isin(wanted)
         frame, delta = frame[keep].copy(), delta[keep]
-    frame["horizon"] = [format_duration(d) for d in delta]
-    parts = [split_unique_id(uid) for uid in frame["unique_id"]]
-    frame["metric"] = [p[0] for p in parts]
-    frame["entity"] = [p[1] for p in parts]
+    labels = {d: format_duration(pd.Timedelta(d)) for d in pd.unique(delta)}
+    frame["horizon"] = delta.map(labels).astype(object)
+    ids = pd.unique(frame["unique_id"])
+    parts = dict(zip(ids, (split_unique_id(uid) for uid in ids), strict=True))
+    frame["metric"] = frame["unique_id"].map({uid: p[0] for uid, p in parts.items()}).astype(object)
+    frame["entity"] = frame["unique_id"].map({uid: p[1] for uid, p in parts.items()}).astype(object)
     frame = frame.sort_values(["unique_id", "model", "ds"], kind="stable")
     return frame.drop_duplicates(["unique_id", "model", "horizon"], keep="last").reset_index(drop=True)
 
@@ -231,7 +233,8 @@ def _champions_only(frame: pd.DataFrame, champions: dict[str, str], marked: dict
 
 def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | None = None,
                       level: str | int | None = None, horizons: Sequence[str] | None = None,
-                      models: str = "champion", activated: dict[str, str] | None = None) -> list[Metric]:
+                      models: str = "champion", activated: dict[str, str] | None = None,
+                      max_series: int | None = None) -> list[Metric]:
     """Gauges of the latest forecasts (see the module docstring).
 
     Args:
@@ -243,6 +246,8 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
         models: ``champion``: only each metric's champion (every model when the frame
             does not say which is the champion); ``all``: every model.
         activated: metric -> model activated as champion since the publish.
+        max_series: expose at most this many series (the first by id; their actuals too);
+            None: every series. :func:`exposed_series` says which.
 
     Raises:
         DataError: the frame lacks a column, ``level`` is not in it, or ``models`` is unknown.
@@ -256,6 +261,11 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
     champions = champion_models(forecasts, activated)
     if models == "champion":
         frame = _champions_only(frame, champions, champion_models(forecasts))
+    kept = exposed_series(frame["unique_id"], max_series)
+    if kept is not None:
+        frame = frame[frame["unique_id"].isin(kept).to_numpy()]
+        if actuals is not None:
+            actuals = actuals[actuals["unique_id"].astype(str).isin(kept).to_numpy()]
     levels = interval_levels(frame.columns)
     chosen = None
     if level is not None:
@@ -305,6 +315,26 @@ def forecast_families(forecasts: pd.DataFrame | None, actuals: pd.DataFrame | No
         _add(stamp, akeys, _seconds(last["ds"]), ())
         families += [actual, stamp]
     return families
+
+
+def exposed_series(ids: pd.Series, max_series: int | None) -> set[str] | None:
+    """The series a scrape exposes under a budget of ``max_series``: the first by id (the same ones at every
+    scrape of a publish); None when every series fits."""
+    if max_series is None:
+        return None
+    distinct = np.sort(pd.unique(ids.astype(str)).astype(str))
+    return None if len(distinct) <= max_series else set(distinct[:max_series].tolist())
+
+
+def left_out_family(forecast_series: int, recommendation_rows: int) -> GaugeMetricFamily:
+    """``foresight_exposition_left_out{family}``: what ``publish.exposition_max_series`` kept out of this scrape."""
+    family = GaugeMetricFamily("foresight_exposition_left_out",
+                               "Series (family=forecast) and recommendation rows (family=recommendation) left out "
+                               "of this exposition by publish.exposition_max_series; the JSON views have them all",
+                               labels=["family"])
+    family.add_metric(["forecast"], float(forecast_series))
+    family.add_metric(["recommendation"], float(recommendation_rows))
+    return family
 
 
 def champion_family(forecasts: pd.DataFrame, activated: dict[str, str] | None = None) -> GaugeMetricFamily:
@@ -398,18 +428,38 @@ def _timestamps_or_nan(values: pd.Series) -> np.ndarray:
 
 
 def snapshot_families(snapshot: Snapshot, level: str | int | None = None,
-                      horizons: Sequence[str] | None = None, models: str = "champion") -> list[Metric]:
-    """Every family of a snapshot; a frame that cannot be turned into gauges counts as a read error."""
+                      horizons: Sequence[str] | None = None, models: str = "champion",
+                      max_series: int | None = None) -> list[Metric]:
+    """Every family of a snapshot; a frame that cannot be turned into gauges counts as a read error.
+
+    ``max_series`` (``publish.exposition_max_series``) bounds the series exposed: the first
+    by id, their forecasts, actuals and recommendations; ``foresight_exposition_left_out``
+    counts what was left out (exposed whenever a budget is set).
+    """
     errors = list(snapshot.errors)
     families: list[Metric] = []
+    recommendations, left_out = snapshot.recommendations, [0, 0]
+    if max_series is not None and snapshot.forecasts is not None and "unique_id" in snapshot.forecasts:
+        ids = snapshot.forecasts["unique_id"]
+        kept = exposed_series(ids, max_series)
+        if kept is not None:
+            left_out[0] = int(pd.unique(ids.astype(str)).size - len(kept))
+            if recommendations is not None:
+                shown = (recommendations[recommendations["unique_id"].astype(str).isin(kept).to_numpy()]
+                         if "unique_id" in recommendations else recommendations.head(max_series))
+                left_out[1] = int(len(recommendations) - len(shown))
+                recommendations = shown
     for name, build in (("forecasts", lambda: forecast_families(snapshot.forecasts, snapshot.actuals, level,
-                                                                   horizons, models, snapshot.activated)),
-                        ("recommendations", lambda: recommendation_families(snapshot.recommendations))):
+                                                                   horizons, models, snapshot.activated,
+                                                                   max_series)),
+                        ("recommendations", lambda: recommendation_families(recommendations))):
         try:
             families += build()
         except ForesightError as exc:
             log.error("cannot expose the latest %s: %s", name, exc)
             errors.append(f"{name}: {exc}")
+    if max_series is not None:
+        families.append(left_out_family(*left_out))
     if snapshot.published_at is not None:
         published = GaugeMetricFamily("foresight_published_timestamp_seconds",
                                       "When the latest forecasts were published, in Unix seconds")
@@ -613,8 +663,9 @@ class SnapshotCollector:
     """
 
     def __init__(self, load: Callable[[], Snapshot], level: str | int | None = None,
-                 horizons: Sequence[str] | None = None, models: str = "champion"):
+                 horizons: Sequence[str] | None = None, models: str = "champion", max_series: int | None = None):
         self.load = load
+        self.max_series = max_series
         self.level = level
         self.horizons = list(horizons) if horizons else None
         self.models = models
@@ -626,7 +677,8 @@ class SnapshotCollector:
         snapshot = self.load()
         with self._lock:
             if snapshot is not self._source:
-                self._families = snapshot_families(snapshot, self.level, self.horizons, self.models)
+                self._families = snapshot_families(snapshot, self.level, self.horizons, self.models,
+                                                   self.max_series)
                 self._source = snapshot
             return list(self._families)
 
@@ -635,10 +687,11 @@ class SnapshotCollector:
 
 
 def static_registry(snapshot: Snapshot, level: str | int | None = None,
-                    horizons: Sequence[str] | None = None, models: str = "champion") -> CollectorRegistry:
+                    horizons: Sequence[str] | None = None, models: str = "champion",
+                    max_series: int | None = None) -> CollectorRegistry:
     """A registry exposing one fixed snapshot (what a Pushgateway push sends)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: snapshot, level, horizons, models))
+    registry.register(SnapshotCollector(lambda: snapshot, level, horizons, models, max_series))
     return registry
 
 
@@ -647,15 +700,17 @@ _REGISTRIES_LOCK = threading.Lock()
 
 
 def registry_for(data_root: str, level: str | int | None = None,
-                 horizons: Sequence[str] | None = None, models: str = "champion") -> CollectorRegistry:
-    """The registry serving ``data_root``'s published files (one per data root, level, horizons and models)."""
-    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), models)
+                 horizons: Sequence[str] | None = None, models: str = "champion",
+                 max_series: int | None = None) -> CollectorRegistry:
+    """The registry serving ``data_root``'s published files (one per data root, level, horizons, models and
+    series budget)."""
+    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), models, max_series)
     files = registry_files(data_root)
     with _REGISTRIES_LOCK:
         registry = _REGISTRIES.get(key)
         if registry is None:
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(SnapshotCollector(files.snapshot, level, horizons, models))
+            registry.register(SnapshotCollector(files.snapshot, level, horizons, models, max_series))
             _REGISTRIES[key] = registry
         return registry
 
@@ -677,8 +732,9 @@ _RENDERED: dict[tuple, tuple[Snapshot, bytes, dict[str, str]]] = {}
 
 def metrics_response(data_root: str, accept: str | None = None, accept_encoding: str | None = None,
                      level: str | int | None = None,
-                     horizons: Sequence[str] | None = None, models: str = "champion") -> tuple[bytes, dict[str, str]]:
-    """``/metrics`` for ``data_root``: body and headers (``models``: see :func:`forecast_families`).
+                     horizons: Sequence[str] | None = None, models: str = "champion",
+                     max_series: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """``/metrics`` for ``data_root``: body and headers (``models``, ``max_series``: see :func:`snapshot_families`).
 
     The rendered body is kept until the published files change, so scrapes between two
     publishes cost a few ``stat`` calls however many series there are.
@@ -686,13 +742,13 @@ def metrics_response(data_root: str, accept: str | None = None, accept_encoding:
     snapshot = registry_files(data_root).snapshot()
     _, content_type = choose_encoder(accept or "")
     gzipped = bool(accept_encoding and "gzip" in accept_encoding.lower())
-    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), models, content_type,
-           gzipped)
+    key = (str(data_root), None if level is None else str(level), tuple(horizons or ()), models, max_series,
+           content_type, gzipped)
     with _REGISTRIES_LOCK:
         cached = _RENDERED.get(key)
     if cached is not None and cached[0] is snapshot:
         return cached[1], dict(cached[2])
-    body, headers = render(registry_for(data_root, level, horizons, models), accept, accept_encoding)
+    body, headers = render(registry_for(data_root, level, horizons, models, max_series), accept, accept_encoding)
     with _REGISTRIES_LOCK:
         _RENDERED[key] = (snapshot, body, headers)
     return body, dict(headers)

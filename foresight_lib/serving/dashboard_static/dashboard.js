@@ -1,5 +1,9 @@
 /* Foresight dashboard: reads <prefix>/overview and <prefix>/series, draws with the bundled Plotly.js.
  *
+ * A large fleet's series are not all in the overview (series_truncated): the entity select then
+ * offers a page of <prefix>/series/search (the metric's series whose id contains the search box's
+ * text), and an entity's recommendations beyond the overview's come from <prefix>/recommendations.
+ *
  * Every text from the server is inserted with textContent; only the plugin's own URLs are requested.
  */
 (function () {
@@ -7,6 +11,8 @@
 
   var PREFIX = (document.body.getAttribute("data-prefix") || "/foresight").replace(/\/+$/, "");
   var MAX_RECOMMENDATIONS = 500;
+  var SEARCH_LIMIT = 200;
+  var SEARCH_DELAY_MS = 250;
   var LABELS = {
     entity: "Entity", metric: "Metric", resource: "Resource", kind: "Kind", lead: "Lead",
     period_start: "From", period_end: "To", request_display: "Request", limit_display: "Limit",
@@ -19,7 +25,7 @@
     var asked = Number(new URLSearchParams(window.location.search).get("refresh"));
     return isFinite(asked) && asked >= 0 && window.location.search.indexOf("refresh=") >= 0 ? asked : 60;
   }());
-  var view = {overview: null, token: 0, signature: null};
+  var view = {overview: null, token: 0, signature: null, series: [], seriesCount: 0, search: 0, recs: 0};
 
   function byId(id) { return document.getElementById(id); }
 
@@ -359,18 +365,37 @@
   function renderRecommendations() {
     var data = view.overview || {};
     var recs = data.recommendations;
-    var table = byId("recommendations");
-    var note = byId("recommendations-note");
-    clear(table);
     byId("sizing-note").textContent = recs ? sizingNote(recs) : "";
     if (!recs) {
-      note.textContent = "No recommendations published yet: the nightly run publishes them.";
+      clear(byId("recommendations"));
+      byId("recommendations-note").textContent = "No recommendations published yet: the nightly run publishes them.";
       return;
     }
     var all = byId("recommendations-all").checked;
     var entity = byId("entity").value;
+    var token = ++view.recs;
+    if (!recs.truncated || all || !entity) {
+      drawRecommendations(recs, (recs.rows || []).filter(function (row) {
+        return all || !entity || row.entity === entity;
+      }), all || !entity, recs.truncated ? " (the first " + (recs.rows || []).length + " of " + recs.count +
+        " published)" : "");
+      return;
+    }
+    /* more were published than the overview carries: ask for this entity's */
+    getJSON("/recommendations?entity=" + encodeURIComponent(entity) + "&limit=" + MAX_RECOMMENDATIONS)
+      .then(function (page) {
+        if (token === view.recs) { drawRecommendations(recs, page.recommendations || [], false, ""); }
+      }).catch(function (error) {
+        if (token === view.recs) { byId("recommendations-note").textContent = error.message; }
+      });
+  }
+
+  function drawRecommendations(recs, rows, all, more) {
+    var table = byId("recommendations");
+    var note = byId("recommendations-note");
+    var entity = byId("entity").value;
     var columns = recs.columns || [];
-    var rows = (recs.rows || []).filter(function (row) { return all || !entity || row.entity === entity; });
+    clear(table);
     headerRow(table, columns.map(function (c) { return LABELS[c] || c; }), function (i) {
       return columns[i] === "replicas" || columns[i] === "confidence";
     });
@@ -387,8 +412,7 @@
     if (!rows.length) { emptyRow(body, Math.max(columns.length, 1), "No recommendation for this entity."); }
     table.appendChild(body);
     note.textContent = "Showing " + Math.min(rows.length, MAX_RECOMMENDATIONS) + " of " + rows.length +
-      (all || !entity ? " recommendations" : " recommendations for " + entity) +
-      (recs.truncated ? " (the first " + (recs.rows || []).length + " of " + recs.count + " published)" : "");
+      (all ? " recommendations" : " recommendations for " + entity) + more;
   }
 
   function fill(select, values, label) {
@@ -408,11 +432,36 @@
     return values.filter(function (v) { if (seen[v]) { return false; } seen[v] = true; return true; });
   }
 
+  /* The metric's series matching the search box: from the overview when it lists them all, else searched. */
   function onMetric() {
+    var data = view.overview || {};
     var metric = byId("metric").value;
-    var series = (view.overview && view.overview.series) || [];
-    fill(byId("entity"), unique(series.filter(function (s) { return s.metric === metric; })
-      .map(function (s) { return s.entity; })));
+    var q = byId("entity-search").value.trim();
+    var token = ++view.search;
+    if (!data.series_truncated) {
+      var lower = q.toLowerCase();
+      view.series = (data.series || []).filter(function (s) {
+        return s.metric === metric && (!lower || s.unique_id.toLowerCase().indexOf(lower) >= 0);
+      });
+      view.seriesCount = view.series.length;
+      showSeries();
+      return;
+    }
+    getJSON("/series/search?metric=" + encodeURIComponent(metric) + "&q=" + encodeURIComponent(q) +
+      "&limit=" + SEARCH_LIMIT).then(function (found) {
+      if (token !== view.search) { return; }
+      view.series = found.series || [];
+      view.seriesCount = found.count || 0;
+      showSeries();
+    }).catch(function (error) {
+      if (token === view.search) { chartMessage("Cannot search the series: " + error.message); }
+    });
+  }
+
+  function showSeries() {
+    fill(byId("entity"), unique(view.series.map(function (s) { return s.entity; })));
+    byId("entity-count").textContent = view.seriesCount > view.series.length
+      ? view.series.length + " of " + view.seriesCount + " series: narrow the search" : "";
     onEntity();
   }
 
@@ -424,8 +473,7 @@
   function seriesId() {
     var metric = byId("metric").value;
     var entity = byId("entity").value;
-    var series = (view.overview && view.overview.series) || [];
-    var found = series.filter(function (s) { return s.metric === metric && s.entity === entity; })[0];
+    var found = view.series.filter(function (s) { return s.metric === metric && s.entity === entity; })[0];
     return found ? found.unique_id : "";
   }
 
@@ -558,6 +606,11 @@
   function start() {
     byId("metric").addEventListener("change", onMetric);
     byId("entity").addEventListener("change", onEntity);
+    var typing = null;
+    byId("entity-search").addEventListener("input", function () {
+      window.clearTimeout(typing);
+      typing = window.setTimeout(onMetric, SEARCH_DELAY_MS);
+    });
     byId("model").addEventListener("change", function () { draw(true); });
     byId("history").addEventListener("change", function () { draw(true); });
     byId("recommendations-all").addEventListener("change", renderRecommendations);

@@ -138,13 +138,15 @@ def _route(scope) -> str:
 
 
 def metrics_response(data_root: str, accept: str | None, accept_encoding: str | None,
-                     horizons: Sequence[str] | None = None, models: str = "champion") -> tuple[bytes, dict[str, str]]:
+                     horizons: Sequence[str] | None = None, models: str = "champion",
+                     max_series: int | None = None) -> tuple[bytes, dict[str, str]]:
     """The published forecasts' exposition followed by the API's own families, in the format asked for."""
     from prometheus_client.exposition import choose_encoder
 
     from foresight_lib.serving import exposition
 
-    body, headers = exposition.metrics_response(data_root, accept, None, horizons=horizons, models=models)
+    body, headers = exposition.metrics_response(data_root, accept, None, horizons=horizons, models=models,
+                                                 max_series=max_series)
     encoder, _ = choose_encoder(accept or "")
     ours = encoder(REGISTRY)
     eof = b"# EOF\n"
