@@ -42,6 +42,7 @@ from foresight_lib.config import deep_merge
 from foresight_lib.errors import ConfigError, DataError, ForesightError
 from foresight_lib.forecasting.metrics import criterion_of, metric_champions, pooled_leaderboard
 from foresight_lib.forecasting.progress import log_peak_memory
+from foresight_lib.frames import utc_timestamp
 from foresight_lib.publishing.publish_step import mark_champions, publish, push_latest, recommend
 from foresight_lib.redaction import redact_config
 from foresight_lib.rightsizing.plan_step import rightsize, rightsize_tasks
@@ -58,7 +59,6 @@ from foresight_lib.runs import (
     SERIES,
     VALIDATED,
     VALIDATION_HTML,
-    as_utc,
     backtest_spec,
     base_models,
     config_dict,
@@ -135,7 +135,8 @@ def extract(run_id: str | None, data_interval_start, data_interval_end, params: 
         store.write_frame(SERIES, series)
         run = {
             "run_key": run_key, "attempt": attempt, "run_id": run_id, "overrides": merged, "folder": store.folder,
-            "data_interval_start": as_utc(data_interval_start).isoformat() if data_interval_start is not None else None,
+            "data_interval_start": (utc_timestamp(data_interval_start).isoformat()
+                                    if data_interval_start is not None else None),
             "data_interval_end": end.isoformat(), "window_start": start.isoformat(),
             "rows": int(len(frame)), "series": int(series["unique_id"].nunique()), "source": info,
             "ad_hoc": ad_hoc_differences(params, load_run_config(extra)), "owner_pid": owner_pid,

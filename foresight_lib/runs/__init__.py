@@ -21,6 +21,7 @@ import pandas as pd
 
 from foresight_lib.durations import duration_seconds
 from foresight_lib.errors import ConfigError
+from foresight_lib.frames import utc_timestamp
 from foresight_lib.redaction import redact_config
 from foresight_lib.runs.lock import RunLock
 from foresight_lib.runs.storage import RUNS, RunStore
@@ -44,22 +45,7 @@ RESULT = "backtest_result.pkl"
 
 def run_key_for(when: datetime | str | pd.Timestamp) -> str:
     """The run folder's name for a data interval end: ``2024-03-15T020000Z``."""
-    return as_utc(when).strftime(RUN_KEY_FORMAT)
-
-
-def as_utc(when: datetime | str | pd.Timestamp) -> pd.Timestamp:
-    """``when`` as a UTC timestamp (a naive one is taken as UTC).
-
-    Raises:
-        ConfigError: ``when`` is not a date, or missing.
-    """
-    try:
-        ts = pd.Timestamp(when)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"'{when}' is not a date; use ISO 8601, e.g. 2024-03-15 or 2024-03-15T02:00:00Z") from exc
-    if pd.isna(ts):
-        raise ConfigError("no date given for the run; pass the logical date (ISO 8601)")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return utc_timestamp(when).strftime(RUN_KEY_FORMAT)
 
 
 def overrides_from_params(params: dict | None) -> dict:
